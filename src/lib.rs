@@ -1,0 +1,19 @@
+//! tmux-agent: a sidecar for tmux that turns control-mode notifications into
+//! session lifecycle events, calls MCP tools on them, and keeps coordination
+//! groups in tmux user options.
+//!
+//! # Layout
+//!
+//! - [`control`]: the tmux control-mode protocol: message types, nom parsers,
+//!   the tokio-util codec, command quoting and builders, and the connection
+//!   that owns the `tmux -C` child.
+//! - [`state`]: the model of sessions and clients, and the lifecycle events
+//!   derived from it.
+//! - [`mcp`]: MCP client configuration, one supervisor per server, metrics,
+//!   and the built-in MCP server.
+//! - [`cli`]: one file per subcommand of the `tmux-agent` binary.
+
+pub mod cli;
+pub mod control;
+pub mod mcp;
+pub mod state;

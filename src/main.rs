@@ -1,0 +1,25 @@
+//! The `tmux-agent` binary: parse arguments, set up logging, dispatch.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tmux_agent::cli::{self, Cli};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TMUX_AGENT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli::run(cli).await {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("tmux-agent: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

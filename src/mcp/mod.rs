@@ -1,0 +1,2 @@
+//! MCP: client configuration, supervised connections, metrics, and the
+//! built-in server.

@@ -1,0 +1,2 @@
+//! The model of the tmux server's sessions and clients, and the lifecycle
+//! events derived from it.

@@ -12,8 +12,10 @@
 //! - [`mcp`]: MCP client configuration, one supervisor per server, metrics,
 //!   and the built-in MCP server.
 //! - [`cli`]: one file per subcommand of the `tmux-agent` binary.
+//! - [`paths`]: where files live (XDG directories).
 
 pub mod cli;
 pub mod control;
 pub mod mcp;
+pub mod paths;
 pub mod state;

@@ -269,3 +269,44 @@ fn sessions_created_by_hooks_are_seen() {
     let events = events_until(&watcher, "session-created", Some(&hooked));
     assert_eq!(events.last().unwrap()["session"], "hooked");
 }
+
+#[test]
+fn daemon_detach_returns_once_attached_and_logs_to_a_file() {
+    let server = TmuxServer::start();
+    let out = server.agent().args(["daemon", "--detach"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("running"), "{stdout}");
+    // It is already attached when --detach returns.
+    let option = server.tmux(&["show-options", "-gv", "@agent-daemon"]);
+    assert_eq!(option.trim(), "running");
+
+    server.tmux(&["kill-session", "-t", "base"]);
+    assert!(
+        wait_for(PATIENCE, || (!server.is_running()).then_some(())).is_some(),
+        "the detached daemon kept the server alive"
+    );
+    let log = server
+        .home
+        .path()
+        .join(".local/state/tmux-agent")
+        .join(format!("daemon-{}.log", server.name));
+    let log = wait_for(PATIENCE, || {
+        std::fs::read_to_string(&log)
+            .ok()
+            .filter(|l| l.contains("stopped"))
+    })
+    .expect("the log never said the daemon stopped");
+    assert!(log.contains("session-closed"), "{log}");
+    assert!(!log.contains('\u{1b}'), "the log file has terminal colour codes");
+}
+
+#[test]
+fn daemon_detach_without_a_server_fails_with_the_reason() {
+    let server = TmuxServer::start();
+    server.tmux(&["kill-server"]);
+    let out = server.agent().args(["daemon", "--detach"]).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no tmux server is running"), "{stderr}");
+}

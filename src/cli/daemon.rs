@@ -2,8 +2,13 @@
 //! follows session lifecycle, and marks itself in the global option
 //! `@agent-daemon` while it runs.
 
-use std::process::ExitCode;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::process::CommandExt;
+use std::process::{ExitCode, Stdio};
+use std::time::Duration;
 
+use anyhow::Context;
 use clap::Args;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -24,10 +29,22 @@ pub const DAEMON_OPTION: &str = "@agent-daemon";
 /// server exits as it would without it. Logs go to stderr; set
 /// TMUX_AGENT_LOG=debug for more.
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  tmux-agent daemon\n  tmux-agent -L work daemon\n  # in tmux.conf:\n  run-shell -b 'tmux-agent daemon'")]
-pub struct DaemonArgs {}
+#[command(after_help = "Examples:\n  tmux-agent daemon\n  tmux-agent -L work daemon --detach\n  # in tmux.conf:\n  run-shell -b 'tmux-agent daemon --detach'")]
+pub struct DaemonArgs {
+    /// Run in the background: start a detached daemon, wait until it is
+    /// attached, print its pid and log file, and return. Its log goes to
+    /// $XDG_STATE_HOME/tmux-agent/daemon-<server>.log.
+    #[arg(long)]
+    pub detach: bool,
+}
 
-pub async fn run(_args: DaemonArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+/// How long `--detach` waits for the background daemon to attach.
+const DETACH_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub async fn run(args: DaemonArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    if args.detach {
+        return detach(global).await;
+    }
     let connection_token = CancellationToken::new();
     let tracker = attach(global, connection_token.clone()).await?;
     let control = tracker.control();
@@ -39,6 +56,7 @@ pub async fn run(_args: DaemonArgs, global: &GlobalArgs) -> anyhow::Result<ExitC
         sessions = tracker.model().sessions().count(),
         "tmux-agent daemon attached"
     );
+    report_ready();
 
     let shutdown = shutdown_on_signal();
     let (events_tx, mut events) = mpsc::channel(1024);
@@ -58,4 +76,105 @@ pub async fn run(_args: DaemonArgs, global: &GlobalArgs) -> anyhow::Result<ExitC
     tracing::info!(%message, "tmux-agent daemon stopped");
     eprintln!("tmux-agent daemon: {message}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Starts this binary again as a foreground daemon in a new session (so it
+/// outlives the terminal or `run-shell` that started it), with its output in
+/// the log file, and waits until it has attached.
+async fn detach(global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let server = global.server();
+    let log_path = crate::paths::daemon_log(&server);
+    if let Some(dir) = log_path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("opening the log file {}", log_path.display()))?;
+    let exe = std::env::current_exe().context("finding the tmux-agent binary")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(server.tmux_args());
+    if let Some(config) = &global.config {
+        cmd.arg("--config").arg(config);
+    }
+    cmd.arg("daemon")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe and touches no memory; it only
+    // moves the child out of our session and process group.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    // The child reports "attached" on a socket it inherits as fd 3; EOF
+    // without that word means it failed (its reason is in the log).
+    let (ready, child_end) = std::os::unix::net::UnixStream::pair().context("creating a socket pair")?;
+    let child_fd = child_end.as_raw_fd();
+    cmd.env(READY_FD_ENV, READY_FD.to_string());
+    // SAFETY: between fork and exec only async-signal-safe calls: dup2 puts
+    // the socket on a known fd (without close-on-exec), setsid moves the
+    // child out of our session and process group.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(child_fd, READY_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("starting the daemon")?;
+    drop(child_end);
+    let pid = child.id();
+
+    ready.set_read_timeout(Some(DETACH_TIMEOUT))?;
+    let mut word = String::new();
+    let _ = (&ready).take(64).read_to_string(&mut word);
+    if word.trim() == "attached" {
+        println!("tmux-agent daemon running on `{server}` (pid {pid}); log: {}", log_path.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    // EOF came first: the child is on its way out; give it a moment to be reaped.
+    let mut exited = None;
+    for _ in 0..100 {
+        exited = child.try_wait()?;
+        if exited.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    match exited {
+        Some(status) => {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let last = log.lines().last().unwrap_or("(no output)");
+            anyhow::bail!("the daemon exited at once ({status}): {last}\n(log: {})", log_path.display())
+        }
+        None => anyhow::bail!(
+            "the daemon (pid {pid}) did not attach within {DETACH_TIMEOUT:?}; see {}",
+            log_path.display()
+        ),
+    }
+}
+
+/// The fd on which a detached daemon reports that it has attached.
+const READY_FD: i32 = 3;
+/// Tells a daemon started by `--detach` which fd to report on.
+const READY_FD_ENV: &str = "TMUX_AGENT_READY_FD";
+
+/// Tells the `--detach` parent, if there is one, that we are attached.
+fn report_ready() {
+    let Some(fd) = std::env::var(READY_FD_ENV).ok().and_then(|v| v.parse::<i32>().ok()) else {
+        return;
+    };
+    if fd != READY_FD {
+        return;
+    }
+    // SAFETY: the parent put a socket on this fd for us alone, and nothing
+    // else in the process uses it; the File takes ownership and closes it.
+    let mut socket = unsafe { std::fs::File::from_raw_fd(fd) };
+    let _ = socket.write_all(b"attached\n");
 }

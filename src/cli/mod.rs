@@ -81,13 +81,13 @@ async fn attach(global: &GlobalArgs, connection: CancellationToken) -> anyhow::R
     let connection = match Connection::open(ConnectOptions::new(server.clone()), connection).await {
         Ok(connection) => connection,
         Err(ControlError::NoServer { server }) => {
-            anyhow::bail!("no tmux server is running on {server}: start one with `tmux new -d` (or pick another with -L/-S)")
+            anyhow::bail!("no tmux server is running for `{server}`: start one with `{server} new -d`, or pick another server with -L/-S")
         }
-        Err(err) => return Err(err).with_context(|| format!("attaching to {server}")),
+        Err(err) => return Err(err).with_context(|| format!("attaching to `{server}`")),
     };
     Tracker::start(connection)
         .await
-        .with_context(|| format!("reading sessions from {server}"))
+        .with_context(|| format!("reading sessions from `{server}`"))
 }
 
 /// A token cancelled on SIGINT, SIGTERM or SIGHUP.
@@ -119,7 +119,7 @@ fn shutdown_on_signal() -> CancellationToken {
 async fn describe_end(end: &TrackEnd, global: &GlobalArgs) -> String {
     let server = global.server();
     match end {
-        TrackEnd::LastSessionClosed => format!("the last session on {server} closed; stopped"),
+        TrackEnd::LastSessionClosed => format!("the last session on `{server}` closed; stopped"),
         TrackEnd::Connection(ExitReason::Cancelled) => "stopped".to_owned(),
         TrackEnd::Connection(reason @ (ExitReason::Exit(_) | ExitReason::Eof)) => {
             let alive = server
@@ -132,7 +132,7 @@ async fn describe_end(end: &TrackEnd, global: &GlobalArgs) -> String {
             if alive {
                 format!("{reason} (the tmux-agent session was closed or this client was detached)")
             } else {
-                format!("{server} exited; stopped")
+                format!("the tmux server of `{server}` exited; stopped")
             }
         }
         TrackEnd::Connection(reason) => reason.to_string(),

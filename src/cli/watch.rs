@@ -29,7 +29,7 @@ pub async fn run(args: WatchArgs, global: &GlobalArgs) -> anyhow::Result<ExitCod
     let connection_token = CancellationToken::new();
     let tracker = attach(global, connection_token.clone()).await?;
     eprintln!(
-        "tmux-agent watch: following {} sessions on {}",
+        "tmux-agent watch: following {} sessions on `{}`",
         tracker.model().sessions().count(),
         global.server()
     );

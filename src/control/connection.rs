@@ -57,7 +57,7 @@ const SIDECAR_PANE_COMMAND: &str =
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     /// No tmux server is listening on the socket.
-    #[error("no tmux server is running on {server}")]
+    #[error("no tmux server is running for `{server}`")]
     NoServer { server: ServerSocket },
     /// The `tmux` binary could not be started.
     #[error("could not run tmux ({binary}): {source}")]

@@ -41,7 +41,13 @@ pub fn server_key(server: &ServerSocket) -> String {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "default".to_owned());
     name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "-_".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 

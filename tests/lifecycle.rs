@@ -36,8 +36,10 @@ fn events_until(watcher: &LineReader, kind: &str, session_id: Option<&str>) -> V
         let line = watcher
             .next_line(PATIENCE)
             .unwrap_or_else(|| panic!("no {kind} event; saw {seen:#?}"));
-        let event: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON: {line:?}: {e}"));
-        let matched = event["event"] == kind && session_id.is_none_or(|id| event["session_id"] == id);
+        let event: Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON: {line:?}: {e}"));
+        let matched =
+            event["event"] == kind && session_id.is_none_or(|id| event["session_id"] == id);
         seen.push(event);
         if matched {
             return seen;
@@ -87,13 +89,19 @@ fn create_rename_attach_detach_kill_are_each_seen_once() {
     server.tmux(&["new-session", "-d", "-s", "work"]);
     let id = server.session_id("work");
     let created = events_until(&watcher, "session-created", Some(&id));
-    assert_eq!(summary(&created), owned(&[("session-created", &id, "work")]));
+    assert_eq!(
+        summary(&created),
+        owned(&[("session-created", &id, "work")])
+    );
     assert_prompt(&created, t);
 
     let t = SystemTime::now();
     server.tmux(&["rename-session", "-t", &id, "play"]);
     let renamed = events_until(&watcher, "session-renamed", Some(&id));
-    assert_eq!(summary(&renamed), owned(&[("session-renamed", &id, "play")]));
+    assert_eq!(
+        summary(&renamed),
+        owned(&[("session-renamed", &id, "play")])
+    );
     assert_eq!(renamed[0]["old_name"], "work");
     assert_prompt(&renamed, t);
 
@@ -102,9 +110,17 @@ fn create_rename_attach_detach_kill_are_each_seen_once() {
     let attached = events_until(&watcher, "session-attached", Some(&id));
     assert_eq!(
         summary(&attached),
-        owned(&[("client-attached", &id, "play"), ("session-attached", &id, "play")])
+        owned(&[
+            ("client-attached", &id, "play"),
+            ("session-attached", &id, "play")
+        ])
     );
-    assert!(attached[0]["client"].as_str().unwrap().starts_with("/dev/pts/"));
+    assert!(
+        attached[0]["client"]
+            .as_str()
+            .unwrap()
+            .starts_with("/dev/pts/")
+    );
     assert_prompt(&attached, t);
 
     let t = SystemTime::now();
@@ -112,7 +128,10 @@ fn create_rename_attach_detach_kill_are_each_seen_once() {
     let detached = events_until(&watcher, "session-detached", Some(&id));
     assert_eq!(
         summary(&detached),
-        owned(&[("client-detached", &id, "play"), ("session-detached", &id, "play")])
+        owned(&[
+            ("client-detached", &id, "play"),
+            ("session-detached", &id, "play")
+        ])
     );
     assert_prompt(&detached, t);
     drop(terminal);
@@ -162,7 +181,11 @@ fn hostile_session_names_arrive_intact_and_nothing_runs() {
             .iter()
             .find(|e| e["session_id"] == id.as_str())
             .unwrap_or_else(|| panic!("no event for {id}"));
-        assert_eq!(event["session"], name.as_str(), "the event names the session as tmux stores it");
+        assert_eq!(
+            event["session"],
+            name.as_str(),
+            "the event names the session as tmux stores it"
+        );
     }
 
     // Renaming to a hostile name, and killing by id, behave the same.
@@ -193,10 +216,19 @@ fn start_daemon(server: &TmuxServer) -> LineReader {
 fn the_daemon_is_not_a_client_of_user_sessions() {
     let server = TmuxServer::start();
     let _daemon = start_daemon(&server);
-    assert_eq!(server.tmux(&["display-message", "-p", "-t", "base", "#{session_attached}"]).trim(), "0");
+    assert_eq!(
+        server
+            .tmux(&["display-message", "-p", "-t", "base", "#{session_attached}"])
+            .trim(),
+        "0"
+    );
     assert_eq!(server.tmux(&["list-clients", "-t", "base"]).trim(), "");
     // The daemon's own client sits in the daemon's own session.
-    let clients = server.tmux(&["list-clients", "-F", "#{client_control_mode} #{session_name}"]);
+    let clients = server.tmux(&[
+        "list-clients",
+        "-F",
+        "#{client_control_mode} #{session_name}",
+    ]);
     assert_eq!(clients.trim(), "1 tmux-agent");
 }
 
@@ -237,7 +269,10 @@ fn stopping_the_daemon_clears_its_option_and_leaves_the_server() {
     assert_eq!(String::from_utf8_lossy(&option.stdout).trim(), "");
     // Its session is left for the next daemon (which joins it with -A).
     assert_eq!(
-        server.tmux(&["list-sessions", "-F", "#{session_name}"]).lines().collect::<Vec<_>>(),
+        server
+            .tmux(&["list-sessions", "-F", "#{session_name}"])
+            .lines()
+            .collect::<Vec<_>>(),
         ["base", "tmux-agent"]
     );
 }
@@ -248,7 +283,10 @@ fn no_server_is_one_clear_line_and_a_failure() {
     server.tmux(&["kill-server"]);
     for command in ["watch", "daemon"] {
         let out = server.agent().arg(command).output().unwrap();
-        assert!(!out.status.success(), "{command} succeeded without a server");
+        assert!(
+            !out.status.success(),
+            "{command} succeeded without a server"
+        );
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
         assert!(stderr.contains("no tmux server is running"), "{stderr}");
@@ -263,7 +301,12 @@ fn sessions_created_by_hooks_are_seen() {
     // notification causes (or, failing that, by the 1 Hz subscription).
     let server = TmuxServer::start();
     let watcher = watch(&server);
-    server.tmux(&["set-hook", "-g", "session-created", "new-session -d -s hooked"]);
+    server.tmux(&[
+        "set-hook",
+        "-g",
+        "session-created",
+        "new-session -d -s hooked",
+    ]);
     server.tmux(&["new-session", "-d", "-s", "trigger"]);
     let hooked = server.session_id("hooked");
     let events = events_until(&watcher, "session-created", Some(&hooked));
@@ -273,9 +316,17 @@ fn sessions_created_by_hooks_are_seen() {
 #[test]
 fn daemon_detach_returns_once_attached_and_logs_to_a_file() {
     let server = TmuxServer::start();
-    let out = server.agent().args(["daemon", "--detach"]).output().unwrap();
+    let out = server
+        .agent()
+        .args(["daemon", "--detach"])
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("running"), "{stdout}");
     // It is already attached when --detach returns.
     let option = server.tmux(&["show-options", "-gv", "@agent-daemon"]);
@@ -298,14 +349,21 @@ fn daemon_detach_returns_once_attached_and_logs_to_a_file() {
     })
     .expect("the log never said the daemon stopped");
     assert!(log.contains("session-closed"), "{log}");
-    assert!(!log.contains('\u{1b}'), "the log file has terminal colour codes");
+    assert!(
+        !log.contains('\u{1b}'),
+        "the log file has terminal colour codes"
+    );
 }
 
 #[test]
 fn daemon_detach_without_a_server_fails_with_the_reason() {
     let server = TmuxServer::start();
     server.tmux(&["kill-server"]);
-    let out = server.agent().args(["daemon", "--detach"]).output().unwrap();
+    let out = server
+        .agent()
+        .args(["daemon", "--detach"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no tmux server is running"), "{stderr}");

@@ -22,8 +22,16 @@ fn show_options_round_trips_hostile_values() {
     for (i, value) in values.iter().enumerate() {
         server.tmux(&["set-option", "-t", "base", &format!("@agent-v{i}"), value]);
     }
-    let out = server.command().args(["show-options", "-t", "base"]).output().unwrap();
-    let lines: Vec<&[u8]> = out.stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+    let out = server
+        .command()
+        .args(["show-options", "-t", "base"])
+        .output()
+        .unwrap();
+    let lines: Vec<&[u8]> = out
+        .stdout
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
     let options = parse_options(lines, "@agent-").unwrap();
     for (i, value) in values.iter().enumerate() {
         assert_eq!(options[&format!("@agent-v{i}")], *value, "value {i}");

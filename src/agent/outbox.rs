@@ -271,9 +271,10 @@ impl Outbox {
     /// After a restart: whatever was in flight when the last daemon died is
     /// pending again. Returns how many.
     pub fn recover(&mut self) -> Result<usize, OutboxError> {
-        Ok(self
-            .db
-            .execute("UPDATE actions SET state = 'pending' WHERE state = 'inflight'", [])?)
+        Ok(self.db.execute(
+            "UPDATE actions SET state = 'pending' WHERE state = 'inflight'",
+            [],
+        )?)
     }
 
     /// The next action to send to `server`: the most urgent of the actions
@@ -319,7 +320,9 @@ impl Outbox {
         let Some((id, raw, attempts)) = row else {
             return Ok(None);
         };
-        let json = |text: &str| serde_json::from_str(text).map_err(|source| OutboxError::Json { id, source });
+        let json = |text: &str| {
+            serde_json::from_str(text).map_err(|source| OutboxError::Json { id, source })
+        };
         Ok(Some(Action {
             id,
             new: NewAction {
@@ -385,7 +388,12 @@ impl Outbox {
     }
 
     /// The failure may pass: try again at `retry_at_ms`.
-    pub fn mark_retry(&mut self, id: i64, error: &str, retry_at_ms: i64) -> Result<(), OutboxError> {
+    pub fn mark_retry(
+        &mut self,
+        id: i64,
+        error: &str,
+        retry_at_ms: i64,
+    ) -> Result<(), OutboxError> {
         self.db.execute(
             "UPDATE actions SET state = 'pending', last_error = ?2, next_attempt_at = ?3 WHERE id = ?1",
             params![id, error, retry_at_ms],
@@ -398,6 +406,21 @@ impl Outbox {
         self.db.execute(
             "UPDATE actions SET state = 'failed', last_error = ?2, delivered_at = ?3 WHERE id = ?1",
             params![id, reason, now_ms],
+        )?;
+        Ok(())
+    }
+
+    /// Keeps a value for a session directly (not from a call's result).
+    pub fn keep(
+        &mut self,
+        session_key: &str,
+        name: &str,
+        value: &Value,
+    ) -> Result<(), OutboxError> {
+        self.db.execute(
+            "INSERT INTO kept (session_key, name, value) VALUES (?1, ?2, ?3)
+             ON CONFLICT (session_key, name) DO NOTHING",
+            params![session_key, name, value.to_string()],
         )?;
         Ok(())
     }
@@ -443,7 +466,11 @@ impl Outbox {
     }
 
     /// The latest `limit` actions of a session, newest first.
-    pub fn history(&self, session_key: &str, limit: usize) -> Result<Vec<HistoryEntry>, OutboxError> {
+    pub fn history(
+        &self,
+        session_key: &str,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, OutboxError> {
         let mut stmt = self.db.prepare_cached(
             "SELECT id, event, server, tool, state, attempts, created_at, delivered_at, latency_ms, last_error
              FROM actions WHERE session_key = ?1 ORDER BY id DESC LIMIT ?2",
@@ -469,7 +496,11 @@ impl Outbox {
     pub fn state(&self, id: i64) -> Result<Option<ActionState>, OutboxError> {
         let state: Option<String> = self
             .db
-            .query_row("SELECT state FROM actions WHERE id = ?1", params![id], |row| row.get(0))
+            .query_row(
+                "SELECT state FROM actions WHERE id = ?1",
+                params![id],
+                |row| row.get(0),
+            )
             .optional()?;
         Ok(state.and_then(|s| {
             [
@@ -541,7 +572,9 @@ mod tests {
         assert_eq!(second.new.idempotency_key, "b1");
         outbox.mark_inflight(second.id).unwrap();
         assert!(outbox.next_ready("builtin", 0).unwrap().is_none());
-        outbox.mark_delivered(first.id, 1, 1, &[("goal_id".into(), json!(7))]).unwrap();
+        outbox
+            .mark_delivered(first.id, 1, 1, &[("goal_id".into(), json!(7))])
+            .unwrap();
         outbox.mark_delivered(second.id, 1, 1, &[]).unwrap();
         // Now both have a head again: the close outranks the save.
         let third = outbox.next_ready("builtin", 0).unwrap().unwrap();
@@ -566,7 +599,10 @@ mod tests {
     fn retries_wait_and_failures_stop() {
         let mut outbox = Outbox::in_memory().unwrap();
         outbox
-            .enqueue(&[action("k", "A", "session-created", Priority::Register)], 0)
+            .enqueue(
+                &[action("k", "A", "session-created", Priority::Register)],
+                0,
+            )
             .unwrap();
         let a = outbox.next_ready("builtin", 0).unwrap().unwrap();
         outbox.mark_inflight(a.id).unwrap();
@@ -590,7 +626,10 @@ mod tests {
         {
             let mut outbox = Outbox::open(&path).unwrap();
             outbox
-                .enqueue(&[action("k", "A", "session-created", Priority::Register)], 0)
+                .enqueue(
+                    &[action("k", "A", "session-created", Priority::Register)],
+                    0,
+                )
                 .unwrap();
         }
         let mut outbox = Outbox::open(&path).unwrap();

@@ -18,7 +18,9 @@ use serde_json::{Map, Value};
 pub enum TemplateError {
     #[error("unknown placeholder {{{name}}} (known: {known})")]
     Unknown { name: String, known: String },
-    #[error("placeholder {{{name}}} has no value yet (it is kept from an earlier call that has not succeeded)")]
+    #[error(
+        "placeholder {{{name}}} has no value yet (it is kept from an earlier call that has not succeeded)"
+    )]
     Missing { name: String },
     #[error("unclosed {{ in {text:?} (write {{{{ for a literal brace)")]
     Unclosed { text: String },
@@ -47,9 +49,13 @@ fn pieces(text: &str) -> Result<Vec<Piece<'_>>, TemplateError> {
             literal.push('}');
             rest = after;
         } else if tail.starts_with('}') {
-            return Err(TemplateError::LoneClose { text: text.to_owned() });
+            return Err(TemplateError::LoneClose {
+                text: text.to_owned(),
+            });
         } else {
-            let end = tail.find('}').ok_or_else(|| TemplateError::Unclosed { text: text.to_owned() })?;
+            let end = tail.find('}').ok_or_else(|| TemplateError::Unclosed {
+                text: text.to_owned(),
+            })?;
             if !literal.is_empty() {
                 out.push(Piece::Text(std::mem::take(&mut literal).into()));
             }
@@ -97,7 +103,12 @@ fn walk_strings(
 pub fn render(template: &Value, vars: &Map<String, Value>) -> Result<Value, TemplateError> {
     Ok(match template {
         Value::String(text) => render_string(text, vars)?,
-        Value::Array(items) => Value::Array(items.iter().map(|v| render(v, vars)).collect::<Result<_, _>>()?),
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|v| render(v, vars))
+                .collect::<Result<_, _>>()?,
+        ),
         Value::Object(map) => Value::Object(
             map.iter()
                 .map(|(k, v)| Ok((k.clone(), render(v, vars)?)))
@@ -109,8 +120,9 @@ pub fn render(template: &Value, vars: &Map<String, Value>) -> Result<Value, Temp
 
 fn render_string(text: &str, vars: &Map<String, Value>) -> Result<Value, TemplateError> {
     let lookup = |name: &str| {
-        vars.get(name)
-            .ok_or_else(|| TemplateError::Missing { name: name.to_owned() })
+        vars.get(name).ok_or_else(|| TemplateError::Missing {
+            name: name.to_owned(),
+        })
     };
     let pieces = pieces(text)?;
     if let [Piece::Placeholder(name)] = pieces.as_slice() {
@@ -138,11 +150,12 @@ pub fn extract<'a>(result: &'a Value, path: &str) -> Option<&'a Value> {
     if path.is_empty() {
         return Some(result);
     }
-    path.split('.').try_fold(result, |value, segment| match value {
-        Value::Object(map) => map.get(segment),
-        Value::Array(items) => segment.parse::<usize>().ok().and_then(|i| items.get(i)),
-        _ => None,
-    })
+    path.split('.')
+        .try_fold(result, |value, segment| match value {
+            Value::Object(map) => map.get(segment),
+            Value::Array(items) => segment.parse::<usize>().ok().and_then(|i| items.get(i)),
+            _ => None,
+        })
 }
 
 #[cfg(test)]
@@ -192,12 +205,23 @@ mod tests {
     fn errors_name_the_problem() {
         assert_eq!(
             render(&json!("{goal_id}"), &vars()),
-            Err(TemplateError::Missing { name: "goal_id".into() })
+            Err(TemplateError::Missing {
+                name: "goal_id".into()
+            })
         );
-        assert!(matches!(validate(&json!(["{nope}"]), &["session"]), Err(TemplateError::Unknown { .. })));
+        assert!(matches!(
+            validate(&json!(["{nope}"]), &["session"]),
+            Err(TemplateError::Unknown { .. })
+        ));
         assert!(validate(&json!({"a": ["{session}", "x{session}y"]}), &["session"]).is_ok());
-        assert!(matches!(render(&json!("{oops"), &vars()), Err(TemplateError::Unclosed { .. })));
-        assert!(matches!(render(&json!("oops}"), &vars()), Err(TemplateError::LoneClose { .. })));
+        assert!(matches!(
+            render(&json!("{oops"), &vars()),
+            Err(TemplateError::Unclosed { .. })
+        ));
+        assert!(matches!(
+            render(&json!("oops}"), &vars()),
+            Err(TemplateError::LoneClose { .. })
+        ));
     }
 
     #[test]

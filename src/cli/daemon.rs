@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{GlobalArgs, attach, describe_end, shutdown_on_signal};
-use crate::control::command;
+use crate::control::command::Command;
 use crate::state::TrackEnd;
 
 /// The global option that says a daemon is attached.
@@ -29,7 +29,9 @@ pub const DAEMON_OPTION: &str = "@agent-daemon";
 /// server exits as it would without it. Logs go to stderr; set
 /// TMUX_AGENT_LOG=debug for more.
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  tmux-agent daemon\n  tmux-agent -L work daemon --detach\n  # in tmux.conf:\n  run-shell -b 'tmux-agent daemon --detach'")]
+#[command(
+    after_help = "Examples:\n  tmux-agent daemon\n  tmux-agent -L work daemon --detach\n  # in tmux.conf:\n  run-shell -b 'tmux-agent daemon --detach'"
+)]
 pub struct DaemonArgs {
     /// Run in the background: start a detached daemon, wait until it is
     /// attached, print its pid and log file, and return. Its log goes to
@@ -49,7 +51,7 @@ pub async fn run(args: DaemonArgs, global: &GlobalArgs) -> anyhow::Result<ExitCo
     let tracker = attach(global, connection_token.clone()).await?;
     let control = tracker.control();
     control
-        .run(command::set_global_option(DAEMON_OPTION, "running"))
+        .run(Command::set_global_option(DAEMON_OPTION, "running")?)
         .await?;
     tracing::info!(
         server = %global.server(),
@@ -69,7 +71,9 @@ pub async fn run(args: DaemonArgs, global: &GlobalArgs) -> anyhow::Result<ExitCo
     if !matches!(end, TrackEnd::LastSessionClosed) {
         // Leave no stale "running" behind on a server that lives on. The
         // connection may already be gone, which is fine.
-        let _ = control.run(command::unset_global_option(DAEMON_OPTION)).await;
+        if let Ok(unset) = Command::unset_global_option(DAEMON_OPTION) {
+            let _ = control.run(unset).await;
+        }
     }
     connection_token.cancel();
     let message = describe_end(&end, global).await;
@@ -112,7 +116,8 @@ async fn detach(global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     }
     // The child reports "attached" on a socket it inherits as fd 3; EOF
     // without that word means it failed (its reason is in the log).
-    let (ready, child_end) = std::os::unix::net::UnixStream::pair().context("creating a socket pair")?;
+    let (ready, child_end) =
+        std::os::unix::net::UnixStream::pair().context("creating a socket pair")?;
     let child_fd = child_end.as_raw_fd();
     cmd.env(READY_FD_ENV, READY_FD.to_string());
     // SAFETY: between fork and exec only async-signal-safe calls: dup2 puts
@@ -135,7 +140,10 @@ async fn detach(global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let mut word = String::new();
     let _ = (&ready).take(64).read_to_string(&mut word);
     if word.trim() == "attached" {
-        println!("tmux-agent daemon running on `{server}` (pid {pid}); log: {}", log_path.display());
+        println!(
+            "tmux-agent daemon running on `{server}` (pid {pid}); log: {}",
+            log_path.display()
+        );
         return Ok(ExitCode::SUCCESS);
     }
     // EOF came first: the child is on its way out; give it a moment to be reaped.
@@ -151,7 +159,10 @@ async fn detach(global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         Some(status) => {
             let log = std::fs::read_to_string(&log_path).unwrap_or_default();
             let last = log.lines().last().unwrap_or("(no output)");
-            anyhow::bail!("the daemon exited at once ({status}): {last}\n(log: {})", log_path.display())
+            anyhow::bail!(
+                "the daemon exited at once ({status}): {last}\n(log: {})",
+                log_path.display()
+            )
         }
         None => anyhow::bail!(
             "the daemon (pid {pid}) did not attach within {DETACH_TIMEOUT:?}; see {}",
@@ -167,7 +178,10 @@ const READY_FD_ENV: &str = "TMUX_AGENT_READY_FD";
 
 /// Tells the `--detach` parent, if there is one, that we are attached.
 fn report_ready() {
-    let Some(fd) = std::env::var(READY_FD_ENV).ok().and_then(|v| v.parse::<i32>().ok()) else {
+    let Some(fd) = std::env::var(READY_FD_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    else {
         return;
     };
     if fd != READY_FD {

@@ -86,7 +86,9 @@ async fn attach(global: &GlobalArgs, connection: CancellationToken) -> anyhow::R
     let connection = match Connection::open(ConnectOptions::new(server.clone()), connection).await {
         Ok(connection) => connection,
         Err(ControlError::NoServer { server }) => {
-            anyhow::bail!("no tmux server is running for `{server}`: start one with `{server} new -d`, or pick another server with -L/-S")
+            anyhow::bail!(
+                "no tmux server is running for `{server}`: start one with `{server} new -d`, or pick another server with -L/-S"
+            )
         }
         Err(err) => return Err(err).with_context(|| format!("attaching to `{server}`")),
     };

@@ -17,7 +17,9 @@ use super::{GlobalArgs, attach, describe_end, shutdown_on_signal};
 /// the session's id and name. Sessions that exist when watching starts produce
 /// no events. Stops on Ctrl-C, or when the server's last session closes.
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  tmux-agent watch\n  tmux-agent -L work watch --json | jq -r .event")]
+#[command(
+    after_help = "Examples:\n  tmux-agent watch\n  tmux-agent -L work watch --json | jq -r .event"
+)]
 pub struct WatchArgs {
     /// One JSON object per line, e.g.
     /// {"event":"session-created","session_id":"$3","session":"work","time":"2026-11-21T16:00:00.123Z"}
@@ -45,7 +47,10 @@ pub async fn run(args: WatchArgs, global: &GlobalArgs) -> anyhow::Result<ExitCod
             event.to_string()
         };
         // A closed pipe (`watch | head`) is a normal way to stop watching.
-        if writeln!(stdout, "{line}").and_then(|()| stdout.flush()).is_err() {
+        if writeln!(stdout, "{line}")
+            .and_then(|()| stdout.flush())
+            .is_err()
+        {
             break;
         }
     }

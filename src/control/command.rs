@@ -292,6 +292,13 @@ impl Command {
             .done())
     }
 
+    /// `show-options -t <session>`: every option set on the session itself,
+    /// one per line, values quoted so that each stays on its line (read them
+    /// with [`crate::control::options::parse_options`]).
+    pub fn show_options(session: SessionId) -> Command {
+        Line::new("show-options").flag("-t").id(session).done()
+    }
+
     /// `show-options -gv -- <name>`: the global session option's value.
     pub fn show_global_option(name: &str) -> Result<Command, CommandError> {
         Ok(Line::new("show-options")

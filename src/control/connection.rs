@@ -50,8 +50,7 @@ const ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the pane of the sidecar's session runs. It only has to stay alive
 /// quietly; the message is for a person who attaches to it by mistake.
-const SIDECAR_PANE_COMMAND: &str =
-    "printf 'This session carries tmux-agent'\\''s control connection. Detach with prefix d.\\n'; exec cat >/dev/null";
+const SIDECAR_PANE_COMMAND: &str = "printf 'This session carries tmux-agent'\\''s control connection. Detach with prefix d.\\n'; exec cat >/dev/null";
 
 /// Errors of the control connection.
 #[derive(Debug, thiserror::Error)]
@@ -179,7 +178,10 @@ impl Connection {
     /// Starts `tmux -C`, waits until it is attached to the sidecar session,
     /// and starts the task that owns it. `shutdown` ends the connection
     /// (closing tmux's stdin detaches the client cleanly).
-    pub async fn open(options: ConnectOptions, shutdown: CancellationToken) -> Result<Self, ControlError> {
+    pub async fn open(
+        options: ConnectOptions,
+        shutdown: CancellationToken,
+    ) -> Result<Self, ControlError> {
         ensure_server_running(&options.server).await?;
 
         let mut cmd = options.server.command();
@@ -253,7 +255,9 @@ async fn ensure_server_running(server: &ServerSocket) -> Result<(), ControlError
     if output.status.success() {
         Ok(())
     } else {
-        Err(ControlError::NoServer { server: server.clone() })
+        Err(ControlError::NoServer {
+            server: server.clone(),
+        })
     }
 }
 
@@ -282,7 +286,9 @@ async fn wait_for_attach(
                 let _ = notifications.send(other).await;
             }
             ControlEvent::Reply(reply) if !reply.success => {
-                return Err(ControlError::AttachRefused { message: reply.text() });
+                return Err(ControlError::AttachRefused {
+                    message: reply.text(),
+                });
             }
             ControlEvent::Reply(_) => {}
             ControlEvent::Stray(line) => {
@@ -359,12 +365,18 @@ impl ConnectionTask {
             ControlEvent::Reply(reply) if reply.guard.is_ours() => self.resolve(reply),
             ControlEvent::Reply(reply) => {
                 // A hook's or the command line's block: nobody waits for it.
-                tracing::debug!(lines = reply.lines.len(), success = reply.success, "unsolicited reply block");
+                tracing::debug!(
+                    lines = reply.lines.len(),
+                    success = reply.success,
+                    "unsolicited reply block"
+                );
             }
             ControlEvent::Notification(Notification::Exit { reason }) => {
                 let _ = self
                     .notifications
-                    .send(Notification::Exit { reason: reason.clone() })
+                    .send(Notification::Exit {
+                        reason: reason.clone(),
+                    })
                     .await;
                 return Some(ExitReason::Exit(reason));
             }
@@ -413,7 +425,10 @@ impl ConnectionTask {
         }
         // tmux prints `%exit` and leaves within milliseconds of EOF; a child
         // that does not is killed rather than waited on forever.
-        if tokio::time::timeout(Duration::from_secs(2), self.child.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(2), self.child.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(%reason, "tmux control client did not exit; killing it");
             let _ = self.child.kill().await;
         }

@@ -49,7 +49,10 @@ pub fn parse_option_line(line: &[u8]) -> Result<(String, String), OptionLineErro
         line: String::from_utf8_lossy(line).into_owned(),
         reason,
     };
-    let space = line.iter().position(|&b| b == b' ').ok_or_else(|| error("no value"))?;
+    let space = line
+        .iter()
+        .position(|&b| b == b' ')
+        .ok_or_else(|| error("no value"))?;
     let name = String::from_utf8_lossy(&line[..space]).into_owned();
     let value = unquote(&line[space + 1..]).map_err(error)?;
     Ok((name, String::from_utf8_lossy(&value).into_owned()))
@@ -60,11 +63,17 @@ pub fn parse_option_line(line: &[u8]) -> Result<(String, String), OptionLineErro
 fn unquote(word: &[u8]) -> Result<Vec<u8>, &'static str> {
     match word.first() {
         Some(b'\'') => {
-            let inner = word.strip_suffix(b"'").filter(|_| word.len() >= 2).ok_or("unclosed single quote")?;
+            let inner = word
+                .strip_suffix(b"'")
+                .filter(|_| word.len() >= 2)
+                .ok_or("unclosed single quote")?;
             Ok(inner[1..].to_vec())
         }
         Some(b'"') => {
-            let inner = word.strip_suffix(b"\"").filter(|_| word.len() >= 2).ok_or("unclosed double quote")?;
+            let inner = word
+                .strip_suffix(b"\"")
+                .filter(|_| word.len() >= 2)
+                .ok_or("unclosed double quote")?;
             unescape(&inner[1..])
         }
         _ => unescape(word),
@@ -92,7 +101,9 @@ fn unescape(text: &[u8]) -> Result<Vec<u8>, &'static str> {
                 if !digits.iter().all(|d| (b'0'..=b'7').contains(d)) {
                     return Err("bad octal escape");
                 }
-                let value = digits.iter().fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
+                let value = digits
+                    .iter()
+                    .fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
                 out.push(u8::try_from(value).map_err(|_| "octal escape over 255")?);
                 i += 2;
             }
@@ -147,7 +158,10 @@ mod tests {
         assert_eq!(options.len(), 1);
         assert_eq!(options["@agent-group"], "build");
         assert!(parse_option_line(b"@v \"unclosed").is_err());
-        assert!(parse_option_line(b"@v \"\\9\"").is_ok(), "an unknown escape is the character");
+        assert!(
+            parse_option_line(b"@v \"\\9\"").is_ok(),
+            "an unknown escape is the character"
+        );
         assert!(parse_option_line(b"@novalue").is_err());
     }
 }

@@ -119,7 +119,11 @@ impl Model {
             if clients.get(client) != Some(old_session)
                 && let Some(session) = self.sessions.get(old_session)
             {
-                events.push(event(EventKind::ClientDetached, &session.info, Some(client)));
+                events.push(event(
+                    EventKind::ClientDetached,
+                    &session.info,
+                    Some(client),
+                ));
             }
         }
         // Sessions that lost their last client but still exist.
@@ -152,7 +156,11 @@ impl Model {
             if self.clients.get(client) != Some(new_session)
                 && let Some(session) = sessions.get(new_session)
             {
-                events.push(event(EventKind::ClientAttached, &session.info, Some(client)));
+                events.push(event(
+                    EventKind::ClientAttached,
+                    &session.info,
+                    Some(client),
+                ));
             }
         }
         for (id, new) in &sessions {
@@ -169,7 +177,10 @@ impl Model {
 
     /// The listing as this model sees it: the sidecar's session left out,
     /// control clients left out, clients grouped by session.
-    fn picture(&self, listing: &Listing) -> (BTreeMap<SessionId, Session>, BTreeMap<String, SessionId>) {
+    fn picture(
+        &self,
+        listing: &Listing,
+    ) -> (BTreeMap<SessionId, Session>, BTreeMap<String, SessionId>) {
         let mut sessions: BTreeMap<SessionId, Session> = listing
             .sessions
             .iter()
@@ -238,45 +249,87 @@ mod tests {
         let now = Utc::now();
         let mut model = Model::new(SIDECAR);
         let ours = control("client-1", 0);
-        assert!(model.reconcile(&listing(vec![session(0, "tmux-agent")], vec![ours.clone()]), now).is_empty());
-        assert!(model.is_empty(), "the sidecar's session is never part of the model");
+        assert!(
+            model
+                .reconcile(
+                    &listing(vec![session(0, "tmux-agent")], vec![ours.clone()]),
+                    now
+                )
+                .is_empty()
+        );
+        assert!(
+            model.is_empty(),
+            "the sidecar's session is never part of the model"
+        );
 
-        let created = model.reconcile(&listing(vec![session(0, "tmux-agent"), session(1, "work")], vec![ours.clone()]), now);
+        let created = model.reconcile(
+            &listing(
+                vec![session(0, "tmux-agent"), session(1, "work")],
+                vec![ours.clone()],
+            ),
+            now,
+        );
         assert_eq!(kinds(&created), [(SessionCreated, 1)]);
         assert_eq!(created[0].session, "work");
 
         let attached = model.reconcile(
-            &listing(vec![session(1, "work")], vec![ours.clone(), client("/dev/pts/3", 1)]),
+            &listing(
+                vec![session(1, "work")],
+                vec![ours.clone(), client("/dev/pts/3", 1)],
+            ),
             now,
         );
-        assert_eq!(kinds(&attached), [(ClientAttached, 1), (SessionAttached, 1)]);
+        assert_eq!(
+            kinds(&attached),
+            [(ClientAttached, 1), (SessionAttached, 1)]
+        );
         assert_eq!(attached[0].client.as_deref(), Some("/dev/pts/3"));
 
         let second = model.reconcile(
             &listing(
                 vec![session(1, "work")],
-                vec![ours.clone(), client("/dev/pts/3", 1), client("/dev/pts/4", 1)],
+                vec![
+                    ours.clone(),
+                    client("/dev/pts/3", 1),
+                    client("/dev/pts/4", 1),
+                ],
             ),
             now,
         );
-        assert_eq!(kinds(&second), [(ClientAttached, 1)], "a second client does not re-attach the session");
+        assert_eq!(
+            kinds(&second),
+            [(ClientAttached, 1)],
+            "a second client does not re-attach the session"
+        );
 
-        let one_left = model.reconcile(&listing(vec![session(1, "work")], vec![client("/dev/pts/4", 1)]), now);
+        let one_left = model.reconcile(
+            &listing(vec![session(1, "work")], vec![client("/dev/pts/4", 1)]),
+            now,
+        );
         assert_eq!(kinds(&one_left), [(ClientDetached, 1)]);
 
         let detached = model.reconcile(&listing(vec![session(1, "work")], vec![]), now);
-        assert_eq!(kinds(&detached), [(ClientDetached, 1), (SessionDetached, 1)]);
+        assert_eq!(
+            kinds(&detached),
+            [(ClientDetached, 1), (SessionDetached, 1)]
+        );
 
         let closed = model.reconcile(&listing(vec![], vec![]), now);
         assert_eq!(kinds(&closed), [(SessionClosed, 1)]);
-        assert_eq!(closed[0].session, "work", "a closed session keeps the name it had");
+        assert_eq!(
+            closed[0].session, "work",
+            "a closed session keeps the name it had"
+        );
     }
 
     #[test]
     fn control_clients_never_attach_a_session() {
         let mut model = Model::new(SIDECAR);
         model.reconcile(&listing(vec![session(1, "a")], vec![]), Utc::now());
-        let events = model.reconcile(&listing(vec![session(1, "a")], vec![control("client-9", 1)]), Utc::now());
+        let events = model.reconcile(
+            &listing(vec![session(1, "a")], vec![control("client-9", 1)]),
+            Utc::now(),
+        );
         assert!(events.is_empty(), "{events:?}");
     }
 
@@ -285,11 +338,22 @@ mod tests {
         use EventKind::*;
         let mut model = Model::new(SIDECAR);
         let sessions = vec![session(1, "a"), session(2, "b")];
-        model.reconcile(&listing(sessions.clone(), vec![client("/dev/pts/3", 1)]), Utc::now());
-        let events = model.reconcile(&listing(sessions, vec![client("/dev/pts/3", 2)]), Utc::now());
+        model.reconcile(
+            &listing(sessions.clone(), vec![client("/dev/pts/3", 1)]),
+            Utc::now(),
+        );
+        let events = model.reconcile(
+            &listing(sessions, vec![client("/dev/pts/3", 2)]),
+            Utc::now(),
+        );
         assert_eq!(
             kinds(&events),
-            [(ClientDetached, 1), (SessionDetached, 1), (ClientAttached, 2), (SessionAttached, 2)]
+            [
+                (ClientDetached, 1),
+                (SessionDetached, 1),
+                (ClientAttached, 2),
+                (SessionAttached, 2)
+            ]
         );
     }
 
@@ -307,18 +371,35 @@ mod tests {
     fn killing_an_attached_session_detaches_its_clients_then_closes_it() {
         use EventKind::*;
         let mut model = Model::new(SIDECAR);
-        model.reconcile(&listing(vec![session(1, "a"), session(2, "b")], vec![client("/dev/pts/3", 1)]), Utc::now());
-        let events = model.reconcile(&listing(vec![session(2, "b")], vec![client("/dev/pts/3", 2)]), Utc::now());
+        model.reconcile(
+            &listing(
+                vec![session(1, "a"), session(2, "b")],
+                vec![client("/dev/pts/3", 1)],
+            ),
+            Utc::now(),
+        );
+        let events = model.reconcile(
+            &listing(vec![session(2, "b")], vec![client("/dev/pts/3", 2)]),
+            Utc::now(),
+        );
         assert_eq!(
             kinds(&events),
-            [(ClientDetached, 1), (SessionClosed, 1), (ClientAttached, 2), (SessionAttached, 2)]
+            [
+                (ClientDetached, 1),
+                (SessionClosed, 1),
+                (ClientAttached, 2),
+                (SessionAttached, 2)
+            ]
         );
     }
 
     #[test]
     fn an_unchanged_listing_gives_no_events() {
         let mut model = Model::new(SIDECAR);
-        let same = listing(vec![session(1, "a"), session(2, "b")], vec![client("/dev/pts/3", 1)]);
+        let same = listing(
+            vec![session(1, "a"), session(2, "b")],
+            vec![client("/dev/pts/3", 1)],
+        );
         model.reconcile(&same, Utc::now());
         assert!(model.reconcile(&same, Utc::now()).is_empty());
     }

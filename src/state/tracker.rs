@@ -15,9 +15,9 @@ use chrono::Utc;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::model::{ClientInfo, Listing, Model, SessionInfo};
 use super::LifecycleEvent;
-use crate::control::command::{self, Command};
+use super::model::{ClientInfo, Listing, Model, SessionInfo};
+use crate::control::command::{Command, CommandError, SubscriptionScope};
 use crate::control::connection::{Connection, ControlError, ControlHandle, ExitReason};
 use crate::control::{Notification, SessionId};
 
@@ -42,6 +42,8 @@ const CLIENT_FORMAT: &str = "#{client_name}\t#{client_pid}\t#{client_control_mod
 pub enum TrackError {
     #[error(transparent)]
     Control(#[from] ControlError),
+    #[error(transparent)]
+    Command(#[from] CommandError),
     /// tmux printed a listing line this version cannot read.
     #[error("unexpected {what} line from tmux: {line:?}")]
     Listing { what: &'static str, line: String },
@@ -88,7 +90,7 @@ impl Tracker {
             closed,
             ..
         } = connection;
-        handle.run(subscription()).await?;
+        handle.run(subscription()?).await?;
         let mut model = Model::new(session);
         model.reconcile(&list(&handle).await?, Utc::now());
         let (snapshots, _) = watch::channel(model.clone());
@@ -172,7 +174,11 @@ impl Tracker {
         }
         self.leaving = true;
         tracing::info!("only the sidecar's session is left; closing it");
-        match self.control.run(command::kill_session(self.model.sidecar())).await {
+        match self
+            .control
+            .run(Command::kill_session(self.model.sidecar()))
+            .await
+        {
             // Another sidecar client (a `watch` beside the daemon) may have
             // killed it first, or the server is already going.
             Ok(_) | Err(ControlError::Command { .. } | ControlError::Closed) => Ok(()),
@@ -203,7 +209,7 @@ fn is_trigger(notification: &Notification) -> bool {
 }
 
 /// The 1 Hz reconciliation subscription over all sessions.
-fn subscription() -> Command {
+fn subscription() -> Result<Command, CommandError> {
     let mut format = String::from("#{S:#{session_id}=#{session_attached}=#{session_name}");
     for option in WATCHED_OPTIONS {
         // `\x01-\x1f` travel as real control characters inside the bracket
@@ -211,14 +217,14 @@ fn subscription() -> Command {
         format.push_str(&format!("=#{{s/[\x01-\x1f]/?/:{option}}}"));
     }
     format.push_str(";}");
-    command::subscribe(SUBSCRIPTION, "", &format).expect("the subscription name has no colon")
+    Command::subscribe(SUBSCRIPTION, SubscriptionScope::Session, &format)
 }
 
 /// Lists sessions and clients; the two commands go out back to back.
 async fn list(control: &ControlHandle) -> Result<Listing, TrackError> {
     let (sessions, clients) = tokio::join!(
-        control.run(command::list_sessions(SESSION_FORMAT)),
-        control.run(command::list_clients(CLIENT_FORMAT)),
+        control.run(Command::list_sessions(SESSION_FORMAT)?),
+        control.run(Command::list_clients(CLIENT_FORMAT)?),
     );
     let sessions = sessions?
         .lines
@@ -251,7 +257,11 @@ fn parse_client(line: &str) -> Result<ClientInfo, TrackError> {
         line: line.to_owned(),
     };
     let mut fields = line.splitn(4, '\t');
-    let name = fields.next().filter(|f| !f.is_empty()).ok_or_else(bad)?.to_owned();
+    let name = fields
+        .next()
+        .filter(|f| !f.is_empty())
+        .ok_or_else(bad)?
+        .to_owned();
     let pid = fields.next().and_then(|f| f.parse().ok()).ok_or_else(bad)?;
     let control = fields.next().ok_or_else(bad)? == "1";
     let session = match fields.next().ok_or_else(bad)? {
@@ -273,7 +283,10 @@ mod tests {
     #[test]
     fn listing_lines_parse() {
         let s = parse_session("$3\t1795276358\tmy\tname with tab").unwrap();
-        assert_eq!((s.id, s.created, s.name.as_str()), (SessionId(3), 1795276358, "my\tname with tab"));
+        assert_eq!(
+            (s.id, s.created, s.name.as_str()),
+            (SessionId(3), 1795276358, "my\tname with tab")
+        );
         assert!(parse_session("3\t1\tx").is_err());
         let c = parse_client("/dev/pts/3\t4242\t0\t$1").unwrap();
         assert_eq!(

@@ -45,8 +45,8 @@ pub enum TmuxError {
     Failed { command: String, stderr: String },
     #[error("no tmux session named {0:?}")]
     NoSuchSession(String),
-    #[error("tmux said something unexpected to {command}: {output:?}")]
-    Unexpected { command: String, output: String },
+    #[error("this MCP server's pane {0} ($TMUX_PANE) is not on the tmux server any more")]
+    PaneGone(String),
     #[error("{0}")]
     BadValue(String),
 }
@@ -149,38 +149,64 @@ pub struct WhoAmI {
 }
 
 /// Finds the session the caller means: `explicit` (a `$id` or an exact
-/// name), else the session of this process's pane.
+/// name), else the session of this process's pane. Both are looked up in a
+/// listing rather than used as a target: a target that matches nothing makes
+/// `display-message` print an empty line and succeed, and a name used as a
+/// target prefix-matches.
 pub async fn resolve_session(
     env: &TmuxEnv,
     explicit: Option<&str>,
 ) -> Result<(SessionRef, Option<String>), TmuxError> {
-    const FORMAT: &str = "#{session_id} #{session_name}";
     match explicit {
-        Some(id) if is_session_id(id) => {
-            let out = run(env, &["display-message", "-p", "-t", id, FORMAT]).await?;
-            Ok((parse_session_line(&out, "display-message")?, None))
-        }
-        Some(name) => {
-            let out = run(env, &["list-sessions", "-F", FORMAT]).await?;
-            let found = out
-                .lines()
+        Some(wanted) => {
+            let out = run(
+                env,
+                &["list-sessions", "-F", "#{session_id} #{session_name}"],
+            )
+            .await?;
+            let by_id = is_session_id(wanted);
+            out.lines()
                 .filter_map(|line| line.split_once(' '))
-                .find(|(_, listed)| *listed == name)
-                .map(|(id, listed)| SessionRef {
-                    id: id.to_owned(),
-                    name: listed.to_owned(),
-                });
-            found
-                .map(|session| (session, None))
-                .ok_or_else(|| TmuxError::NoSuchSession(name.to_owned()))
+                .find(|(id, name)| {
+                    if by_id {
+                        *id == wanted
+                    } else {
+                        *name == wanted
+                    }
+                })
+                .map(|(id, name)| {
+                    let session = SessionRef {
+                        id: id.to_owned(),
+                        name: name.to_owned(),
+                    };
+                    (session, None)
+                })
+                .ok_or_else(|| TmuxError::NoSuchSession(wanted.to_owned()))
         }
         None => {
             let pane = env.pane.as_deref().ok_or(TmuxError::NotInPane)?;
-            let out = run(env, &["display-message", "-p", "-t", pane, FORMAT]).await?;
-            Ok((
-                parse_session_line(&out, "display-message")?,
-                Some(pane.to_owned()),
-            ))
+            let out = run(
+                env,
+                &[
+                    "list-panes",
+                    "-a",
+                    "-F",
+                    "#{pane_id} #{session_id} #{session_name}",
+                ],
+            )
+            .await?;
+            out.lines()
+                .filter_map(|line| line.split_once(' '))
+                .find(|(listed, _)| *listed == pane)
+                .and_then(|(_, rest)| rest.split_once(' '))
+                .map(|(id, name)| {
+                    let session = SessionRef {
+                        id: id.to_owned(),
+                        name: name.to_owned(),
+                    };
+                    (session, Some(pane.to_owned()))
+                })
+                .ok_or_else(|| TmuxError::PaneGone(pane.to_owned()))
         }
     }
 }
@@ -276,22 +302,6 @@ fn is_session_id(text: &str) -> bool {
         .is_some_and(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// Parses `$3 name` (tmux escapes line breaks in names, so it is one line).
-fn parse_session_line(out: &str, command: &str) -> Result<SessionRef, TmuxError> {
-    out.strip_suffix('\n')
-        .unwrap_or(out)
-        .split_once(' ')
-        .filter(|(id, _)| is_session_id(id))
-        .map(|(id, name)| SessionRef {
-            id: id.to_owned(),
-            name: name.to_owned(),
-        })
-        .ok_or_else(|| TmuxError::Unexpected {
-            command: command.to_owned(),
-            output: out.to_owned(),
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,13 +313,5 @@ mod tests {
         assert!(!is_session_id("$"));
         assert!(!is_session_id("$1a"));
         assert!(!is_session_id("work"));
-        assert_eq!(
-            parse_session_line("$4 my name\n", "x").unwrap(),
-            SessionRef {
-                id: "$4".into(),
-                name: "my name".into()
-            }
-        );
-        assert!(parse_session_line("oops\n", "x").is_err());
     }
 }

@@ -75,15 +75,21 @@ pub enum ServeError {
         "--http {0}: only loopback addresses (127.0.0.1, ::1) are served; this server has no authentication"
     )]
     NotLoopback(SocketAddr),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {error}")]
     Bind {
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("MCP handshake on stdio failed: {0}")]
     Initialize(Box<rmcp::service::ServerInitializeError>),
     #[error("internal error: {0}")]
-    Join(#[from] tokio::task::JoinError),
+    Join(tokio::task::JoinError),
+}
+
+impl From<tokio::task::JoinError> for ServeError {
+    fn from(error: tokio::task::JoinError) -> Self {
+        Self::Join(error)
+    }
 }
 
 /// Runs the server until its client disconnects (stdio) or until SIGINT or

@@ -97,15 +97,17 @@ CREATE INDEX idempotency_by_age ON idempotency (created_at);
 /// to the caller as the text of an `isError` tool result.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot create the database directory {path}: {source}")]
-    CreateDir {
+    // Causes are part of each message (not `source`), so that the text a
+    // caller sees is complete and a CLI printing the chain repeats nothing.
+    #[error("cannot create {path}: {error}")]
+    Create {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("database {path}: {source}")]
+    #[error("database {path}: {error}")]
     Open {
         path: PathBuf,
-        source: rusqlite::Error,
+        error: rusqlite::Error,
     },
     #[error(
         "database {path} has schema version {found}, newer than this tmux-agent understands \
@@ -113,9 +115,9 @@ pub enum StoreError {
     )]
     NewerSchema { path: PathBuf, found: i64 },
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("stored JSON is damaged: {0}")]
-    Json(#[from] serde_json::Error),
+    Sqlite(rusqlite::Error),
+    #[error("JSON error: {0}")]
+    Json(serde_json::Error),
     /// The named thing does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -123,6 +125,18 @@ pub enum StoreError {
     /// combination of arguments, reused idempotency key).
     #[error("{0}")]
     Rejected(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> Self {
+        Self::Sqlite(error)
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(error: serde_json::Error) -> Self {
+        Self::Json(error)
+    }
 }
 
 /// An open database. One connection per process; callers serialise on it.
@@ -137,18 +151,18 @@ impl Store {
     /// WAL, and creates or checks the schema.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            create_private_dir(dir).map_err(|source| StoreError::CreateDir {
+            create_private_dir(dir).map_err(|error| StoreError::Create {
                 path: dir.to_path_buf(),
-                source,
+                error,
             })?;
         }
-        create_private_file(path).map_err(|source| StoreError::CreateDir {
+        create_private_file(path).map_err(|error| StoreError::Create {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
-        let open_err = |source| StoreError::Open {
+        let open_err = |error| StoreError::Open {
             path: path.to_path_buf(),
-            source,
+            error,
         };
         let conn = Connection::open_with_flags(
             path,

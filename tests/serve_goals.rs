@@ -222,3 +222,60 @@ async fn hostile_names_round_trip_intact() {
     assert!(!std::path::Path::new("/tmp/pwned").exists());
     client.cancel().await.unwrap();
 }
+
+/// What clients read before calling: every tool has an input schema of
+/// type object, an output schema, and annotations; optional arguments have
+/// one plain type (simple clients convert string arguments by that type).
+#[tokio::test]
+async fn tools_list_describes_every_tool() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = start(&dir.path().join("b.db")).await;
+    let tools = tokio::time::timeout(serve_support::STEP, client.list_all_tools())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "complete_goal",
+            "complete_my_goal",
+            "get_context",
+            "list_goals",
+            "register_goal",
+            "save_context",
+            "search_context",
+            "set_goal",
+            "update_goal",
+            "whoami"
+        ]
+    );
+    for tool in &tools {
+        let input = serde_json::to_value(&*tool.input_schema).unwrap();
+        assert_eq!(input["type"], "object", "{}", tool.name);
+        assert_eq!(input["additionalProperties"], false, "{}", tool.name);
+        for (arg, schema) in input["properties"].as_object().unwrap() {
+            assert!(
+                schema.get("default") != Some(&Value::Null) && !schema["type"].is_array()
+                    || arg == "id",
+                "{}.{arg}: {schema}",
+                tool.name
+            );
+        }
+        let output = tool
+            .output_schema
+            .as_ref()
+            .unwrap_or_else(|| panic!("{} has no outputSchema", tool.name));
+        assert_eq!(output.get("type"), Some(&json!("object")), "{}", tool.name);
+        let annotations = tool.annotations.as_ref().unwrap();
+        assert_eq!(annotations.open_world_hint, Some(false));
+        let read_only =
+            ["get_context", "list_goals", "search_context", "whoami"].contains(&tool.name.as_ref());
+        assert_eq!(annotations.read_only_hint, Some(read_only), "{}", tool.name);
+    }
+    let save = tools.iter().find(|t| t.name == "save_context").unwrap();
+    let context = &serde_json::to_value(&*save.input_schema).unwrap()["properties"]["context"];
+    assert_eq!(context["type"], "object", "context is inline: {context}");
+    client.cancel().await.unwrap();
+}

@@ -84,7 +84,8 @@ pub struct SessionRef {
 pub struct WhoAmIArgs {
     /// A session name or `$id`; default: the session of the pane this server
     /// runs in.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub session: Option<String>,
 }
 
@@ -95,7 +96,8 @@ pub struct SetGoalArgs {
     /// The goal, one line.
     pub goal: String,
     /// A session name or `$id`; default: this pane's session.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub session: Option<String>,
 }
 
@@ -104,13 +106,16 @@ pub struct SetGoalArgs {
 #[serde(deny_unknown_fields)]
 pub struct CompleteMyGoalArgs {
     /// What came of the goal.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub outcome: Option<String>,
     /// A session name or `$id`; default: this pane's session.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub session: Option<String>,
     /// Makes a replay of this call return the first call's result.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub idempotency_key: Option<String>,
 }
 

@@ -19,6 +19,9 @@ use super::store::{StoreError, now};
 /// The context of one tmux session. Every field is optional, and fields not
 /// named here are kept as given.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+// Inline, so that `context` reads as `"type": "object"` to clients that do
+// not follow `$ref`s (the MCP Inspector's CLI, for one).
+#[schemars(inline)]
 pub struct SessionContext {
     /// tmux session id, e.g. "$3".
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -91,7 +94,8 @@ pub struct SaveContext {
     pub context: SessionContext,
     /// Makes a replay of this call return the first call's receipt instead
     /// of saving again.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub idempotency_key: Option<String>,
 }
 
@@ -114,16 +118,19 @@ pub struct SaveReceipt {
 #[serde(deny_unknown_fields)]
 pub struct GetContext {
     /// Session key, as given to save_context.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub session: Option<String>,
     /// Session name; the session saved most recently under it wins.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub session_name: Option<String>,
     /// Return up to `limit` saves, newest first, instead of the latest only.
     #[serde(default)]
     pub history: bool,
     /// With history: at most this many saves (default 10, at most 1000).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u32")]
     pub limit: Option<u32>,
 }
 
@@ -159,7 +166,8 @@ pub struct SearchContext {
     #[serde(default)]
     pub history: bool,
     /// At most this many matches, best first (default 20, at most 200).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u32")]
     pub limit: Option<u32>,
 }
 

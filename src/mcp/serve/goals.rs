@@ -137,21 +137,26 @@ pub struct RegisterGoal {
     /// Short name of the goal, usually the session name.
     pub name: String,
     /// What the goal is, in words.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub description: Option<String>,
     /// Kind of agent or work (e.g. "claude", "build").
-    #[serde(default, rename = "type")]
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub goal_type: Option<String>,
     /// Stable key of the tmux session (e.g. "host:$3:1732200000"); names are
     /// reused over time, keys are not.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub session: Option<String>,
     /// Any JSON object, stored and returned as given.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Map<String, Value>")]
     pub metadata: Option<Map<String, Value>>,
     /// Makes a replay of this call return the first call's goal instead of
     /// registering another.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub idempotency_key: Option<String>,
 }
 
@@ -164,10 +169,12 @@ pub struct UpdateGoal {
     /// detached again.
     pub status: GoalStatus,
     /// Why, or what happened.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub note: Option<String>,
     /// Makes a replay of this call return the first call's result.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub idempotency_key: Option<String>,
 }
 
@@ -177,10 +184,12 @@ pub struct UpdateGoal {
 pub struct CompleteGoal {
     pub id: GoalId,
     /// What came of the goal.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub outcome: Option<String>,
     /// Makes a replay of this call return the first call's result.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub idempotency_key: Option<String>,
 }
 
@@ -189,13 +198,16 @@ pub struct CompleteGoal {
 #[serde(deny_unknown_fields)]
 pub struct ListGoals {
     /// Only goals with this status.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "GoalStatus")]
     pub status: Option<GoalStatus>,
     /// Only goals of this session key.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub session: Option<String>,
     /// At most this many, newest first (default 100, at most 1000).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u32")]
     pub limit: Option<u32>,
 }
 

@@ -279,3 +279,103 @@ async fn tools_list_describes_every_tool() {
     assert_eq!(context["type"], "object", "context is inline: {context}");
     client.cancel().await.unwrap();
 }
+
+/// The 2026-07-28 revision has no `initialize`: a client discovers the
+/// server (`server/discover`) and sends its version with every request.
+/// rmcp's `Auto` mode is how a dual-era client (like the daemon may be)
+/// connects; this server must answer it in the new era.
+#[tokio::test]
+async fn a_client_on_the_2026_revision_works_too() {
+    use rmcp::model::ProtocolVersion;
+    use rmcp::service::{ClientLifecycleMode, ClientServiceExt};
+    let dir = tempfile::tempdir().unwrap();
+    let transport = rmcp::transport::TokioChildProcess::new(serve_support::serve_command(
+        &dir.path().join("b.db"),
+        &[],
+    ))
+    .unwrap();
+    let lifecycle = ClientLifecycleMode::Auto {
+        preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+        legacy_version: Some(ProtocolVersion::V_2025_11_25),
+    };
+    let client = tokio::time::timeout(
+        serve_support::STEP,
+        ().serve_with_lifecycle(transport, lifecycle),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let version = client.peer_info().unwrap().protocol_version.clone();
+    assert_eq!(version, ProtocolVersion::V_2026_07_28);
+    let params = rmcp::model::CallToolRequestParams::new("register_goal")
+        .with_arguments(json!({"name": "modern"}).as_object().unwrap().clone());
+    let result = client.call_tool(params).await.unwrap();
+    assert_ne!(result.is_error, Some(true));
+    assert_eq!(result.structured_content.unwrap()["name"], "modern");
+    let params = rmcp::model::CallToolRequestParams::new("nope");
+    let result = client.call_tool(params).await.unwrap();
+    assert_eq!(result.is_error, Some(true));
+    client.cancel().await.unwrap();
+}
+
+/// `--db` wins over `$TMUX_AGENT_DB`, which wins over
+/// `$XDG_DATA_HOME/tmux-agent/builtin.db`; the file is private.
+#[tokio::test]
+async fn database_location_follows_flag_env_and_xdg() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let xdg = dir.path().join("xdg");
+    let env_db = dir.path().join("env.db");
+    let flag_db = dir.path().join("flag.db");
+    let command = |db_flag: Option<&std::path::Path>, env_db: Option<&std::path::Path>| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tmux-agent"));
+        cmd.args(["mcp", "serve"])
+            .env_remove("TMUX")
+            .env_remove("TMUX_PANE")
+            .env_remove("TMUX_AGENT_DB")
+            .env("XDG_DATA_HOME", &xdg);
+        if let Some(db) = db_flag {
+            cmd.arg("--db").arg(db);
+        }
+        if let Some(db) = env_db {
+            cmd.env("TMUX_AGENT_DB", db);
+        }
+        cmd
+    };
+    for (cmd, expected, name) in [
+        (
+            command(None, None),
+            xdg.join("tmux-agent/builtin.db"),
+            "xdg",
+        ),
+        (command(None, Some(&env_db)), env_db.clone(), "env"),
+        (
+            command(Some(&flag_db), Some(&env_db)),
+            flag_db.clone(),
+            "flag",
+        ),
+    ] {
+        let client = serve_support::connect(cmd).await;
+        ok(&client, "register_goal", json!({"name": name})).await;
+        client.cancel().await.unwrap();
+        let mode = std::fs::metadata(&expected).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", expected.display());
+    }
+    let dir_mode = std::fs::metadata(xdg.join("tmux-agent"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(dir_mode & 0o777, 0o700);
+    // Each database holds exactly the goal registered through it.
+    for (db, name) in [
+        (xdg.join("tmux-agent/builtin.db"), "xdg"),
+        (env_db, "env"),
+        (flag_db, "flag"),
+    ] {
+        let client = start(&db).await;
+        let listed = ok(&client, "list_goals", json!({})).await;
+        assert_eq!(listed["goals"].as_array().unwrap().len(), 1);
+        assert_eq!(listed["goals"][0]["name"], name);
+        client.cancel().await.unwrap();
+    }
+}

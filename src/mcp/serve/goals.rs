@@ -124,9 +124,11 @@ pub struct Goal {
     pub note: Option<String>,
     /// What came of it, given to complete_goal.
     pub outcome: Option<String>,
-    /// RFC 3339 UTC times.
+    /// When it was registered (RFC 3339, UTC).
     pub created_at: String,
+    /// When it last changed (RFC 3339, UTC).
     pub updated_at: String,
+    /// When it was completed or failed (RFC 3339, UTC).
     pub completed_at: Option<String>,
 }
 

@@ -121,6 +121,9 @@ async fn lookup_by_name_finds_the_latest_session_of_that_name() {
     .await;
     let found = ok(&client, "get_context", json!({"session_name": "work"})).await;
     assert_eq!(found["session"], "h:$1:100");
+    // A name where a key is asked for works too: no key matches, the name does.
+    let typed = ok(&client, "get_context", json!({"session": "work"})).await;
+    assert_eq!(typed["session"], "h:$1:100");
 
     let message = tool_error(&client, "get_context", json!({"session_name": "nope"})).await;
     assert!(message.contains("no saved context"), "{message}");

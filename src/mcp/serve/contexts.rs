@@ -117,7 +117,8 @@ pub struct SaveReceipt {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GetContext {
-    /// Session key, as given to save_context.
+    /// Session key, as given to save_context; a session name is accepted too
+    /// (when no key matches, the session saved most recently under that name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String")]
     pub session: Option<String>,
@@ -260,19 +261,38 @@ pub fn save(
 
 /// The latest save of a session, or its history.
 pub fn get(tx: &Transaction<'_>, args: &GetContext) -> Result<ContextHistory, StoreError> {
-    let session = match (&args.session, &args.session_name) {
-        (Some(key), None) => key.clone(),
-        (None, Some(name)) => tx
+    let by_name = |name: &str| -> Result<Option<String>, StoreError> {
+        Ok(tx
             .query_row(
                 "SELECT session FROM sessions WHERE name = ?1
                  ORDER BY latest_save DESC LIMIT 1",
                 [name],
                 |row| row.get(0),
             )
-            .optional()?
-            .ok_or_else(|| {
-                StoreError::NotFound(format!("no saved context for a session named {name:?}"))
-            })?,
+            .optional()?)
+    };
+    let session = match (&args.session, &args.session_name) {
+        // A person types a session's name where a key is asked for: a key
+        // is tried first, then the name (the most recent such session).
+        (Some(key), None) => {
+            let is_key: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM sessions WHERE session = ?1)",
+                [key],
+                |row| row.get(0),
+            )?;
+            if is_key {
+                key.clone()
+            } else {
+                by_name(key)?.ok_or_else(|| {
+                    StoreError::NotFound(format!(
+                        "no saved context for session key or name {key:?}"
+                    ))
+                })?
+            }
+        }
+        (None, Some(name)) => by_name(name)?.ok_or_else(|| {
+            StoreError::NotFound(format!("no saved context for a session named {name:?}"))
+        })?,
         _ => {
             return Err(StoreError::Rejected(
                 "give exactly one of `session` (the key) and `session_name`".into(),

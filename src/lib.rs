@@ -9,11 +9,13 @@
 //!   that owns the `tmux -C` child.
 //! - [`state`]: the model of sessions and clients, and the lifecycle events
 //!   derived from it.
+//! - [`config`]: the config file (`config.toml`): schema, loader, problems.
 //! - [`mcp`]: MCP client configuration, one supervisor per server, metrics,
 //!   and the built-in MCP server.
 //! - [`cli`]: one file per subcommand of the `tmux-agent` binary.
 
 pub mod cli;
+pub mod config;
 pub mod control;
 pub mod mcp;
 pub mod state;

@@ -27,7 +27,12 @@ pub struct Cli {
 #[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
     /// Use the tmux server with this socket name, like `tmux -L`.
-    #[arg(short = 'L', global = true, value_name = "SOCKET_NAME", conflicts_with = "socket_path")]
+    #[arg(
+        short = 'L',
+        global = true,
+        value_name = "SOCKET_NAME",
+        conflicts_with = "socket_path"
+    )]
     pub socket_name: Option<String>,
     /// Use the tmux server at this socket path, like `tmux -S`.
     #[arg(short = 'S', global = true, value_name = "SOCKET_PATH")]

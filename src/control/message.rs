@@ -11,7 +11,9 @@ use bytes::Bytes;
 
 /// A session id as tmux prints it: `$3`. Ids are never reused while a
 /// server lives, so they are the only safe way to target a session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(into = "String", try_from = "String")]
 pub struct SessionId(pub u32);
 
@@ -36,7 +38,9 @@ macro_rules! tmux_id {
 
             fn from_str(s: &str) -> Result<Self, Self::Err> {
                 s.strip_prefix($sigil)
-                    .filter(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+                    .filter(|digits| {
+                        !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+                    })
                     .and_then(|digits| digits.parse().ok())
                     .map($ty)
                     .ok_or_else(|| InvalidId(s.to_owned()))
@@ -124,7 +128,11 @@ pub enum Notification {
     /// `%output %<pane> <octal-escaped bytes>`
     Output { pane: PaneId, data: Bytes },
     /// `%extended-output %<pane> <age-ms> ... : <octal-escaped bytes>`
-    ExtendedOutput { pane: PaneId, age_ms: u64, data: Bytes },
+    ExtendedOutput {
+        pane: PaneId,
+        age_ms: u64,
+        data: Bytes,
+    },
     /// `%pause %<pane>`
     Pause { pane: PaneId },
     /// `%continue %<pane>`
@@ -145,10 +153,17 @@ pub enum Notification {
     /// `%sessions-changed`: a session was created or destroyed, no arguments.
     SessionsChanged,
     /// `%session-window-changed $<session> @<window>`
-    SessionWindowChanged { session: SessionId, window: WindowId },
+    SessionWindowChanged {
+        session: SessionId,
+        window: WindowId,
+    },
     /// `%client-session-changed <client> $<session> <name>`: another client
     /// attached to or switched to a session.
-    ClientSessionChanged { client: String, session: SessionId, name: String },
+    ClientSessionChanged {
+        client: String,
+        session: SessionId,
+        name: String,
+    },
     /// `%client-detached <client>`
     ClientDetached { client: String },
     /// `%window-add @<window>`
@@ -201,5 +216,7 @@ pub enum ControlEvent {
     Stray(Bytes),
     /// A line longer than the codec's limit, discarded (outside a block; inside
     /// one it is counted in [`Reply::dropped_lines`]).
-    LineTooLong { length: usize },
+    LineTooLong {
+        length: usize,
+    },
 }

@@ -125,7 +125,10 @@ mod tests {
             ServerSocket::choose_with_env(None, None, env),
             ServerSocket::Path("/tmp/tmux-0/work".into())
         );
-        assert_eq!(ServerSocket::choose_with_env(None, None, None), ServerSocket::Default);
+        assert_eq!(
+            ServerSocket::choose_with_env(None, None, None),
+            ServerSocket::Default
+        );
         assert_eq!(
             ServerSocket::choose_with_env(None, None, Some(OsString::new())),
             ServerSocket::Default

@@ -9,6 +9,7 @@
 //!   that owns the `tmux -C` child.
 //! - [`state`]: the model of sessions and clients, and the lifecycle events
 //!   derived from it.
+//! - [`config`]: the config file (`config.toml`): schema, loader, problems.
 //! - [`mcp`]: MCP client configuration, one supervisor per server, metrics,
 //!   and the built-in MCP server.
 //! - [`agent`]: what the daemon does about events: templates, the outbox.
@@ -17,6 +18,7 @@
 
 pub mod agent;
 pub mod cli;
+pub mod config;
 pub mod control;
 pub mod mcp;
 pub mod paths;

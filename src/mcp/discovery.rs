@@ -1,0 +1,735 @@
+//! Finding the MCP servers a user already has: tmux-agent's `config.toml`
+//! plus the files Claude Code and Claude Desktop keep.
+//!
+//! Files read, in precedence order (a server name defined in an earlier one
+//! hides the same name in later ones; entries are never merged field by
+//! field):
+//!
+//! 1. `config.toml` (`[servers.NAME]` entries that name a transport),
+//! 2. `~/.claude.json` → `projects[<dir>].mcpServers`, for the working
+//!    directory or its nearest ancestor listed there (Claude Code's *local*
+//!    scope),
+//! 3. `.mcp.json` in the working directory or its nearest ancestor (Claude
+//!    Code's *project* scope),
+//! 4. `~/.claude.json` → top-level `mcpServers` (Claude Code's *user* scope),
+//! 5. Claude Desktop's `claude_desktop_config.json`
+//!    (`$XDG_CONFIG_HOME/Claude/` or `~/.config/Claude/` on Linux,
+//!    `~/Library/Application Support/Claude/` on macOS).
+//!
+//! This is Claude Code's own order (local > project > user) with our file in
+//! front and Desktop behind. `$CLAUDE_CONFIG_DIR/.claude.json` replaces
+//! `~/.claude.json` when that variable is set, as in Claude Code.
+//! `[mcp] import_claude = false` reads only `config.toml`.
+//!
+//! A `[servers.NAME]` entry without `command`/`url`/`socket` does not define
+//! a server: its knobs (timeouts, concurrency, `enabled = false`, ...) apply
+//! to the server of that name found in Claude's files. Names listed in
+//! `projects[<dir>].disabledMcpServers` (any Claude scope) or
+//! `disabledMcpjsonServers` (`.mcp.json`) are skipped, as Claude Code skips
+//! them.
+//!
+//! `${VAR}` / `${VAR:-default}` are expanded in `command`, `args`, `env`,
+//! `url`, `headers` (and `cwd`, `socket`) of every entry; a server using an
+//! unset variable with no default is skipped with a warning naming the
+//! server, the file and the variable. `~/.claude.json` is rewritten
+//! constantly by Claude Code, so a parse failure is retried a few times
+//! before it is reported.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::config::{self, Config, Problem, ServerEntry};
+use crate::mcp::expand::{ExpandError, expand};
+use crate::mcp::spec::{Scope, ServerSettings, ServerSpec, Source, StdioSpec, TransportSpec};
+
+/// How many times a JSON file that fails to parse is read again.
+const PARSE_ATTEMPTS: u32 = 5;
+/// Pause between those reads: long enough for an editor's rewrite to land.
+const PARSE_RETRY_DELAY: Duration = Duration::from_millis(40);
+
+/// Everything discovery needs from the outside world, so tests can give a
+/// temporary home, working directory and environment.
+#[derive(Debug, Clone)]
+pub struct DiscoveryInput {
+    pub home: PathBuf,
+    pub cwd: PathBuf,
+    /// `--config` / `$TMUX_AGENT_CONFIG`.
+    pub config_file: Option<PathBuf>,
+    /// Variables for `${VAR}` expansion and for `XDG_CONFIG_HOME`,
+    /// `CLAUDE_CONFIG_DIR`.
+    pub vars: HashMap<String, String>,
+}
+
+impl DiscoveryInput {
+    /// This process's home, working directory and environment.
+    pub fn from_process(config_file: Option<PathBuf>) -> std::io::Result<DiscoveryInput> {
+        let vars: HashMap<String, String> = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect();
+        let home = vars.get("HOME").map(PathBuf::from).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "$HOME is not set; set it or pass --config",
+            )
+        })?;
+        Ok(DiscoveryInput {
+            home,
+            cwd: std::env::current_dir()?,
+            config_file,
+            vars,
+        })
+    }
+
+    fn var(&self, name: &str) -> Option<&str> {
+        self.vars.get(name).map(String::as_str)
+    }
+
+    /// Where the config file is looked for.
+    pub fn config_path(&self) -> PathBuf {
+        config::config_path(
+            self.config_file.as_deref(),
+            self.var("XDG_CONFIG_HOME").map(Path::new),
+            &self.home,
+        )
+    }
+
+    fn claude_json(&self) -> PathBuf {
+        match self.var("CLAUDE_CONFIG_DIR") {
+            Some(dir) if !dir.is_empty() => Path::new(dir).join(".claude.json"),
+            _ => self.home.join(".claude.json"),
+        }
+    }
+
+    fn claude_desktop_json(&self) -> PathBuf {
+        if cfg!(target_os = "macos") {
+            return self
+                .home
+                .join("Library/Application Support/Claude/claude_desktop_config.json");
+        }
+        let base = match self.var("XDG_CONFIG_HOME") {
+            Some(dir) if Path::new(dir).is_absolute() => PathBuf::from(dir),
+            _ => self.home.join(".config"),
+        };
+        base.join("Claude").join("claude_desktop_config.json")
+    }
+}
+
+/// A server that was found but will not be run, and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SkippedServer {
+    pub name: String,
+    pub source: Source,
+    pub reason: String,
+}
+
+/// The result of discovery.
+#[derive(Debug, Clone, Default)]
+pub struct Discovered {
+    /// The parsed `config.toml` (empty when there is none).
+    pub config: Config,
+    /// Where `config.toml` was looked for.
+    pub config_path: PathBuf,
+    /// Every file that existed and was read.
+    pub files_read: Vec<PathBuf>,
+    /// Servers to run, by name.
+    pub servers: Vec<ServerSpec>,
+    /// Servers found but not run.
+    pub skipped: Vec<SkippedServer>,
+    /// Errors in files: `config check` exits 1 when there are any.
+    pub problems: Vec<Problem>,
+    /// Things worth knowing that are not errors in our own file (a server
+    /// skipped for an unset variable, an ignored Claude field).
+    pub warnings: Vec<Problem>,
+}
+
+impl Discovered {
+    /// Keeps only the named servers (and skipped entries of those names).
+    pub fn only(mut self, names: &[&str]) -> Discovered {
+        self.servers.retain(|s| names.contains(&s.name.as_str()));
+        self.skipped.retain(|s| names.contains(&s.name.as_str()));
+        self
+    }
+
+    /// Every name known, run or skipped, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .servers
+            .iter()
+            .map(|s| s.name.clone())
+            .chain(self.skipped.iter().map(|s| s.name.clone()))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+}
+
+/// A name Claude Code was told not to run for this project.
+struct Disabled {
+    name: String,
+    why: String,
+    /// `disabledMcpjsonServers` applies to `.mcp.json` servers only.
+    project_only: bool,
+}
+
+/// One server entry before expansion, with where it came from.
+struct Candidate {
+    name: String,
+    source: Source,
+    entry: ServerEntry,
+    /// Entries from our own file report mistakes as problems; entries from
+    /// Claude's files (not ours to police) as warnings.
+    ours: bool,
+}
+
+/// Finds every configured server. Blocking: it reads files and may pause a
+/// few tens of milliseconds to re-read a `~/.claude.json` caught mid-write;
+/// call it from `spawn_blocking` in async code.
+pub fn discover(input: &DiscoveryInput) -> Discovered {
+    let mut out = Discovered {
+        config_path: input.config_path(),
+        ..Discovered::default()
+    };
+    let loaded = config::load(&out.config_path, input.config_file.is_some());
+    out.problems.extend(loaded.problems);
+    if let Some(file) = loaded.file {
+        out.files_read.push(file);
+    }
+    out.config = loaded.config;
+
+    let mut candidates = Vec::new();
+    let mut overlays: BTreeMap<String, ServerEntry> = BTreeMap::new();
+    for (name, entry) in &out.config.servers {
+        if entry.defines_server() {
+            candidates.push(Candidate {
+                name: name.clone(),
+                source: Source {
+                    file: out.config_path.clone(),
+                    scope: Scope::Config,
+                },
+                entry: entry.clone(),
+                ours: true,
+            });
+        } else {
+            overlays.insert(name.clone(), entry.clone());
+        }
+    }
+
+    let mut disabled: Vec<Disabled> = Vec::new();
+    if out.config.mcp.import_claude {
+        read_claude(input, &mut out, &mut candidates, &mut disabled);
+    }
+
+    // First definition of a name wins; candidates are in precedence order.
+    let mut seen = BTreeMap::new();
+    for candidate in candidates {
+        if seen.contains_key(&candidate.name) {
+            continue;
+        }
+        seen.insert(candidate.name.clone(), ());
+        let overlay = overlays.remove(&candidate.name);
+        if let Some(off) = disabled.iter().find(|d| {
+            d.name == candidate.name
+                && match candidate.source.scope {
+                    Scope::Config => false,
+                    Scope::ClaudeProject => true,
+                    _ => !d.project_only,
+                }
+        }) {
+            out.skipped.push(SkippedServer {
+                name: candidate.name,
+                source: candidate.source,
+                reason: off.why.to_string(),
+            });
+            continue;
+        }
+        resolve(input, candidate, overlay, &mut out);
+    }
+    for (name, _) in overlays {
+        out.problems.push(Problem::new(
+            &out.config_path,
+            format!("servers.{name}"),
+            "no `command`, `url` or `socket`, and no server of this name in Claude's config \
+             files: give it a transport, or fix the name",
+        ));
+    }
+    out.servers.sort_by(|a, b| a.name.cmp(&b.name));
+    out.skipped.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// Reads `~/.claude.json`, `.mcp.json` and Claude Desktop's file, appending
+/// their entries in precedence order.
+fn read_claude(
+    input: &DiscoveryInput,
+    out: &mut Discovered,
+    candidates: &mut Vec<Candidate>,
+    disabled: &mut Vec<Disabled>,
+) {
+    let claude_json = input.claude_json();
+    let claude = read_json(&claude_json, out);
+
+    // Local scope: the project entry for cwd or its nearest ancestor.
+    let mut user = Vec::new();
+    if let Some(claude) = &claude {
+        if let Some(projects) = claude.get("projects").and_then(Value::as_object) {
+            let project = input.cwd.ancestors().find_map(|dir| {
+                projects
+                    .iter()
+                    .find(|(key, _)| Path::new(key) == dir)
+                    .map(|(key, value)| (PathBuf::from(key), value))
+            });
+            if let Some((dir, project)) = project {
+                let scope = Scope::ClaudeLocal {
+                    project: dir.clone(),
+                };
+                let prefix = format!("projects.{}.mcpServers", quote_key(&dir.to_string_lossy()));
+                entries_from_json(
+                    &claude_json,
+                    scope,
+                    &prefix,
+                    project.get("mcpServers"),
+                    out,
+                    candidates,
+                );
+                for (list, project_only) in [
+                    ("disabledMcpServers", false),
+                    ("disabledMcpjsonServers", true),
+                ] {
+                    for name in project
+                        .get(list)
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                    {
+                        if let Some(name) = name.as_str() {
+                            disabled.push(Disabled {
+                                name: name.to_string(),
+                                why: format!(
+                                    "disabled for this project in {} ({list})",
+                                    claude_json.display()
+                                ),
+                                project_only,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        user.push(claude.get("mcpServers").cloned());
+    }
+
+    // Project scope: .mcp.json in cwd or its nearest ancestor.
+    if let Some(mcp_json) = input
+        .cwd
+        .ancestors()
+        .map(|dir| dir.join(".mcp.json"))
+        .find(|path| path.is_file())
+        && let Some(value) = read_json(&mcp_json, out)
+    {
+        entries_from_json(
+            &mcp_json,
+            Scope::ClaudeProject,
+            "mcpServers",
+            value.get("mcpServers"),
+            out,
+            candidates,
+        );
+    }
+
+    if let Some(servers) = user.pop().flatten() {
+        entries_from_json(
+            &claude_json,
+            Scope::ClaudeUser,
+            "mcpServers",
+            Some(&servers),
+            out,
+            candidates,
+        );
+    }
+
+    let desktop = input.claude_desktop_json();
+    if let Some(value) = read_json(&desktop, out) {
+        entries_from_json(
+            &desktop,
+            Scope::ClaudeDesktop,
+            "mcpServers",
+            value.get("mcpServers"),
+            out,
+            candidates,
+        );
+    }
+}
+
+/// `projects."/a/b"` style key for messages.
+fn quote_key(key: &str) -> String {
+    serde_json::to_string(key).unwrap_or_else(|_| key.to_string())
+}
+
+/// Reads a JSON file, retrying a parse failure (the file may be mid-rewrite).
+/// A missing file is `None` without a problem.
+fn read_json(path: &Path, out: &mut Discovered) -> Option<Value> {
+    let mut last_error = String::new();
+    for attempt in 0..PARSE_ATTEMPTS {
+        if attempt > 0 {
+            std::thread::sleep(PARSE_RETRY_DELAY);
+        }
+        let text = match std::fs::read(path) {
+            Ok(text) => text,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(err) => {
+                out.problems.push(Problem::new(
+                    path,
+                    "-",
+                    format!("cannot read the file: {err}"),
+                ));
+                return None;
+            }
+        };
+        match serde_json::from_slice::<Value>(&text) {
+            Ok(value) => {
+                out.files_read.push(path.to_path_buf());
+                return Some(value);
+            }
+            Err(err) => last_error = err.to_string(),
+        }
+    }
+    out.problems.push(Problem::new(
+        path,
+        "-",
+        format!(
+            "not valid JSON after {PARSE_ATTEMPTS} reads ({last_error}); if Claude Code is \
+             rewriting it, try again"
+        ),
+    ));
+    None
+}
+
+/// Turns an `mcpServers` object from a Claude file into candidates.
+fn entries_from_json(
+    file: &Path,
+    scope: Scope,
+    prefix: &str,
+    servers: Option<&Value>,
+    out: &mut Discovered,
+    candidates: &mut Vec<Candidate>,
+) {
+    let Some(servers) = servers else { return };
+    let Some(servers) = servers.as_object() else {
+        out.warnings.push(Problem::new(
+            file,
+            prefix,
+            "expected an object of servers; ignored",
+        ));
+        return;
+    };
+    for (name, value) in servers {
+        let key = format!("{prefix}.{name}");
+        match entry_from_json(value) {
+            Ok((entry, ignored)) => {
+                for field in ignored {
+                    out.warnings.push(Problem::new(
+                        file,
+                        format!("{key}.{field}"),
+                        "not supported by tmux-agent; ignored",
+                    ));
+                }
+                candidates.push(Candidate {
+                    name: name.clone(),
+                    source: Source {
+                        file: file.to_path_buf(),
+                        scope: scope.clone(),
+                    },
+                    entry,
+                    ours: false,
+                });
+            }
+            Err((field, message)) => {
+                let key = if field.is_empty() {
+                    key
+                } else {
+                    format!("{key}.{field}")
+                };
+                out.warnings.push(Problem::new(
+                    file,
+                    key,
+                    format!("{message}; server skipped"),
+                ));
+            }
+        }
+    }
+}
+
+/// Reads one Claude server entry. Returns the entry and the names of fields
+/// that tmux-agent ignores, or the bad field and what was expected.
+fn entry_from_json(value: &Value) -> Result<(ServerEntry, Vec<String>), (String, String)> {
+    let object = value
+        .as_object()
+        .ok_or_else(|| (String::new(), "expected an object".to_string()))?;
+    let mut entry = ServerEntry::default();
+    let mut ignored = Vec::new();
+    let string = |field: &str, v: &Value| {
+        v.as_str()
+            .map(str::to_string)
+            .ok_or_else(|| (field.to_string(), "expected a string".to_string()))
+    };
+    let string_map =
+        |field: &str, v: &Value| -> Result<BTreeMap<String, String>, (String, String)> {
+            let map = v.as_object().ok_or_else(|| {
+                (
+                    field.to_string(),
+                    "expected an object of strings".to_string(),
+                )
+            })?;
+            map.iter()
+                .map(|(k, v)| match v {
+                    Value::String(s) => Ok((k.clone(), s.clone())),
+                    // Numbers and booleans are written unquoted often enough.
+                    Value::Number(_) | Value::Bool(_) => Ok((k.clone(), v.to_string())),
+                    _ => Err((format!("{field}.{k}"), "expected a string".to_string())),
+                })
+                .collect()
+        };
+    for (field, v) in object {
+        match field.as_str() {
+            "type" | "transport" => entry.kind = Some(string(field, v)?),
+            "command" => entry.command = Some(string(field, v)?),
+            "args" => {
+                let items = v
+                    .as_array()
+                    .ok_or_else(|| (field.clone(), "expected an array of strings".to_string()))?;
+                entry.args = items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| string(&format!("args[{i}]"), item))
+                    .collect::<Result<_, _>>()?;
+            }
+            "env" => entry.env = string_map(field, v)?,
+            "headers" => entry.headers = string_map(field, v)?,
+            "cwd" => entry.cwd = Some(string(field, v)?),
+            "url" | "serverUrl" => entry.url = Some(string(field, v)?),
+            "socket" => entry.socket = Some(string(field, v)?),
+            "disabled" => entry.enabled = Some(!v.as_bool().unwrap_or(false)),
+            // Claude-only fields that do not change how to reach the server.
+            "description" | "timeout" | "alwaysAllow" | "autoApprove" => {}
+            _ => ignored.push(field.clone()),
+        }
+    }
+    Ok((entry, ignored))
+}
+
+/// Expands and checks one winning candidate, adding it to `servers` or
+/// `skipped`.
+fn resolve(
+    input: &DiscoveryInput,
+    candidate: Candidate,
+    overlay: Option<ServerEntry>,
+    out: &mut Discovered,
+) {
+    let Candidate {
+        name,
+        source,
+        entry,
+        ours,
+    } = candidate;
+    let key = |field: &str| match &source.scope {
+        Scope::Config => format!("servers.{name}.{field}"),
+        _ => format!("mcpServers.{name}.{field}"),
+    };
+    let skip = |out: &mut Discovered, reason: String| {
+        out.skipped.push(SkippedServer {
+            name: name.clone(),
+            source: source.clone(),
+            reason,
+        });
+    };
+
+    let enabled = overlay
+        .as_ref()
+        .and_then(|o| o.enabled)
+        .or(entry.enabled)
+        .unwrap_or(true);
+    if !enabled {
+        skip(
+            out,
+            format!(
+                "disabled (`enabled = false` in {})",
+                out.config_path.display()
+            ),
+        );
+        return;
+    }
+
+    let lookup = |name: &str| input.var(name).map(str::to_string);
+    let transport = match build_transport(&entry, &lookup, base_dir(&source.file), &input.home) {
+        Ok(transport) => transport,
+        Err(Unusable::Unset { field, error }) => {
+            out.warnings.push(Problem::new(
+                &source.file,
+                key(&field),
+                format!("server `{name}` skipped: {error}"),
+            ));
+            skip(out, format!("{field}: {error}"));
+            return;
+        }
+        Err(Unusable::Invalid { field, message }) => {
+            let problem = Problem::new(&source.file, key(&field), message.clone());
+            if ours {
+                out.problems.push(problem);
+            } else {
+                out.warnings.push(problem);
+            }
+            skip(out, format!("{field}: {message}"));
+            return;
+        }
+    };
+
+    let mut knobs = entry.knobs();
+    let mut tool_timeouts = entry.tool_timeouts.clone();
+    if let Some(overlay) = &overlay {
+        knobs = overlay.knobs().or(knobs);
+        tool_timeouts.extend(overlay.tool_timeouts.clone());
+    }
+    let knobs = knobs.or(out.config.mcp.knobs());
+    let tool_timeouts = tool_timeouts.into_iter().map(|(k, v)| (k, v.0)).collect();
+    out.servers.push(ServerSpec {
+        settings: ServerSettings::resolve(&transport, knobs, tool_timeouts),
+        name,
+        source,
+        transport,
+    });
+}
+
+fn base_dir(file: &Path) -> &Path {
+    file.parent().unwrap_or(Path::new("/"))
+}
+
+/// Why an entry cannot be run.
+enum Unusable {
+    /// A `${VAR}` without a value: skipped with a warning.
+    Unset { field: String, error: ExpandError },
+    /// The entry itself is wrong or unsupported.
+    Invalid { field: String, message: String },
+}
+
+fn build_transport(
+    entry: &ServerEntry,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    base: &Path,
+    home: &Path,
+) -> Result<TransportSpec, Unusable> {
+    let expand_field = |field: &str, text: &str| {
+        expand(text, lookup).map_err(|error| match error {
+            ExpandError::Unset(_) => Unusable::Unset {
+                field: field.to_string(),
+                error,
+            },
+            other => Unusable::Invalid {
+                field: field.to_string(),
+                message: other.to_string(),
+            },
+        })
+    };
+    let invalid = |field: &str, message: &str| Unusable::Invalid {
+        field: field.to_string(),
+        message: message.to_string(),
+    };
+    let path = |field: &str, text: &str| -> Result<PathBuf, Unusable> {
+        let text = expand_field(field, text)?;
+        let path = match text.strip_prefix("~/") {
+            Some(rest) => home.join(rest),
+            None => PathBuf::from(text),
+        };
+        Ok(if path.is_absolute() {
+            path
+        } else {
+            base.join(path)
+        })
+    };
+
+    let stdio = |entry: &ServerEntry| -> Result<StdioSpec, Unusable> {
+        let command = entry
+            .command
+            .as_deref()
+            .ok_or_else(|| invalid("command", "a stdio server needs `command`"))?;
+        if command.trim().is_empty() {
+            return Err(invalid("command", "is empty"));
+        }
+        Ok(StdioSpec {
+            command: expand_field("command", command)?,
+            args: entry
+                .args
+                .iter()
+                .enumerate()
+                .map(|(i, a)| expand_field(&format!("args[{i}]"), a))
+                .collect::<Result<_, _>>()?,
+            env: entry
+                .env
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), expand_field(&format!("env.{k}"), v)?)))
+                .collect::<Result<_, _>>()?,
+            cwd: entry.cwd.as_deref().map(|c| path("cwd", c)).transpose()?,
+        })
+    };
+
+    let kind = match entry.kind.as_deref() {
+        Some(kind) => kind.to_ascii_lowercase(),
+        None if entry.socket.is_some() => "unix".into(),
+        None if entry.command.is_some() && entry.url.is_some() => {
+            return Err(invalid(
+                "type",
+                "both `command` and `url` are set: add type = \"stdio\" or type = \"http\"",
+            ));
+        }
+        None if entry.url.is_some() => "http".into(),
+        None => "stdio".into(),
+    };
+    match kind.as_str() {
+        "stdio" => Ok(TransportSpec::Stdio(stdio(entry)?)),
+        "http" | "streamable-http" | "streamable_http" | "streamablehttp" => {
+            let url = entry
+                .url
+                .as_deref()
+                .ok_or_else(|| invalid("url", "an http server needs `url`"))?;
+            let url = expand_field("url", url)?;
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid("url", "expected an http:// or https:// URL"));
+            }
+            let headers = entry
+                .headers
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), expand_field(&format!("headers.{k}"), v)?)))
+                .collect::<Result<_, _>>()?;
+            Ok(TransportSpec::Http { url, headers })
+        }
+        "unix" | "socket" => {
+            let socket = entry
+                .socket
+                .as_deref()
+                .ok_or_else(|| invalid("socket", "a unix server needs `socket` (a path)"))?;
+            let fallback = if entry.command.is_some() {
+                Some(stdio(entry)?)
+            } else {
+                None
+            };
+            Ok(TransportSpec::Unix {
+                socket: path("socket", socket)?,
+                fallback,
+            })
+        }
+        "sse" => Err(invalid(
+            "type",
+            "the old HTTP+SSE transport is not supported (rmcp 3.9 has no SSE client); if the \
+             server also speaks Streamable HTTP, set type = \"http\" and point url at its /mcp \
+             endpoint",
+        )),
+        other => Err(invalid(
+            "type",
+            &format!("unknown transport `{other}`: expected stdio, http, unix or sse"),
+        )),
+    }
+}

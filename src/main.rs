@@ -12,7 +12,7 @@ async fn main() -> ExitCode {
     // The daemon's log is its record of what happened; other commands speak
     // through their output and only log problems.
     let default_level = match cli.command {
-        cli::Command::Daemon(_) => "info",
+        cli::Command::Daemon(_) => "info,rmcp=warn",
         _ => "warn",
     };
     tracing_subscriber::fmt()

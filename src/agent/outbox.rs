@@ -351,6 +351,16 @@ impl Outbox {
         )?)
     }
 
+    /// Whether `server` has an action in flight, or pending and due by `now_ms`.
+    pub fn has_due(&self, server: &str, now_ms: i64) -> Result<bool, OutboxError> {
+        Ok(self.db.query_row(
+            "SELECT EXISTS (SELECT 1 FROM actions WHERE server = ?1
+               AND (state = 'inflight' OR (state = 'pending' AND next_attempt_at <= ?2)))",
+            params![server, now_ms],
+            |row| row.get(0),
+        )?)
+    }
+
     /// Commits that the call is about to be sent.
     pub fn mark_inflight(&mut self, id: i64) -> Result<(), OutboxError> {
         self.db.execute(

@@ -52,6 +52,31 @@ pub trait ToolCaller: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Value, CallFailure>> + Send;
 }
 
+impl ToolCaller for crate::mcp::McpPool {
+    async fn call(&self, server: &str, tool: &str, args: Value) -> Result<Value, CallFailure> {
+        use crate::mcp::CallError;
+        match self.call_tool(server, tool, args, Default::default()).await {
+            Ok(output) => Ok(output.value),
+            Err(err) => {
+                // Only what the server itself rejected is permanent. A server
+                // missing from the config stays pending: fixing the config
+                // and reloading delivers what waited.
+                let permanent = match &err {
+                    CallError::ToolError { .. } | CallError::BadArguments { .. } => true,
+                    // Invalid params, method not found: the call as built
+                    // will never succeed.
+                    CallError::JsonRpc { code, .. } => matches!(code, -32602 | -32601 | -32600),
+                    _ => false,
+                };
+                Err(CallFailure {
+                    permanent,
+                    message: err.to_string(),
+                })
+            }
+        }
+    }
+}
+
 /// What the reactor needs to know besides the actions.
 #[derive(Debug, Clone)]
 pub struct ReactorSettings {
@@ -203,10 +228,37 @@ pub async fn run<C: ToolCaller>(
             () = shutdown.cancelled() => break,
         }
     }
+    // The events have ended (the server or the daemon is going): deliver
+    // what is due while the caller's grace lasts, then stop the dispatchers.
+    // What is left stays in the outbox for the next daemon.
+    if !shutdown.is_cancelled() {
+        drain(&shared, &servers, &shutdown).await;
+    }
     shutdown.cancel();
+    for wake in shared.wake.values() {
+        wake.notify_one();
+    }
     tasks.close();
     tasks.wait().await;
     Ok(())
+}
+
+/// Waits until no action is due or in flight, or until `shutdown` fires.
+async fn drain<C>(shared: &Shared<C>, servers: &[String], shutdown: &CancellationToken) {
+    loop {
+        let busy = {
+            let outbox = shared.outbox.lock().expect("outbox lock");
+            let now = Utc::now().timestamp_millis();
+            servers.iter().any(|server| outbox.has_due(server, now).unwrap_or(false))
+        };
+        if !busy {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(20)) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
 }
 
 struct Reactor<C> {
@@ -683,12 +735,14 @@ async fn dispatch<C: ToolCaller>(
                 }
             }
         };
-        tokio::select! {
-            () = deliver(&shared, action) => {}
-            // A call cut short here is still `inflight`: the next daemon re-sends it.
-            () = shutdown.cancelled() => return,
-        }
+        // A call is never cut short by shutdown: its own timeout bounds it,
+        // and the daemon bounds the whole drain. (One cut short anyway, by
+        // the daemon being killed, stays `inflight` and is re-sent.)
+        deliver(&shared, action).await;
         publish_pending(&shared).await;
+        if shutdown.is_cancelled() {
+            return;
+        }
     }
 }
 

@@ -6,6 +6,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{ExitCode, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -14,7 +15,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{GlobalArgs, attach, describe_end, shutdown_on_signal};
+use crate::agent::outbox::Outbox;
+use crate::agent::reactor;
 use crate::control::command::Command;
+use crate::control::connection::ControlHandle;
+use crate::mcp::McpPool;
 use crate::state::TrackEnd;
 
 /// The global option that says a daemon is attached.
@@ -40,6 +45,46 @@ pub struct DaemonArgs {
     pub detach: bool,
 }
 
+/// How long a stopping daemon keeps delivering the calls that are due.
+const DRAIN_GRACE: Duration = Duration::from_secs(5);
+
+/// How often `@agent-mcp` is brought up to date (only written on change).
+const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Keeps the global `@agent-mcp` option showing the health of the MCP
+/// servers the reactor calls, e.g. `builtin:ok memory:down`.
+async fn publish_health(pool: McpPool, servers: Vec<String>, control: ControlHandle, stop: CancellationToken) {
+    let mut shown = String::new();
+    let mut tick = tokio::time::interval(HEALTH_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let summary = pool
+            .servers()
+            .iter()
+            .filter(|s| servers.contains(&s.name))
+            .map(|s| {
+                let health = match s.state {
+                    "ready" | "idle" => "ok",
+                    "connecting" => "connecting",
+                    "backoff" => "down",
+                    other => other,
+                };
+                format!("{}:{health}", s.name)
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        if summary != shown
+            && let Ok(command) = Command::set_global_option("@agent-mcp", &summary)
+            && control.run(command).await.is_ok()
+        {
+            shown = summary;
+        }
+    }
+}
+
 /// How long `--detach` waits for the background daemon to attach.
 const DETACH_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -47,6 +92,21 @@ pub async fn run(args: DaemonArgs, global: &GlobalArgs) -> anyhow::Result<ExitCo
     if args.detach {
         return detach(global).await;
     }
+    let server = global.server();
+    // The config first: a daemon that could not act on events should say so
+    // before it attaches, not after.
+    let discovered = super::mcp::load_quietly(global).await?;
+    for problem in discovered.problems.iter().chain(&discovered.warnings) {
+        tracing::warn!(%problem, "config");
+    }
+    let settings = crate::agent::settings::from_config(&discovered.config)
+        .context("the reactor config is invalid; run `tmux-agent config check`")?;
+    let outbox_path = crate::paths::state_dir().join(format!(
+        "outbox-{}.db",
+        crate::paths::server_key(&server)
+    ));
+    let outbox = Outbox::open(&outbox_path).context("opening the outbox")?;
+
     let connection_token = CancellationToken::new();
     let tracker = attach(global, connection_token.clone()).await?;
     let control = tracker.control();
@@ -54,19 +114,67 @@ pub async fn run(args: DaemonArgs, global: &GlobalArgs) -> anyhow::Result<ExitCo
         .run(Command::set_global_option(DAEMON_OPTION, "running")?)
         .await?;
     tracing::info!(
-        server = %global.server(),
+        server = %server,
         sessions = tracker.model().sessions().count(),
+        outbox = %outbox_path.display(),
         "tmux-agent daemon attached"
     );
+
+    let pool = McpPool::new(&discovered);
+    let reactor_servers: Vec<String> = {
+        let mut names: Vec<String> = settings.actions.values().flatten().map(|a| a.server.clone()).collect();
+        names.sort();
+        names.dedup();
+        names
+    };
+    let reactor_stop = CancellationToken::new();
+    let (reactor_tx, reactor_rx) = mpsc::channel(4096);
+    let reacting = tokio::spawn(reactor::run(
+        settings,
+        control.clone(),
+        outbox,
+        Arc::new(pool.clone()),
+        tracker.model().clone(),
+        reactor_rx,
+        reactor_stop.clone(),
+    ));
+    let health = tokio::spawn(publish_health(
+        pool.clone(),
+        reactor_servers,
+        control.clone(),
+        reactor_stop.clone(),
+    ));
     report_ready();
 
     let shutdown = shutdown_on_signal();
     let (events_tx, mut events) = mpsc::channel(1024);
     let tracking = tokio::spawn(tracker.run(events_tx, shutdown));
-    // The reactor and group reconciler will consume these; for now the
-    // daemon's job ends at logging them (the tracker already did).
-    while events.recv().await.is_some() {}
+    while let Some(event) = events.recv().await {
+        // The reactor's channel is deep and the reactor never waits on an
+        // MCP server, so this send does not hold up the tracker.
+        if reactor_tx.send(event).await.is_err() {
+            tracing::error!("the reactor stopped; events are no longer acted on");
+        }
+    }
     let end = tracking.await??;
+
+    // Let the reactor deliver what is due, within a grace period; what is
+    // left waits in the outbox for the next daemon.
+    drop(reactor_tx);
+    let stopper = reactor_stop.clone();
+    let grace = tokio::spawn(async move {
+        tokio::time::sleep(DRAIN_GRACE).await;
+        stopper.cancel();
+    });
+    match reacting.await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::error!(%err, "the reactor failed"),
+        Err(err) => tracing::error!(%err, "the reactor panicked"),
+    }
+    grace.abort();
+    reactor_stop.cancel();
+    let _ = health.await;
+    pool.shutdown().await;
 
     if !matches!(end, TrackEnd::LastSessionClosed) {
         // Leave no stale "running" behind on a server that lives on. The

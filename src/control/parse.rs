@@ -497,25 +497,58 @@ fn unescape_from(mut line: BytesMut, offset: usize) -> Bytes {
 /// (`control.c:control_append_data`, `"\\%03o"`) and every other byte raw. A
 /// backslash that does not start a valid `\[0-3][0-7][0-7]` never comes from
 /// tmux; it is kept as is rather than failing the whole line.
+///
+/// Terminal output is dense with escapes (`seq` gives two per number: CR and
+/// LF), so the runs between them are short: they are copied eight bytes at a
+/// time, the first backslash in each word found with a bit trick rather than
+/// a call. A whole word is written only once the write position trails the
+/// read position by eight bytes (each escape widens the gap by three), so it
+/// never lands on bytes not yet read.
 pub(crate) fn unescape_in_place(data: &mut [u8]) -> usize {
     let Some(first) = memchr(b'\\', data) else {
         return data.len();
     };
     let (mut read, mut write) = (first, first);
     while read < data.len() {
-        if let Some(byte) = octal_escape(&data[read..]) {
-            data[write] = byte;
+        if data[read] == b'\\' {
+            match octal_escape(&data[read..]) {
+                Some(byte) => {
+                    data[write] = byte;
+                    read += 4;
+                }
+                None => {
+                    data[write] = b'\\';
+                    read += 1;
+                }
+            }
             write += 1;
-            read += 4;
+        } else if let Some(&word) = data[read..].first_chunk::<8>() {
+            let run = first_backslash(u64::from_le_bytes(word));
+            if read - write >= 8 {
+                // The word lands wholly on bytes already consumed.
+                data[write..write + 8].copy_from_slice(&word);
+            } else {
+                data.copy_within(read..read + run, write);
+            }
+            read += run;
+            write += run;
         } else {
-            // Copy the run up to the next backslash in one go.
-            let next = memchr(b'\\', &data[read + 1..]).map_or(data.len(), |at| read + 1 + at);
-            data.copy_within(read..next, write);
-            write += next - read;
-            read = next;
+            data[write] = data[read];
+            read += 1;
+            write += 1;
         }
     }
     write
+}
+
+/// The index of the first `\` in the little-endian `word`, or 8. Only the
+/// lowest match of the zero-byte trick is exact, which is the one used.
+fn first_backslash(word: u64) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let x = word ^ (ONES * u64::from(b'\\'));
+    let found = x.wrapping_sub(ONES) & !x & HIGHS;
+    (found.trailing_zeros() / 8) as usize
 }
 
 /// The byte of a `\ooo` escape at the start of `input`, if there is one.
@@ -882,6 +915,10 @@ mod tests {
             b"plain",
             b"\n\n\r\x00",
             "☃\\134".as_bytes(),
+            // Runs right after the first escapes, while the write position
+            // trails the read position by less than a word (found by proptest).
+            b"\0 \0\0\0\0\0\0\0\0",
+            b"\0ab\0cd\0efghijklmnop\0q\0",
         ] {
             let mut escaped = escape(data);
             let len = unescape_in_place(&mut escaped);

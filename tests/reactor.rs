@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{LineReader, TmuxServer, wait_for};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const TEST_SERVER: &str = env!("CARGO_BIN_EXE_mcp-test-server");
 const PATIENCE: Duration = Duration::from_secs(15);
@@ -92,6 +92,11 @@ tool = "echo"
 args = { step = "register", id = "goal-{session_id}", name = "{session}", goal = "{goal}", type = "{type}", key = "{idempotency_key}" }
 keep = { goal_id = "$.id" }
 
+[[on.session-attached]]
+server = "rec"
+tool = "echo"
+args = { step = "attached", goal_id = "{goal_id}", key = "{idempotency_key}" }
+
 [[on.session-detached]]
 server = "rec"
 tool = "echo"
@@ -134,10 +139,13 @@ fn create_detach_kill_call_register_save_complete() {
     assert_eq!(kept.as_deref(), Some(format!("goal-{id}").as_str()));
 
     let terminal = rig.server.attach_terminal(&id);
-    wait_for(PATIENCE, || (rig.option(&id, "@agent-state") == "active").then_some(()));
-    rig.server.tmux(&["detach-client", "-s", &id]);
+    // The daemon has seen the attach once its call arrives.
     let calls = rig.wait_calls(3);
-    let save = &calls[2]["arguments"];
+    assert_eq!(calls[2]["arguments"]["step"], "attached");
+    assert_eq!(calls[2]["arguments"]["goal_id"], format!("goal-{id}"));
+    rig.server.tmux(&["detach-client", "-s", &id]);
+    let calls = rig.wait_calls(4);
+    let save = &calls[3]["arguments"];
     assert_eq!(save["step"], "save");
     assert_eq!(save["context"]["session"], "work");
     assert_eq!(save["context"]["session_id"], id.as_str());
@@ -154,8 +162,8 @@ fn create_detach_kill_call_register_save_complete() {
     assert_eq!(rig.option(&id, "@agent-state"), "detached");
 
     rig.server.tmux(&["kill-session", "-t", &id]);
-    let calls = rig.wait_calls(4);
-    let complete = &calls[3]["arguments"];
+    let calls = rig.wait_calls(5);
+    let complete = &calls[4]["arguments"];
     assert_eq!(complete["step"], "complete");
     assert_eq!(complete["goal_id"], format!("goal-{id}"), "the goal id kept at registration");
     assert_eq!(complete["name"], "work");
@@ -176,7 +184,8 @@ fn hostile_names_and_goals_arrive_intact_as_json_strings() {
         .server
         .tmux(&[
             "new-session", "-d", "-P", "-F", "#{session_id}", "-s", &hostile.replace('#', "##"), ";",
-            "set-option", "-t", "{last}", "@agent-goal", &goal,
+            // No -t: a command after new-session acts on the new session.
+            "set-option", "@agent-goal", &goal,
         ])
         .trim()
         .to_owned();
@@ -213,17 +222,24 @@ fn churn(server: &TmuxServer, count: usize) -> Vec<String> {
         // Switching detaches the previous session and attaches the new one;
         // waiting for the client to get there keeps every step visible.
         server.tmux(&["switch-client", "-c", &client, "-t", &id]);
+        // Kill the previous session only once the daemon has seen it
+        // detached: a detach and a kill inside one listing are one close.
         wait_for(PATIENCE, || {
-            let on = server.tmux(&["display-message", "-p", "-c", &client, "#{session_id}"]);
-            (on.trim() == id).then_some(())
+            let out = server.try_tmux(&["show-options", "-t", &previous, "-v", "@agent-state"]);
+            (String::from_utf8_lossy(&out.stdout).trim() == "detached").then_some(())
         })
-        .expect("the client did not switch");
+        .expect("the daemon never saw the previous session detached");
         server.tmux(&["kill-session", "-t", &previous]);
         ids.push(id);
     }
     // The last one: detach it, then kill it.
     let last = ids.last().unwrap().clone();
     server.tmux(&["detach-client", "-s", &last]);
+    wait_for(PATIENCE, || {
+        let out = server.try_tmux(&["show-options", "-t", &last, "-v", "@agent-state"]);
+        (String::from_utf8_lossy(&out.stdout).trim() == "detached").then_some(())
+    })
+    .expect("the daemon never saw the last session detached");
     drop(terminal);
     server.tmux(&["kill-session", "-t", &last]);
     ids
@@ -247,10 +263,10 @@ fn nothing_is_lost_when_the_server_is_down_and_the_daemon_is_killed() {
     let mut daemon = rig.start_daemon();
     let ids = churn(&rig.server, SESSIONS);
     // Every event is committed once the daemon has seen the last close:
-    // 1 (base) + 3 per session, all pending.
+    // 1 (base) + 4 per session (created, attached, detached, closed), all pending.
     let committed = wait_for(PATIENCE, || {
         let pending: usize = rig.global("@agent-pending").parse().unwrap_or(0);
-        (pending == 1 + 3 * SESSIONS).then_some(pending)
+        (pending == 1 + 4 * SESSIONS).then_some(pending)
     });
     assert!(committed.is_some(), "pending = {}", rig.global("@agent-pending"));
     assert!(rig.calls().is_empty(), "calls arrived while the server was down");
@@ -261,24 +277,26 @@ fn nothing_is_lost_when_the_server_is_down_and_the_daemon_is_killed() {
     std::fs::remove_file(&rig.down).unwrap();
     let _daemon = rig.start_daemon();
 
-    let calls = rig.wait_calls(1 + 3 * SESSIONS);
+    let calls = rig.wait_calls(1 + 4 * SESSIONS);
     wait_for(PATIENCE, || (rig.global("@agent-pending") == "0").then_some(()))
         .expect("@agent-pending never went back to 0");
     let calls_now = rig.calls();
     assert_eq!(calls_now.len(), calls.len(), "calls kept arriving after pending reached 0");
     let keys = keys_by_step(&calls_now);
-    assert_eq!(keys.len(), 1 + 3 * SESSIONS, "every action arrived");
+    assert_eq!(keys.len(), 1 + 4 * SESSIONS, "every action arrived");
     let repeated: Vec<_> = keys.iter().filter(|(_, n)| **n > 1).collect();
     assert!(repeated.is_empty(), "repeated calls: {repeated:?}");
-    // Per session the order held: register, save, complete, with the kept goal id.
+    // Per session the order held, and the goal id kept from the register
+    // reached the later calls.
     for id in &ids {
-        let steps: Vec<&Value> = calls_now
+        let goal = format!("goal-{id}");
+        let steps: Vec<&str> = calls_now
             .iter()
             .map(|c| &c["arguments"])
-            .filter(|a| a["goal_id"] == format!("goal-{id}") || a["id"] == format!("goal-{id}") || a["context"]["session_id"] == id.as_str())
+            .filter(|a| a["goal_id"] == goal.as_str() || a["id"] == goal.as_str() || a["context"]["session_id"] == id.as_str())
+            .map(|a| a["step"].as_str().unwrap())
             .collect();
-        let names: Vec<&str> = steps.iter().map(|a| a["step"].as_str().unwrap()).collect();
-        assert_eq!(names, ["register", "save", "complete"], "session {id}");
+        assert_eq!(steps, ["register", "attached", "save", "complete"], "session {id}");
     }
 }
 
@@ -333,5 +351,4 @@ args = { message = "no such goal store" }
     rig.server.tmux(&["new-session", "-d", "-s", "next"]);
     let calls = rig.wait_calls(2);
     assert_eq!(calls.len(), 2);
-    let _ = json!(null);
 }

@@ -38,7 +38,11 @@ impl Rig {
             down = down.to_str().unwrap(),
         );
         std::fs::write(config_dir.join("config.toml"), config).unwrap();
-        Self { server, record, down }
+        Self {
+            server,
+            record,
+            down,
+        }
     }
 
     fn start_daemon(&self) -> LineReader {
@@ -58,8 +62,12 @@ impl Rig {
     }
 
     fn option(&self, target: &str, name: &str) -> String {
-        let out = self.server.try_tmux(&["show-options", "-t", target, "-v", name]);
-        String::from_utf8_lossy(&out.stdout).trim_end_matches('\n').to_owned()
+        let out = self
+            .server
+            .try_tmux(&["show-options", "-t", target, "-v", name]);
+        String::from_utf8_lossy(&out.stdout)
+            .trim_end_matches('\n')
+            .to_owned()
     }
 
     /// Every `tools/call` the recording server received, in order.
@@ -120,9 +128,25 @@ fn create_detach_kill_call_register_save_complete() {
     let id = rig
         .server
         .tmux(&[
-            "new-session", "-d", "-P", "-F", "#{session_id}", "-s", "work", ";",
-            "set-option", "-t", "work", "@agent-goal", "fix the \"parser\"", ";",
-            "set-option", "-t", "work", "@agent-type", "claude",
+            "new-session",
+            "-d",
+            "-P",
+            "-F",
+            "#{session_id}",
+            "-s",
+            "work",
+            ";",
+            "set-option",
+            "-t",
+            "work",
+            "@agent-goal",
+            "fix the \"parser\"",
+            ";",
+            "set-option",
+            "-t",
+            "work",
+            "@agent-type",
+            "claude",
         ])
         .trim()
         .to_owned();
@@ -165,10 +189,16 @@ fn create_detach_kill_call_register_save_complete() {
     let calls = rig.wait_calls(5);
     let complete = &calls[4]["arguments"];
     assert_eq!(complete["step"], "complete");
-    assert_eq!(complete["goal_id"], format!("goal-{id}"), "the goal id kept at registration");
+    assert_eq!(
+        complete["goal_id"],
+        format!("goal-{id}"),
+        "the goal id kept at registration"
+    );
     assert_eq!(complete["name"], "work");
-    wait_for(PATIENCE, || (rig.global("@agent-pending") == "0").then_some(()))
-        .expect("@agent-pending never went back to 0");
+    wait_for(PATIENCE, || {
+        (rig.global("@agent-pending") == "0").then_some(())
+    })
+    .expect("@agent-pending never went back to 0");
 }
 
 #[test]
@@ -179,20 +209,36 @@ fn hostile_names_and_goals_arrive_intact_as_json_strings() {
     rig.wait_calls(1);
 
     let hostile = format!("a b'c\"d;e#{{x}}#(touch {})", canary.display());
-    let goal = format!("line1\nline2 $HOME `id` #(touch {}) {{goal_id}}", canary.display());
+    let goal = format!(
+        "line1\nline2 $HOME `id` #(touch {}) {{goal_id}}",
+        canary.display()
+    );
     let id = rig
         .server
         .tmux(&[
-            "new-session", "-d", "-P", "-F", "#{session_id}", "-s", &hostile.replace('#', "##"), ";",
+            "new-session",
+            "-d",
+            "-P",
+            "-F",
+            "#{session_id}",
+            "-s",
+            &hostile.replace('#', "##"),
+            ";",
             // No -t: a command after new-session acts on the new session.
-            "set-option", "@agent-goal", &goal,
+            "set-option",
+            "@agent-goal",
+            &goal,
         ])
         .trim()
         .to_owned();
     let calls = rig.wait_calls(2);
     let register = &calls[1]["arguments"];
     assert_eq!(register["name"], hostile.as_str());
-    assert_eq!(register["goal"], goal.as_str(), "a placeholder inside a value is never rendered");
+    assert_eq!(
+        register["goal"],
+        goal.as_str(),
+        "a placeholder inside a value is never rendered"
+    );
     rig.server.tmux(&["kill-session", "-t", &id]);
     let calls = rig.wait_calls(3);
     assert_eq!(calls[2]["arguments"]["name"], hostile.as_str());
@@ -203,19 +249,37 @@ fn hostile_names_and_goals_arrive_intact_as_json_strings() {
 /// driven through one terminal client that switches from one to the next.
 fn churn(server: &TmuxServer, count: usize) -> Vec<String> {
     let first = server
-        .tmux(&["new-session", "-d", "-P", "-F", "#{session_id}", "-s", "churn-0"])
+        .tmux(&[
+            "new-session",
+            "-d",
+            "-P",
+            "-F",
+            "#{session_id}",
+            "-s",
+            "churn-0",
+        ])
         .trim()
         .to_owned();
     let terminal = server.attach_terminal(&first);
     let client = wait_for(PATIENCE, || {
         let out = server.tmux(&["list-clients", "-F", "#{client_name}"]);
-        out.lines().find(|c| c.starts_with("/dev/")).map(str::to_owned)
+        out.lines()
+            .find(|c| c.starts_with("/dev/"))
+            .map(str::to_owned)
     })
     .expect("the terminal client never attached");
     let mut ids = vec![first];
     for i in 1..count {
         let id = server
-            .tmux(&["new-session", "-d", "-P", "-F", "#{session_id}", "-s", &format!("churn-{i}")])
+            .tmux(&[
+                "new-session",
+                "-d",
+                "-P",
+                "-F",
+                "#{session_id}",
+                "-s",
+                &format!("churn-{i}"),
+            ])
             .trim()
             .to_owned();
         let previous = ids.last().unwrap().clone();
@@ -268,8 +332,15 @@ fn nothing_is_lost_when_the_server_is_down_and_the_daemon_is_killed() {
         let pending: usize = rig.global("@agent-pending").parse().unwrap_or(0);
         (pending == 1 + 4 * SESSIONS).then_some(pending)
     });
-    assert!(committed.is_some(), "pending = {}", rig.global("@agent-pending"));
-    assert!(rig.calls().is_empty(), "calls arrived while the server was down");
+    assert!(
+        committed.is_some(),
+        "pending = {}",
+        rig.global("@agent-pending")
+    );
+    assert!(
+        rig.calls().is_empty(),
+        "calls arrived while the server was down"
+    );
 
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(daemon.child.id() as i32, libc::SIGKILL) };
@@ -278,10 +349,16 @@ fn nothing_is_lost_when_the_server_is_down_and_the_daemon_is_killed() {
     let _daemon = rig.start_daemon();
 
     let calls = rig.wait_calls(1 + 4 * SESSIONS);
-    wait_for(PATIENCE, || (rig.global("@agent-pending") == "0").then_some(()))
-        .expect("@agent-pending never went back to 0");
+    wait_for(PATIENCE, || {
+        (rig.global("@agent-pending") == "0").then_some(())
+    })
+    .expect("@agent-pending never went back to 0");
     let calls_now = rig.calls();
-    assert_eq!(calls_now.len(), calls.len(), "calls kept arriving after pending reached 0");
+    assert_eq!(
+        calls_now.len(),
+        calls.len(),
+        "calls kept arriving after pending reached 0"
+    );
     let keys = keys_by_step(&calls_now);
     assert_eq!(keys.len(), 1 + 4 * SESSIONS, "every action arrived");
     let repeated: Vec<_> = keys.iter().filter(|(_, n)| **n > 1).collect();
@@ -293,10 +370,18 @@ fn nothing_is_lost_when_the_server_is_down_and_the_daemon_is_killed() {
         let steps: Vec<&str> = calls_now
             .iter()
             .map(|c| &c["arguments"])
-            .filter(|a| a["goal_id"] == goal.as_str() || a["id"] == goal.as_str() || a["context"]["session_id"] == id.as_str())
+            .filter(|a| {
+                a["goal_id"] == goal.as_str()
+                    || a["id"] == goal.as_str()
+                    || a["context"]["session_id"] == id.as_str()
+            })
             .map(|a| a["step"].as_str().unwrap())
             .collect();
-        assert_eq!(steps, ["register", "attached", "save", "complete"], "session {id}");
+        assert_eq!(
+            steps,
+            ["register", "attached", "save", "complete"],
+            "session {id}"
+        );
     }
 }
 
@@ -317,8 +402,10 @@ args = { ms = 800, key = "{idempotency_key}" }
     rig.server.tmux(&["new-session", "-d", "-s", "later"]);
 
     let _daemon = rig.start_daemon();
-    wait_for(PATIENCE, || (rig.global("@agent-pending") == "0").then_some(()))
-        .expect("@agent-pending never went back to 0");
+    wait_for(PATIENCE, || {
+        (rig.global("@agent-pending") == "0").then_some(())
+    })
+    .expect("@agent-pending never went back to 0");
     let keys = keys_by_step(&rig.calls());
     // base's register went out twice (its answer never reached the first
     // daemon); `later`, created while no daemon ran, is registered once.
@@ -345,8 +432,10 @@ args = { message = "no such goal store" }
     })
     .expect("@agent-state never showed the error");
     assert!(state.contains("no such goal store"), "{state}");
-    wait_for(PATIENCE, || (rig.global("@agent-pending") == "0").then_some(()))
-        .expect("the failed call stayed pending");
+    wait_for(PATIENCE, || {
+        (rig.global("@agent-pending") == "0").then_some(())
+    })
+    .expect("the failed call stayed pending");
     // Nothing is sent again: a new event is the next call.
     rig.server.tmux(&["new-session", "-d", "-s", "next"]);
     let calls = rig.wait_calls(2);

@@ -65,7 +65,7 @@ impl ToolCaller for crate::mcp::McpPool {
                     CallError::ToolError { .. } | CallError::BadArguments { .. } => true,
                     // Invalid params, method not found: the call as built
                     // will never succeed.
-                    CallError::JsonRpc { code, .. } => matches!(code, -32602 | -32601 | -32600),
+                    CallError::JsonRpc { code, .. } => (-32602..=-32600).contains(code),
                     _ => false,
                 };
                 Err(CallFailure {
@@ -249,7 +249,9 @@ async fn drain<C>(shared: &Shared<C>, servers: &[String], shutdown: &Cancellatio
         let busy = {
             let outbox = shared.outbox.lock().expect("outbox lock");
             let now = Utc::now().timestamp_millis();
-            servers.iter().any(|server| outbox.has_due(server, now).unwrap_or(false))
+            servers
+                .iter()
+                .any(|server| outbox.has_due(server, now).unwrap_or(false))
         };
         if !busy {
             return;

@@ -61,8 +61,14 @@ pub fn from_config(config: &Config) -> Result<ReactorSettings, SettingsError> {
     Ok(ReactorSettings {
         actions,
         capture: CaptureOptions {
-            capture_lines: config.context.capture_lines.unwrap_or(capture_defaults.capture_lines),
-            max_bytes: config.context.max_bytes.unwrap_or(capture_defaults.max_bytes),
+            capture_lines: config
+                .context
+                .capture_lines
+                .unwrap_or(capture_defaults.capture_lines),
+            max_bytes: config
+                .context
+                .max_bytes
+                .unwrap_or(capture_defaults.max_bytes),
             redact,
         },
         checkpoint_interval: section
@@ -71,8 +77,14 @@ pub fn from_config(config: &Config) -> Result<ReactorSettings, SettingsError> {
             .filter(|d| !d.is_zero())
             .map(|d| d.max(Duration::from_secs(1))),
         max_pending: section.max_pending.unwrap_or(defaults.max_pending),
-        default_goal: section.default_goal.clone().unwrap_or(defaults.default_goal),
-        default_type: section.default_type.clone().unwrap_or(defaults.default_type),
+        default_goal: section
+            .default_goal
+            .clone()
+            .unwrap_or(defaults.default_goal),
+        default_type: section
+            .default_type
+            .clone()
+            .unwrap_or(defaults.default_type),
     })
 }
 
@@ -90,7 +102,10 @@ mod tests {
 
     fn parse(text: &str) -> (Config, Vec<String>) {
         let (config, problems) = crate::config::parse(Path::new("c.toml"), text);
-        (config, problems.into_iter().map(|p| p.to_string()).collect())
+        (
+            config,
+            problems.into_iter().map(|p| p.to_string()).collect(),
+        )
     }
 
     #[test]
@@ -106,11 +121,15 @@ mod tests {
     #[test]
     fn mistakes_name_their_key() {
         let (_, problems) = parse("[reactor]\npreset = \"nope\"\n");
-        assert!(problems[0].contains("c.toml: reactor.preset: unknown preset"), "{problems:?}");
+        assert!(
+            problems[0].contains("c.toml: reactor.preset: unknown preset"),
+            "{problems:?}"
+        );
         let (_, problems) = parse("[context]\nredact = [\"(\"]\n");
         assert!(problems[0].contains("context.redact[0]"), "{problems:?}");
-        let (_, problems) =
-            parse("[[on.session-created]]\nserver = \"x\"\ntool = \"t\"\nargs = { a = \"{nope}\" }\n");
+        let (_, problems) = parse(
+            "[[on.session-created]]\nserver = \"x\"\ntool = \"t\"\nargs = { a = \"{nope}\" }\n",
+        );
         assert!(problems[0].contains("{nope}"), "{problems:?}");
         let (_, problems) = parse("[[on.session-created]]\nserver = \"x\"\n");
         assert!(problems[0].contains("on"), "{problems:?}");
@@ -122,6 +141,9 @@ mod tests {
         assert!(problems.is_empty(), "{problems:?}");
         let settings = from_config(&config).unwrap();
         assert_eq!(settings.actions["session-detached"][0].server, "mem");
-        assert_eq!(settings.actions["session-detached"][0].tool, "add_observations");
+        assert_eq!(
+            settings.actions["session-detached"][0].tool,
+            "add_observations"
+        );
     }
 }

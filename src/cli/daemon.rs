@@ -53,7 +53,12 @@ const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Keeps the global `@agent-mcp` option showing the health of the MCP
 /// servers the reactor calls, e.g. `builtin:ok memory:down`.
-async fn publish_health(pool: McpPool, servers: Vec<String>, control: ControlHandle, stop: CancellationToken) {
+async fn publish_health(
+    pool: McpPool,
+    servers: Vec<String>,
+    control: ControlHandle,
+    stop: CancellationToken,
+) {
     let mut shown = String::new();
     let mut tick = tokio::time::interval(HEALTH_INTERVAL);
     loop {
@@ -101,10 +106,8 @@ pub async fn run(args: DaemonArgs, global: &GlobalArgs) -> anyhow::Result<ExitCo
     }
     let settings = crate::agent::settings::from_config(&discovered.config)
         .context("the reactor config is invalid; run `tmux-agent config check`")?;
-    let outbox_path = crate::paths::state_dir().join(format!(
-        "outbox-{}.db",
-        crate::paths::server_key(&server)
-    ));
+    let outbox_path =
+        crate::paths::state_dir().join(format!("outbox-{}.db", crate::paths::server_key(&server)));
     let outbox = Outbox::open(&outbox_path).context("opening the outbox")?;
 
     let connection_token = CancellationToken::new();
@@ -122,7 +125,12 @@ pub async fn run(args: DaemonArgs, global: &GlobalArgs) -> anyhow::Result<ExitCo
 
     let pool = McpPool::new(&discovered);
     let reactor_servers: Vec<String> = {
-        let mut names: Vec<String> = settings.actions.values().flatten().map(|a| a.server.clone()).collect();
+        let mut names: Vec<String> = settings
+            .actions
+            .values()
+            .flatten()
+            .map(|a| a.server.clone())
+            .collect();
         names.sort();
         names.dedup();
         names

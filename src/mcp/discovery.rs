@@ -628,7 +628,11 @@ fn add_builtin(out: &mut Discovered, overlay: Option<ServerEntry>) {
     let (knobs, tool_timeouts) = match &overlay {
         Some(entry) => (
             entry.knobs(),
-            entry.tool_timeouts.iter().map(|(k, v)| (k.clone(), v.0)).collect(),
+            entry
+                .tool_timeouts
+                .iter()
+                .map(|(k, v)| (k.clone(), v.0))
+                .collect(),
         ),
         None => (Default::default(), BTreeMap::new()),
     };

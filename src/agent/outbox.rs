@@ -269,12 +269,21 @@ impl Outbox {
     }
 
     /// After a restart: whatever was in flight when the last daemon died is
-    /// pending again. Returns how many.
+    /// pending again, and every pending action is due now (the backoff of a
+    /// daemon that died says nothing about the servers of this one).
+    /// Returns how many were in flight.
     pub fn recover(&mut self) -> Result<usize, OutboxError> {
-        Ok(self.db.execute(
+        let tx = self.db.transaction()?;
+        let inflight = tx.execute(
             "UPDATE actions SET state = 'pending' WHERE state = 'inflight'",
             [],
-        )?)
+        )?;
+        tx.execute(
+            "UPDATE actions SET next_attempt_at = 0 WHERE state = 'pending'",
+            [],
+        )?;
+        tx.commit()?;
+        Ok(inflight)
     }
 
     /// The next action to send to `server`: the most urgent of the actions
@@ -341,12 +350,14 @@ impl Outbox {
         }))
     }
 
-    /// The earliest time (Unix ms) a pending action of `server` becomes due,
-    /// if any is waiting for a retry.
-    pub fn next_due(&self, server: &str) -> Result<Option<i64>, OutboxError> {
+    /// The earliest time (Unix ms) after `now_ms` at which a pending action
+    /// of `server` becomes due: when nothing is ready now, the heads of the
+    /// session queues are waiting for a retry, and this is when to look again.
+    pub fn next_due(&self, server: &str, now_ms: i64) -> Result<Option<i64>, OutboxError> {
         Ok(self.db.query_row(
-            "SELECT MIN(next_attempt_at) FROM actions WHERE server = ?1 AND state = 'pending'",
-            params![server],
+            "SELECT MIN(next_attempt_at) FROM actions
+             WHERE server = ?1 AND state = 'pending' AND next_attempt_at > ?2",
+            params![server, now_ms],
             |row| row.get(0),
         )?)
     }
@@ -618,7 +629,21 @@ mod tests {
         outbox.mark_inflight(a.id).unwrap();
         outbox.mark_retry(a.id, "server down", 1000).unwrap();
         assert!(outbox.next_ready("builtin", 999).unwrap().is_none());
-        assert_eq!(outbox.next_due("builtin").unwrap(), Some(1000));
+        // A new daemon does not inherit the old one's backoff.
+        let mut reopened = Outbox::in_memory().unwrap();
+        reopened
+            .enqueue(
+                &[action("r", "R", "session-created", Priority::Register)],
+                0,
+            )
+            .unwrap();
+        let r = reopened.next_ready("builtin", 0).unwrap().unwrap();
+        reopened.mark_inflight(r.id).unwrap();
+        reopened.mark_retry(r.id, "down", 60_000).unwrap();
+        reopened.recover().unwrap();
+        assert!(reopened.next_ready("builtin", 1).unwrap().is_some());
+        assert_eq!(outbox.next_due("builtin", 0).unwrap(), Some(1000));
+        assert_eq!(outbox.next_due("builtin", 1000).unwrap(), None);
         let a = outbox.next_ready("builtin", 1000).unwrap().unwrap();
         outbox.mark_failed(a.id, "isError: bad", 1000).unwrap();
         assert!(outbox.next_ready("builtin", i64::MAX).unwrap().is_none());

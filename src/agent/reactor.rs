@@ -713,7 +713,7 @@ async fn dispatch<C: ToolCaller>(
             let mut outbox = shared.outbox.lock().expect("outbox lock");
             outbox
                 .next_ready(&server, now)
-                .and_then(|a| Ok((a, outbox.next_due(&server)?)))
+                .and_then(|a| Ok((a, outbox.next_due(&server, now)?)))
         };
         let action = match next {
             Ok((Some(action), _)) => action,

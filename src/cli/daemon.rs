@@ -13,8 +13,10 @@ use clap::Args;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{GlobalArgs, attach, describe_end, shutdown_on_signal};
+use super::daemon_services::{self, DaemonHooks};
+use super::{GlobalArgs, attach, describe_end};
 use crate::control::command::Command;
+use crate::ipc::{DaemonLock, Endpoint};
 use crate::state::TrackEnd;
 
 /// The global option that says a daemon is attached.
@@ -47,6 +49,9 @@ pub async fn run(args: DaemonArgs, global: &GlobalArgs) -> anyhow::Result<ExitCo
     if args.detach {
         return detach(global).await;
     }
+    // One daemon per tmux server (src/ipc): taken before attaching, so a
+    // second daemon says which pid runs and exits 1.
+    let lock = DaemonLock::acquire(&Endpoint::for_server(&global.server()))?;
     let connection_token = CancellationToken::new();
     let tracker = attach(global, connection_token.clone()).await?;
     let control = tracker.control();
@@ -58,15 +63,25 @@ pub async fn run(args: DaemonArgs, global: &GlobalArgs) -> anyhow::Result<ExitCo
         sessions = tracker.model().sessions().count(),
         "tmux-agent daemon attached"
     );
+    // Groups and the CLI socket (src/group, src/ipc); SIGHUP reloads.
+    let shutdown = daemon_services::shutdown_on_int_term();
+    let services = daemon_services::start(
+        &lock,
+        global.server(),
+        &tracker,
+        shutdown.clone(),
+        DaemonHooks::default(),
+    )
+    .await?;
     report_ready();
 
-    let shutdown = shutdown_on_signal();
     let (events_tx, mut events) = mpsc::channel(1024);
     let tracking = tokio::spawn(tracker.run(events_tx, shutdown));
     // The reactor and group reconciler will consume these; for now the
     // daemon's job ends at logging them (the tracker already did).
     while events.recv().await.is_some() {}
     let end = tracking.await??;
+    services.stop().await;
 
     if !matches!(end, TrackEnd::LastSessionClosed) {
         // Leave no stale "running" behind on a server that lives on. The
@@ -82,10 +97,23 @@ pub async fn run(args: DaemonArgs, global: &GlobalArgs) -> anyhow::Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
+/// `daemon --detach`: starts a background daemon and says where it runs.
+async fn detach(global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let (pid, log_path) = spawn_detached(global).await?;
+    println!(
+        "tmux-agent daemon running on `{}` (pid {pid}); log: {}",
+        global.server(),
+        log_path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Starts this binary again as a foreground daemon in a new session (so it
 /// outlives the terminal or `run-shell` that started it), with its output in
-/// the log file, and waits until it has attached.
-async fn detach(global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+/// the log file, and waits until it has attached. Returns its pid and log.
+pub(crate) async fn spawn_detached(
+    global: &GlobalArgs,
+) -> anyhow::Result<(u32, std::path::PathBuf)> {
     let server = global.server();
     let log_path = crate::paths::daemon_log(&server);
     if let Some(dir) = log_path.parent() {
@@ -140,11 +168,7 @@ async fn detach(global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let mut word = String::new();
     let _ = (&ready).take(64).read_to_string(&mut word);
     if word.trim() == "attached" {
-        println!(
-            "tmux-agent daemon running on `{server}` (pid {pid}); log: {}",
-            log_path.display()
-        );
-        return Ok(ExitCode::SUCCESS);
+        return Ok((pid, log_path));
     }
     // EOF came first: the child is on its way out; give it a moment to be reaped.
     let mut exited = None;

@@ -266,43 +266,61 @@ fn without_a_daemon_commands_write_the_options_and_the_daemon_finishes_later() {
     );
 }
 
-#[test]
-fn shared_values_are_data_even_in_a_status_line() {
-    let server = TmuxServer::start();
-    let one = new_session(&server, "one");
-    let _daemon = Daemon::start(&server);
-    agent_ok(&server, &["join", "g", "-t", &one]);
+/// A terminal client whose keyboard the test types on and whose screen
+/// output it reads: `script` runs `tmux attach` in a pseudo-terminal and
+/// passes its stdin and stdout through.
+struct Keyboard {
+    child: std::process::Child,
+    screen: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
 
-    let dir = server.home.path();
-    let canary = dir.join("canary");
-    let control = dir.join("control");
-    let hostile = format!("#(touch {})", canary.display());
-    agent_ok(&server, &["share", &format!("task={hostile}"), "-t", &one]);
-    assert_eq!(
-        opt(&server, &one, "@agent-ctx-task").as_deref(),
-        Some(hostile.as_str())
-    );
+impl Keyboard {
+    /// Attaches to `session`, named `name` (which the default status line
+    /// shows as `[name]` once drawn).
+    fn attach(server: &TmuxServer, session: &str, name: &str) -> Self {
+        let attach = format!("tmux -L {} attach -t '{session}'", server.name);
+        let mut cmd = std::process::Command::new("script");
+        cmd.args(["-qfc", &attach, "/dev/null"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .env_remove("TMUX")
+            .env("TERM", "xterm-256color");
+        let mut child = cmd.spawn().expect("spawn script");
+        let mut stdout = child.stdout.take().unwrap();
+        let screen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = screen.clone();
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        let keyboard = Self { child, screen };
+        // Attached, in raw mode, and drawn: the status line is on the screen.
+        keyboard.wait_screen(&format!("[{name}]"));
+        keyboard
+    }
 
-    // The positive control: the same value shown through #{E:...}, which
-    // does expand, proves that the status line is drawn and its jobs run.
-    // It comes after the canary in the format, so a canary job would have
-    // started first.
-    server.tmux(&[
-        "set-option",
-        "-t",
-        &one,
-        "@probe",
-        &format!("#(touch {})", control.display()),
-    ]);
-    server.tmux(&[
-        "set-option",
-        "-t",
-        &one,
-        "status-right",
-        "#{?@agent-group,[#{@agent-group} #{@agent-role}] #{@agent-ctx-task},}#{E:@probe}",
-    ]);
-    let _terminal = server.attach_terminal(&one);
-    let client = wait_for(PATIENCE, || {
+    /// Waits until `needle` appears in what tmux drew since the last call.
+    fn wait_screen(&self, needle: &str) {
+        let seen = wait_for(PATIENCE, || {
+            let mut screen = self.screen.lock().unwrap();
+            let text = String::from_utf8_lossy(&screen).into_owned();
+            text.contains(needle).then(|| screen.clear())
+        });
+        let drawn = String::from_utf8_lossy(&self.screen.lock().unwrap()).into_owned();
+        assert!(
+            seen.is_some(),
+            "{needle:?} never appeared on the terminal: {drawn:?}"
+        );
+    }
+
+    fn client(server: &TmuxServer) -> String {
         let clients = server.tmux(&[
             "list-clients",
             "-F",
@@ -311,21 +329,132 @@ fn shared_values_are_data_even_in_a_status_line() {
         clients
             .lines()
             .find_map(|l| l.strip_suffix("\t0").map(str::to_owned))
-    })
-    .expect("the terminal client did not attach");
-    server.tmux(&["refresh-client", "-S", "-t", &client]);
-    assert!(
-        wait_for(PATIENCE, || control.exists().then_some(())).is_some(),
-        "the status line was never drawn: the test proves nothing"
+            .expect("a terminal client")
+    }
+
+    fn type_keys(&mut self, keys: &[u8]) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin.write_all(keys).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// prefix G, then (once the prompt shows) `name` and Enter.
+    fn join_prompt(&mut self, name: &str) {
+        self.type_keys(b"\x02G");
+        self.wait_screen("join group:");
+        self.type_keys(name.as_bytes());
+        self.type_keys(b"\r");
+    }
+}
+
+impl Drop for Keyboard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// tmux.conf.example as a user would load it: it starts the daemon, its
+/// hook brings a stopped daemon back, its key bindings join and leave, and
+/// its status line shows shared values as text, never running them.
+#[test]
+fn the_example_tmux_conf_works_end_to_end() {
+    let server = TmuxServer::start();
+    let one = new_session(&server, "one");
+    // tmux runs `tmux-agent` from the PATH of its jobs.
+    let bin = std::path::Path::new(common::AGENT).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
     );
-    // One more full redraw, for good measure, before looking.
-    std::fs::remove_file(&control).unwrap();
-    server.tmux(&["refresh-client", "-S", "-t", &client]);
-    assert!(wait_for(PATIENCE, || control.exists().then_some(())).is_some());
+    server.tmux(&["set-environment", "-g", "PATH", &path]);
+    let conf = concat!(env!("CARGO_MANIFEST_DIR"), "/tmux.conf.example");
+    server.tmux(&["source-file", conf]);
+
+    let running = || {
+        let out = agent(&server, &["status", "--json"]);
+        let status = json(&text(&out.stdout));
+        (status["running"] == true).then(|| status["pid"].clone())
+    };
+    let first =
+        wait_for(PATIENCE, running).expect("run-shell -b 'tmux-agent ensure' started no daemon");
+
+    // prefix G, a group name, Enter: joined, and the popup shows the group.
+    let mut keyboard = Keyboard::attach(&server, &one, "one");
+    keyboard.join_prompt("build");
+    until(&server, &one, "@agent-group", Some("build"), PATIENCE);
+    until(&server, &one, "@agent-role", Some("coordinator"), PATIENCE);
+    keyboard.wait_screen("coordinator of build");
+    // Close the popup with C-c (Escape would wait out escape-time and
+    // swallow the keys typed after it).
+    keyboard.type_keys(b"\x03");
+
+    // What is typed at the prompt is data, whatever it holds.
+    let hostile = "x\" ; `touch typed`; $(touch typed2) #(touch typed3) ~";
+    keyboard.join_prompt(hostile);
+    until(&server, &one, "@agent-group", Some(hostile), PATIENCE);
+    keyboard.wait_screen("is ignored");
+    keyboard.type_keys(b"\x03");
+    let out = json(&agent_ok(&server, &["peers", "--json", "-t", &one]));
+    assert_eq!(out["ignored_group"], hostile);
+    assert_eq!(global_opt(&server, "@agent-groups"), None);
+    for file in ["typed", "typed2", "typed3"] {
+        assert!(!server.home.path().join(file).exists() && !std::path::Path::new(file).exists());
+    }
+    keyboard.join_prompt("build");
+    until(&server, &one, "@agent-role", Some("coordinator"), PATIENCE);
+    keyboard.wait_screen("coordinator of build");
+    keyboard.type_keys(b"\x03");
+
+    // The example status line shows the shared value `task`. The positive
+    // control, a #{E:...} (which does expand) appended after it, proves that
+    // the line is drawn and its jobs run; a canary job would start first.
+    let dir = server.home.path();
+    let canary = dir.join("canary");
+    let control = dir.join("control");
+    let value = format!("#(touch {})", canary.display());
+    agent_ok(&server, &["share", &format!("task={value}"), "-t", &one]);
+    assert_eq!(
+        opt(&server, &one, "@agent-ctx-task").as_deref(),
+        Some(value.as_str())
+    );
+    server.tmux(&[
+        "set-option",
+        "-t",
+        &one,
+        "@probe",
+        &format!("#(touch {})", control.display()),
+    ]);
+    server.tmux(&["set-option", "-ga", "status-right", "#{E:@probe}"]);
+    let client = Keyboard::client(&server);
+    for _ in 0..2 {
+        let _ = std::fs::remove_file(&control);
+        server.tmux(&["refresh-client", "-S", "-t", &client]);
+        assert!(
+            wait_for(PATIENCE, || control.exists().then_some(())).is_some(),
+            "the status line was never drawn: the test proves nothing"
+        );
+    }
     assert!(
         !canary.exists(),
         "a shared value ran as a command in the status line"
     );
+
+    // prefix L leaves (its message opens in view mode; q closes it).
+    keyboard.type_keys(b"\x02L");
+    until(&server, &one, "@agent-group", None, PATIENCE);
+    until(&server, &one, "@agent-role", None, PATIENCE);
+    keyboard.wait_screen("left build");
+    keyboard.type_keys(b"q");
+
+    // The session-created hook brings a stopped daemon back.
+    agent_ok(&server, &["stop"]);
+    assert!(running().is_none());
+    new_session(&server, "two");
+    let second = wait_for(PATIENCE, running).expect("the session-created hook started no daemon");
+    assert_ne!(first, second);
 }
 
 #[test]
@@ -466,6 +595,18 @@ fn the_default_target_is_the_session_of_tmux_pane() {
     let out = json(&text(&out.stdout));
     assert_eq!(out["session"]["id"], one.as_str());
     assert_eq!(opt(&server, &one, "@agent-group").as_deref(), Some("g"));
+
+    // In a job tmux starts (run-shell, display-popup) there is no
+    // $TMUX_PANE; the session id at the end of $TMUX is used.
+    let idx = one.trim_start_matches('$');
+    let out = server
+        .agent()
+        .args(["peers", "--json"])
+        .env("TMUX", format!("{socket},1,{idx}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(json(&text(&out.stdout))["group"], "g");
 
     // $TMUX_PANE of another server is not used.
     let out = server

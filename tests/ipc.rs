@@ -283,6 +283,36 @@ fn ensure_starts_one_daemon_and_stop_stops_it() {
         "{out}"
     );
     assert_eq!(global_opt(&server, "@agent-daemon"), None);
+
+    // Several at once with no daemon running: they race to start one, and
+    // every one of them succeeds with the same single daemon.
+    let racers: Vec<_> = (0..4)
+        .map(|_| {
+            let mut cmd = server.agent();
+            cmd.arg("ensure");
+            LineReader::spawn(cmd)
+        })
+        .collect();
+    for mut racer in racers {
+        let (status, stderr) = racer.wait(PATIENCE).expect("ensure hung");
+        assert!(status.success(), "{stderr}");
+    }
+    let pid = json(&agent_ok(&server, &["status", "--json"]))["pid"].clone();
+    let daemons = std::process::Command::new("pgrep")
+        .args([
+            "-f",
+            &format!("{} -L {} daemon", common::AGENT, server.name),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&daemons.stdout).lines().count(),
+        1,
+        "one daemon, not {}",
+        text(&daemons.stdout)
+    );
+    let out = agent_ok(&server, &["stop"]);
+    assert!(out.contains(&format!("(pid {pid})")), "{out}");
     assert!(agent_ok(&server, &["status"]).contains("daemon: not running"));
     let out = agent_ok(&server, &["stop"]);
     assert!(out.contains("no tmux-agent daemon is running"), "{out}");

@@ -2,7 +2,7 @@
 //! follows session lifecycle, and marks itself in the global option
 //! `@agent-daemon` while it runs.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{ExitCode, Stdio};
@@ -166,7 +166,9 @@ pub(crate) async fn spawn_detached(
 
     ready.set_read_timeout(Some(DETACH_TIMEOUT))?;
     let mut word = String::new();
-    let _ = (&ready).take(64).read_to_string(&mut word);
+    // One line, not up to EOF: the daemon's tmux child inherits the fd, so
+    // EOF would only come when the tmux client exits.
+    let _ = std::io::BufReader::new((&ready).take(64)).read_line(&mut word);
     if word.trim() == "attached" {
         return Ok((pid, log_path));
     }

@@ -5,7 +5,11 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::GlobalArgs;
-use super::coordination::{Groups, TargetArgs, print_json, session_json, session_lines};
+use serde_json::json;
+
+use super::coordination::{
+    Groups, TargetArgs, print_json, printable, session_json, session_lines, who,
+};
 
 /// Show a session's group: its role, the coordinator, its peers and the
 /// shared context.
@@ -28,8 +32,22 @@ pub async fn run(args: PeersArgs, global: &GlobalArgs) -> anyhow::Result<ExitCod
     let session = groups.target(&args.target).await?;
     let fetched = groups.reconciled().await?;
     let view = fetched.report.group_of(session.id);
+    // A value set by hand (or typed at the join prompt) that is no group name.
+    let ignored = fetched.report.ignored.iter().find(|i| i.id == session.id);
     if args.json {
-        print_json(&session_json(&session, view, fetched.daemon))?;
+        let mut out = session_json(&session, view, fetched.daemon);
+        if let Some(ignored) = ignored {
+            out["ignored_group"] = json!(ignored.group);
+            out["reason"] = json!(ignored.reason);
+        }
+        print_json(&out)?;
+    } else if let Some(ignored) = ignored {
+        println!(
+            "{}: in no group: its @agent-group {:?} is ignored: {}",
+            who(session.id, &session.name),
+            printable(&ignored.group),
+            ignored.reason
+        );
     } else {
         for line in session_lines(&session, view) {
             println!("{line}");

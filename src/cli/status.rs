@@ -62,8 +62,10 @@ fn print_running(report: &StatusReport) {
         report.version
     );
     println!(
-        "tmux:   {} on `{}`, {} sessions tracked",
-        report.tmux_version, report.server, report.sessions
+        "tmux:   {} on `{}`, {} tracked",
+        report.tmux_version,
+        report.server,
+        count(report.sessions, "session")
     );
     print_groups(&report.groups);
     for server in &report.mcp_servers {
@@ -161,8 +163,8 @@ async fn print_from_tmux(groups: &Groups, why_not: &str, json: bool) -> anyhow::
     }
     println!("daemon: {why_not} (start it: tmux-agent ensure)");
     println!(
-        "tmux:   {version} on `{server}`, {} sessions",
-        observation.sessions.len()
+        "tmux:   {version} on `{server}`, {}",
+        count(observation.sessions.len(), "session")
     );
     print_groups(&report);
     if stale {

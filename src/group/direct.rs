@@ -42,7 +42,7 @@ pub enum DirectError {
         message: String,
     },
     #[error(
-        "which session? not inside a tmux pane of `{server}` ($TMUX_PANE is not set for it): name one with -t SESSION"
+        "which session? this does not run inside tmux on `{server}` (no $TMUX_PANE or $TMUX of it): name one with -t SESSION"
     )]
     NoDefaultTarget { server: ServerSocket },
     #[error(
@@ -157,20 +157,27 @@ impl Direct {
         Ok(SessionRef { id, name })
     }
 
-    /// `$TMUX_PANE`, if the caller's `$TMUX` is this server.
+    /// The caller's own session, when the caller runs inside tmux on this
+    /// server: `$TMUX_PANE` in a pane; else the session id that tmux puts
+    /// last in `$TMUX` (`socket,pid,session`) for the jobs it starts
+    /// (`run-shell`, `display-popup`, hooks), which have no `$TMUX_PANE`.
     fn pane_of_caller(&self) -> Result<String, DirectError> {
         let no_default = || DirectError::NoDefaultTarget {
             server: self.server.clone(),
         };
-        let pane = std::env::var("TMUX_PANE")
-            .ok()
-            .filter(|p| !p.is_empty())
-            .ok_or_else(no_default)?;
-        let ours = ServerSocket::choose_with_env(None, None, std::env::var_os("TMUX"));
-        if !same_socket(&ours, &self.server) {
+        let tmux = std::env::var("TMUX").ok().filter(|t| !t.is_empty());
+        let ours = ServerSocket::choose_with_env(None, None, tmux.as_ref().map(OsString::from));
+        if tmux.is_none() || !same_socket(&ours, &self.server) {
             return Err(no_default());
         }
-        Ok(pane)
+        if let Some(pane) = std::env::var("TMUX_PANE").ok().filter(|p| !p.is_empty()) {
+            return Ok(pane);
+        }
+        tmux.as_deref()
+            .and_then(|t| t.rsplit(',').next())
+            .and_then(|idx| idx.parse::<u32>().ok())
+            .map(|idx| SessionId(idx).to_string())
+            .ok_or_else(no_default)
     }
 
     /// Every user session's `@agent-*` options and the global `@agent-groups`,

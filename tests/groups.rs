@@ -154,6 +154,10 @@ fn killing_the_coordinators_session_promotes_the_next() {
     until(&server, &three, "@agent-peers", Some("two"), PROMPT);
     assert_eq!(opt(&server, &two, "@agent-peers").as_deref(), Some("three"));
     assert_eq!(global_opt(&server, "@agent-groups").as_deref(), Some("g:2"));
+
+    // A rename reaches the peers' lists.
+    server.tmux(&["rename-session", "-t", &three, "third"]);
+    until(&server, &two, "@agent-peers", Some("third"), PROMPT);
 }
 
 #[test]
@@ -686,6 +690,20 @@ fn new_sets_agent_options_in_the_creating_invocation() {
             .unwrap()
             .contains(&format!("attach -t '{id}'"))
     );
+
+    // The start directory is a path, not a format, and may end in `;`.
+    let dir = server.home.path().join("w#{session_id};");
+    std::fs::create_dir(&dir).unwrap();
+    let out = json(&agent_ok(
+        &server,
+        &["new", "-s", "cwd", "-c", dir.to_str().unwrap(), "--json"],
+    ));
+    let id = out["session_id"].as_str().unwrap().to_owned();
+    let cwd = wait_for(PATIENCE, || {
+        let path = server.tmux(&["display-message", "-p", "-t", &id, "#{pane_current_path}"]);
+        (path.trim() == dir.to_str().unwrap()).then_some(())
+    });
+    assert!(cwd.is_some(), "the pane did not start in {}", dir.display());
 
     // A duplicate name fails and leaves no half-made session behind.
     let sessions = server.tmux(&["list-sessions", "-F", "#{session_name}"]);

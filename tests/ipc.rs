@@ -235,6 +235,8 @@ fn status_without_a_daemon_reads_tmux_and_says_so() {
     assert_eq!(status["sessions"], 2);
 
     server.tmux(&["kill-server"]);
+    let err = agent_err(&server, &["peers", "-t", "work"]);
+    assert!(err.contains("no tmux server is running"), "{err}");
     let out = agent_ok(&server, &["status"]);
     assert!(
         out.contains("daemon: not running") && out.contains("tmux:   no server running"),

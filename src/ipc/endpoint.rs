@@ -270,9 +270,11 @@ mod tests {
         assert_ne!(a, b);
         assert!(a.starts_with("x-"), "{a}");
         assert_eq!(a, server_key(&ServerSocket::Path("/a/x".into())));
-        // FNV-1a of "/a/x", fixed across builds.
-        assert_eq!(fnv1a(b"/a/x"), fnv1a(b"/a/x"));
+        // The published FNV-1a 64 test vectors: the key must not change
+        // between builds, or a new CLI would not find an old daemon.
         assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a(b"foobar"), 0x8594_4171_f739_67e8);
         let long = server_key(&ServerSocket::Name("é".repeat(100)));
         assert!(long.len() <= KEY_NAME_MAX + 17, "{long}");
     }
@@ -299,7 +301,7 @@ mod tests {
     }
 
     #[test]
-    fn an_open_runtime_dir_is_closed_and_a_file_is_refused() {
+    fn an_open_runtime_dir_is_closed_and_foreign_or_odd_ones_refused() {
         let dir = tempfile::tempdir().unwrap();
         let rt = dir.path().join("rt");
         std::fs::create_dir(&rt).unwrap();
@@ -307,6 +309,20 @@ mod tests {
         let endpoint = Endpoint::in_dir(rt.clone(), &ServerSocket::Name("t".into()));
         endpoint.prepare_dir().unwrap();
         assert_eq!(std::fs::metadata(&rt).unwrap().mode() & 0o777, 0o700);
+
+        // A directory someone else made (say, in /tmp before we did).
+        if effective_uid() == 0 {
+            let theirs = dir.path().join("theirs");
+            std::fs::create_dir(&theirs).unwrap();
+            std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+            let endpoint = Endpoint::in_dir(theirs, &ServerSocket::Name("t".into()));
+            let err = endpoint.prepare_dir().unwrap_err().to_string();
+            assert!(
+                err.contains("belongs to uid 65534, not to you (uid 0)"),
+                "{err}"
+            );
+            assert!(DaemonLock::acquire(&endpoint).is_err());
+        }
 
         let file = dir.path().join("file");
         std::fs::write(&file, "").unwrap();

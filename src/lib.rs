@@ -13,6 +13,8 @@
 //! - [`mcp`]: MCP client configuration, one supervisor per server, metrics,
 //!   and the built-in MCP server.
 //! - [`agent`]: what the daemon does about events: templates, the outbox.
+//! - [`group`]: coordination groups kept in tmux options, and their reconciler.
+//! - [`ipc`]: the CLI ↔ daemon socket.
 //! - [`cli`]: one file per subcommand of the `tmux-agent` binary.
 //! - [`paths`]: where files live (XDG directories).
 
@@ -20,6 +22,8 @@ pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod group;
+pub mod ipc;
 pub mod mcp;
 pub mod paths;
 pub mod state;

@@ -486,6 +486,25 @@ impl Outbox {
         Ok(counts)
     }
 
+    /// The latest `limit` permanent failures, newest first, one line each.
+    pub fn recent_failures(&self, limit: usize) -> Result<Vec<String>, OutboxError> {
+        let mut stmt = self.db.prepare_cached(
+            "SELECT session_id, event, server, tool, COALESCE(last_error, '')
+             FROM actions WHERE state = 'failed' ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map(params![limit as i64], |row| {
+            Ok(format!(
+                "{} {}: {}/{}: {}",
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, String>(4)?,
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// The latest `limit` actions of a session, newest first.
     pub fn history(
         &self,

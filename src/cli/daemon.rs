@@ -2,7 +2,7 @@
 //! follows session lifecycle, and marks itself in the global option
 //! `@agent-daemon` while it runs.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{ExitCode, Stdio};
@@ -14,11 +14,13 @@ use clap::Args;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{GlobalArgs, attach, describe_end, shutdown_on_signal};
+use super::daemon_services::{self, DaemonHooks, StatusHook};
+use super::{GlobalArgs, attach, describe_end};
 use crate::agent::outbox::Outbox;
 use crate::agent::reactor;
 use crate::control::command::Command;
 use crate::control::connection::ControlHandle;
+use crate::ipc::{ActionsStatus, DaemonLock, Endpoint, McpServerStatus, StatusReport};
 use crate::mcp::McpPool;
 use crate::state::TrackEnd;
 
@@ -90,6 +92,33 @@ async fn publish_health(
     }
 }
 
+/// Adds the MCP servers and the outbox to `status`. It reads the outbox
+/// through a connection of its own, so a status request never waits for the
+/// reactor (nor, through it, for an MCP server).
+fn status_hook(pool: McpPool, outbox_path: &std::path::Path) -> StatusHook {
+    let outbox = Outbox::open(outbox_path).ok().map(std::sync::Mutex::new);
+    Box::new(move |report: &mut StatusReport| {
+        report.mcp_servers = pool
+            .servers()
+            .into_iter()
+            .map(|s| McpServerStatus {
+                name: s.name,
+                state: s.state.to_owned(),
+                detail: s.detail,
+            })
+            .collect();
+        let Some(outbox) = &outbox else { return };
+        let Ok(outbox) = outbox.lock() else { return };
+        if let Ok(counts) = outbox.counts(None) {
+            report.actions = Some(ActionsStatus {
+                pending: counts.pending + counts.inflight,
+                failed: counts.failed,
+                recent_failures: outbox.recent_failures(5).unwrap_or_default(),
+            });
+        }
+    })
+}
+
 /// How long `--detach` waits for the background daemon to attach.
 const DETACH_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -97,7 +126,11 @@ pub async fn run(args: DaemonArgs, global: &GlobalArgs) -> anyhow::Result<ExitCo
     if args.detach {
         return detach(global).await;
     }
+    keep_ready_fd_from_children();
     let server = global.server();
+    // One daemon per tmux server (src/ipc): taken before anything else, so a
+    // second daemon says which pid runs and exits 1.
+    let lock = DaemonLock::acquire(&Endpoint::for_server(&server))?;
     // The config first: a daemon that could not act on events should say so
     // before it attaches, not after.
     let discovered = super::mcp::load_quietly(global).await?;
@@ -152,9 +185,21 @@ pub async fn run(args: DaemonArgs, global: &GlobalArgs) -> anyhow::Result<ExitCo
         control.clone(),
         reactor_stop.clone(),
     ));
+    // Groups and the CLI socket (src/group, src/ipc); SIGHUP reloads.
+    let shutdown = daemon_services::shutdown_on_int_term();
+    let services = daemon_services::start(
+        &lock,
+        global.server(),
+        &tracker,
+        shutdown.clone(),
+        DaemonHooks {
+            status: Some(status_hook(pool.clone(), &outbox_path)),
+            reload: None,
+        },
+    )
+    .await?;
     report_ready();
 
-    let shutdown = shutdown_on_signal();
     let (events_tx, mut events) = mpsc::channel(1024);
     let tracking = tokio::spawn(tracker.run(events_tx, shutdown));
     while let Some(event) = events.recv().await {
@@ -165,6 +210,7 @@ pub async fn run(args: DaemonArgs, global: &GlobalArgs) -> anyhow::Result<ExitCo
         }
     }
     let end = tracking.await??;
+    services.stop().await;
 
     // Let the reactor deliver what is due, within a grace period; what is
     // left waits in the outbox for the next daemon.
@@ -198,10 +244,23 @@ pub async fn run(args: DaemonArgs, global: &GlobalArgs) -> anyhow::Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
+/// `daemon --detach`: starts a background daemon and says where it runs.
+async fn detach(global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let (pid, log_path) = spawn_detached(global).await?;
+    println!(
+        "tmux-agent daemon running on `{}` (pid {pid}); log: {}",
+        global.server(),
+        log_path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Starts this binary again as a foreground daemon in a new session (so it
 /// outlives the terminal or `run-shell` that started it), with its output in
-/// the log file, and waits until it has attached.
-async fn detach(global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+/// the log file, and waits until it has attached. Returns its pid and log.
+pub(crate) async fn spawn_detached(
+    global: &GlobalArgs,
+) -> anyhow::Result<(u32, std::path::PathBuf)> {
     let server = global.server();
     let log_path = crate::paths::daemon_log(&server);
     if let Some(dir) = log_path.parent() {
@@ -254,13 +313,11 @@ async fn detach(global: &GlobalArgs) -> anyhow::Result<ExitCode> {
 
     ready.set_read_timeout(Some(DETACH_TIMEOUT))?;
     let mut word = String::new();
-    let _ = (&ready).take(64).read_to_string(&mut word);
+    // One line, not up to EOF: the daemon's tmux child inherits the fd, so
+    // EOF would only come when the tmux client exits.
+    let _ = std::io::BufReader::new((&ready).take(64)).read_line(&mut word);
     if word.trim() == "attached" {
-        println!(
-            "tmux-agent daemon running on `{server}` (pid {pid}); log: {}",
-            log_path.display()
-        );
-        return Ok(ExitCode::SUCCESS);
+        return Ok((pid, log_path));
     }
     // EOF came first: the child is on its way out; give it a moment to be reaped.
     let mut exited = None;
@@ -291,6 +348,21 @@ async fn detach(global: &GlobalArgs) -> anyhow::Result<ExitCode> {
 const READY_FD: i32 = 3;
 /// Tells a daemon started by `--detach` which fd to report on.
 const READY_FD_ENV: &str = "TMUX_AGENT_READY_FD";
+
+/// Marks the readiness fd close-on-exec, so the tmux client and MCP servers
+/// the daemon starts do not hold it open.
+fn keep_ready_fd_from_children() {
+    if std::env::var(READY_FD_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+        == Some(READY_FD)
+    {
+        // SAFETY: fcntl on an fd number only changes that fd's flags.
+        unsafe {
+            libc::fcntl(READY_FD, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+    }
+}
 
 /// Tells the `--detach` parent, if there is one, that we are attached.
 fn report_ready() {

@@ -15,8 +15,21 @@ use crate::state::{TrackEnd, Tracker};
 
 pub mod config;
 pub mod daemon;
+pub mod daemon_services;
+pub mod ensure;
+pub mod groups;
+pub mod join;
+pub mod leave;
 pub mod mcp;
+pub mod new;
+pub mod peers;
+pub mod reload;
+pub mod share;
+pub mod status;
+pub mod stop;
 pub mod watch;
+
+mod coordination;
 
 /// A sidecar for tmux: tracks session lifecycle, calls MCP tools on it, and
 /// keeps coordination groups in tmux options.
@@ -67,6 +80,26 @@ pub enum Command {
     /// Check or print the effective configuration.
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// Start the daemon if it is not running (for tmux.conf and hooks).
+    Ensure(ensure::EnsureArgs),
+    /// Show the daemon's health, or what tmux shows when it is not running.
+    Status(status::StatusArgs),
+    /// Stop the daemon.
+    Stop(stop::StopArgs),
+    /// Make the daemon re-read its configuration and rebuild groups.
+    Reload(reload::ReloadArgs),
+    /// Create a session with its agent options (goal, type, group) set.
+    New(new::NewArgs),
+    /// Put a session in a coordination group.
+    Join(join::JoinArgs),
+    /// Take a session out of its group.
+    Leave(leave::LeaveArgs),
+    /// Set or remove a value shared by every member of a session's group.
+    Share(share::ShareArgs),
+    /// Show a session's group: its role, its peers and the shared context.
+    Peers(peers::PeersArgs),
+    /// List every group with its members and shared context.
+    Groups(groups::GroupsArgs),
 }
 
 /// Runs the parsed command line.
@@ -76,6 +109,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Watch(args) => watch::run(args, &cli.global).await,
         Command::Mcp(cmd) => mcp::run(cmd, &cli.global).await,
         Command::Config(cmd) => config::run(cmd, &cli.global).await,
+        Command::Ensure(args) => ensure::run(args, &cli.global).await,
+        Command::Status(args) => status::run(args, &cli.global).await,
+        Command::Stop(args) => stop::run(args, &cli.global).await,
+        Command::Reload(args) => reload::run(args, &cli.global).await,
+        Command::New(args) => new::run(args, &cli.global).await,
+        Command::Join(args) => join::run(args, &cli.global).await,
+        Command::Leave(args) => leave::run(args, &cli.global).await,
+        Command::Share(args) => share::run(args, &cli.global).await,
+        Command::Peers(args) => peers::run(args, &cli.global).await,
+        Command::Groups(args) => groups::run(args, &cli.global).await,
     }
 }
 

@@ -114,7 +114,11 @@ impl Tracker {
         self.control.clone()
     }
 
-    /// Snapshots of the model, updated after every reconcile.
+    /// Snapshots of the model, updated after every reconcile. Receivers are
+    /// woken after *every* listing, even one that changed nothing in the
+    /// model: a listing follows each change of the subscription (which
+    /// watches `@agent-group`), so this is also the group reconciler's
+    /// "something may have changed" signal.
     pub fn snapshots(&self) -> watch::Receiver<Model> {
         self.snapshots.subscribe()
     }

@@ -1,0 +1,176 @@
+//! `tmux-agent status`: the daemon's health, or, when it is not running,
+//! what tmux itself shows.
+
+use std::process::ExitCode;
+
+use anyhow::bail;
+use clap::Args;
+use serde_json::json;
+
+use super::GlobalArgs;
+use super::coordination::{Groups, count, printable, who};
+use crate::group::GroupsReport;
+use crate::group::plan::plan;
+use crate::ipc::{ClientError, Request, Response, StatusReport, lock_holder};
+
+/// Show the daemon's health: uptime, tmux version, sessions tracked, groups,
+/// MCP servers and undelivered actions.
+///
+/// Answers at once from what the daemon already knows, even while an MCP
+/// server hangs. When no daemon runs, says so and shows what tmux holds.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  tmux-agent status\n  tmux-agent status --json | jq .running")]
+pub struct StatusArgs {
+    /// Print one JSON object; "running" says whether a daemon answered.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(args: StatusArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let groups = Groups::new(global);
+    let why_not = match crate::ipc::request(&groups.endpoint, &Request::Status).await {
+        Ok(Response::Status(report)) => {
+            if args.json {
+                let mut value = serde_json::to_value(&report)?;
+                value["running"] = json!(true);
+                println!("{}", serde_json::to_string(&value)?);
+            } else {
+                print_running(&report);
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        Ok(Response::Error { message }) => bail!("the daemon answered with an error: {message}"),
+        Ok(other) => bail!("unexpected answer from the daemon: {other:?}"),
+        Err(ClientError::NotRunning { .. }) => match lock_holder(&groups.endpoint)? {
+            Some(pid) => format!(
+                "starting or stuck (it holds the lock{}, but its socket does not answer)",
+                pid.map(|p| format!(" as pid {p}")).unwrap_or_default()
+            ),
+            None => "not running".to_owned(),
+        },
+        Err(err) => format!("not answering ({err})"),
+    };
+    print_from_tmux(&groups, &why_not, args.json).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_running(report: &StatusReport) {
+    println!(
+        "daemon: running, pid {}, up {}, tmux-agent {}",
+        report.pid,
+        duration(report.uptime_secs),
+        report.version
+    );
+    println!(
+        "tmux:   {} on `{}`, {} tracked",
+        report.tmux_version,
+        report.server,
+        count(report.sessions, "session")
+    );
+    print_groups(&report.groups);
+    for server in &report.mcp_servers {
+        let detail = server
+            .detail
+            .as_deref()
+            .map(|d| format!(" ({})", printable(d)))
+            .unwrap_or_default();
+        println!("mcp:    {} {}{detail}", server.name, server.state);
+    }
+    if let Some(actions) = &report.actions {
+        println!(
+            "actions: {} pending, {} failed",
+            actions.pending, actions.failed
+        );
+        for failure in &actions.recent_failures {
+            println!("  {}", printable(failure));
+        }
+    }
+}
+
+fn print_groups(groups: &GroupsReport) {
+    if groups.groups.is_empty() {
+        println!("groups: none");
+        return;
+    }
+    let parts: Vec<String> = groups
+        .groups
+        .iter()
+        .map(|g| {
+            format!(
+                "{} ({}, coordinator {})",
+                g.name,
+                count(g.members.len(), "member"),
+                who(g.coordinator.id, &g.coordinator.name)
+            )
+        })
+        .collect();
+    println!("groups: {}", parts.join("; "));
+}
+
+fn duration(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
+        s if s < 86400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        s => format!("{}d{:02}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+/// The daemon is down: show what tmux holds instead.
+async fn print_from_tmux(groups: &Groups, why_not: &str, json: bool) -> anyhow::Result<()> {
+    let server = groups.direct.server().clone();
+    if !groups.direct.is_running().await {
+        if json {
+            println!(
+                "{}",
+                json!({"running": false, "daemon": why_not, "server": server.to_string(), "tmux_running": false})
+            );
+        } else {
+            println!("daemon: {why_not}");
+            println!("tmux:   no server running on `{server}`");
+        }
+        return Ok(());
+    }
+    let version = groups
+        .direct
+        .run(&["display-message".into(), "-p".into(), "#{version}".into()])
+        .await
+        .map(|out| String::from_utf8_lossy(&out).trim().to_owned())
+        .unwrap_or_else(|_| "unknown".to_owned());
+    let observation = groups.direct.observe().await?;
+    let report = plan(&observation, &[]).report;
+    let stale = groups
+        .direct
+        .global_option(super::daemon::DAEMON_OPTION)
+        .await?
+        .filter(|v| v == "running")
+        .is_some();
+    if json {
+        println!(
+            "{}",
+            json!({
+                "running": false,
+                "daemon": why_not,
+                "server": server.to_string(),
+                "tmux_running": true,
+                "tmux_version": version,
+                "sessions": observation.sessions.len(),
+                "groups": report,
+                "stale_daemon_option": stale,
+            })
+        );
+        return Ok(());
+    }
+    println!("daemon: {why_not} (start it: tmux-agent ensure)");
+    println!(
+        "tmux:   {version} on `{server}`, {}",
+        count(observation.sessions.len(), "session")
+    );
+    print_groups(&report);
+    if stale {
+        println!(
+            "note:   @agent-daemon still says \"running\": the last daemon did not stop cleanly"
+        );
+    }
+    Ok(())
+}

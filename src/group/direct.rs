@@ -1,0 +1,353 @@
+//! Group options read and written with one-shot `tmux` commands: what the
+//! CLI uses to find its target session, to write the user-editable options
+//! (`@agent-group`, and `@agent-ctx-*` when no daemon runs), and to show
+//! groups when no daemon answers.
+//!
+//! # Arguments on a `tmux` command line
+//!
+//! Every command runs as an argument vector (no shell). tmux still gives
+//! one thing in argv a meaning: an argument *ending* in `;` ends the command
+//! there (the `;` is cut off), and one ending in `\;` stands for a literal
+//! `;`. So [`argv_arg`] turns a trailing `;` into `\;`; nothing else in an
+//! argument is special (tmux 3.3a, `cmd_parse_from_arguments`). Commands are
+//! chained in one invocation with a `;` argument between them, and tmux runs
+//! such a chain without running any other client's commands in between.
+//!
+//! Sessions are always addressed by `$id` once resolved: names prefix-match.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+
+use super::GLOBAL_GROUPS;
+use super::plan::{Observation, ObservedSession, SessionRef, Write};
+use crate::control::SessionId;
+use crate::control::connection::DEFAULT_SESSION_NAME;
+use crate::control::options::parse_options;
+use crate::control::server::ServerSocket;
+
+/// How often a read that met a session closing under it is retried.
+const OBSERVE_ATTEMPTS: usize = 3;
+
+/// Errors of one-shot tmux commands, worded for a person.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectError {
+    #[error("no tmux server is running for `{server}`")]
+    NoServer { server: ServerSocket },
+    #[error("could not run tmux: {0}")]
+    Spawn(#[source] std::io::Error),
+    #[error("no session {target:?} on `{server}` ({message})")]
+    NoSession {
+        target: String,
+        server: ServerSocket,
+        message: String,
+    },
+    #[error(
+        "which session? this does not run inside tmux on `{server}` (no $TMUX_PANE or $TMUX of it): name one with -t SESSION"
+    )]
+    NoDefaultTarget { server: ServerSocket },
+    #[error(
+        "{name} ({id}) is tmux-agent's own session, which carries the daemon's control connection; pick one of yours"
+    )]
+    SidecarSession { id: SessionId, name: String },
+    #[error("tmux {command}: {message}")]
+    Tmux { command: String, message: String },
+    #[error("unexpected output from tmux {command}: {line:?}")]
+    Output { command: String, line: String },
+}
+
+/// Makes `arg` reach tmux unchanged as one argv element: a trailing `;`
+/// would otherwise end the command (see the [module docs](self)).
+pub fn argv_arg(arg: &str) -> String {
+    match arg.strip_suffix(';') {
+        Some(rest) => format!("{rest}\\;"),
+        None => arg.to_owned(),
+    }
+}
+
+/// A tmux server reached through one-shot `tmux` commands.
+#[derive(Debug, Clone)]
+pub struct Direct {
+    server: ServerSocket,
+}
+
+impl Direct {
+    pub fn new(server: ServerSocket) -> Self {
+        Self { server }
+    }
+
+    pub fn server(&self) -> &ServerSocket {
+        &self.server
+    }
+
+    /// Runs one invocation (commands chained with `;` arguments) and returns
+    /// its stdout. Arguments must already have been through [`argv_arg`].
+    pub async fn run(&self, args: &[String]) -> Result<Vec<u8>, DirectError> {
+        let output = self
+            .server
+            .command()
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .map_err(DirectError::Spawn)?;
+        if output.status.success() {
+            return Ok(output.stdout);
+        }
+        let message = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+        if message.starts_with("no server running") || message.starts_with("error connecting to") {
+            return Err(DirectError::NoServer {
+                server: self.server.clone(),
+            });
+        }
+        Err(DirectError::Tmux {
+            command: args.first().cloned().unwrap_or_default(),
+            message,
+        })
+    }
+
+    /// Whether a server answers on the socket.
+    pub async fn is_running(&self) -> bool {
+        self.run(&["list-sessions".into(), "-F".into(), "#{session_id}".into()])
+            .await
+            .is_ok()
+    }
+
+    /// Resolves `-t TARGET` (any tmux target: `$3`, a name, `=name`, a pane)
+    /// to its session, or with `None` the session of `$TMUX_PANE` when that
+    /// pane is on this server. tmux-agent's own session is refused.
+    pub async fn resolve_session(&self, target: Option<&str>) -> Result<SessionRef, DirectError> {
+        let target = match target {
+            Some(target) => target.to_owned(),
+            None => self.pane_of_caller()?,
+        };
+        // `list-windows -t` takes a *session* target ($3, name, =name, a
+        // pane id, session:window); `display-message -t` would take a pane
+        // target, where a bare word is first tried as a window name in
+        // whatever session tmux thinks is current.
+        let args = [
+            "list-windows".to_owned(),
+            "-t".to_owned(),
+            argv_arg(&target),
+            "-F".to_owned(),
+            "#{session_id}\t#{session_name}".to_owned(),
+        ];
+        let out = match self.run(&args).await {
+            Ok(out) => out,
+            Err(DirectError::Tmux { message, .. }) => {
+                return Err(DirectError::NoSession {
+                    target,
+                    server: self.server.clone(),
+                    message,
+                });
+            }
+            Err(err) => return Err(err),
+        };
+        let text = String::from_utf8_lossy(&out);
+        let line = text.lines().next().unwrap_or("");
+        let (id, name) = line
+            .split_once('\t')
+            .and_then(|(id, name)| Some((id.parse::<SessionId>().ok()?, name.to_owned())))
+            .ok_or_else(|| DirectError::Output {
+                command: "list-windows".into(),
+                line: line.to_owned(),
+            })?;
+        if name == DEFAULT_SESSION_NAME {
+            return Err(DirectError::SidecarSession { id, name });
+        }
+        Ok(SessionRef { id, name })
+    }
+
+    /// The caller's own session, when the caller runs inside tmux on this
+    /// server: `$TMUX_PANE` in a pane; else the session id that tmux puts
+    /// last in `$TMUX` (`socket,pid,session`) for the jobs it starts
+    /// (`run-shell`, `display-popup`, hooks), which have no `$TMUX_PANE`.
+    fn pane_of_caller(&self) -> Result<String, DirectError> {
+        let no_default = || DirectError::NoDefaultTarget {
+            server: self.server.clone(),
+        };
+        let tmux = std::env::var("TMUX").ok().filter(|t| !t.is_empty());
+        let ours = ServerSocket::choose_with_env(None, None, tmux.as_ref().map(OsString::from));
+        if tmux.is_none() || !same_socket(&ours, &self.server) {
+            return Err(no_default());
+        }
+        if let Some(pane) = std::env::var("TMUX_PANE").ok().filter(|p| !p.is_empty()) {
+            return Ok(pane);
+        }
+        tmux.as_deref()
+            .and_then(|t| t.rsplit(',').next())
+            .and_then(|idx| idx.parse::<u32>().ok())
+            .map(|idx| SessionId(idx).to_string())
+            .ok_or_else(no_default)
+    }
+
+    /// Every user session's `@agent-*` options and the global `@agent-groups`,
+    /// read in one invocation (retried if a session closes in between).
+    pub async fn observe(&self) -> Result<Observation, DirectError> {
+        let mut last_error = None;
+        for _ in 0..OBSERVE_ATTEMPTS {
+            match self.observe_once().await {
+                Ok(observation) => return Ok(observation),
+                // A session closed between the listing and the read.
+                Err(err @ DirectError::Tmux { .. }) => last_error = Some(err),
+                Err(err) => return Err(err),
+            }
+        }
+        Err(last_error.unwrap_or(DirectError::Output {
+            command: "show-options".into(),
+            line: String::new(),
+        }))
+    }
+
+    async fn observe_once(&self) -> Result<Observation, DirectError> {
+        let listing = self
+            .run(&[
+                "list-sessions".into(),
+                "-F".into(),
+                "#{session_id}\t#{session_name}".into(),
+            ])
+            .await?;
+        let mut names = BTreeMap::new();
+        for line in String::from_utf8_lossy(&listing).lines() {
+            let parsed = line
+                .split_once('\t')
+                .and_then(|(id, name)| Some((id.parse::<SessionId>().ok()?, name)));
+            let Some((id, name)) = parsed else {
+                return Err(DirectError::Output {
+                    command: "list-sessions".into(),
+                    line: line.to_owned(),
+                });
+            };
+            if name != DEFAULT_SESSION_NAME {
+                names.insert(id, name.to_owned());
+            }
+        }
+        // `show-options -g` first, then per session a `$N` line (from
+        // display-message) and its options. Option lines start with the
+        // option's name, never with `$`, so the `$N` lines split the output.
+        let mut args: Vec<String> = vec!["show-options".into(), "-g".into()];
+        for id in names.keys() {
+            args.extend([
+                ";".into(),
+                "display-message".into(),
+                "-p".into(),
+                "-t".into(),
+                id.to_string(),
+                "#{session_id}".into(),
+                ";".into(),
+                "show-options".into(),
+                "-t".into(),
+                id.to_string(),
+            ]);
+        }
+        let out = self.run(&args).await?;
+        let mut global: Vec<&[u8]> = Vec::new();
+        let mut blocks: Vec<(SessionId, Vec<&[u8]>)> = Vec::new();
+        for line in out.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            if line.first() == Some(&b'$') {
+                let id = std::str::from_utf8(line)
+                    .ok()
+                    .and_then(|s| s.parse::<SessionId>().ok())
+                    .ok_or_else(|| DirectError::Output {
+                        command: "display-message".into(),
+                        line: String::from_utf8_lossy(line).into_owned(),
+                    })?;
+                blocks.push((id, Vec::new()));
+            } else if let Some((_, lines)) = blocks.last_mut() {
+                lines.push(line);
+            } else {
+                global.push(line);
+            }
+        }
+        let parse = |lines: Vec<&[u8]>| {
+            parse_options(lines, "@agent-").map_err(|err| DirectError::Output {
+                command: "show-options".into(),
+                line: err.line,
+            })
+        };
+        let groups_summary = parse(global)?.remove(GLOBAL_GROUPS);
+        let mut sessions = Vec::with_capacity(blocks.len());
+        for (id, lines) in blocks {
+            let options = parse(lines)?;
+            let name = names.get(&id).cloned().unwrap_or_default();
+            sessions.push(ObservedSession { id, name, options });
+        }
+        Ok(Observation {
+            sessions,
+            groups_summary,
+        })
+    }
+
+    /// The `@agent-*` options set on one session.
+    pub async fn session_options(
+        &self,
+        session: SessionId,
+    ) -> Result<BTreeMap<String, String>, DirectError> {
+        let out = self
+            .run(&["show-options".into(), "-t".into(), session.to_string()])
+            .await?;
+        parse_options(
+            out.split(|&b| b == b'\n').filter(|l| !l.is_empty()),
+            "@agent-",
+        )
+        .map_err(|err| DirectError::Output {
+            command: "show-options".into(),
+            line: err.line,
+        })
+    }
+
+    /// A global `@agent-*` option, `None` when unset.
+    pub async fn global_option(&self, name: &str) -> Result<Option<String>, DirectError> {
+        let out = self.run(&["show-options".into(), "-g".into()]).await?;
+        let mut options = parse_options(
+            out.split(|&b| b == b'\n').filter(|l| !l.is_empty()),
+            "@agent-",
+        )
+        .map_err(|err| DirectError::Output {
+            command: "show-options".into(),
+            line: err.line,
+        })?;
+        Ok(options.remove(name))
+    }
+
+    /// Performs `writes` in one invocation. If one fails (its session closed),
+    /// the ones after it are not run and the error is returned.
+    pub async fn apply(&self, writes: &[Write]) -> Result<(), DirectError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let mut args = Vec::new();
+        for (i, write) in writes.iter().enumerate() {
+            if i > 0 {
+                args.push(";".to_owned());
+            }
+            args.extend(write.to_argv());
+        }
+        self.run(&args).await.map(drop)
+    }
+}
+
+/// Whether two ways of naming a server reach the same socket.
+fn same_socket(a: &ServerSocket, b: &ServerSocket) -> bool {
+    let canonical = |s: &ServerSocket| -> OsString {
+        let path = s.socket_path();
+        std::fs::canonicalize(&path)
+            .unwrap_or(path)
+            .into_os_string()
+    };
+    canonical(a) == canonical(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_trailing_semicolon_is_escaped() {
+        assert_eq!(argv_arg("plain"), "plain");
+        assert_eq!(argv_arg("a;b"), "a;b");
+        assert_eq!(argv_arg("a;"), "a\\;");
+        assert_eq!(argv_arg(";"), "\\;");
+        assert_eq!(argv_arg("a\\;"), "a\\\\;");
+        assert_eq!(argv_arg(""), "");
+    }
+}

@@ -1,0 +1,198 @@
+//! The messages between the CLI and the daemon: one JSON object per line,
+//! one request and one response per connection.
+//!
+//! ```text
+//! → {"request":"status"}
+//! ← {"response":"status","pid":4242,"version":"0.1.0",...}
+//! → {"request":"share","session":"$3","key":"task","value":"refactor"}
+//! ← {"response":"groups","groups":[{"name":"build",...}]}
+//! → {"request":"stop"}
+//! ← {"response":"stopping","pid":4242}
+//! ← {"response":"error","message":"session $9 does not exist"}
+//! ```
+//!
+//! Fields the daemon may not fill (MCP servers, actions) are optional, so a
+//! newer CLI can read an older daemon's answer and the other way round; an
+//! unknown request gets an `error` response naming it.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::control::SessionId;
+use crate::group::{ContextKey, GroupsReport};
+
+/// What the CLI asks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "kebab-case")]
+pub enum Request {
+    /// Health of the daemon: answered from what it already knows, at once.
+    Status,
+    /// Shut down cleanly.
+    Stop,
+    /// Re-read the configuration (as SIGHUP does) and rebuild groups from tmux.
+    Reload,
+    /// Rebuild groups from tmux options now; answered with the result.
+    Reconcile,
+    /// Set (`value` given) or remove (`value` absent) `@agent-ctx-KEY` on
+    /// every member of `session`'s group.
+    Share {
+        session: SessionId,
+        key: ContextKey,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        value: Option<String>,
+    },
+}
+
+impl Request {
+    /// The request's name on the wire.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Status => "status",
+            Request::Stop => "stop",
+            Request::Reload => "reload",
+            Request::Reconcile => "reconcile",
+            Request::Share { .. } => "share",
+        }
+    }
+}
+
+/// What the daemon answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "response", rename_all = "kebab-case")]
+pub enum Response {
+    Status(StatusReport),
+    /// The groups after a pass (`reconcile`, `share`).
+    Groups(GroupsReport),
+    /// The daemon is shutting down; `pid` exits shortly.
+    Stopping {
+        pid: u32,
+    },
+    Reloaded {
+        message: String,
+    },
+    Error {
+        message: String,
+    },
+}
+
+/// The daemon's health, as `tmux-agent status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub pid: u32,
+    /// tmux-agent's version.
+    pub version: String,
+    /// The tmux server, as the command line that reaches it (`tmux -L work`).
+    pub server: String,
+    /// The tmux server's version (`#{version}`).
+    pub tmux_version: String,
+    pub started: DateTime<Utc>,
+    pub uptime_secs: u64,
+    /// User sessions the tracker follows (the sidecar's own not counted).
+    pub sessions: usize,
+    /// The groups as of the reconciler's last pass.
+    pub groups: GroupsReport,
+    /// Each configured MCP server's state (filled by the reactor).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mcp_servers: Vec<McpServerStatus>,
+    /// The outbox: actions not yet delivered, and failures (filled by the reactor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actions: Option<ActionsStatus>,
+}
+
+/// One MCP server in a status report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct McpServerStatus {
+    pub name: String,
+    /// e.g. `ready`, `connecting`, `backoff`, `down`.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// The outbox in a status report.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionsStatus {
+    pub pending: u64,
+    pub failed: u64,
+    /// The latest failures, one line each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_failures: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_have_the_documented_wire_form() {
+        let cases = [
+            (Request::Status, r#"{"request":"status"}"#),
+            (Request::Stop, r#"{"request":"stop"}"#),
+            (Request::Reload, r#"{"request":"reload"}"#),
+            (Request::Reconcile, r#"{"request":"reconcile"}"#),
+            (
+                Request::Share {
+                    session: SessionId(3),
+                    key: ContextKey::new("task").unwrap(),
+                    value: Some("refactor".into()),
+                },
+                r#"{"request":"share","session":"$3","key":"task","value":"refactor"}"#,
+            ),
+            (
+                Request::Share {
+                    session: SessionId(3),
+                    key: ContextKey::new("task").unwrap(),
+                    value: None,
+                },
+                r#"{"request":"share","session":"$3","key":"task"}"#,
+            ),
+        ];
+        for (request, json) in cases {
+            assert_eq!(serde_json::to_string(&request).unwrap(), json);
+            assert_eq!(serde_json::from_str::<Request>(json).unwrap(), request);
+        }
+    }
+
+    #[test]
+    fn bad_requests_do_not_parse() {
+        for bad in [
+            r#"{"request":"format-disk"}"#,
+            r#"{"request":"share","session":"3","key":"task"}"#,
+            r#"{"request":"share","session":"$3","key":"a b"}"#,
+            r#"{}"#,
+            "not json",
+        ] {
+            assert!(serde_json::from_str::<Request>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn responses_round_trip() {
+        let status = Response::Status(StatusReport {
+            pid: 1,
+            version: "0.1.0".into(),
+            server: "tmux -L x".into(),
+            tmux_version: "3.3a".into(),
+            started: "2026-11-21T16:00:00Z".parse().unwrap(),
+            uptime_secs: 5,
+            sessions: 2,
+            groups: GroupsReport::default(),
+            mcp_servers: vec![],
+            actions: None,
+        });
+        let json = serde_json::to_string(&status).unwrap();
+        assert!(
+            json.starts_with(r#"{"response":"status","pid":1,"#),
+            "{json}"
+        );
+        assert!(!json.contains("mcp_servers"), "{json}");
+        assert_eq!(serde_json::from_str::<Response>(&json).unwrap(), status);
+        let error = Response::Error {
+            message: "no".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&error).unwrap(),
+            r#"{"response":"error","message":"no"}"#
+        );
+    }
+}

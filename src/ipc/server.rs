@@ -1,0 +1,218 @@
+//! The daemon's side of the socket: accept, check the peer, read one
+//! request, let the [`Handler`] answer, write one response, close.
+//!
+//! The IPC layer owns no daemon state: the daemon implements [`Handler`],
+//! and this module only moves requests and responses. Each connection is a
+//! task of its own with deadlines, so a client that connects and says
+//! nothing, or a slow answer, holds up nobody else.
+
+use std::future::Future;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::endpoint::{DaemonLock, EndpointError, effective_uid};
+use super::message::{Request, Response, StatusReport};
+use crate::control::SessionId;
+use crate::group::{ContextKey, GroupsReport};
+
+/// The longest request line accepted (a shared value is at most 4 KiB).
+pub const MAX_REQUEST: usize = 64 * 1024;
+
+/// How long a client may take to send its request.
+const READ_DEADLINE: Duration = Duration::from_secs(5);
+
+/// How long the handler may take to answer.
+const ANSWER_DEADLINE: Duration = Duration::from_secs(30);
+
+/// How long shutdown waits for connections in progress (a `stop` answer).
+const DRAIN_DEADLINE: Duration = Duration::from_secs(2);
+
+/// What the daemon does about each request. Every method answers for the
+/// requester; errors are messages for a person.
+pub trait Handler: Send + Sync + 'static {
+    /// The daemon's health. Must answer from what is already known (no
+    /// waiting on tmux or an MCP server): `status` is how a person finds out
+    /// what is stuck.
+    fn status(&self) -> impl Future<Output = StatusReport> + Send;
+    /// Begins a clean shutdown; returns at once.
+    fn stop(&self) -> impl Future<Output = ()> + Send;
+    /// Re-reads the configuration and rebuilds groups.
+    fn reload(&self) -> impl Future<Output = Result<String, String>> + Send;
+    /// Rebuilds groups from tmux options now.
+    fn reconcile(&self) -> impl Future<Output = Result<GroupsReport, String>> + Send;
+    /// Sets or removes a key of the shared context of `session`'s group.
+    fn share(
+        &self,
+        session: SessionId,
+        key: ContextKey,
+        value: Option<String>,
+    ) -> impl Future<Output = Result<GroupsReport, String>> + Send;
+}
+
+/// The daemon's listening socket. Dropping it removes the socket file.
+#[derive(Debug)]
+pub struct IpcServer {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl IpcServer {
+    /// Binds the socket of the endpoint whose lock we hold, replacing a
+    /// stale socket file (holding the lock proves no daemon listens there).
+    pub fn bind(lock: &DaemonLock) -> Result<Self, EndpointError> {
+        let path = lock.endpoint().socket.clone();
+        let io = |what, source| EndpointError::Io {
+            what,
+            path: path.clone(),
+            source,
+        };
+        match std::fs::remove_file(&path) {
+            Ok(()) => tracing::info!(socket = %path.display(), "removed a stale socket file"),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(io("removing", err)),
+        }
+        let listener = UnixListener::bind(&path).map_err(|e| io("binding", e))?;
+        // The directory is 0700 already; the socket is closed as well.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| io("restricting", e))?;
+        Ok(Self { listener, path })
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Accepts connections until `shutdown`, answering each with `handler`;
+    /// then waits briefly for answers in progress.
+    pub async fn serve<H: Handler>(self, handler: Arc<H>, shutdown: CancellationToken) {
+        let connections = TaskTracker::new();
+        loop {
+            let accepted = tokio::select! {
+                () = shutdown.cancelled() => break,
+                accepted = self.listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((stream, _)) => {
+                    let handler = handler.clone();
+                    connections.spawn(async move {
+                        if let Err(err) = answer(stream, &*handler).await {
+                            tracing::debug!(error = %err, "IPC connection");
+                        }
+                    });
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "accepting an IPC connection");
+                    // EMFILE and the like: do not spin.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        connections.close();
+        let _ = tokio::time::timeout(DRAIN_DEADLINE, connections.wait()).await;
+    }
+}
+
+impl Drop for IpcServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Serves one connection.
+async fn answer<H: Handler>(stream: UnixStream, handler: &H) -> std::io::Result<()> {
+    let peer = stream.peer_cred()?;
+    let (read, mut write) = stream.into_split();
+    let ours = effective_uid();
+    if peer.uid() != ours {
+        tracing::warn!(peer_uid = peer.uid(), pid = ?peer.pid(), "refused an IPC request from another user");
+        let refusal = Response::Error {
+            message: format!(
+                "permission denied: this daemon serves uid {ours} only, and you are uid {}",
+                peer.uid()
+            ),
+        };
+        return send(&mut write, &refusal).await;
+    }
+
+    let mut line = Vec::new();
+    let mut reader = BufReader::new(read).take(MAX_REQUEST as u64 + 1);
+    let read = tokio::time::timeout(READ_DEADLINE, reader.read_until(b'\n', &mut line)).await;
+    let response = match read {
+        Err(_) => Response::Error {
+            message: format!("no request within {READ_DEADLINE:?}"),
+        },
+        Ok(Err(err)) => return Err(err),
+        Ok(Ok(_)) if line.len() > MAX_REQUEST => Response::Error {
+            message: format!("request longer than {MAX_REQUEST} bytes"),
+        },
+        Ok(Ok(_)) => match serde_json::from_slice::<Request>(&line) {
+            Ok(request) => {
+                tracing::debug!(request = request.name(), "IPC request");
+                match tokio::time::timeout(ANSWER_DEADLINE, dispatch(handler, request)).await {
+                    Ok(response) => response,
+                    Err(_) => Response::Error {
+                        message: format!("the daemon did not answer within {ANSWER_DEADLINE:?}"),
+                    },
+                }
+            }
+            Err(err) => Response::Error {
+                message: format!(
+                    "bad request ({err}); this daemon is tmux-agent {}",
+                    env!("CARGO_PKG_VERSION")
+                ),
+            },
+        },
+    };
+    send(&mut write, &response).await
+}
+
+async fn dispatch<H: Handler>(handler: &H, request: Request) -> Response {
+    let groups = |result: Result<GroupsReport, String>| match result {
+        Ok(report) => Response::Groups(report),
+        Err(message) => Response::Error { message },
+    };
+    match request {
+        Request::Status => Response::Status(handler.status().await),
+        Request::Stop => {
+            handler.stop().await;
+            Response::Stopping {
+                pid: std::process::id(),
+            }
+        }
+        Request::Reload => match handler.reload().await {
+            Ok(message) => Response::Reloaded { message },
+            Err(message) => Response::Error { message },
+        },
+        Request::Reconcile => groups(handler.reconcile().await),
+        Request::Share {
+            session,
+            key,
+            value,
+        } => {
+            // The CLI checked the value too; the daemon does not rely on it.
+            if let Some(Err(err)) = value.as_deref().map(crate::group::names::check_value) {
+                return Response::Error {
+                    message: err.to_string(),
+                };
+            }
+            groups(handler.share(session, key, value).await)
+        }
+    }
+}
+
+async fn send(
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    response: &Response,
+) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(response).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    write.write_all(&line).await?;
+    write.shutdown().await
+}

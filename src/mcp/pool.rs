@@ -515,8 +515,9 @@ async fn ready_peer(
 ) -> Result<(Peer<RoleClient>, ConnectionInfo), CallError> {
     let server = &shared.spec.name;
     let mut link_rx = shared.link.subscribe();
-    let mut asked = false;
-    let mut saw_connecting = false;
+    // The connect attempt count when this call asked for a connection: a
+    // backoff after a later attempt is that attempt failing.
+    let mut asked_at: Option<u64> = None;
     loop {
         // Raise in_flight before reading the link: the supervisor's idle
         // check unpublishes the peer and then re-reads in_flight.
@@ -528,8 +529,8 @@ async fn ready_peer(
         shared.in_flight.fetch_sub(1, Ordering::SeqCst);
         match link.phase {
             Phase::Ready | Phase::Idle => {
-                if !asked {
-                    asked = true;
+                if asked_at.is_none() {
+                    asked_at = Some(link.attempts);
                     if shared.commands.send(Command::Connect).is_err() {
                         return Err(CallError::ShuttingDown {
                             server: server.clone(),
@@ -537,9 +538,14 @@ async fn ready_peer(
                     }
                 }
             }
-            Phase::Connecting => saw_connecting = true,
+            Phase::Connecting => {
+                // Joining an attempt already under way counts as asking.
+                asked_at.get_or_insert(link.attempts.saturating_sub(1));
+            }
             Phase::Backoff { until } => {
-                if saw_connecting && let Some(error) = link.connect_error {
+                if asked_at.is_some_and(|n| link.attempts > n)
+                    && let Some(error) = link.connect_error
+                {
                     return Err(CallError::ConnectFailed {
                         server: server.clone(),
                         error,

@@ -291,8 +291,8 @@ async fn everything_server_over_streamable_http_and_a_restart_behind_our_back() 
     assert!(tools.iter().any(|t| t.name == "get-sum"));
 
     // Restart the server: the old session id is now unknown to it (it
-    // answers 400, not 404). Calls fail in bounded time, and after repeated
-    // failures the client is rebuilt and calls work again.
+    // answers 400, not 404, and rmcp's call hangs). Calls time out, and
+    // after two in a row the client is rebuilt and calls work again.
     drop(server);
     let _server = start_http_everything(&bin, port);
     let out = eventually_async(
@@ -314,5 +314,49 @@ async fn everything_server_over_streamable_http_and_a_restart_behind_our_back() 
     )
     .await;
     assert_eq!(out.value, json!("Echo: again"));
+    // Recovered by rebuilding the client after two timeouts in a row (rmcp
+    // alone would keep hanging on the stale session), not by a crash path.
+    let stats = pool.stats_for("web").unwrap();
+    assert!(stats.counters.timeouts >= 2, "{stats:?}");
+    assert_eq!(stats.connects, 2, "{stats:?}");
+    assert_eq!(stats.reconnects, 0, "{stats:?}");
+    pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_server_keeps_every_write_from_a_burst_of_concurrent_callers() {
+    let Some(bin) = npm_bin("mcp-server-memory") else {
+        return;
+    };
+    let dir = tempdir();
+    let memory_file = dir.path().join("memory.jsonl");
+    let transport = TransportSpec::Stdio(StdioSpec {
+        command: bin.display().to_string(),
+        args: vec![],
+        env: [(
+            "MEMORY_FILE_PATH".to_string(),
+            memory_file.display().to_string(),
+        )]
+        .into(),
+        cwd: None,
+    });
+    // Default concurrency for stdio is 1: the server rewrites its whole file
+    // on every call and loses writes when calls overlap.
+    let pool = McpPool::from_specs(vec![spec("memory", transport, Knobs::default())], vec![]);
+    assert_eq!(pool.spec("memory").unwrap().settings.concurrency, 1);
+    let calls: Vec<_> = (0..20)
+        .map(|i| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let entity = json!({"entities": [{"name": format!("s{i}"), "entityType": "tmux_session", "observations": []}]});
+                pool.call_tool("memory", "create_entities", entity, CallOptions::default()).await
+            })
+        })
+        .collect();
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    let lines = std::fs::read_to_string(&memory_file).unwrap();
+    assert_eq!(lines.lines().count(), 20, "{lines}");
     pool.shutdown().await;
 }

@@ -93,7 +93,7 @@ async fn a_server_that_never_answers_initialize_fails_the_connect_and_is_stopped
     let dir = tempdir();
     let record = dir.path().join("rec.jsonl");
     let knobs = Knobs {
-        connect_timeout: dur(400),
+        connect_timeout: dur(1500),
         ..Knobs::default()
     };
     let pool = pool_with("hang", &record, &["--hang-initialize"], knobs);
@@ -110,7 +110,7 @@ async fn a_server_that_never_answers_initialize_fails_the_connect_and_is_stopped
     }
     let message = err.to_string();
     assert!(
-        message.starts_with("hang: no answer to `initialize` within 400ms"),
+        message.starts_with("hang: no answer to `initialize` within 1.5s"),
         "{message}"
     );
     assert!(
@@ -148,7 +148,7 @@ async fn non_json_stdout_is_named_in_the_error_and_tolerated_when_answers_follow
     let dir = tempdir();
     let record = dir.path().join("rec.jsonl");
     let knobs = Knobs {
-        connect_timeout: dur(400),
+        connect_timeout: dur(1500),
         ..Knobs::default()
     };
     let pool = pool_with(

@@ -423,17 +423,23 @@ async fn send(
     let (peer, _) = ready_peer(shared, deadline).await.map_err(zero)?;
     let _busy = Busy::new(shared);
 
-    let remaining = deadline.saturating_duration_since(Instant::now());
-    let is_cap = remaining <= timeout;
+    let remaining = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1));
     let options = PeerRequestOptions::with_timeout(timeout.min(remaining))
         .reset_timeout_on_progress()
-        .with_max_total_timeout(remaining.max(Duration::from_millis(1)));
+        .with_max_total_timeout(remaining);
     let sent_at = Instant::now();
     let handle = match peer.send_request_with_option(request, options).await {
         Ok(handle) => handle,
         Err(error) => {
             return Err(zero(map_service_error(
-                shared, label, error, timeout, &limit, is_cap, started,
+                shared,
+                label,
+                error,
+                (timeout, remaining),
+                &limit,
+                started,
             )));
         }
     };
@@ -451,7 +457,7 @@ async fn send(
             Ok((result, latency))
         }
         Err(error) => Err((
-            map_service_error(shared, label, error, timeout, &limit, is_cap, started),
+            map_service_error(shared, label, error, (timeout, remaining), &limit, started),
             latency,
         )),
     }
@@ -523,11 +529,18 @@ async fn ready_peer(
         // check unpublishes the peer and then re-reads in_flight.
         shared.in_flight.fetch_add(1, Ordering::SeqCst);
         let link = link_rx.borrow_and_update().clone();
+        let mut dead = false;
         if let (Phase::Ready, Some(peer), Some(info)) = (link.phase, link.peer, link.info) {
-            return Ok((peer, info));
+            if !peer.is_transport_closed() {
+                return Ok((peer, info));
+            }
+            // The connection just died and the supervisor has not said so
+            // yet: wait for it to (Backoff, or a new connection).
+            dead = true;
         }
         shared.in_flight.fetch_sub(1, Ordering::SeqCst);
         match link.phase {
+            Phase::Ready if dead => {}
             Phase::Ready | Phase::Idle => {
                 if asked_at.is_none() {
                     asked_at = Some(link.attempts);
@@ -587,9 +600,8 @@ fn map_service_error(
     shared: &ServerShared,
     label: &str,
     error: rmcp::ServiceError,
-    timeout: Duration,
+    (timeout, remaining): (Duration, Duration),
     limit: &str,
-    is_cap: bool,
     started: Instant,
 ) -> CallError {
     let server = shared.spec.name.clone();
@@ -611,7 +623,10 @@ fn map_service_error(
         },
         rmcp::ServiceError::Timeout { timeout: fired } => {
             note_http_failure();
-            let limit = if is_cap && fired != timeout {
+            // rmcp reports the duration that fired: the remaining time under
+            // max_call_time (the cap, or the call timeout clamped to it), or
+            // the call timeout itself.
+            let limit = if fired == remaining && fired != timeout {
                 "max_call_time".to_string()
             } else {
                 limit.to_string()

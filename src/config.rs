@@ -52,6 +52,56 @@ pub struct Config {
     /// of the same name found in Claude's config files.
     #[serde(default)]
     pub servers: BTreeMap<String, ServerEntry>,
+    /// `[reactor]`: which preset of MCP calls lifecycle events cause.
+    #[serde(default)]
+    pub reactor: ReactorSection,
+    /// `[[on.<event>]]`: calls made on an event after the preset's.
+    #[serde(default)]
+    pub on: BTreeMap<String, Vec<crate::agent::actions::ActionSpec>>,
+    /// `[context]`: what a saved session context holds.
+    #[serde(default)]
+    pub context: ContextSection,
+}
+
+/// `[reactor]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReactorSection {
+    /// `builtin` (the default), `server-memory`, `agent-runtime` or `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
+    /// The MCP server the preset calls (default: `builtin` for the builtin
+    /// preset, `memory` for server-memory, `agent-runtime` for agent-runtime).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    /// Save a checkpoint of every attached session this often (off by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_interval: Option<ConfigDuration>,
+    /// The goal of a session without `@agent-goal` (`{session}` is its name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_goal: Option<String>,
+    /// The type of a session without `@agent-type`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_type: Option<String>,
+    /// The most undelivered calls one MCP server may have queued before new
+    /// checkpoints are skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pending: Option<u64>,
+}
+
+/// `[context]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContextSection {
+    /// Lines of each pane's text to save (default 0: pane text can hold secrets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture_lines: Option<u32>,
+    /// The largest saved context, in bytes of JSON (default 262144).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<usize>,
+    /// Regular expressions whose matches in captured text become `[redacted]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redact: Vec<String>,
 }
 
 /// Declares a config table that carries the tuning knobs beside its own
@@ -470,7 +520,10 @@ pub fn parse(file: &Path, text: &str) -> (Config, Vec<Problem>) {
     }
 
     match toml::Value::Table(table).try_into::<Config>() {
-        Ok(config) => (config, problems),
+        Ok(config) => {
+            problems.extend(crate::agent::settings::problems(file, &config));
+            (config, problems)
+        }
         Err(err) => {
             // Each part deserialized alone; together they should too. Report
             // rather than panic if they somehow do not.

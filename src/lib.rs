@@ -12,10 +12,14 @@
 //! - [`config`]: the config file (`config.toml`): schema, loader, problems.
 //! - [`mcp`]: MCP client configuration, one supervisor per server, metrics,
 //!   and the built-in MCP server.
+//! - [`agent`]: what the daemon does about events: templates, the outbox.
 //! - [`cli`]: one file per subcommand of the `tmux-agent` binary.
+//! - [`paths`]: where files live (XDG directories).
 
+pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod mcp;
+pub mod paths;
 pub mod state;

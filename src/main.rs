@@ -1,5 +1,6 @@
 //! The `tmux-agent` binary: parse arguments, set up logging, dispatch.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -8,12 +9,19 @@ use tmux_agent::cli::{self, Cli};
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The daemon's log is its record of what happened; other commands speak
+    // through their output and only log problems.
+    let default_level = match cli.command {
+        cli::Command::Daemon(_) => "info,rmcp=warn",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TMUX_AGENT_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match cli::run(cli).await {
         Ok(code) => code,

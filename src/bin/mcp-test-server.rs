@@ -30,6 +30,8 @@
 //! * `--ignore-sigterm`: ignore SIGTERM (tests SIGKILL).
 //! * `--spawn-grandchild`: start `sleep 3600` in the server's process group
 //!   and record its pid (tests that the whole group is killed).
+//! * `--down-if-exists PATH`: exit at once while `PATH` exists (a server
+//!   that is down), recording a `down` event.
 //!
 //! # Recording format
 //!
@@ -50,6 +52,7 @@
 //! | `tool-cancelled` | `tool`, `id` | a running tool (`sleep`, `garbage`) saw its cancellation |
 //! | `stdin-closed` | | stdin closed but `--ignore-stdin-eof` keeps the process running |
 //! | `exit` | `reason` | the process is about to exit on its own (`stdin closed`, `crash tool`) |
+//! | `down` | | the process exits at once because the `--down-if-exists` file exists |
 //!
 //! `in_flight` counts the `tools/call` requests received on this process
 //! and neither answered nor cancelled yet, including the one just received.
@@ -107,6 +110,10 @@ struct Args {
     /// Start `sleep 3600` in this process group.
     #[arg(long)]
     spawn_grandchild: bool,
+    /// Exit at once (status 1, recording a `down` event) while this file
+    /// exists: a server that is down, for tests of what waits for it.
+    #[arg(long, value_name = "PATH")]
+    down_if_exists: Option<PathBuf>,
 }
 
 /// Appends recording lines; shared by every task.
@@ -481,6 +488,13 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    if let Some(flag) = &args.down_if_exists
+        && flag.exists()
+    {
+        recorder.record("down", json!({}));
+        eprintln!("mcp-test-server: down ({} exists)", flag.display());
+        return std::process::ExitCode::FAILURE;
+    }
     if args.ignore_sigterm {
         // SAFETY: setting a signal's disposition to SIG_IGN is async-signal
         // safe and done before any thread starts.

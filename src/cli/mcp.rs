@@ -62,6 +62,16 @@ pub enum McpCommand {
         after_help = "Examples:\n  tmux-agent mcp stats\n  tmux-agent mcp stats memory --json"
     )]
     Stats(StatsArgs),
+    /// Run the built-in MCP server (goals and session contexts in SQLite) on stdio or HTTP.
+    #[command(
+        long_about = "Run tmux-agent's own MCP server: goals and session contexts in SQLite, and \
+                      tools for agents in panes (whoami, set_goal, complete_my_goal). The daemon \
+                      starts it over stdio as the server named `builtin`; an agent can add the \
+                      same command to its own MCP config.",
+        after_help = "Examples:\n  tmux-agent mcp serve\n  tmux-agent mcp serve --http 127.0.0.1:8765\n  \
+                      claude mcp add tmux-agent -- tmux-agent mcp serve"
+    )]
+    Serve(crate::mcp::serve::ServeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -112,8 +122,16 @@ pub struct StatsArgs {
 
 /// Runs an `mcp` subcommand.
 pub async fn run(cmd: McpCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    // The built-in server reads no MCP client configuration.
+    if let McpCommand::Serve(args) = cmd {
+        return crate::mcp::serve::run(args.with_tmux_server(global.server()))
+            .await
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(Into::into);
+    }
     let discovered = load(global).await?;
     match cmd {
+        McpCommand::Serve(_) => unreachable!("handled above"),
         McpCommand::Servers(args) => servers(discovered, args).await,
         McpCommand::Tools(args) => tools(discovered, args).await,
         McpCommand::Call(args) => call(discovered, args).await,

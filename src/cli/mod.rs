@@ -5,12 +5,18 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
 
+use crate::control::connection::{ConnectOptions, Connection, ControlError, ExitReason};
 use crate::control::server::ServerSocket;
+use crate::state::{TrackEnd, Tracker};
 
 pub mod config;
+pub mod daemon;
 pub mod mcp;
+pub mod watch;
 
 /// A sidecar for tmux: tracks session lifecycle, calls MCP tools on it, and
 /// keeps coordination groups in tmux options.
@@ -51,6 +57,10 @@ impl GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the sidecar: follow session lifecycle on the tmux server.
+    Daemon(daemon::DaemonArgs),
+    /// Print session lifecycle events as they happen.
+    Watch(watch::WatchArgs),
     /// Talk to MCP servers: list them, list their tools, call one, show figures.
     #[command(subcommand)]
     Mcp(mcp::McpCommand),
@@ -62,7 +72,76 @@ pub enum Command {
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Daemon(args) => daemon::run(args, &cli.global).await,
+        Command::Watch(args) => watch::run(args, &cli.global).await,
         Command::Mcp(cmd) => mcp::run(cmd, &cli.global).await,
         Command::Config(cmd) => config::run(cmd, &cli.global).await,
+    }
+}
+
+/// Opens a control connection to the chosen server and starts tracking it,
+/// with errors that tell a person what to do.
+async fn attach(global: &GlobalArgs, connection: CancellationToken) -> anyhow::Result<Tracker> {
+    let server = global.server();
+    let connection = match Connection::open(ConnectOptions::new(server.clone()), connection).await {
+        Ok(connection) => connection,
+        Err(ControlError::NoServer { server }) => {
+            anyhow::bail!(
+                "no tmux server is running for `{server}`: start one with `{server} new -d`, or pick another server with -L/-S"
+            )
+        }
+        Err(err) => return Err(err).with_context(|| format!("attaching to `{server}`")),
+    };
+    Tracker::start(connection)
+        .await
+        .with_context(|| format!("reading sessions from `{server}`"))
+}
+
+/// A token cancelled on SIGINT, SIGTERM or SIGHUP.
+fn shutdown_on_signal() -> CancellationToken {
+    use tokio::signal::unix::{SignalKind, signal};
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) else {
+            tracing::warn!("could not install signal handlers");
+            return;
+        };
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+            _ = hup.recv() => {}
+        }
+        cancel.cancel();
+    });
+    token
+}
+
+/// Says in words why tracking ended. A bare `%exit` can mean the server
+/// exited or only our session went away; asking the server tells which.
+async fn describe_end(end: &TrackEnd, global: &GlobalArgs) -> String {
+    let server = global.server();
+    match end {
+        TrackEnd::LastSessionClosed => format!("the last session on `{server}` closed; stopped"),
+        TrackEnd::Connection(ExitReason::Cancelled) => "stopped".to_owned(),
+        TrackEnd::Connection(reason @ (ExitReason::Exit(_) | ExitReason::Eof)) => {
+            let alive = server
+                .command()
+                .args(["list-sessions", "-F", "#{session_id}"])
+                .stdin(std::process::Stdio::null())
+                .output()
+                .await
+                .is_ok_and(|out| out.status.success());
+            if alive {
+                format!("{reason} (the tmux-agent session was closed or this client was detached)")
+            } else {
+                format!("the tmux server of `{server}` exited; stopped")
+            }
+        }
+        TrackEnd::Connection(reason) => reason.to_string(),
     }
 }

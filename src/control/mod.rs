@@ -4,12 +4,14 @@
 //! the line forms parsed in [`parse`]) into the values of [`message`];
 //! commands flow the other way as [`command::Command`]s, each one quoted line.
 //! [`connection`] owns the tmux child process and matches replies to commands.
-//! [`server`] says which tmux server to talk to.
+//! [`server`] says which tmux server to talk to; [`options`] reads user
+//! options back from `show-options`.
 
 pub mod codec;
 pub mod command;
 pub mod connection;
 pub mod message;
+pub mod options;
 pub mod parse;
 pub mod server;
 

@@ -80,11 +80,14 @@ impl ServerSocket {
 }
 
 impl std::fmt::Display for ServerSocket {
+    /// The server as the `tmux` command line that reaches it: `tmux`,
+    /// `tmux -L work`, `tmux -S /path`. Messages quote it in backticks so a
+    /// person can paste it.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Default => write!(f, "the default tmux server"),
-            Self::Name(name) => write!(f, "tmux server -L {name}"),
-            Self::Path(path) => write!(f, "tmux server -S {}", path.display()),
+            Self::Default => write!(f, "tmux"),
+            Self::Name(name) => write!(f, "tmux -L {name}"),
+            Self::Path(path) => write!(f, "tmux -S {}", path.display()),
         }
     }
 }

@@ -249,6 +249,12 @@ pub fn discover(input: &DiscoveryInput) -> Discovered {
         }
         resolve(input, candidate, overlay, &mut out);
     }
+    if !out.servers.iter().any(|s| s.name == BUILTIN)
+        && !out.skipped.iter().any(|s| s.name == BUILTIN)
+    {
+        let overlay = overlays.remove(BUILTIN);
+        add_builtin(&mut out, overlay);
+    }
     for (name, _) in overlays {
         out.problems.push(Problem::new(
             &out.config_path,
@@ -600,6 +606,44 @@ fn resolve(
         settings: ServerSettings::resolve(&transport, knobs, tool_timeouts),
         name,
         source,
+        transport,
+    });
+}
+
+/// The name of tmux-agent's own MCP server.
+pub const BUILTIN: &str = "builtin";
+
+/// Adds the built-in server: this binary, run as `tmux-agent mcp serve`
+/// over stdio. `[servers.builtin]` without a transport tunes it.
+fn add_builtin(out: &mut Discovered, overlay: Option<ServerEntry>) {
+    let command = std::env::current_exe()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "tmux-agent".to_owned());
+    let transport = TransportSpec::Stdio(StdioSpec {
+        command: command.clone(),
+        args: vec!["mcp".into(), "serve".into()],
+        env: BTreeMap::new(),
+        cwd: None,
+    });
+    let (knobs, tool_timeouts) = match &overlay {
+        Some(entry) => (
+            entry.knobs(),
+            entry
+                .tool_timeouts
+                .iter()
+                .map(|(k, v)| (k.clone(), v.0))
+                .collect(),
+        ),
+        None => (Default::default(), BTreeMap::new()),
+    };
+    let knobs = knobs.or(out.config.mcp.knobs());
+    out.servers.push(ServerSpec {
+        settings: ServerSettings::resolve(&transport, knobs, tool_timeouts),
+        name: BUILTIN.to_owned(),
+        source: Source {
+            file: PathBuf::from(command),
+            scope: Scope::Builtin,
+        },
         transport,
     });
 }

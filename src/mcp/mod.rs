@@ -10,6 +10,7 @@
 //! - [`process`]: the spawned server's process group, stderr, stdout guard.
 //! - [`metrics`]: counters and latency histograms per server and tool.
 //! - [`error`]: [`CallError`] and [`ConnectError`].
+//! - [`serve`]: the built-in MCP server (`tmux-agent mcp serve`).
 
 pub mod connect;
 pub mod discovery;
@@ -18,6 +19,7 @@ pub mod expand;
 pub mod metrics;
 pub mod pool;
 pub mod process;
+pub mod serve;
 pub mod spec;
 pub mod supervisor;
 

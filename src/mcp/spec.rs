@@ -171,6 +171,9 @@ pub enum Scope {
     ClaudeUser,
     /// Claude Desktop's `claude_desktop_config.json`.
     ClaudeDesktop,
+    /// tmux-agent's own server (`tmux-agent mcp serve`), present unless a
+    /// config file defines a server named `builtin`.
+    Builtin,
 }
 
 impl fmt::Display for Scope {
@@ -183,6 +186,7 @@ impl fmt::Display for Scope {
             Scope::ClaudeProject => f.write_str("Claude Code project scope"),
             Scope::ClaudeUser => f.write_str("Claude Code user scope"),
             Scope::ClaudeDesktop => f.write_str("Claude Desktop"),
+            Scope::Builtin => f.write_str("built in"),
         }
     }
 }

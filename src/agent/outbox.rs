@@ -1,0 +1,648 @@
+//! The durable outbox: every MCP call the reactor decides on is committed to
+//! SQLite before it is sent, and marked delivered only after the server has
+//! answered. A daemon that is killed loses nothing: on start it replays
+//! what is not done, in order.
+//!
+//! # Order and priority
+//!
+//! Actions of one session to one MCP server are delivered strictly in the
+//! order they were decided (a goal must be registered before it can be
+//! completed, and `{goal_id}` comes from the register call). Across
+//! sessions, when a backlog builds up, higher priorities go first:
+//! close/complete, then detach/save, then create/register, then checkpoints.
+//!
+//! # States
+//!
+//! `pending` → `inflight` (committed just before the call is sent) →
+//! `delivered` (the server answered) or `failed` (the answer was a permanent
+//! failure: a tool error or a schema error), or back to `pending` with a
+//! later `next_attempt_at` when the failure may pass (server down, timeout).
+//! An action found `inflight` at start-up was sent by a daemon that died
+//! before it heard the answer: it is sent again, with the same idempotency
+//! key. This is the one case where a server can see a call twice; the
+//! built-in server uses the key to answer the repeat without doing it again.
+//!
+//! # Durability
+//!
+//! WAL with `synchronous = NORMAL`: a commit is in the operating system's
+//! hands before the call goes out, so it survives the daemon being killed
+//! at any point; only a power loss can take the last commits back.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::Value;
+
+/// How urgent an action is when the queue is backed up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Priority {
+    Checkpoint = 0,
+    Register = 1,
+    Save = 2,
+    Complete = 3,
+}
+
+impl Priority {
+    fn from_i64(value: i64) -> Self {
+        match value {
+            3 => Self::Complete,
+            2 => Self::Save,
+            1 => Self::Register,
+            _ => Self::Checkpoint,
+        }
+    }
+}
+
+/// An action as the reactor decides it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAction {
+    /// Unique over every action ever decided; a second enqueue with the same
+    /// key is ignored (so a replayed event cannot double its calls).
+    pub idempotency_key: String,
+    /// The session, unique over time: `<host>:<server start>:<$id>`.
+    pub session_key: String,
+    /// The session id (`$3`) on its server, for display.
+    pub session_id: String,
+    /// The lifecycle event that caused it (`session-created`, ...).
+    pub event: String,
+    pub priority: Priority,
+    /// The MCP server's name in the config.
+    pub server: String,
+    pub tool: String,
+    /// The argument template, rendered at send time with `vars` and the
+    /// session's kept values.
+    pub template: Value,
+    /// The event's values (`session`, `goal`, `context`, ...).
+    pub vars: Value,
+    /// Values to keep from the result: name → path (`goal_id` → `id`).
+    pub keep: Value,
+}
+
+/// An action read back from the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Action {
+    pub id: i64,
+    pub new: NewAction,
+    pub attempts: u32,
+}
+
+/// Where an action stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActionState {
+    Pending,
+    Inflight,
+    Delivered,
+    Failed,
+}
+
+impl ActionState {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Inflight => "inflight",
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// Errors of the outbox.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("cannot open the outbox database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("cannot create the state directory {path}: {source}")]
+    Directory {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("outbox database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("outbox row {id} holds invalid JSON: {source}")]
+    Json {
+        id: i64,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Counts of actions by state, for `status` and `@agent-pending`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counts {
+    pub pending: u64,
+    pub inflight: u64,
+    pub delivered: u64,
+    pub failed: u64,
+}
+
+/// One row of call history, for `show` and `stats`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct HistoryEntry {
+    pub id: i64,
+    pub event: String,
+    pub server: String,
+    pub tool: String,
+    pub state: String,
+    pub attempts: u32,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    pub delivered_at: Option<i64>,
+    pub latency_ms: Option<i64>,
+    pub error: Option<String>,
+}
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE actions (
+    id              INTEGER PRIMARY KEY,
+    idempotency_key TEXT NOT NULL UNIQUE,
+    session_key     TEXT NOT NULL,
+    session_id      TEXT NOT NULL,
+    event           TEXT NOT NULL,
+    priority        INTEGER NOT NULL,
+    server          TEXT NOT NULL,
+    tool            TEXT NOT NULL,
+    template        TEXT NOT NULL,
+    vars            TEXT NOT NULL,
+    keep            TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL DEFAULT 0,
+    last_error      TEXT,
+    created_at      INTEGER NOT NULL,
+    delivered_at    INTEGER,
+    latency_ms      INTEGER
+);
+-- The open actions, in the order a dispatcher looks at them.
+CREATE INDEX actions_open ON actions (server, session_key, id)
+    WHERE state IN ('pending', 'inflight');
+CREATE INDEX actions_session ON actions (session_key, id);
+CREATE TABLE kept (
+    session_key TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    value       TEXT NOT NULL,
+    PRIMARY KEY (session_key, name)
+);
+";
+
+/// The outbox database. Not shared between threads: the reactor owns it.
+pub struct Outbox {
+    db: Connection,
+}
+
+impl Outbox {
+    /// Opens (creating if needed) the outbox at `path`.
+    pub fn open(path: &Path) -> Result<Self, OutboxError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| OutboxError::Directory {
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+        let db = Connection::open(path).map_err(|source| OutboxError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::init(db).map_err(|source| match source {
+            OutboxError::Sqlite(source) => OutboxError::Open {
+                path: path.to_owned(),
+                source,
+            },
+            other => other,
+        })
+    }
+
+    /// An outbox that lives in memory, for tests.
+    pub fn in_memory() -> Result<Self, OutboxError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(db: Connection) -> Result<Self, OutboxError> {
+        db.pragma_update(None, "journal_mode", "WAL")?;
+        db.pragma_update(None, "synchronous", "NORMAL")?;
+        db.busy_timeout(std::time::Duration::from_secs(5))?;
+        let version: i64 = db.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        if version < SCHEMA_VERSION {
+            db.execute_batch(&format!(
+                "BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            ))?;
+        }
+        Ok(Self { db })
+    }
+
+    /// Commits new actions, all or none. Keys seen before are skipped.
+    /// Returns how many were new.
+    pub fn enqueue(&mut self, actions: &[NewAction], now_ms: i64) -> Result<usize, OutboxError> {
+        let tx = self.db.transaction()?;
+        let mut added = 0;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR IGNORE INTO actions
+                 (idempotency_key, session_key, session_id, event, priority, server, tool,
+                  template, vars, keep, state, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'pending', ?11)",
+            )?;
+            for a in actions {
+                added += insert.execute(params![
+                    a.idempotency_key,
+                    a.session_key,
+                    a.session_id,
+                    a.event,
+                    a.priority as i64,
+                    a.server,
+                    a.tool,
+                    a.template.to_string(),
+                    a.vars.to_string(),
+                    a.keep.to_string(),
+                    now_ms,
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(added)
+    }
+
+    /// After a restart: whatever was in flight when the last daemon died is
+    /// pending again. Returns how many.
+    pub fn recover(&mut self) -> Result<usize, OutboxError> {
+        Ok(self.db.execute(
+            "UPDATE actions SET state = 'pending' WHERE state = 'inflight'",
+            [],
+        )?)
+    }
+
+    /// The next action to send to `server`: the most urgent of the actions
+    /// that head their session's queue, are due, and whose session has
+    /// nothing in flight on this server.
+    pub fn next_ready(&mut self, server: &str, now_ms: i64) -> Result<Option<Action>, OutboxError> {
+        let mut stmt = self.db.prepare_cached(
+            "SELECT a.id, a.idempotency_key, a.session_key, a.session_id, a.event, a.priority,
+                    a.server, a.tool, a.template, a.vars, a.keep, a.attempts
+             FROM actions a
+             WHERE a.server = ?1 AND a.state = 'pending' AND a.next_attempt_at <= ?2
+               AND NOT EXISTS (
+                   SELECT 1 FROM actions b
+                   WHERE b.server = a.server AND b.session_key = a.session_key
+                     AND b.id < a.id AND b.state IN ('pending', 'inflight'))
+               AND NOT EXISTS (
+                   SELECT 1 FROM actions c
+                   WHERE c.server = a.server AND c.session_key = a.session_key
+                     AND c.state = 'inflight')
+             ORDER BY a.priority DESC, a.id ASC
+             LIMIT 1",
+        )?;
+        let row = stmt
+            .query_row(params![server, now_ms], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    NewActionRow {
+                        idempotency_key: row.get(1)?,
+                        session_key: row.get(2)?,
+                        session_id: row.get(3)?,
+                        event: row.get(4)?,
+                        priority: row.get(5)?,
+                        server: row.get(6)?,
+                        tool: row.get(7)?,
+                        template: row.get(8)?,
+                        vars: row.get(9)?,
+                        keep: row.get(10)?,
+                    },
+                    row.get::<_, u32>(11)?,
+                ))
+            })
+            .optional()?;
+        let Some((id, raw, attempts)) = row else {
+            return Ok(None);
+        };
+        let json = |text: &str| {
+            serde_json::from_str(text).map_err(|source| OutboxError::Json { id, source })
+        };
+        Ok(Some(Action {
+            id,
+            new: NewAction {
+                idempotency_key: raw.idempotency_key,
+                session_key: raw.session_key,
+                session_id: raw.session_id,
+                event: raw.event,
+                priority: Priority::from_i64(raw.priority),
+                server: raw.server,
+                tool: raw.tool,
+                template: json(&raw.template)?,
+                vars: json(&raw.vars)?,
+                keep: json(&raw.keep)?,
+            },
+            attempts,
+        }))
+    }
+
+    /// The earliest time (Unix ms) a pending action of `server` becomes due,
+    /// if any is waiting for a retry.
+    pub fn next_due(&self, server: &str) -> Result<Option<i64>, OutboxError> {
+        Ok(self.db.query_row(
+            "SELECT MIN(next_attempt_at) FROM actions WHERE server = ?1 AND state = 'pending'",
+            params![server],
+            |row| row.get(0),
+        )?)
+    }
+
+    /// Whether `server` has an action in flight, or pending and due by `now_ms`.
+    pub fn has_due(&self, server: &str, now_ms: i64) -> Result<bool, OutboxError> {
+        Ok(self.db.query_row(
+            "SELECT EXISTS (SELECT 1 FROM actions WHERE server = ?1
+               AND (state = 'inflight' OR (state = 'pending' AND next_attempt_at <= ?2)))",
+            params![server, now_ms],
+            |row| row.get(0),
+        )?)
+    }
+
+    /// Commits that the call is about to be sent.
+    pub fn mark_inflight(&mut self, id: i64) -> Result<(), OutboxError> {
+        self.db.execute(
+            "UPDATE actions SET state = 'inflight', attempts = attempts + 1 WHERE id = ?1",
+            params![id],
+        )?;
+        Ok(())
+    }
+
+    /// The server answered: the action is done, and the values it asked to
+    /// keep are stored for the session's later actions.
+    pub fn mark_delivered(
+        &mut self,
+        id: i64,
+        now_ms: i64,
+        latency_ms: i64,
+        kept: &[(String, Value)],
+    ) -> Result<(), OutboxError> {
+        let tx = self.db.transaction()?;
+        tx.execute(
+            "UPDATE actions SET state = 'delivered', delivered_at = ?2, latency_ms = ?3, last_error = NULL
+             WHERE id = ?1",
+            params![id, now_ms, latency_ms],
+        )?;
+        for (name, value) in kept {
+            tx.execute(
+                "INSERT INTO kept (session_key, name, value)
+                 SELECT session_key, ?2, ?3 FROM actions WHERE id = ?1
+                 ON CONFLICT (session_key, name) DO UPDATE SET value = excluded.value",
+                params![id, name, value.to_string()],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The failure may pass: try again at `retry_at_ms`.
+    pub fn mark_retry(
+        &mut self,
+        id: i64,
+        error: &str,
+        retry_at_ms: i64,
+    ) -> Result<(), OutboxError> {
+        self.db.execute(
+            "UPDATE actions SET state = 'pending', last_error = ?2, next_attempt_at = ?3 WHERE id = ?1",
+            params![id, error, retry_at_ms],
+        )?;
+        Ok(())
+    }
+
+    /// The failure is permanent: keep the reason, never send it again.
+    pub fn mark_failed(&mut self, id: i64, reason: &str, now_ms: i64) -> Result<(), OutboxError> {
+        self.db.execute(
+            "UPDATE actions SET state = 'failed', last_error = ?2, delivered_at = ?3 WHERE id = ?1",
+            params![id, reason, now_ms],
+        )?;
+        Ok(())
+    }
+
+    /// Keeps a value for a session directly (not from a call's result).
+    pub fn keep(
+        &mut self,
+        session_key: &str,
+        name: &str,
+        value: &Value,
+    ) -> Result<(), OutboxError> {
+        self.db.execute(
+            "INSERT INTO kept (session_key, name, value) VALUES (?1, ?2, ?3)
+             ON CONFLICT (session_key, name) DO NOTHING",
+            params![session_key, name, value.to_string()],
+        )?;
+        Ok(())
+    }
+
+    /// The values kept for a session (`goal_id`, ...).
+    pub fn kept(&self, session_key: &str) -> Result<serde_json::Map<String, Value>, OutboxError> {
+        let mut stmt = self
+            .db
+            .prepare_cached("SELECT name, value FROM kept WHERE session_key = ?1")?;
+        let rows = stmt.query_map(params![session_key], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+        })?;
+        let mut kept = serde_json::Map::new();
+        for row in rows {
+            let (name, value) = row?;
+            let value = serde_json::from_str(&value).unwrap_or(Value::String(value));
+            kept.insert(name, value);
+        }
+        Ok(kept)
+    }
+
+    /// Counts by state, for one MCP server or all.
+    pub fn counts(&self, server: Option<&str>) -> Result<Counts, OutboxError> {
+        let mut counts = Counts::default();
+        let mut stmt = self.db.prepare_cached(
+            "SELECT state, COUNT(*) FROM actions WHERE ?1 IS NULL OR server = ?1 GROUP BY state",
+        )?;
+        let rows = stmt.query_map(params![server], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+        })?;
+        for row in rows {
+            let (state, n) = row?;
+            let n = u64::try_from(n).unwrap_or(0);
+            match state.as_str() {
+                "pending" => counts.pending = n,
+                "inflight" => counts.inflight = n,
+                "delivered" => counts.delivered = n,
+                "failed" => counts.failed = n,
+                _ => {}
+            }
+        }
+        Ok(counts)
+    }
+
+    /// The latest `limit` actions of a session, newest first.
+    pub fn history(
+        &self,
+        session_key: &str,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, OutboxError> {
+        let mut stmt = self.db.prepare_cached(
+            "SELECT id, event, server, tool, state, attempts, created_at, delivered_at, latency_ms, last_error
+             FROM actions WHERE session_key = ?1 ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![session_key, limit as i64], |row| {
+            Ok(HistoryEntry {
+                id: row.get(0)?,
+                event: row.get(1)?,
+                server: row.get(2)?,
+                tool: row.get(3)?,
+                state: row.get(4)?,
+                attempts: row.get(5)?,
+                created_at: row.get(6)?,
+                delivered_at: row.get(7)?,
+                latency_ms: row.get(8)?,
+                error: row.get(9)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The state of one action (tests and diagnostics).
+    pub fn state(&self, id: i64) -> Result<Option<ActionState>, OutboxError> {
+        let state: Option<String> = self
+            .db
+            .query_row(
+                "SELECT state FROM actions WHERE id = ?1",
+                params![id],
+                |row| row.get(0),
+            )
+            .optional()?;
+        Ok(state.and_then(|s| {
+            [
+                ActionState::Pending,
+                ActionState::Inflight,
+                ActionState::Delivered,
+                ActionState::Failed,
+            ]
+            .into_iter()
+            .find(|st| st.as_str() == s)
+        }))
+    }
+}
+
+/// Column values before JSON parsing.
+struct NewActionRow {
+    idempotency_key: String,
+    session_key: String,
+    session_id: String,
+    event: String,
+    priority: i64,
+    server: String,
+    tool: String,
+    template: String,
+    vars: String,
+    keep: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn action(key: &str, session: &str, event: &str, priority: Priority) -> NewAction {
+        NewAction {
+            idempotency_key: key.into(),
+            session_key: session.into(),
+            session_id: "$1".into(),
+            event: event.into(),
+            priority,
+            server: "builtin".into(),
+            tool: "t".into(),
+            template: json!({"a": "{session}"}),
+            vars: json!({"session": "s"}),
+            keep: json!({}),
+        }
+    }
+
+    #[test]
+    fn a_session_is_served_in_order_and_sessions_by_priority() {
+        let mut outbox = Outbox::in_memory().unwrap();
+        outbox
+            .enqueue(
+                &[
+                    action("a1", "A", "session-created", Priority::Register),
+                    action("b1", "B", "session-created", Priority::Register),
+                    action("a2", "A", "session-closed", Priority::Complete),
+                    action("b2", "B", "session-detached", Priority::Save),
+                ],
+                0,
+            )
+            .unwrap();
+        // Both sessions' heads are registers; the older goes first.
+        let first = outbox.next_ready("builtin", 0).unwrap().unwrap();
+        assert_eq!(first.new.idempotency_key, "a1");
+        outbox.mark_inflight(first.id).unwrap();
+        // A is busy, so B's head is next even though A's close is more urgent.
+        let second = outbox.next_ready("builtin", 0).unwrap().unwrap();
+        assert_eq!(second.new.idempotency_key, "b1");
+        outbox.mark_inflight(second.id).unwrap();
+        assert!(outbox.next_ready("builtin", 0).unwrap().is_none());
+        outbox
+            .mark_delivered(first.id, 1, 1, &[("goal_id".into(), json!(7))])
+            .unwrap();
+        outbox.mark_delivered(second.id, 1, 1, &[]).unwrap();
+        // Now both have a head again: the close outranks the save.
+        let third = outbox.next_ready("builtin", 0).unwrap().unwrap();
+        assert_eq!(third.new.idempotency_key, "a2");
+        assert_eq!(outbox.kept("A").unwrap()["goal_id"], json!(7));
+    }
+
+    #[test]
+    fn replayed_keys_are_ignored_and_inflight_recovers() {
+        let mut outbox = Outbox::in_memory().unwrap();
+        let a = action("k", "A", "session-created", Priority::Register);
+        assert_eq!(outbox.enqueue(std::slice::from_ref(&a), 0).unwrap(), 1);
+        assert_eq!(outbox.enqueue(&[a], 0).unwrap(), 0);
+        let next = outbox.next_ready("builtin", 0).unwrap().unwrap();
+        outbox.mark_inflight(next.id).unwrap();
+        assert_eq!(outbox.recover().unwrap(), 1);
+        let again = outbox.next_ready("builtin", 0).unwrap().unwrap();
+        assert_eq!((again.id, again.attempts), (next.id, 1));
+    }
+
+    #[test]
+    fn retries_wait_and_failures_stop() {
+        let mut outbox = Outbox::in_memory().unwrap();
+        outbox
+            .enqueue(
+                &[action("k", "A", "session-created", Priority::Register)],
+                0,
+            )
+            .unwrap();
+        let a = outbox.next_ready("builtin", 0).unwrap().unwrap();
+        outbox.mark_inflight(a.id).unwrap();
+        outbox.mark_retry(a.id, "server down", 1000).unwrap();
+        assert!(outbox.next_ready("builtin", 999).unwrap().is_none());
+        assert_eq!(outbox.next_due("builtin").unwrap(), Some(1000));
+        let a = outbox.next_ready("builtin", 1000).unwrap().unwrap();
+        outbox.mark_failed(a.id, "isError: bad", 1000).unwrap();
+        assert!(outbox.next_ready("builtin", i64::MAX).unwrap().is_none());
+        assert_eq!(outbox.state(a.id).unwrap(), Some(ActionState::Failed));
+        let counts = outbox.counts(None).unwrap();
+        assert_eq!((counts.failed, counts.pending), (1, 0));
+        let history = outbox.history("A", 10).unwrap();
+        assert_eq!(history[0].error.as_deref(), Some("isError: bad"));
+    }
+
+    #[test]
+    fn survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state/outbox.db");
+        {
+            let mut outbox = Outbox::open(&path).unwrap();
+            outbox
+                .enqueue(
+                    &[action("k", "A", "session-created", Priority::Register)],
+                    0,
+                )
+                .unwrap();
+        }
+        let mut outbox = Outbox::open(&path).unwrap();
+        assert!(outbox.next_ready("builtin", 0).unwrap().is_some());
+    }
+}

@@ -1,0 +1,149 @@
+//! The reactor's settings, made from the config file's `[reactor]`,
+//! `[[on.<event>]]` and `[context]` sections, with every check a person
+//! needs to see in `tmux-agent config check`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::actions::{self, ActionsError};
+use super::context::CaptureOptions;
+use super::reactor::ReactorSettings;
+use crate::config::{Config, Problem};
+
+/// The preset used when the config names none.
+pub const DEFAULT_PRESET: &str = "builtin";
+
+/// Errors that make the settings unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+/// The default MCP server of a preset.
+fn preset_server(preset: &str) -> &'static str {
+    match preset {
+        "server-memory" => "memory",
+        "agent-runtime" => "agent-runtime",
+        _ => "builtin",
+    }
+}
+
+/// Builds the reactor's settings from the config.
+pub fn from_config(config: &Config) -> Result<ReactorSettings, SettingsError> {
+    let section = &config.reactor;
+    let preset_name = section.preset.as_deref().unwrap_or(DEFAULT_PRESET);
+    let server = section
+        .server
+        .clone()
+        .unwrap_or_else(|| preset_server(preset_name).to_owned());
+    let invalid = |key: &str, err: ActionsError| SettingsError::Invalid {
+        key: key.to_owned(),
+        message: err.to_string(),
+    };
+    let preset = actions::preset(preset_name, &server).map_err(|e| invalid("reactor.preset", e))?;
+    let actions = actions::combine(preset, &config.on).map_err(|e| invalid("on", e))?;
+
+    let redact = config
+        .context
+        .redact
+        .iter()
+        .enumerate()
+        .map(|(i, pattern)| {
+            regex::Regex::new(pattern).map_err(|err| SettingsError::Invalid {
+                key: format!("context.redact[{i}]"),
+                message: format!("not a valid regular expression: {err}"),
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let defaults = ReactorSettings::default();
+    let capture_defaults = CaptureOptions::default();
+    Ok(ReactorSettings {
+        actions,
+        capture: CaptureOptions {
+            capture_lines: config
+                .context
+                .capture_lines
+                .unwrap_or(capture_defaults.capture_lines),
+            max_bytes: config
+                .context
+                .max_bytes
+                .unwrap_or(capture_defaults.max_bytes),
+            redact,
+        },
+        checkpoint_interval: section
+            .checkpoint_interval
+            .map(|d| d.0)
+            .filter(|d| !d.is_zero())
+            .map(|d| d.max(Duration::from_secs(1))),
+        max_pending: section.max_pending.unwrap_or(defaults.max_pending),
+        default_goal: section
+            .default_goal
+            .clone()
+            .unwrap_or(defaults.default_goal),
+        default_type: section
+            .default_type
+            .clone()
+            .unwrap_or(defaults.default_type),
+    })
+}
+
+/// The settings' problems as config-file problems.
+pub fn problems(file: &Path, config: &Config) -> Vec<Problem> {
+    match from_config(config) {
+        Ok(_) => Vec::new(),
+        Err(SettingsError::Invalid { key, message }) => vec![Problem::new(file, key, message)],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> (Config, Vec<String>) {
+        let (config, problems) = crate::config::parse(Path::new("c.toml"), text);
+        (
+            config,
+            problems.into_iter().map(|p| p.to_string()).collect(),
+        )
+    }
+
+    #[test]
+    fn defaults_to_the_builtin_preset() {
+        let (config, problems) = parse("");
+        assert!(problems.is_empty(), "{problems:?}");
+        let settings = from_config(&config).unwrap();
+        assert_eq!(settings.actions["session-created"][0].tool, "register_goal");
+        assert_eq!(settings.actions["session-created"][0].server, "builtin");
+        assert_eq!(settings.capture.capture_lines, 0);
+    }
+
+    #[test]
+    fn mistakes_name_their_key() {
+        let (_, problems) = parse("[reactor]\npreset = \"nope\"\n");
+        assert!(
+            problems[0].contains("c.toml: reactor.preset: unknown preset"),
+            "{problems:?}"
+        );
+        let (_, problems) = parse("[context]\nredact = [\"(\"]\n");
+        assert!(problems[0].contains("context.redact[0]"), "{problems:?}");
+        let (_, problems) = parse(
+            "[[on.session-created]]\nserver = \"x\"\ntool = \"t\"\nargs = { a = \"{nope}\" }\n",
+        );
+        assert!(problems[0].contains("{nope}"), "{problems:?}");
+        let (_, problems) = parse("[[on.session-created]]\nserver = \"x\"\n");
+        assert!(problems[0].contains("on"), "{problems:?}");
+    }
+
+    #[test]
+    fn presets_can_point_at_another_server() {
+        let (config, problems) = parse("[reactor]\npreset = \"server-memory\"\nserver = \"mem\"\n");
+        assert!(problems.is_empty(), "{problems:?}");
+        let settings = from_config(&config).unwrap();
+        assert_eq!(settings.actions["session-detached"][0].server, "mem");
+        assert_eq!(
+            settings.actions["session-detached"][0].tool,
+            "add_observations"
+        );
+    }
+}

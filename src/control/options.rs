@@ -1,0 +1,167 @@
+//! Reading user options back from `show-options` output.
+//!
+//! `show-options -t '$3'` (without `-v`) prints one line per option, with
+//! the value quoted the way tmux's own command parser reads it:
+//!
+//! ```text
+//! @agent-type coder
+//! @agent-goal "fix \"the\" bug\n%end 1 2 1\n\$HOME tab\there \033[0m \377"
+//! @agent-group \~home
+//! @agent-note ''
+//! ```
+//!
+//! So every value, newlines and all, stays on one line, and a single command
+//! returns all of a session's options. That is why the sidecar reads options
+//! this way rather than with `show-options -v`, whose raw output can hold
+//! newlines and lines that look like protocol.
+
+use std::collections::BTreeMap;
+
+/// Errors reading a `show-options` line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot read show-options line {line:?}: {reason}")]
+pub struct OptionLineError {
+    pub line: String,
+    pub reason: &'static str,
+}
+
+/// Parses `show-options` output into name → value, keeping only the options
+/// whose names start with `prefix` (e.g. `@agent-`). Values are decoded to
+/// bytes and then to text (invalid UTF-8 replaced).
+pub fn parse_options<'a>(
+    lines: impl IntoIterator<Item = &'a [u8]>,
+    prefix: &str,
+) -> Result<BTreeMap<String, String>, OptionLineError> {
+    let mut options = BTreeMap::new();
+    for line in lines {
+        if !line.starts_with(prefix.as_bytes()) {
+            continue;
+        }
+        let (name, value) = parse_option_line(line)?;
+        options.insert(name, value);
+    }
+    Ok(options)
+}
+
+/// Parses one `name value` line.
+pub fn parse_option_line(line: &[u8]) -> Result<(String, String), OptionLineError> {
+    let error = |reason| OptionLineError {
+        line: String::from_utf8_lossy(line).into_owned(),
+        reason,
+    };
+    let space = line
+        .iter()
+        .position(|&b| b == b' ')
+        .ok_or_else(|| error("no value"))?;
+    let name = String::from_utf8_lossy(&line[..space]).into_owned();
+    let value = unquote(&line[space + 1..]).map_err(error)?;
+    Ok((name, String::from_utf8_lossy(&value).into_owned()))
+}
+
+/// Undoes tmux's quoting of one word: `'single'` (no escapes), `"double"`
+/// (C-style and octal escapes), or bare with backslash escapes.
+fn unquote(word: &[u8]) -> Result<Vec<u8>, &'static str> {
+    match word.first() {
+        Some(b'\'') => {
+            let inner = word
+                .strip_suffix(b"'")
+                .filter(|_| word.len() >= 2)
+                .ok_or("unclosed single quote")?;
+            Ok(inner[1..].to_vec())
+        }
+        Some(b'"') => {
+            let inner = word
+                .strip_suffix(b"\"")
+                .filter(|_| word.len() >= 2)
+                .ok_or("unclosed double quote")?;
+            unescape(&inner[1..])
+        }
+        _ => unescape(word),
+    }
+}
+
+fn unescape(text: &[u8]) -> Result<Vec<u8>, &'static str> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut i = 0;
+    while i < text.len() {
+        let b = text[i];
+        i += 1;
+        if b != b'\\' {
+            out.push(b);
+            continue;
+        }
+        let Some(&e) = text.get(i) else {
+            return Err("a backslash at the end");
+        };
+        i += 1;
+        match e {
+            b'0'..=b'7' => {
+                // Exactly three octal digits, as tmux writes them (`\033`).
+                let digits = text.get(i - 1..i + 2).ok_or("short octal escape")?;
+                if !digits.iter().all(|d| (b'0'..=b'7').contains(d)) {
+                    return Err("bad octal escape");
+                }
+                let value = digits
+                    .iter()
+                    .fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
+                out.push(u8::try_from(value).map_err(|_| "octal escape over 255")?);
+                i += 2;
+            }
+            b'a' => out.push(0x07),
+            b'b' => out.push(0x08),
+            b'e' => out.push(0x1b),
+            b'f' => out.push(0x0c),
+            b'n' => out.push(b'\n'),
+            b'r' => out.push(b'\r'),
+            b's' => out.push(b' '),
+            b't' => out.push(b'\t'),
+            b'v' => out.push(0x0b),
+            other => out.push(other),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_every_quoting_form_tmux_writes() {
+        // Lines as tmux 3.3a printed them for the values on the right.
+        let cases: [(&[u8], &str); 8] = [
+            (b"@v plain", "plain"),
+            (b"@v \"it's\"", "it's"),
+            (b"@v \\~home", "~home"),
+            (b"@v ''", ""),
+            (b"@v \"a;b\"", "a;b"),
+            (b"@v \"esc\\033[0m bell\\a del\\177\"", "esc\x1b[0m bell\x07 del\x7f"),
+            (b"@v \"x'y\\\"z\"", "x'y\"z"),
+            (
+                b"@agent-goal \"fix \\\"the\\\" bug\\n%end 1 2 1\\n\\$HOME #{x} tab\\there \xc3\xa9 \\\\ end\"",
+                "fix \"the\" bug\n%end 1 2 1\n$HOME #{x} tab\there é \\ end",
+            ),
+        ];
+        for (line, value) in cases {
+            let (_, parsed) = parse_option_line(line).unwrap();
+            assert_eq!(parsed, value, "{}", String::from_utf8_lossy(line));
+        }
+        // Invalid UTF-8 (`\377\376`) decodes lossily rather than failing.
+        let (_, parsed) = parse_option_line(b"@v \"\\377\\376 bad\"").unwrap();
+        assert_eq!(parsed, "\u{fffd}\u{fffd} bad");
+    }
+
+    #[test]
+    fn keeps_only_the_prefix_and_rejects_broken_lines() {
+        let lines: [&[u8]; 3] = [b"@agent-group build", b"status on", b"@other x"];
+        let options = parse_options(lines, "@agent-").unwrap();
+        assert_eq!(options.len(), 1);
+        assert_eq!(options["@agent-group"], "build");
+        assert!(parse_option_line(b"@v \"unclosed").is_err());
+        assert!(
+            parse_option_line(b"@v \"\\9\"").is_ok(),
+            "an unknown escape is the character"
+        );
+        assert!(parse_option_line(b"@novalue").is_err());
+    }
+}

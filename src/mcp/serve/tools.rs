@@ -1,0 +1,444 @@
+//! The MCP surface of the built-in server: the tool list, each tool's
+//! schema and annotations, and the checks every call passes first (the tool
+//! exists, no argument is over the size cap). Tools are thin: the work is
+//! in [`super::goals`], [`super::contexts`] and [`super::agent`], and
+//! database work runs on the blocking pool.
+//!
+//! Every failure a caller can cause or fix is a tool result with `isError`
+//! and a sentence saying what was wrong (MCP 2025-11-25), never a protocol
+//! error: an unknown tool, arguments that do not fit the schema, a value over
+//! the cap, a missing goal, a state change that is not allowed.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rmcp::handler::server::tool::{ToolCallContext, ToolRouter};
+use rmcp::handler::server::wrapper::{Json, Parameters};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    ServerCapabilities, ServerConfig,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router};
+use serde::Serialize;
+
+use super::agent::{self, CompleteMyGoalArgs, SetGoalArgs, TmuxEnv, WhoAmI, WhoAmIArgs};
+use super::contexts::{
+    self, ContextHistory, GetContext, SaveContext, SaveReceipt, SearchContext, SearchResults,
+};
+use super::goals::{
+    self, CompleteGoal, Goal, GoalId, GoalList, ListGoals, RegisterGoal, UpdateGoal,
+};
+use super::store::{Store, StoreError};
+
+/// Limits on what one call may store.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest serialised size of any one argument, in bytes.
+    pub max_value_bytes: usize,
+    /// Saves kept per session; older ones are dropped.
+    pub keep_saves: u32,
+}
+
+/// The built-in MCP server: one per connection, sharing the store.
+#[derive(Clone)]
+pub struct BuiltinServer {
+    store: Arc<Mutex<Store>>,
+    limits: Limits,
+    tmux: Arc<TmuxEnv>,
+    tool_router: ToolRouter<Self>,
+}
+
+impl std::fmt::Debug for BuiltinServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuiltinServer")
+            .field("limits", &self.limits)
+            .field("tmux", &self.tmux)
+            .finish_non_exhaustive()
+    }
+}
+
+type ToolResult<T> = Result<Json<T>, String>;
+
+#[tool_router]
+impl BuiltinServer {
+    /// A server over an open store.
+    pub fn new(store: Arc<Mutex<Store>>, limits: Limits, tmux: TmuxEnv) -> Self {
+        Self {
+            store,
+            limits,
+            tmux: Arc::new(tmux),
+            tool_router: Self::tool_router(),
+        }
+    }
+
+    #[tool(
+        description = "Register a new goal (status active) and return it with its id. \
+                       Pass idempotency_key to make a retried call return the same goal.",
+        annotations(
+            title = "Register goal",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
+    async fn register_goal(
+        &self,
+        Parameters(args): Parameters<RegisterGoal>,
+    ) -> Result<Json<Goal>, String> {
+        let key = args.idempotency_key.clone();
+        self.write_once("register_goal", key, args, goals::register)
+            .await
+    }
+
+    #[tool(
+        description = "Set a goal's status (active, detached, completed, failed) with an \
+                       optional note. A completed or failed goal stays finished.",
+        annotations(
+            title = "Update goal",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn update_goal(
+        &self,
+        Parameters(args): Parameters<UpdateGoal>,
+    ) -> Result<Json<Goal>, String> {
+        let key = args.idempotency_key.clone();
+        self.write_once("update_goal", key, args, goals::update)
+            .await
+    }
+
+    #[tool(
+        description = "Mark a goal completed with its outcome. Completing a finished goal \
+                       returns it unchanged.",
+        annotations(
+            title = "Complete goal",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn complete_goal(
+        &self,
+        Parameters(args): Parameters<CompleteGoal>,
+    ) -> Result<Json<Goal>, String> {
+        let key = args.idempotency_key.clone();
+        self.write_once("complete_goal", key, args, goals::complete)
+            .await
+    }
+
+    #[tool(
+        description = "List goals, newest first, optionally only those with a status or of \
+                       a session key.",
+        annotations(title = "List goals", read_only_hint = true, open_world_hint = false)
+    )]
+    async fn list_goals(
+        &self,
+        Parameters(args): Parameters<ListGoals>,
+    ) -> Result<Json<GoalList>, String> {
+        self.read(move |tx| goals::list(tx, &args)).await
+    }
+
+    #[tool(
+        description = "Save a tmux session's context (windows, panes, captured lines, group, \
+                       goal) under its session key: it becomes the session's current context \
+                       and is kept in its history.",
+        annotations(
+            title = "Save context",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
+    async fn save_context(
+        &self,
+        Parameters(args): Parameters<SaveContext>,
+    ) -> Result<Json<SaveReceipt>, String> {
+        let key = args.idempotency_key.clone();
+        let keep = self.limits.keep_saves;
+        self.write_once("save_context", key, args, move |tx, args| {
+            contexts::save(tx, args, keep)
+        })
+        .await
+    }
+
+    #[tool(
+        description = "Get a session's saved context by session key or by session name (the \
+                       most recently saved session of that name): the latest save, or with \
+                       history=true up to `limit` saves, newest first.",
+        annotations(title = "Get context", read_only_hint = true, open_world_hint = false)
+    )]
+    async fn get_context(
+        &self,
+        Parameters(args): Parameters<GetContext>,
+    ) -> Result<Json<ContextHistory>, String> {
+        self.read(move |tx| contexts::get(tx, &args)).await
+    }
+
+    #[tool(
+        description = "Find saved contexts containing all the words of a query (names, \
+                       goals, commands, paths, captured lines). Searches each session's \
+                       latest save, or every kept save with history=true.",
+        annotations(
+            title = "Search contexts",
+            read_only_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn search_context(
+        &self,
+        Parameters(args): Parameters<SearchContext>,
+    ) -> Result<Json<SearchResults>, String> {
+        self.read(move |tx| contexts::search(tx, &args)).await
+    }
+
+    #[tool(
+        description = "Who am I: the tmux session this server runs in (or the one named), \
+                       with its goal, agent type, goal id, state, group, role and peers from \
+                       its @agent-* options, and the goal's record when this server has it.",
+        annotations(title = "Who am I", read_only_hint = true, open_world_hint = false)
+    )]
+    async fn whoami(
+        &self,
+        Parameters(args): Parameters<WhoAmIArgs>,
+    ) -> Result<Json<WhoAmI>, String> {
+        self.describe(args.session.as_deref()).await.map(Json)
+    }
+
+    #[tool(
+        description = "Set the goal of this pane's tmux session (the @agent-goal option), or \
+                       of the session named. The goal must be one line.",
+        annotations(
+            title = "Set my goal",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn set_goal(
+        &self,
+        Parameters(args): Parameters<SetGoalArgs>,
+    ) -> Result<Json<WhoAmI>, String> {
+        let (session, _) = agent::resolve_session(&self.tmux, args.session.as_deref())
+            .await
+            .map_err(|err| err.to_string())?;
+        agent::set_option(&self.tmux, &session.id, agent::OPTION_GOAL, &args.goal)
+            .await
+            .map_err(|err| err.to_string())?;
+        self.describe(Some(&session.id)).await.map(Json)
+    }
+
+    #[tool(
+        description = "Complete the goal of this pane's tmux session (the goal whose id is in \
+                       its @agent-goal-id option) with an outcome.",
+        annotations(
+            title = "Complete my goal",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn complete_my_goal(
+        &self,
+        Parameters(args): Parameters<CompleteMyGoalArgs>,
+    ) -> Result<Json<Goal>, String> {
+        let (session, _) = agent::resolve_session(&self.tmux, args.session.as_deref())
+            .await
+            .map_err(|err| err.to_string())?;
+        let options = agent::read_options(&self.tmux, &session.id)
+            .await
+            .map_err(|err| err.to_string())?;
+        let id_text = options.goal_id.ok_or_else(|| {
+            format!(
+                "session {:?} ({}) has no goal id: {} is not set",
+                session.name,
+                session.id,
+                agent::OPTION_GOAL_ID
+            )
+        })?;
+        let id = id_text.trim().parse().map(GoalId).map_err(|_| {
+            format!(
+                "{} of session {:?} is {id_text:?}, not a goal id of this server",
+                agent::OPTION_GOAL_ID,
+                session.name
+            )
+        })?;
+        let args = CompleteGoal {
+            id,
+            outcome: args.outcome,
+            idempotency_key: args.idempotency_key,
+        };
+        let key = args.idempotency_key.clone();
+        self.write_once("complete_my_goal", key, args, goals::complete)
+            .await
+    }
+}
+
+impl BuiltinServer {
+    /// Runs a write on the blocking pool, once per idempotency key.
+    async fn write_once<A, T>(
+        &self,
+        tool: &'static str,
+        key: Option<String>,
+        args: A,
+        f: impl FnOnce(&rusqlite::Transaction<'_>, &A) -> Result<T, StoreError> + Send + 'static,
+    ) -> ToolResult<T>
+    where
+        A: Serialize + Send + 'static,
+        T: Serialize + serde::de::DeserializeOwned + Send + 'static,
+    {
+        // What a replay is compared with: the arguments after defaults, without
+        // the key itself.
+        let mut arguments = serde_json::to_value(&args).map_err(|err| err.to_string())?;
+        if let Some(map) = arguments.as_object_mut() {
+            map.remove("idempotency_key");
+        }
+        self.with_store(move |store| {
+            store.write_once(tool, key.as_deref(), &arguments, |tx| f(tx, &args))
+        })
+        .await
+        .map(Json)
+    }
+
+    /// Runs a read on the blocking pool.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<Json<T>, String> {
+        self.with_store(move |store| store.read(f)).await.map(Json)
+    }
+
+    async fn with_store<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, String> {
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || {
+            // A panic mid-transaction rolled it back when the transaction
+            // dropped, so the connection behind a poisoned lock is sound.
+            let mut store = store.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&mut store)
+        })
+        .await
+        .map_err(|err| format!("internal error: {err}"))?
+        .map_err(|err| err.to_string())
+    }
+
+    /// The whoami answer for a session (explicit, or this pane's).
+    async fn describe(&self, session: Option<&str>) -> Result<WhoAmI, String> {
+        let (session, pane) = agent::resolve_session(&self.tmux, session)
+            .await
+            .map_err(|err| err.to_string())?;
+        let options = agent::read_options(&self.tmux, &session.id)
+            .await
+            .map_err(|err| err.to_string())?;
+        let goal_record = match options.goal_id.as_deref().map(str::trim).map(str::parse) {
+            Some(Ok(id)) => {
+                self.with_store(move |store| {
+                    store.read(|tx| match goals::get(tx, GoalId(id)) {
+                        Ok(goal) => Ok(Some(goal)),
+                        Err(StoreError::NotFound(_)) => Ok(None),
+                        Err(err) => Err(err),
+                    })
+                })
+                .await?
+            }
+            _ => None,
+        };
+        Ok(WhoAmI {
+            session_id: session.id,
+            session_name: session.name,
+            pane,
+            options,
+            goal_record,
+        })
+    }
+
+    /// The first argument whose serialised size is over the cap.
+    fn oversized_argument(&self, request: &CallToolRequestParams) -> Option<String> {
+        let cap = self.limits.max_value_bytes;
+        request
+            .arguments
+            .as_ref()?
+            .iter()
+            .find_map(|(name, value)| {
+                let size = json_size(value);
+                (size > cap).then(|| {
+                    format!(
+                        "argument `{name}` is {size} bytes of JSON, over this server's limit of \
+                     {cap} bytes (--max-value-bytes)"
+                    )
+                })
+            })
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for BuiltinServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("tmux-agent", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "Goals and saved contexts of tmux sessions, kept in SQLite. \
+                 register_goal/update_goal/complete_goal/list_goals track goals; \
+                 save_context/get_context/search_context keep what a session looked like. \
+                 From inside a tmux pane, whoami/set_goal/complete_my_goal act on the pane's \
+                 own session.",
+            )
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        if !self.tool_router.has_route(&request.name) {
+            let mut known: Vec<_> = self
+                .tool_router
+                .list_all()
+                .into_iter()
+                .map(|tool| tool.name)
+                .collect();
+            known.sort();
+            return Ok(tool_error(format!(
+                "unknown tool {:?}; this server has: {}",
+                request.name,
+                known.join(", ")
+            )));
+        }
+        if let Some(message) = self.oversized_argument(&request) {
+            return Ok(tool_error(message));
+        }
+        let call = ToolCallContext::new(self, request, context);
+        self.tool_router.call(call).await
+    }
+}
+
+fn tool_error(message: String) -> CallToolResponse {
+    CallToolResult::error(vec![ContentBlock::text(message)]).into()
+}
+
+/// Bytes `value` takes as compact JSON, counted without building the text.
+fn json_size(value: &serde_json::Value) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Writing a Value to an infallible sink cannot fail.
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.0
+}

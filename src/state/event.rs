@@ -1,0 +1,129 @@
+//! Lifecycle events: what happened to a session or a client, when.
+//!
+//! Their JSON form is what `tmux-agent watch --json` prints, one per line:
+//! `{"event":"session-created","session_id":"$3","session":"work","time":"2026-11-21T16:00:00.123Z"}`.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Serialize, Serializer};
+
+use crate::control::SessionId;
+
+/// The kinds of lifecycle event, named as in logs, history and `watch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EventKind {
+    SessionCreated,
+    SessionRenamed,
+    /// The session's count of non-control clients rose from 0.
+    SessionAttached,
+    /// The session's count of non-control clients fell to 0.
+    SessionDetached,
+    SessionClosed,
+    /// A (non-control) client attached to, or switched to, a session.
+    ClientAttached,
+    /// A (non-control) client went away or switched away from a session.
+    ClientDetached,
+}
+
+impl EventKind {
+    /// The event's name, as in `watch --json` and the config's `[[on.NAME]]`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SessionCreated => "session-created",
+            Self::SessionRenamed => "session-renamed",
+            Self::SessionAttached => "session-attached",
+            Self::SessionDetached => "session-detached",
+            Self::SessionClosed => "session-closed",
+            Self::ClientAttached => "client-attached",
+            Self::ClientDetached => "client-detached",
+        }
+    }
+
+    /// Every kind, in a stable order.
+    pub const ALL: [EventKind; 7] = [
+        Self::SessionCreated,
+        Self::SessionRenamed,
+        Self::SessionAttached,
+        Self::SessionDetached,
+        Self::SessionClosed,
+        Self::ClientAttached,
+        Self::ClientDetached,
+    ];
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One lifecycle event. Every event names its session by id and name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LifecycleEvent {
+    #[serde(rename = "event")]
+    pub kind: EventKind,
+    pub session_id: SessionId,
+    /// The session's name when the event happened (the new name for a rename).
+    pub session: String,
+    /// When the sidecar observed the event, UTC with milliseconds.
+    #[serde(serialize_with = "rfc3339_millis")]
+    pub time: DateTime<Utc>,
+    /// The client, for client events (`/dev/pts/3`, or `client-<pid>`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    /// The previous name, for `session-renamed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub old_name: Option<String>,
+    /// When tmux created the session (Unix seconds), as tmux reports it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_created: Option<i64>,
+}
+
+fn rfc3339_millis<S: Serializer>(time: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&time.to_rfc3339_opts(SecondsFormat::Millis, true))
+}
+
+impl std::fmt::Display for LifecycleEvent {
+    /// The human form `watch` prints: time, event, session, and the details.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}  {:<17} {} {}",
+            self.time.format("%H:%M:%S%.3f"),
+            self.kind.as_str(),
+            self.session_id,
+            self.session
+        )?;
+        if let Some(old) = &self.old_name {
+            write!(f, " (was {old})")?;
+        }
+        if let Some(client) = &self.client {
+            write!(f, " client {client}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn json_form_matches_the_design() {
+        let event = LifecycleEvent {
+            kind: EventKind::SessionCreated,
+            session_id: SessionId(3),
+            session: "work".into(),
+            time: Utc.with_ymd_and_hms(2026, 11, 21, 16, 0, 0).unwrap()
+                + chrono::Duration::milliseconds(123),
+            client: None,
+            old_name: None,
+            session_created: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&event).unwrap(),
+            r#"{"event":"session-created","session_id":"$3","session":"work","time":"2026-11-21T16:00:00.123Z"}"#
+        );
+    }
+}

@@ -1,0 +1,304 @@
+//! The tracker: the one task that owns the [`Model`], reads the server
+//! whenever a notification says something may have changed, and publishes the
+//! lifecycle events the diff yields.
+//!
+//! Triggers are `%sessions-changed`, `%session-renamed`,
+//! `%client-session-changed`, `%client-detached`, and a 1 Hz subscription
+//! over every session's id, attached count, name and user-editable `@agent-*`
+//! options. The subscription catches what tmux does not notify at all
+//! (sessions created by hooks, `tmux set @agent-group ...`) and anything
+//! missed. Notifications that arrive while a listing is in flight are
+//! coalesced into the next listing: a listing is the whole truth, so one is
+//! enough however many notifications asked for it.
+
+use chrono::Utc;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::LifecycleEvent;
+use super::model::{ClientInfo, Listing, Model, SessionInfo};
+use crate::control::command::{Command, CommandError, SubscriptionScope};
+use crate::control::connection::{Connection, ControlError, ControlHandle, ExitReason};
+use crate::control::{Notification, SessionId};
+
+/// The name of the reconciliation subscription (`refresh-client -B`).
+pub const SUBSCRIPTION: &str = "tmux-agent-sessions";
+
+/// The user options whose edits the subscription notices. Control characters
+/// are replaced in the subscription's copy of them: a raw newline in a value
+/// would otherwise end the `%subscription-changed` line early, and the rest
+/// of the value would reach the decoder as a line of its own.
+const WATCHED_OPTIONS: [&str; 3] = ["@agent-group", "@agent-goal", "@agent-type"];
+
+/// `list-sessions` format: fields whose values never hold a tab or newline
+/// first, the (vis-escaped) name last, so a tab in it cannot shift fields.
+const SESSION_FORMAT: &str = "#{session_id}\t#{session_created}\t#{session_name}";
+
+/// `list-clients` format.
+const CLIENT_FORMAT: &str = "#{client_name}\t#{client_pid}\t#{client_control_mode}\t#{session_id}";
+
+/// Errors that stop the tracker.
+#[derive(Debug, thiserror::Error)]
+pub enum TrackError {
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    /// tmux printed a listing line this version cannot read.
+    #[error("unexpected {what} line from tmux: {line:?}")]
+    Listing { what: &'static str, line: String },
+}
+
+/// How the tracker ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrackEnd {
+    /// The user's last session closed; the tracker killed the sidecar's
+    /// session so the server could exit as the user expects.
+    LastSessionClosed,
+    /// The connection ended for another reason.
+    Connection(ExitReason),
+}
+
+impl std::fmt::Display for TrackEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::LastSessionClosed => write!(f, "the last tmux session closed"),
+            Self::Connection(reason) => reason.fmt(f),
+        }
+    }
+}
+
+/// Follows one tmux server through its control connection.
+pub struct Tracker {
+    control: ControlHandle,
+    notifications: mpsc::Receiver<Notification>,
+    closed: tokio::task::JoinHandle<ExitReason>,
+    model: Model,
+    snapshots: watch::Sender<Model>,
+    /// Set once we have asked tmux to kill the sidecar's session.
+    leaving: bool,
+}
+
+impl Tracker {
+    /// Subscribes, reads the server once, and returns a tracker whose model
+    /// already holds every existing session (no events for those).
+    pub async fn start(connection: Connection) -> Result<Self, TrackError> {
+        let Connection {
+            handle,
+            notifications,
+            session,
+            closed,
+            ..
+        } = connection;
+        handle.run(subscription()?).await?;
+        let mut model = Model::new(session);
+        model.reconcile(&list(&handle).await?, Utc::now());
+        let (snapshots, _) = watch::channel(model.clone());
+        Ok(Self {
+            control: handle,
+            notifications,
+            closed,
+            model,
+            snapshots,
+            leaving: false,
+        })
+    }
+
+    /// The model as it stands.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// A handle for sending commands over the same connection.
+    pub fn control(&self) -> ControlHandle {
+        self.control.clone()
+    }
+
+    /// Snapshots of the model, updated after every reconcile.
+    pub fn snapshots(&self) -> watch::Receiver<Model> {
+        self.snapshots.subscribe()
+    }
+
+    /// Runs until the connection ends or `shutdown` fires, sending events to
+    /// `events` in the order they happened.
+    pub async fn run(
+        mut self,
+        events: mpsc::Sender<LifecycleEvent>,
+        shutdown: CancellationToken,
+    ) -> Result<TrackEnd, TrackError> {
+        self.leave_if_alone().await?;
+        loop {
+            let notification = tokio::select! {
+                n = self.notifications.recv() => n,
+                () = shutdown.cancelled() => return Ok(self.end(ExitReason::Cancelled).await),
+            };
+            let Some(notification) = notification else {
+                let reason = (&mut self.closed).await.unwrap_or(ExitReason::Eof);
+                return Ok(self.end(reason).await);
+            };
+            let mut dirty = is_trigger(&notification);
+            if let Notification::Exit { reason } = notification {
+                return Ok(self.end(ExitReason::Exit(reason)).await);
+            }
+            // Coalesce what is already queued into one listing.
+            while let Ok(more) = self.notifications.try_recv() {
+                if let Notification::Exit { reason } = more {
+                    return Ok(self.end(ExitReason::Exit(reason)).await);
+                }
+                dirty |= is_trigger(&more);
+            }
+            if !dirty {
+                continue;
+            }
+            let listing = match list(&self.control).await {
+                Ok(listing) => listing,
+                // The connection closed under us: the next recv says why.
+                Err(TrackError::Control(ControlError::Closed)) => continue,
+                Err(err) => return Err(err),
+            };
+            for event in self.model.reconcile(&listing, Utc::now()) {
+                tracing::info!(event = %event.kind, session_id = %event.session_id, session = %event.session, client = ?event.client, "lifecycle");
+                // A consumer that went away does not stop tracking.
+                let _ = events.send(event).await;
+            }
+            self.snapshots.send_replace(self.model.clone());
+            self.leave_if_alone().await?;
+        }
+    }
+
+    /// When only the sidecar's session is left it is the one thing keeping
+    /// the server alive: kill it, so the server exits as the user expects.
+    async fn leave_if_alone(&mut self) -> Result<(), TrackError> {
+        if self.leaving || !self.model.is_empty() {
+            return Ok(());
+        }
+        self.leaving = true;
+        tracing::info!("only the sidecar's session is left; closing it");
+        match self
+            .control
+            .run(Command::kill_session(self.model.sidecar()))
+            .await
+        {
+            // Another sidecar client (a `watch` beside the daemon) may have
+            // killed it first, or the server is already going.
+            Ok(_) | Err(ControlError::Command { .. } | ControlError::Closed) => Ok(()),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    async fn end(self, reason: ExitReason) -> TrackEnd {
+        if self.leaving && matches!(reason, ExitReason::Exit(_) | ExitReason::Eof) {
+            TrackEnd::LastSessionClosed
+        } else {
+            TrackEnd::Connection(reason)
+        }
+    }
+}
+
+/// Whether a notification may mean the sessions or clients changed.
+fn is_trigger(notification: &Notification) -> bool {
+    match notification {
+        Notification::SessionsChanged
+        | Notification::SessionRenamed { .. }
+        | Notification::ClientSessionChanged { .. }
+        | Notification::ClientDetached { .. }
+        | Notification::SessionChanged { .. } => true,
+        Notification::SubscriptionChanged { name, .. } => name == SUBSCRIPTION,
+        _ => false,
+    }
+}
+
+/// The 1 Hz reconciliation subscription over all sessions.
+fn subscription() -> Result<Command, CommandError> {
+    let mut format = String::from("#{S:#{session_id}=#{session_attached}=#{session_name}");
+    for option in WATCHED_OPTIONS {
+        // `\x01-\x1f` travel as real control characters inside the bracket
+        // expression; the quoting of the command line escapes them.
+        format.push_str(&format!("=#{{s/[\x01-\x1f]/?/:{option}}}"));
+    }
+    format.push_str(";}");
+    Command::subscribe(SUBSCRIPTION, SubscriptionScope::Session, &format)
+}
+
+/// Lists sessions and clients; the two commands go out back to back.
+async fn list(control: &ControlHandle) -> Result<Listing, TrackError> {
+    let (sessions, clients) = tokio::join!(
+        control.run(Command::list_sessions(SESSION_FORMAT)?),
+        control.run(Command::list_clients(CLIENT_FORMAT)?),
+    );
+    let sessions = sessions?
+        .lines
+        .iter()
+        .map(|line| parse_session(&String::from_utf8_lossy(line)))
+        .collect::<Result<_, _>>()?;
+    let clients = clients?
+        .lines
+        .iter()
+        .map(|line| parse_client(&String::from_utf8_lossy(line)))
+        .collect::<Result<_, _>>()?;
+    Ok(Listing { sessions, clients })
+}
+
+fn parse_session(line: &str) -> Result<SessionInfo, TrackError> {
+    let bad = || TrackError::Listing {
+        what: "list-sessions",
+        line: line.to_owned(),
+    };
+    let mut fields = line.splitn(3, '\t');
+    let id = fields.next().and_then(|f| f.parse().ok()).ok_or_else(bad)?;
+    let created = fields.next().and_then(|f| f.parse().ok()).ok_or_else(bad)?;
+    let name = fields.next().ok_or_else(bad)?.to_owned();
+    Ok(SessionInfo { id, name, created })
+}
+
+fn parse_client(line: &str) -> Result<ClientInfo, TrackError> {
+    let bad = || TrackError::Listing {
+        what: "list-clients",
+        line: line.to_owned(),
+    };
+    let mut fields = line.splitn(4, '\t');
+    let name = fields
+        .next()
+        .filter(|f| !f.is_empty())
+        .ok_or_else(bad)?
+        .to_owned();
+    let pid = fields.next().and_then(|f| f.parse().ok()).ok_or_else(bad)?;
+    let control = fields.next().ok_or_else(bad)? == "1";
+    let session = match fields.next().ok_or_else(bad)? {
+        "" => None,
+        id => Some(id.parse::<SessionId>().map_err(|_| bad())?),
+    };
+    Ok(ClientInfo {
+        name,
+        pid,
+        control,
+        session,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listing_lines_parse() {
+        let s = parse_session("$3\t1795276358\tmy\tname with tab").unwrap();
+        assert_eq!(
+            (s.id, s.created, s.name.as_str()),
+            (SessionId(3), 1795276358, "my\tname with tab")
+        );
+        assert!(parse_session("3\t1\tx").is_err());
+        let c = parse_client("/dev/pts/3\t4242\t0\t$1").unwrap();
+        assert_eq!(
+            c,
+            ClientInfo {
+                name: "/dev/pts/3".into(),
+                pid: 4242,
+                control: false,
+                session: Some(SessionId(1))
+            }
+        );
+        assert_eq!(parse_client("client-9\t9\t1\t").unwrap().session, None);
+        assert!(parse_client("x\ty\t0\t$1").is_err());
+    }
+}

@@ -1,0 +1,443 @@
+//! The reactor end to end: a real tmux server, the real daemon, and the
+//! recording test MCP server proving exactly which calls arrived.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{LineReader, TmuxServer, wait_for};
+use serde_json::Value;
+
+const TEST_SERVER: &str = env!("CARGO_BIN_EXE_mcp-test-server");
+const PATIENCE: Duration = Duration::from_secs(15);
+
+/// A daemon wired to the recording server through a config file.
+struct Rig {
+    server: TmuxServer,
+    record: PathBuf,
+    down: PathBuf,
+}
+
+impl Rig {
+    /// `actions` is TOML for `[[on.*]]` entries calling server `rec`.
+    fn new(actions: &str) -> Self {
+        let server = TmuxServer::start();
+        let home = server.home.path();
+        let record = home.join("record.jsonl");
+        let down = home.join("server-is-down");
+        let config_dir = home.join(".config/tmux-agent");
+        std::fs::create_dir_all(&config_dir).unwrap();
+        let config = format!(
+            "[mcp]\nimport_claude = false\n\n[reactor]\npreset = \"none\"\n\n\
+             [servers.rec]\ncommand = {command:?}\nargs = [\"--record\", {record:?}, \"--down-if-exists\", {down:?}]\n\
+             connect_timeout = \"5s\"\ncall_timeout = \"5s\"\n\n{actions}",
+            command = TEST_SERVER,
+            record = record.to_str().unwrap(),
+            down = down.to_str().unwrap(),
+        );
+        std::fs::write(config_dir.join("config.toml"), config).unwrap();
+        Self {
+            server,
+            record,
+            down,
+        }
+    }
+
+    fn start_daemon(&self) -> LineReader {
+        let mut cmd = self.server.agent();
+        cmd.arg("daemon");
+        let daemon = LineReader::spawn(cmd);
+        let up = wait_for(PATIENCE, || {
+            (self.global("@agent-daemon") == "running").then_some(())
+        });
+        assert!(up.is_some(), "the daemon never attached");
+        daemon
+    }
+
+    fn global(&self, name: &str) -> String {
+        let out = self.server.try_tmux(&["show-options", "-gv", name]);
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    fn option(&self, target: &str, name: &str) -> String {
+        let out = self
+            .server
+            .try_tmux(&["show-options", "-t", target, "-v", name]);
+        String::from_utf8_lossy(&out.stdout)
+            .trim_end_matches('\n')
+            .to_owned()
+    }
+
+    /// Every `tools/call` the recording server received, in order.
+    fn calls(&self) -> Vec<Value> {
+        read_calls(&self.record)
+    }
+
+    /// Waits until `n` calls have arrived.
+    fn wait_calls(&self, n: usize) -> Vec<Value> {
+        wait_for(PATIENCE, || {
+            let calls = self.calls();
+            (calls.len() >= n).then_some(calls)
+        })
+        .unwrap_or_else(|| panic!("expected {n} calls, got {:#?}", self.calls()))
+    }
+}
+
+fn read_calls(record: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(record).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["event"] == "request" && e["method"] == "tools/call")
+        .collect()
+}
+
+const LIFECYCLE: &str = r#"
+[[on.session-created]]
+server = "rec"
+tool = "echo"
+args = { step = "register", id = "goal-{session_id}", name = "{session}", goal = "{goal}", type = "{type}", key = "{idempotency_key}" }
+keep = { goal_id = "$.id" }
+
+[[on.session-attached]]
+server = "rec"
+tool = "echo"
+args = { step = "attached", goal_id = "{goal_id}", key = "{idempotency_key}" }
+
+[[on.session-detached]]
+server = "rec"
+tool = "echo"
+args = { step = "save", name = "{session}", context = "{context}", key = "{idempotency_key}" }
+
+[[on.session-closed]]
+server = "rec"
+tool = "echo"
+args = { step = "complete", goal_id = "{goal_id}", name = "{session}", key = "{idempotency_key}" }
+"#;
+
+#[test]
+fn create_detach_kill_call_register_save_complete() {
+    let rig = Rig::new(LIFECYCLE);
+    let _daemon = rig.start_daemon();
+    // `base` existed before the daemon: it is registered as it starts.
+    rig.wait_calls(1);
+
+    // Created with its goal and type set in the same tmux command, as
+    // `tmux-agent new --goal --type` does.
+    let id = rig
+        .server
+        .tmux(&[
+            "new-session",
+            "-d",
+            "-P",
+            "-F",
+            "#{session_id}",
+            "-s",
+            "work",
+            ";",
+            "set-option",
+            "-t",
+            "work",
+            "@agent-goal",
+            "fix the \"parser\"",
+            ";",
+            "set-option",
+            "-t",
+            "work",
+            "@agent-type",
+            "claude",
+        ])
+        .trim()
+        .to_owned();
+    let calls = rig.wait_calls(2);
+    let register = &calls[1]["arguments"];
+    assert_eq!(register["step"], "register");
+    assert_eq!(register["name"], "work");
+    assert_eq!(register["goal"], "fix the \"parser\"");
+    assert_eq!(register["type"], "claude");
+    let kept = wait_for(PATIENCE, || {
+        let v = rig.option(&id, "@agent-goal-id");
+        (!v.is_empty()).then_some(v)
+    });
+    assert_eq!(kept.as_deref(), Some(format!("goal-{id}").as_str()));
+
+    let terminal = rig.server.attach_terminal(&id);
+    // The daemon has seen the attach once its call arrives.
+    let calls = rig.wait_calls(3);
+    assert_eq!(calls[2]["arguments"]["step"], "attached");
+    assert_eq!(calls[2]["arguments"]["goal_id"], format!("goal-{id}"));
+    rig.server.tmux(&["detach-client", "-s", &id]);
+    let calls = rig.wait_calls(4);
+    let save = &calls[3]["arguments"];
+    assert_eq!(save["step"], "save");
+    assert_eq!(save["context"]["session"], "work");
+    assert_eq!(save["context"]["session_id"], id.as_str());
+    assert_eq!(save["context"]["goal"], "fix the \"parser\"");
+    let windows = save["context"]["windows"].as_array().unwrap();
+    assert_eq!(windows.len(), 1);
+    assert!(!windows[0]["panes"].as_array().unwrap().is_empty());
+    drop(terminal);
+    let saved = wait_for(PATIENCE, || {
+        let v = rig.option(&id, "@agent-saved");
+        (!v.is_empty()).then_some(v)
+    });
+    assert!(saved.is_some(), "@agent-saved was never set");
+    assert_eq!(rig.option(&id, "@agent-state"), "detached");
+
+    rig.server.tmux(&["kill-session", "-t", &id]);
+    let calls = rig.wait_calls(5);
+    let complete = &calls[4]["arguments"];
+    assert_eq!(complete["step"], "complete");
+    assert_eq!(
+        complete["goal_id"],
+        format!("goal-{id}"),
+        "the goal id kept at registration"
+    );
+    assert_eq!(complete["name"], "work");
+    wait_for(PATIENCE, || {
+        (rig.global("@agent-pending") == "0").then_some(())
+    })
+    .expect("@agent-pending never went back to 0");
+}
+
+#[test]
+fn hostile_names_and_goals_arrive_intact_as_json_strings() {
+    let rig = Rig::new(LIFECYCLE);
+    let canary = rig.server.home.path().join("pwned");
+    let _daemon = rig.start_daemon();
+    rig.wait_calls(1);
+
+    let hostile = format!("a b'c\"d;e#{{x}}#(touch {})", canary.display());
+    let goal = format!(
+        "line1\nline2 $HOME `id` #(touch {}) {{goal_id}}",
+        canary.display()
+    );
+    let id = rig
+        .server
+        .tmux(&[
+            "new-session",
+            "-d",
+            "-P",
+            "-F",
+            "#{session_id}",
+            "-s",
+            &hostile.replace('#', "##"),
+            ";",
+            // No -t: a command after new-session acts on the new session.
+            "set-option",
+            "@agent-goal",
+            &goal,
+        ])
+        .trim()
+        .to_owned();
+    let calls = rig.wait_calls(2);
+    let register = &calls[1]["arguments"];
+    assert_eq!(register["name"], hostile.as_str());
+    assert_eq!(
+        register["goal"],
+        goal.as_str(),
+        "a placeholder inside a value is never rendered"
+    );
+    rig.server.tmux(&["kill-session", "-t", &id]);
+    let calls = rig.wait_calls(3);
+    assert_eq!(calls[2]["arguments"]["name"], hostile.as_str());
+    assert!(!canary.exists(), "something ran a #() from a name or goal");
+}
+
+/// A series of sessions, each created, attached, detached and killed,
+/// driven through one terminal client that switches from one to the next.
+fn churn(server: &TmuxServer, count: usize) -> Vec<String> {
+    let first = server
+        .tmux(&[
+            "new-session",
+            "-d",
+            "-P",
+            "-F",
+            "#{session_id}",
+            "-s",
+            "churn-0",
+        ])
+        .trim()
+        .to_owned();
+    let terminal = server.attach_terminal(&first);
+    let client = wait_for(PATIENCE, || {
+        let out = server.tmux(&["list-clients", "-F", "#{client_name}"]);
+        out.lines()
+            .find(|c| c.starts_with("/dev/"))
+            .map(str::to_owned)
+    })
+    .expect("the terminal client never attached");
+    let mut ids = vec![first];
+    for i in 1..count {
+        let id = server
+            .tmux(&[
+                "new-session",
+                "-d",
+                "-P",
+                "-F",
+                "#{session_id}",
+                "-s",
+                &format!("churn-{i}"),
+            ])
+            .trim()
+            .to_owned();
+        let previous = ids.last().unwrap().clone();
+        // Switching detaches the previous session and attaches the new one;
+        // waiting for the client to get there keeps every step visible.
+        server.tmux(&["switch-client", "-c", &client, "-t", &id]);
+        // Kill the previous session only once the daemon has seen it
+        // detached: a detach and a kill inside one listing are one close.
+        wait_for(PATIENCE, || {
+            let out = server.try_tmux(&["show-options", "-t", &previous, "-v", "@agent-state"]);
+            (String::from_utf8_lossy(&out.stdout).trim() == "detached").then_some(())
+        })
+        .expect("the daemon never saw the previous session detached");
+        server.tmux(&["kill-session", "-t", &previous]);
+        ids.push(id);
+    }
+    // The last one: detach it, then kill it.
+    let last = ids.last().unwrap().clone();
+    server.tmux(&["detach-client", "-s", &last]);
+    wait_for(PATIENCE, || {
+        let out = server.try_tmux(&["show-options", "-t", &last, "-v", "@agent-state"]);
+        (String::from_utf8_lossy(&out.stdout).trim() == "detached").then_some(())
+    })
+    .expect("the daemon never saw the last session detached");
+    drop(terminal);
+    server.tmux(&["kill-session", "-t", &last]);
+    ids
+}
+
+fn keys_by_step(calls: &[Value]) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for call in calls {
+        if let Some(key) = call["arguments"]["key"].as_str() {
+            *counts.entry(key.to_owned()).or_default() += 1;
+        }
+    }
+    counts
+}
+
+#[test]
+fn nothing_is_lost_when_the_server_is_down_and_the_daemon_is_killed() {
+    const SESSIONS: usize = 200;
+    let rig = Rig::new(LIFECYCLE);
+    std::fs::write(&rig.down, "").unwrap();
+    let mut daemon = rig.start_daemon();
+    let ids = churn(&rig.server, SESSIONS);
+    // Every event is committed once the daemon has seen the last close:
+    // 1 (base) + 4 per session (created, attached, detached, closed), all pending.
+    let committed = wait_for(PATIENCE, || {
+        let pending: usize = rig.global("@agent-pending").parse().unwrap_or(0);
+        (pending == 1 + 4 * SESSIONS).then_some(pending)
+    });
+    assert!(
+        committed.is_some(),
+        "pending = {}",
+        rig.global("@agent-pending")
+    );
+    assert!(
+        rig.calls().is_empty(),
+        "calls arrived while the server was down"
+    );
+
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(daemon.child.id() as i32, libc::SIGKILL) };
+    daemon.wait(PATIENCE).expect("the daemon survived SIGKILL");
+    std::fs::remove_file(&rig.down).unwrap();
+    let _daemon = rig.start_daemon();
+
+    let calls = rig.wait_calls(1 + 4 * SESSIONS);
+    wait_for(PATIENCE, || {
+        (rig.global("@agent-pending") == "0").then_some(())
+    })
+    .expect("@agent-pending never went back to 0");
+    let calls_now = rig.calls();
+    assert_eq!(
+        calls_now.len(),
+        calls.len(),
+        "calls kept arriving after pending reached 0"
+    );
+    let keys = keys_by_step(&calls_now);
+    assert_eq!(keys.len(), 1 + 4 * SESSIONS, "every action arrived");
+    let repeated: Vec<_> = keys.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(repeated.is_empty(), "repeated calls: {repeated:?}");
+    // Per session the order held, and the goal id kept from the register
+    // reached the later calls.
+    for id in &ids {
+        let goal = format!("goal-{id}");
+        let steps: Vec<&str> = calls_now
+            .iter()
+            .map(|c| &c["arguments"])
+            .filter(|a| {
+                a["goal_id"] == goal.as_str()
+                    || a["id"] == goal.as_str()
+                    || a["context"]["session_id"] == id.as_str()
+            })
+            .map(|a| a["step"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            steps,
+            ["register", "attached", "save", "complete"],
+            "session {id}"
+        );
+    }
+}
+
+#[test]
+fn a_call_in_flight_when_the_daemon_dies_is_sent_again_and_nothing_is_lost() {
+    // A slow register: the daemon is killed while it waits for the answer.
+    let slow = r#"
+[[on.session-created]]
+server = "rec"
+tool = "sleep"
+args = { ms = 800, key = "{idempotency_key}" }
+"#;
+    let rig = Rig::new(slow);
+    let mut daemon = rig.start_daemon();
+    rig.wait_calls(1); // base, in flight for 800 ms
+    unsafe { libc::kill(daemon.child.id() as i32, libc::SIGKILL) };
+    daemon.wait(PATIENCE).expect("the daemon survived SIGKILL");
+    rig.server.tmux(&["new-session", "-d", "-s", "later"]);
+
+    let _daemon = rig.start_daemon();
+    wait_for(PATIENCE, || {
+        (rig.global("@agent-pending") == "0").then_some(())
+    })
+    .expect("@agent-pending never went back to 0");
+    let keys = keys_by_step(&rig.calls());
+    // base's register went out twice (its answer never reached the first
+    // daemon); `later`, created while no daemon ran, is registered once.
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    let mut counts: Vec<usize> = keys.values().copied().collect();
+    counts.sort();
+    assert_eq!(counts, [1, 2], "{keys:?}");
+}
+
+#[test]
+fn a_permanent_failure_is_recorded_not_retried() {
+    let failing = r#"
+[[on.session-created]]
+server = "rec"
+tool = "fail"
+args = { message = "no such goal store" }
+"#;
+    let rig = Rig::new(failing);
+    let _daemon = rig.start_daemon();
+    rig.wait_calls(1);
+    let state = wait_for(PATIENCE, || {
+        let v = rig.option("base", "@agent-state");
+        v.starts_with("error:").then_some(v)
+    })
+    .expect("@agent-state never showed the error");
+    assert!(state.contains("no such goal store"), "{state}");
+    wait_for(PATIENCE, || {
+        (rig.global("@agent-pending") == "0").then_some(())
+    })
+    .expect("the failed call stayed pending");
+    // Nothing is sent again: a new event is the next call.
+    rig.server.tmux(&["new-session", "-d", "-s", "next"]);
+    let calls = rig.wait_calls(2);
+    assert_eq!(calls.len(), 2);
+}

@@ -1,0 +1,403 @@
+//! The agent tools of `tmux-agent mcp serve` (whoami, set_goal,
+//! complete_my_goal) against a real tmux server on a private socket, with
+//! the MCP server either given a pane's `$TMUX`/`$TMUX_PANE` or running
+//! inside a real pane (over HTTP, since the pane's stdio is its terminal).
+
+mod serve_support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rmcp::model::{ClientCapabilities, ClientConfig, Implementation, ProtocolVersion};
+use rmcp::service::ServiceExt;
+use rmcp::transport::StreamableHttpClientTransport;
+use serde_json::{Value, json};
+use serve_support::{STEP, connect, ok, serve_command, tool_error};
+
+/// A private tmux server, killed when dropped (also on panic).
+struct Tmux {
+    socket: String,
+    socket_path: std::path::PathBuf,
+}
+
+impl Tmux {
+    /// Starts a server with one detached session named `first`.
+    fn start(first: &str) -> Self {
+        let socket = format!("serve-agent-{}-{}", std::process::id(), unique());
+        let mut tmux = Self {
+            socket,
+            socket_path: Default::default(),
+        };
+        tmux.run(&[
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-x",
+            "200",
+            "-y",
+            "50",
+            "-s",
+            first,
+        ]);
+        tmux.socket_path = tmux.display("$0", "#{socket_path}").into();
+        tmux
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new("tmux");
+        cmd.args(["-L", &self.socket]).env("LC_ALL", "C.UTF-8");
+        cmd
+    }
+
+    /// Runs a tmux command that must succeed; returns stdout less one
+    /// trailing newline.
+    fn run(&self, args: &[&str]) -> String {
+        let out = self.command().args(args).output().expect("run tmux");
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).expect("UTF-8 from tmux");
+        text.strip_suffix('\n').unwrap_or(&text).to_owned()
+    }
+
+    fn display(&self, target: &str, format: &str) -> String {
+        self.run(&["display-message", "-p", "-t", target, format])
+    }
+
+    /// `$TMUX` as tmux sets it in a pane of this server.
+    fn tmux_env(&self) -> String {
+        let socket = self.socket_path.display();
+        let pid = self.display("$0", "#{pid}");
+        format!("{socket},{pid},0")
+    }
+
+    fn option(&self, session_id: &str, name: &str) -> String {
+        self.run(&["show-options", "-t", session_id, "-v", name])
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.command().arg("kill-server").output();
+        // tmux leaves the socket file behind when killed.
+        let _ = std::fs::remove_file(&self.socket_path);
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The MCP server as an agent in `pane` of `tmux` would run it over stdio.
+async fn serve_in_pane_env(tmux: &Tmux, pane: &str, db: &Path) -> serve_support::Client {
+    let mut cmd = serve_command(db, &[]);
+    cmd.env("TMUX", tmux.tmux_env()).env("TMUX_PANE", pane);
+    connect(cmd).await
+}
+
+#[tokio::test]
+async fn whoami_reads_the_pane_sessions_agent_options() {
+    let tmux = Tmux::start("work");
+    let dir = tempfile::tempdir().unwrap();
+    let session_id = tmux.display("work", "#{session_id}");
+    let pane = tmux.display(&session_id, "#{pane_id}");
+    let client = serve_in_pane_env(&tmux, &pane, &dir.path().join("b.db")).await;
+
+    let me = ok(&client, "whoami", json!({})).await;
+    assert_eq!(me["session_id"], session_id.as_str());
+    assert_eq!(me["session_name"], "work");
+    assert_eq!(me["pane"], pane.as_str());
+    for field in [
+        "goal",
+        "type",
+        "goal_id",
+        "state",
+        "group",
+        "role",
+        "goal_record",
+    ] {
+        assert_eq!(me[field], Value::Null, "{field} unset");
+    }
+    assert_eq!(me["peers"], json!([]));
+
+    for (name, value) in [
+        ("@agent-goal", "ship the #(parser) 'today'"),
+        ("@agent-type", "claude"),
+        ("@agent-state", "active"),
+        ("@agent-group", "build"),
+        ("@agent-role", "coordinator"),
+        ("@agent-peers", "review,docs, tests"),
+        ("@agent-goal-id", "77"),
+    ] {
+        tmux.run(&["set-option", "-t", &session_id, "--", name, value]);
+    }
+    let me = ok(&client, "whoami", json!({})).await;
+    assert_eq!(me["goal"], "ship the #(parser) 'today'");
+    assert_eq!(me["type"], "claude");
+    assert_eq!(me["state"], "active");
+    assert_eq!(me["group"], "build");
+    assert_eq!(me["role"], "coordinator");
+    assert_eq!(me["peers"], json!(["review", "docs", "tests"]));
+    assert_eq!(me["goal_id"], "77");
+    assert_eq!(
+        me["goal_record"],
+        Value::Null,
+        "goal 77 is not in this database"
+    );
+
+    // An empty value is set-but-empty, not unset.
+    tmux.run(&["set-option", "-t", &session_id, "--", "@agent-group", ""]);
+    let me = ok(&client, "whoami", json!({})).await;
+    assert_eq!(me["group"], "");
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn whoami_by_explicit_session_name_or_id() {
+    let tmux = Tmux::start("main");
+    // A name with quotes, spaces, a semicolon and non-ASCII ('#' is doubled
+    // because new-session -s expands formats).
+    let odd = "it's \"odd\"; ##{not} ünï 会话";
+    tmux.run(&["new-session", "-d", "-s", odd]);
+    let odd_listed = "it's \"odd\"; #{not} ünï 会话";
+    let odd_id = tmux
+        .run(&["list-sessions", "-F", "#{session_id} #{session_name}"])
+        .lines()
+        .find_map(|line| line.strip_suffix(odd_listed))
+        .map(|id| id.trim().to_owned())
+        .expect("the odd session is listed");
+    tmux.run(&["set-option", "-t", &odd_id, "--", "@agent-type", "reviewer"]);
+    // Prefix matching must not pick "main" for "mai", nor "main" for "main2".
+    tmux.run(&["new-session", "-d", "-s", "main2"]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = serve_command(&dir.path().join("b.db"), &[]);
+    cmd.args(["-L", &tmux.socket]);
+    let client = connect(cmd).await;
+
+    let me = ok(&client, "whoami", json!({"session": odd_listed})).await;
+    assert_eq!(me["session_id"], odd_id.as_str());
+    assert_eq!(me["session_name"], odd_listed);
+    assert_eq!(me["type"], "reviewer");
+    assert_eq!(me["pane"], Value::Null);
+    let by_id = ok(&client, "whoami", json!({"session": odd_id})).await;
+    assert_eq!(by_id["session_name"], odd_listed);
+    let main = ok(&client, "whoami", json!({"session": "main"})).await;
+    assert_eq!(main["session_name"], "main");
+
+    let message = tool_error(&client, "whoami", json!({"session": "mai"})).await;
+    assert!(
+        message.contains("no tmux session named \"mai\""),
+        "{message}"
+    );
+    let message = tool_error(&client, "whoami", json!({"session": "$999"})).await;
+    assert!(
+        message.contains("no tmux session named \"$999\""),
+        "{message}"
+    );
+    // Not in a pane and no session named: say what to do.
+    let message = tool_error(&client, "whoami", json!({})).await;
+    assert!(message.contains("$TMUX_PANE"), "{message}");
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn set_goal_stores_hostile_text_verbatim_and_refuses_line_breaks() {
+    let tmux = Tmux::start("work");
+    let session_id = tmux.display("work", "#{session_id}");
+    let pane = tmux.display(&session_id, "#{pane_id}");
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("pwned");
+    let client = serve_in_pane_env(&tmux, &pane, &dir.path().join("b.db")).await;
+
+    let hostile = format!(
+        "x'; kill-server; '#(touch {}) #{{session_name}} \"q\" é",
+        marker.display()
+    );
+    for goal in [
+        hostile.as_str(),
+        "-t $0 --starts-with-a-dash",
+        "",
+        "日本語 🚀",
+    ] {
+        let me = ok(&client, "set_goal", json!({"goal": goal})).await;
+        assert_eq!(me["goal"].as_str(), Some(goal));
+        assert_eq!(tmux.option(&session_id, "@agent-goal"), goal);
+    }
+    // Shown through a status-line format, the value is still just text.
+    tmux.run(&[
+        "set-option",
+        "-t",
+        &session_id,
+        "--",
+        "@agent-goal",
+        &hostile,
+    ]);
+    let shown = tmux.display(&session_id, "#{@agent-goal}");
+    assert_eq!(shown, hostile);
+    assert!(!marker.exists(), "#(...) in a goal must never run");
+
+    let message = tool_error(&client, "set_goal", json!({"goal": "two\nlines"})).await;
+    assert!(message.contains("one line"), "{message}");
+    assert_eq!(
+        tmux.option(&session_id, "@agent-goal"),
+        hostile,
+        "unchanged"
+    );
+    // The server is still there.
+    tmux.run(&["has-session", "-t", &session_id]);
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn complete_my_goal_completes_the_goal_in_agent_goal_id() {
+    let tmux = Tmux::start("work");
+    let session_id = tmux.display("work", "#{session_id}");
+    let pane = tmux.display(&session_id, "#{pane_id}");
+    let dir = tempfile::tempdir().unwrap();
+    let client = serve_in_pane_env(&tmux, &pane, &dir.path().join("b.db")).await;
+
+    let message = tool_error(&client, "complete_my_goal", json!({})).await;
+    assert!(message.contains("@agent-goal-id is not set"), "{message}");
+    tmux.run(&[
+        "set-option",
+        "-t",
+        &session_id,
+        "--",
+        "@agent-goal-id",
+        "goal-abc",
+    ]);
+    let message = tool_error(&client, "complete_my_goal", json!({})).await;
+    assert!(
+        message.contains("not a goal id of this server"),
+        "{message}"
+    );
+
+    // What the daemon does on session-created: register, keep the id.
+    let goal = ok(
+        &client,
+        "register_goal",
+        json!({"name": "work", "session": "h:$0:1"}),
+    )
+    .await;
+    let id = goal["id"].as_i64().unwrap().to_string();
+    tmux.run(&["set-option", "-t", &session_id, "--", "@agent-goal-id", &id]);
+    let me = ok(&client, "whoami", json!({})).await;
+    assert_eq!(me["goal_record"]["status"], "active");
+
+    let done = ok(
+        &client,
+        "complete_my_goal",
+        json!({"outcome": "all tests pass"}),
+    )
+    .await;
+    assert_eq!(done["id"].as_i64().unwrap().to_string(), id);
+    assert_eq!(done["status"], "completed");
+    assert_eq!(done["outcome"], "all tests pass");
+    let me = ok(&client, "whoami", json!({})).await;
+    assert_eq!(me["goal_record"], done);
+    // The daemon's own complete_goal at close time is then harmless.
+    let again = ok(
+        &client,
+        "complete_goal",
+        json!({"id": id, "outcome": "closed"}),
+    )
+    .await;
+    assert_eq!(again, done);
+    client.cancel().await.unwrap();
+}
+
+/// Polls `f` until it returns `Some`, failing after `STEP`.
+fn poll<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + STEP;
+    loop {
+        if let Some(value) = f() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test]
+async fn server_running_inside_a_real_pane_knows_its_session() {
+    let tmux = Tmux::start("agent-home");
+    let session_id = tmux.display("agent-home", "#{session_id}");
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("b.db");
+    // The pane's shell is replaced by the server; tmux sets TMUX and
+    // TMUX_PANE for it as for any program in a pane.
+    let command = format!(
+        "exec env -u TMUX_AGENT_DB TMUX_AGENT_LOG=warn '{}' mcp serve --db '{}' --http 127.0.0.1:0",
+        env!("CARGO_BIN_EXE_tmux-agent"),
+        db.display()
+    );
+    let pane = tmux.run(&[
+        "new-window",
+        "-P",
+        "-F",
+        "#{pane_id}",
+        "-t",
+        &session_id,
+        &command,
+    ]);
+    let url = poll("the server's address in the pane", || {
+        let screen = tmux.run(&["capture-pane", "-p", "-J", "-t", &pane]);
+        screen
+            .lines()
+            .find_map(|line| line.split("listening on ").nth(1))
+            .map(|url| url.trim().to_owned())
+    });
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.ends_with("/mcp"),
+        "{url}"
+    );
+
+    let config = ClientConfig::new(
+        ClientCapabilities::default(),
+        Implementation::new("pane-test", "0"),
+    )
+    .with_protocol_version(ProtocolVersion::V_2025_11_25);
+    let client = tokio::time::timeout(
+        STEP,
+        config.serve(StreamableHttpClientTransport::from_uri(url)),
+    )
+    .await
+    .expect("HTTP handshake timed out")
+    .expect("HTTP handshake failed");
+    let me = ok(&client, "whoami", json!({})).await;
+    assert_eq!(me["session_id"], session_id.as_str());
+    assert_eq!(me["session_name"], "agent-home");
+    assert_eq!(me["pane"], pane.as_str());
+    let me = ok(&client, "set_goal", json!({"goal": "from inside"})).await;
+    assert_eq!(me["goal"], "from inside");
+    assert_eq!(tmux.option(&session_id, "@agent-goal"), "from inside");
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_stale_pane_or_a_dead_server_is_a_tool_error() {
+    let tmux = Tmux::start("work");
+    let dir = tempfile::tempdir().unwrap();
+    let client = serve_in_pane_env(&tmux, "%999", &dir.path().join("b.db")).await;
+    let message = tool_error(&client, "whoami", json!({})).await;
+    assert!(
+        message.contains("%999") && message.contains("not on the tmux server"),
+        "{message}"
+    );
+
+    tmux.run(&["kill-server"]);
+    let message = tool_error(&client, "whoami", json!({})).await;
+    assert!(message.contains("tmux list-panes failed"), "{message}");
+    let message = tool_error(&client, "set_goal", json!({"goal": "x"})).await;
+    assert!(message.contains("failed"), "{message}");
+    // Goal tools do not need tmux.
+    ok(&client, "list_goals", json!({})).await;
+    client.cancel().await.unwrap();
+}

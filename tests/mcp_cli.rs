@@ -179,7 +179,7 @@ fn mcp_call_failures_exit_1_with_the_error_on_stderr() {
     assert_eq!(code, 1);
     assert_eq!(
         stderr.trim_end(),
-        "tmux-agent: no MCP server named `nope`; configured: t"
+        "tmux-agent: no MCP server named `nope`; configured: builtin, t"
     );
 
     let (code, _, stderr) = home.run(&["mcp", "call", "t", "echo", "--timeout", "soon"], None);

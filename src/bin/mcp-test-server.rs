@@ -50,6 +50,7 @@
 //! | `notification` | `method`, `params` | a JSON-RPC notification arrived (e.g. `notifications/cancelled` with `params.requestId`, `params.reason`) |
 //! | `unparsable` | `line` (first 200 bytes) | a line that is not JSON arrived |
 //! | `tool-cancelled` | `tool`, `id` | a running tool (`sleep`, `garbage`) saw its cancellation |
+//! | `stdin-closed` | | stdin closed but `--ignore-stdin-eof` keeps the process running |
 //! | `exit` | `reason` | the process is about to exit on its own (`stdin closed`, `crash tool`) |
 //! | `down` | | the process exits at once because the `--down-if-exists` file exists |
 //!

@@ -19,8 +19,10 @@ use crate::mcp::{CallError, CallOptions, McpPool, OutputSource, ServerStatus};
 const SOURCES: &str = "\
 Servers come from ~/.config/tmux-agent/config.toml ([servers.NAME]) and from the files
 Claude uses: ~/.claude.json (mcpServers, and projects[<this dir>].mcpServers), .mcp.json
-in this directory, and Claude Desktop's claude_desktop_config.json. `tmux-agent config show`
-prints what was found and where.";
+in this directory, and Claude Desktop's claude_desktop_config.json. When a name is defined
+more than once, the first of these wins: config.toml, ~/.claude.json projects[<dir>],
+.mcp.json, ~/.claude.json mcpServers, Claude Desktop. `tmux-agent config show` prints what
+was found and where.";
 
 #[derive(Debug, Subcommand)]
 pub enum McpCommand {

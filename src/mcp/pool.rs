@@ -423,17 +423,23 @@ async fn send(
     let (peer, _) = ready_peer(shared, deadline).await.map_err(zero)?;
     let _busy = Busy::new(shared);
 
-    let remaining = deadline.saturating_duration_since(Instant::now());
-    let is_cap = remaining <= timeout;
+    let remaining = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1));
     let options = PeerRequestOptions::with_timeout(timeout.min(remaining))
         .reset_timeout_on_progress()
-        .with_max_total_timeout(remaining.max(Duration::from_millis(1)));
+        .with_max_total_timeout(remaining);
     let sent_at = Instant::now();
     let handle = match peer.send_request_with_option(request, options).await {
         Ok(handle) => handle,
         Err(error) => {
             return Err(zero(map_service_error(
-                shared, label, error, timeout, &limit, is_cap, started,
+                shared,
+                label,
+                error,
+                (timeout, remaining),
+                &limit,
+                started,
             )));
         }
     };
@@ -451,7 +457,7 @@ async fn send(
             Ok((result, latency))
         }
         Err(error) => Err((
-            map_service_error(shared, label, error, timeout, &limit, is_cap, started),
+            map_service_error(shared, label, error, (timeout, remaining), &limit, started),
             latency,
         )),
     }
@@ -515,21 +521,29 @@ async fn ready_peer(
 ) -> Result<(Peer<RoleClient>, ConnectionInfo), CallError> {
     let server = &shared.spec.name;
     let mut link_rx = shared.link.subscribe();
-    let mut asked = false;
-    let mut saw_connecting = false;
+    // The connect attempt count when this call asked for a connection: a
+    // backoff after a later attempt is that attempt failing.
+    let mut asked_at: Option<u64> = None;
     loop {
         // Raise in_flight before reading the link: the supervisor's idle
         // check unpublishes the peer and then re-reads in_flight.
         shared.in_flight.fetch_add(1, Ordering::SeqCst);
         let link = link_rx.borrow_and_update().clone();
+        let mut dead = false;
         if let (Phase::Ready, Some(peer), Some(info)) = (link.phase, link.peer, link.info) {
-            return Ok((peer, info));
+            if !peer.is_transport_closed() {
+                return Ok((peer, info));
+            }
+            // The connection just died and the supervisor has not said so
+            // yet: wait for it to (Backoff, or a new connection).
+            dead = true;
         }
         shared.in_flight.fetch_sub(1, Ordering::SeqCst);
         match link.phase {
+            Phase::Ready if dead => {}
             Phase::Ready | Phase::Idle => {
-                if !asked {
-                    asked = true;
+                if asked_at.is_none() {
+                    asked_at = Some(link.attempts);
                     if shared.commands.send(Command::Connect).is_err() {
                         return Err(CallError::ShuttingDown {
                             server: server.clone(),
@@ -537,9 +551,14 @@ async fn ready_peer(
                     }
                 }
             }
-            Phase::Connecting => saw_connecting = true,
+            Phase::Connecting => {
+                // Joining an attempt already under way counts as asking.
+                asked_at.get_or_insert(link.attempts.saturating_sub(1));
+            }
             Phase::Backoff { until } => {
-                if saw_connecting && let Some(error) = link.connect_error {
+                if asked_at.is_some_and(|n| link.attempts > n)
+                    && let Some(error) = link.connect_error
+                {
                     return Err(CallError::ConnectFailed {
                         server: server.clone(),
                         error,
@@ -581,9 +600,8 @@ fn map_service_error(
     shared: &ServerShared,
     label: &str,
     error: rmcp::ServiceError,
-    timeout: Duration,
+    (timeout, remaining): (Duration, Duration),
     limit: &str,
-    is_cap: bool,
     started: Instant,
 ) -> CallError {
     let server = shared.spec.name.clone();
@@ -605,7 +623,10 @@ fn map_service_error(
         },
         rmcp::ServiceError::Timeout { timeout: fired } => {
             note_http_failure();
-            let limit = if is_cap && fired != timeout {
+            // rmcp reports the duration that fired: the remaining time under
+            // max_call_time (the cap, or the call timeout clamped to it), or
+            // the call timeout itself.
+            let limit = if fired == remaining && fired != timeout {
                 "max_call_time".to_string()
             } else {
                 limit.to_string()

@@ -34,6 +34,8 @@ const STDERR_TAIL_LINES: usize = 12;
 const STDERR_LINE_MAX: usize = 2000;
 /// Bytes of a non-JSON stdout line kept for messages.
 const PREVIEW_MAX: usize = 200;
+/// Non-JSON stdout lines logged as warnings per connection (then debug).
+const NON_JSON_WARNINGS: u64 = 3;
 
 /// What was seen on a server's output stream, for error messages.
 #[derive(Debug, Default)]
@@ -144,8 +146,14 @@ impl<R> StdoutGuard<R> {
         );
         if !looks_like_json {
             let preview = String::from_utf8_lossy(text).into_owned();
-            tracing::warn!(server = %self.server, line = %preview, "MCP server wrote a non-JSON line to stdout");
             let mut report = lock(&self.report);
+            // Warn about the first few only: a chatty server must not flood
+            // the log; the count and the latest line stay in the report.
+            if report.non_json_lines < NON_JSON_WARNINGS {
+                tracing::warn!(server = %self.server, line = %preview, "MCP server wrote a non-JSON line to stdout");
+            } else {
+                tracing::debug!(server = %self.server, line = %preview, "MCP server wrote a non-JSON line to stdout");
+            }
             report.non_json_lines += 1;
             report.last_non_json = Some(preview);
         }

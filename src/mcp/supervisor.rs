@@ -362,7 +362,9 @@ async fn ready(
             },
             _ = tick.tick() => {
                 let quiet = shared.quiet_for();
-                let busy = shared.in_flight.load(Ordering::SeqCst) > 0;
+                // Calls waiting for a slot count as use, not only calls out.
+                let busy = shared.in_flight.load(Ordering::SeqCst) > 0
+                    || shared.admitted.load(Ordering::SeqCst) > 0;
                 if let Some(limit) = idle_timeout
                     && !busy
                     && quiet >= limit

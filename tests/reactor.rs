@@ -441,3 +441,42 @@ args = { message = "no such goal store" }
     let calls = rig.wait_calls(2);
     assert_eq!(calls.len(), 2);
 }
+
+#[test]
+fn status_answers_at_once_while_an_mcp_server_hangs() {
+    // The register call of `base` hangs in the MCP server for a minute.
+    let hung = r#"
+[[on.session-created]]
+server = "rec"
+tool = "sleep"
+args = { ms = 60000 }
+"#;
+    let rig = Rig::new(hung);
+    let _daemon = rig.start_daemon();
+    rig.wait_calls(1);
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        let out = rig
+            .server
+            .agent()
+            .args(["status", "--json"])
+            .output()
+            .unwrap();
+        times.push(started.elapsed());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(status["running"], true, "{status}");
+    }
+    times.sort();
+    eprintln!(
+        "status while an MCP call hangs: min {:?}, median {:?}, max {:?}",
+        times[0], times[2], times[4]
+    );
+    // A generous bound: the point is that status does not wait for the call.
+    assert!(times[2] < Duration::from_secs(2), "{times:?}");
+}

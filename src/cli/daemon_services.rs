@@ -167,24 +167,8 @@ pub async fn start(
 /// A token cancelled on SIGINT or SIGTERM. (SIGHUP means reload for the
 /// daemon, as for most daemons; see [`start`].)
 pub fn shutdown_on_int_term() -> CancellationToken {
-    use tokio::signal::unix::{SignalKind, signal};
-    let token = CancellationToken::new();
-    let cancel = token.clone();
-    tokio::spawn(async move {
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
-            tracing::warn!("could not install signal handlers");
-            return;
-        };
-        tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
-        }
-        cancel.cancel();
-    });
-    token
+    use tokio::signal::unix::SignalKind;
+    super::shutdown_on(&[SignalKind::interrupt(), SignalKind::terminate()])
 }
 
 /// Answers each SIGHUP like a `reload` request, until shutdown.

@@ -140,28 +140,36 @@ async fn attach(global: &GlobalArgs, connection: CancellationToken) -> anyhow::R
         .with_context(|| format!("reading sessions from `{server}`"))
 }
 
-/// A token cancelled on SIGINT, SIGTERM or SIGHUP.
-fn shutdown_on_signal() -> CancellationToken {
-    use tokio::signal::unix::{SignalKind, signal};
+/// A token cancelled when any of `signals` arrives.
+fn shutdown_on(signals: &[tokio::signal::unix::SignalKind]) -> CancellationToken {
     let token = CancellationToken::new();
     let cancel = token.clone();
-    tokio::spawn(async move {
-        let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-            signal(SignalKind::hangup()),
-        ) else {
-            tracing::warn!("could not install signal handlers");
-            return;
-        };
-        tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
-            _ = hup.recv() => {}
+    let mut streams = Vec::new();
+    for kind in signals {
+        match tokio::signal::unix::signal(*kind) {
+            Ok(stream) => streams.push(stream),
+            Err(err) => tracing::warn!(%err, "could not install a signal handler"),
         }
+    }
+    if streams.is_empty() {
+        return token;
+    }
+    tokio::spawn(async move {
+        futures::future::select_all(streams.iter_mut().map(|s| Box::pin(s.recv()))).await;
         cancel.cancel();
     });
     token
+}
+
+/// A token cancelled on SIGINT, SIGTERM or SIGHUP (for commands that are
+/// not the daemon: for it, SIGHUP means reload).
+fn shutdown_on_signal() -> CancellationToken {
+    use tokio::signal::unix::SignalKind;
+    shutdown_on(&[
+        SignalKind::interrupt(),
+        SignalKind::terminate(),
+        SignalKind::hangup(),
+    ])
 }
 
 /// Says in words why tracking ended. A bare `%exit` can mean the server

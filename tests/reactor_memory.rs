@@ -1,0 +1,156 @@
+//! The `server-memory` preset against the real npm
+//! `@modelcontextprotocol/server-memory`, configured the way a Claude Code
+//! user already has it: in `~/.claude.json`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{LineReader, TmuxServer, wait_for};
+use serde_json::{Value, json};
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// `.test-deps/npm/node_modules/.bin/<name>`, installed by
+/// `scripts/install-test-deps` (which CI always runs).
+fn npm_bin(name: &str) -> Option<PathBuf> {
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".test-deps/npm/node_modules/.bin")
+        .join(name);
+    if bin.exists() {
+        return Some(bin);
+    }
+    eprintln!(
+        "\n!!! SKIPPED: {} is missing. Run scripts/install-test-deps (CI always does). !!!\n",
+        bin.display()
+    );
+    None
+}
+
+#[test]
+fn a_detached_session_is_in_the_memory_graph() {
+    let Some(memory) = npm_bin("mcp-server-memory") else {
+        return;
+    };
+    let server = TmuxServer::start();
+    let home = server.home.path();
+    let memory_file = home.join("memory.jsonl");
+    std::fs::write(
+        home.join(".claude.json"),
+        json!({"mcpServers": {"memory": {
+            "command": memory,
+            "env": {"MEMORY_FILE_PATH": memory_file}
+        }}})
+        .to_string(),
+    )
+    .unwrap();
+    let config = home.join(".config/tmux-agent");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(
+        config.join("config.toml"),
+        "[reactor]\npreset = \"server-memory\"\n",
+    )
+    .unwrap();
+
+    let mut cmd = server.agent();
+    cmd.arg("daemon");
+    let _daemon = LineReader::spawn(cmd);
+    let global = |name: &str| {
+        let out = server.try_tmux(&["show-options", "-gv", name]);
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    wait_for(PATIENCE, || {
+        (global("@agent-daemon") == "running").then_some(())
+    })
+    .expect("the daemon never attached");
+
+    let id = server
+        .tmux(&[
+            "new-session",
+            "-d",
+            "-P",
+            "-F",
+            "#{session_id}",
+            "-s",
+            "work",
+            ";",
+            "set-option",
+            "@agent-goal",
+            "write the \"memory\" test",
+        ])
+        .trim()
+        .to_owned();
+    let created = server.tmux(&["display-message", "-p", "-t", &id, "#{session_created}"]);
+    let host = server.tmux(&["display-message", "-p", "-t", &id, "#{host}"]);
+    let terminal = server.attach_terminal(&id);
+    wait_for(PATIENCE, || {
+        let out = server.tmux(&["list-clients", "-t", &id]);
+        (!out.trim().is_empty()).then_some(())
+    })
+    .expect("the terminal never attached");
+    // Give the daemon the attach before the detach (one listing must see it).
+    let attached = wait_for(PATIENCE, || {
+        let out = server.try_tmux(&["show-options", "-t", &id, "-v", "@agent-state"]);
+        let state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        (state == "active").then_some(())
+    });
+    assert!(attached.is_some());
+    wait_for(PATIENCE, || (global("@agent-pending") == "0").then_some(()))
+        .expect("the create call was never delivered");
+    server.tmux(&["detach-client", "-s", &id]);
+    drop(terminal);
+    wait_for(PATIENCE, || {
+        let out = server.try_tmux(&["show-options", "-t", &id, "-v", "@agent-saved"]);
+        (!out.stdout.is_empty()).then_some(())
+    })
+    .expect("the detach save never succeeded");
+
+    // What a person would run to see it.
+    let out = server
+        .agent()
+        .args(["mcp", "call", "memory", "read_graph", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let graph: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let entity_name = format!("tmux:{}:work:{}", host.trim(), created.trim());
+    let entities = graph["value"]["entities"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{graph:#}"));
+    let entity = entities
+        .iter()
+        .find(|e| e["name"] == entity_name.as_str())
+        .unwrap_or_else(|| panic!("no entity {entity_name} in {graph:#}"));
+    assert_eq!(entity["entityType"], "tmux_session");
+    let observations: Vec<&str> = entity["observations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        observations
+            .iter()
+            .any(|o| o.starts_with("session-created at")),
+        "{observations:?}"
+    );
+    assert!(
+        observations
+            .iter()
+            .any(|o| o.starts_with("session-detached at")),
+        "{observations:?}"
+    );
+    assert!(
+        observations.contains(&"goal: write the \"memory\" test"),
+        "{observations:?}"
+    );
+    assert!(
+        observations.iter().any(|o| o.starts_with("window 0: ")),
+        "{observations:?}"
+    );
+}

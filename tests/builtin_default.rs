@@ -96,7 +96,7 @@ fn with_no_config_the_builtin_server_keeps_goals_and_contexts() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|g| g["id"].to_string() == goal_id)
+        .find(|g| g["id"] == goal_id.parse::<i64>().unwrap_or(-1))
         .unwrap_or_else(|| panic!("goal {goal_id} not in {goals:#}"));
     assert_eq!(goal["name"], name);
     assert_eq!(goal["status"], "completed");

@@ -122,7 +122,7 @@ fn reload_restarts_what_changed_keeps_the_rest_and_refuses_a_broken_config() {
         on_created("keep"),
         on_created("change"),
     ));
-    let _daemon = rig.start_daemon();
+    let mut daemon = rig.start_daemon();
     // `base` existed before the daemon: both servers register it.
     let keep_pid = rig.wait_calls("keep", 1)[0]["pid"].clone();
     let change_pid = rig.wait_calls("change", 1)[0]["pid"].clone();
@@ -175,6 +175,25 @@ fn reload_restarts_what_changed_keeps_the_rest_and_refuses_a_broken_config() {
         "third"
     );
     assert_eq!(rig.wait_calls("change", 3)[2]["pid"], change[1]["pid"]);
+
+    // SIGHUP does the same as `reload`.
+    rig.write_config(&format!(
+        "{}{}",
+        rig.server_entry("late", &[]),
+        on_created("late")
+    ));
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(daemon.child.id() as i32, libc::SIGHUP) };
+    assert!(
+        daemon.wait_stderr("reloaded on SIGHUP", PATIENCE),
+        "{}",
+        daemon.stderr()
+    );
+    rig.server.tmux(&["new-session", "-d", "-s", "fourth"]);
+    assert_eq!(
+        rig.wait_calls("late", 1)[0]["arguments"]["session"],
+        "fourth"
+    );
 }
 
 #[test]

@@ -51,6 +51,11 @@ pub fn server_key(server: &ServerSocket) -> String {
         .collect()
 }
 
+/// The outbox database of the daemon on `server`.
+pub fn outbox(server: &ServerSocket) -> PathBuf {
+    state_dir().join(format!("outbox-{}.db", server_key(server)))
+}
+
 /// The log file of a detached daemon on `server`.
 pub fn daemon_log(server: &ServerSocket) -> PathBuf {
     state_dir().join(format!("daemon-{}.log", server_key(server)))

@@ -218,6 +218,34 @@ impl Outbox {
         })
     }
 
+    /// Opens an existing outbox for reading only, beside a daemon that
+    /// writes it (WAL lets readers and the writer go on together); `None`
+    /// when there is no outbox yet. Nothing is created or changed.
+    pub fn open_read_only(path: &Path) -> Result<Option<Self>, OutboxError> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let open = |source| OutboxError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let db = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(open)?;
+        db.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open)?;
+        let version: i64 = db
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(open)?;
+        if version < SCHEMA_VERSION {
+            // Created but never written: as good as no outbox.
+            return Ok(None);
+        }
+        Ok(Some(Self { db }))
+    }
+
     /// An outbox that lives in memory, for tests.
     pub fn in_memory() -> Result<Self, OutboxError> {
         Self::init(Connection::open_in_memory()?)
@@ -505,6 +533,44 @@ impl Outbox {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Counts by state of one session's actions.
+    pub fn session_counts(&self, session_key: &str) -> Result<Counts, OutboxError> {
+        let mut counts = Counts::default();
+        let mut stmt = self.db.prepare_cached(
+            "SELECT state, COUNT(*) FROM actions WHERE session_key = ?1 GROUP BY state",
+        )?;
+        let rows = stmt.query_map(params![session_key], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+        })?;
+        for row in rows {
+            let (state, n) = row?;
+            let n = u64::try_from(n).unwrap_or(0);
+            match state.as_str() {
+                "pending" => counts.pending = n,
+                "inflight" => counts.inflight = n,
+                "delivered" => counts.delivered = n,
+                "failed" => counts.failed = n,
+                _ => {}
+            }
+        }
+        Ok(counts)
+    }
+
+    /// The actions with these idempotency keys, in the keys' order (keys
+    /// not found are left out): how a requested save follows its calls.
+    pub fn by_keys(&self, keys: &[String]) -> Result<Vec<HistoryEntry>, OutboxError> {
+        let mut stmt = self.db.prepare_cached(
+            "SELECT id, event, server, tool, state, attempts, created_at, delivered_at, latency_ms, last_error
+             FROM actions WHERE idempotency_key = ?1",
+        )?;
+        let mut entries = Vec::with_capacity(keys.len());
+        for key in keys {
+            let entry = stmt.query_row(params![key], history_entry).optional()?;
+            entries.extend(entry);
+        }
+        Ok(entries)
+    }
+
     /// The latest `limit` actions of a session, newest first.
     pub fn history(
         &self,
@@ -515,20 +581,7 @@ impl Outbox {
             "SELECT id, event, server, tool, state, attempts, created_at, delivered_at, latency_ms, last_error
              FROM actions WHERE session_key = ?1 ORDER BY id DESC LIMIT ?2",
         )?;
-        let rows = stmt.query_map(params![session_key, limit as i64], |row| {
-            Ok(HistoryEntry {
-                id: row.get(0)?,
-                event: row.get(1)?,
-                server: row.get(2)?,
-                tool: row.get(3)?,
-                state: row.get(4)?,
-                attempts: row.get(5)?,
-                created_at: row.get(6)?,
-                delivered_at: row.get(7)?,
-                latency_ms: row.get(8)?,
-                error: row.get(9)?,
-            })
-        })?;
+        let rows = stmt.query_map(params![session_key, limit as i64], history_entry)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -553,6 +606,23 @@ impl Outbox {
             .find(|st| st.as_str() == s)
         }))
     }
+}
+
+/// A history row: `id, event, server, tool, state, attempts, created_at,
+/// delivered_at, latency_ms, last_error`.
+fn history_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<HistoryEntry> {
+    Ok(HistoryEntry {
+        id: row.get(0)?,
+        event: row.get(1)?,
+        server: row.get(2)?,
+        tool: row.get(3)?,
+        state: row.get(4)?,
+        attempts: row.get(5)?,
+        created_at: row.get(6)?,
+        delivered_at: row.get(7)?,
+        latency_ms: row.get(8)?,
+        error: row.get(9)?,
+    })
 }
 
 /// Column values before JSON parsing.
@@ -671,6 +741,46 @@ mod tests {
         assert_eq!((counts.failed, counts.pending), (1, 0));
         let history = outbox.history("A", 10).unwrap();
         assert_eq!(history[0].error.as_deref(), Some("isError: bad"));
+    }
+
+    #[test]
+    fn a_reader_sees_what_the_writer_commits_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.db");
+        assert!(Outbox::open_read_only(&path).unwrap().is_none());
+        let mut writer = Outbox::open(&path).unwrap();
+        let mut reader = Outbox::open_read_only(&path).unwrap().unwrap();
+        writer
+            .enqueue(
+                &[
+                    action("k1", "A", "session-created", Priority::Register),
+                    action("k2", "A", "save", Priority::Save),
+                    action("k3", "B", "save", Priority::Save),
+                ],
+                0,
+            )
+            .unwrap();
+        // B's save outranks A's register.
+        let first = writer.next_ready("builtin", 0).unwrap().unwrap();
+        assert_eq!(first.new.idempotency_key, "k3");
+        writer.mark_inflight(first.id).unwrap();
+        writer.mark_failed(first.id, "no", 1).unwrap();
+        let found = reader
+            .by_keys(&["k3".into(), "missing".into(), "k1".into()])
+            .unwrap();
+        let states: Vec<(&str, &str)> = found
+            .iter()
+            .map(|e| (e.event.as_str(), e.state.as_str()))
+            .collect();
+        assert_eq!(states, [("save", "failed"), ("session-created", "pending")]);
+        let counts = reader.session_counts("A").unwrap();
+        assert_eq!((counts.pending, counts.failed), (2, 0));
+        let counts = reader.session_counts("B").unwrap();
+        assert_eq!((counts.pending, counts.failed), (0, 1));
+        assert!(
+            reader.keep("A", "x", &json!(1)).is_err(),
+            "the reader wrote"
+        );
     }
 
     #[test]

@@ -11,6 +11,12 @@
 //! (`active`, `detached`, `saving`, `error: <reason>`), `@agent-saved` (time
 //! of the last successful save) on the session; `@agent-pending` (actions not
 //! yet delivered) globally.
+//!
+//! The settings come through a `watch` channel: a reload takes effect for
+//! the next event, and a dispatcher starts for every newly named MCP server
+//! (dispatchers are never stopped: actions already in the outbox for a
+//! server no longer named are still delivered). Requests from the CLI come
+//! through [`ReactorCommand`]s.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -19,11 +25,11 @@ use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::actions::{ActionMap, priority};
+use super::actions::{ActionMap, ActionSpec, priority};
 use super::context::{self, CaptureOptions, SessionContext};
 use super::outbox::{Action, NewAction, Outbox, OutboxError, Priority};
 use super::template;
@@ -105,6 +111,34 @@ impl Default for ReactorSettings {
     }
 }
 
+/// What the reactor receives.
+pub struct Inputs {
+    /// The settings in force; a new value applies from the next event.
+    pub settings: watch::Receiver<Arc<ReactorSettings>>,
+    /// The tracker's lifecycle events, in order. The reactor runs until
+    /// this closes (or shutdown).
+    pub events: mpsc::Receiver<LifecycleEvent>,
+    /// Requests from the CLI, through the daemon.
+    pub commands: mpsc::Receiver<ReactorCommand>,
+}
+
+/// A request to the reactor.
+#[derive(Debug)]
+pub enum ReactorCommand {
+    /// Save the session's context now: its `checkpoint` actions (or, when
+    /// the config has none, the `session-detached` actions that carry the
+    /// context: `{context}` or `{observations}`), committed at save
+    /// priority under the event name `save`. Answers with the idempotency
+    /// keys of the actions committed, or why nothing was.
+    Save {
+        session: SessionId,
+        reply: oneshot::Sender<Result<Vec<String>, String>>,
+    },
+}
+
+/// The event name under which a requested save is recorded.
+pub const SAVE_EVENT: &str = "save";
+
 /// Errors that stop the reactor.
 #[derive(Debug, thiserror::Error)]
 pub enum ReactorError {
@@ -149,8 +183,71 @@ struct Shared<C> {
     outbox: Mutex<Outbox>,
     caller: Arc<C>,
     identity: ServerIdentity,
-    /// One wake-up per MCP server, poked when actions are enqueued.
-    wake: HashMap<String, Arc<Notify>>,
+    /// One wake-up per MCP server with a dispatcher, poked when actions
+    /// are enqueued. Grows when a reload names new servers.
+    wake: Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+impl<C> Shared<C> {
+    fn wake(&self, server: &str) {
+        if let Some(wake) = self.wake.lock().expect("wake lock").get(server) {
+            wake.notify_one();
+        }
+    }
+
+    fn servers(&self) -> Vec<String> {
+        self.wake
+            .lock()
+            .expect("wake lock")
+            .keys()
+            .cloned()
+            .collect()
+    }
+}
+
+/// The MCP servers the settings' actions name, sorted.
+pub fn named_servers(settings: &ReactorSettings) -> Vec<String> {
+    let mut names: Vec<String> = settings
+        .actions
+        .values()
+        .flatten()
+        .map(|s| s.server.clone())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Starts a dispatcher for each server in `servers` that has none yet.
+fn start_dispatchers<C: ToolCaller>(
+    shared: &Arc<Shared<C>>,
+    servers: &[String],
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) {
+    let mut wake = shared.wake.lock().expect("wake lock");
+    for server in servers {
+        if wake.contains_key(server) {
+            continue;
+        }
+        let notify = Arc::new(Notify::new());
+        wake.insert(server.clone(), notify.clone());
+        tasks.spawn(dispatch(
+            shared.clone(),
+            server.clone(),
+            notify,
+            shutdown.clone(),
+        ));
+    }
+}
+
+/// The checkpoint timer of `settings`, if they ask for checkpoints.
+fn checkpoint_timer(settings: &ReactorSettings) -> Option<tokio::time::Interval> {
+    settings.checkpoint_interval.map(|every| {
+        let mut timer = tokio::time::interval(every);
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        timer
+    })
 }
 
 /// Runs the reactor until `events` closes or `shutdown` fires.
@@ -159,14 +256,19 @@ struct Shared<C> {
 /// no actions in the outbox yet are registered as if just created, so
 /// starting the daemon on a busy server tracks everything.
 pub async fn run<C: ToolCaller>(
-    settings: ReactorSettings,
+    inputs: Inputs,
     control: ControlHandle,
     mut outbox: Outbox,
     caller: Arc<C>,
     model: Model,
-    mut events: mpsc::Receiver<LifecycleEvent>,
     shutdown: CancellationToken,
 ) -> Result<(), ReactorError> {
+    let Inputs {
+        settings: mut settings_rx,
+        mut events,
+        mut commands,
+    } = inputs;
+    let settings = settings_rx.borrow_and_update().clone();
     let identity = server_identity(&control, model.sidecar()).await?;
     let recovered = outbox.recover()?;
     if recovered > 0 {
@@ -175,32 +277,16 @@ pub async fn run<C: ToolCaller>(
             "re-sending calls whose answer a previous daemon never saw"
         );
     }
-    let servers: Vec<String> = {
-        let mut names: Vec<String> = settings
-            .actions
-            .values()
-            .flatten()
-            .map(|s| s.server.clone())
-            .collect();
-        names.sort();
-        names.dedup();
-        names
-    };
     let shared = Arc::new(Shared {
         control,
         outbox: Mutex::new(outbox),
         caller,
         identity,
-        wake: servers
-            .iter()
-            .map(|s| (s.clone(), Arc::new(Notify::new())))
-            .collect(),
+        wake: Mutex::new(HashMap::new()),
     });
 
     let tasks = TaskTracker::new();
-    for server in &servers {
-        tasks.spawn(dispatch(shared.clone(), server.clone(), shutdown.clone()));
-    }
+    start_dispatchers(&shared, &named_servers(&settings), &tasks, &shutdown);
 
     let mut reactor = Reactor {
         settings,
@@ -211,16 +297,33 @@ pub async fn run<C: ToolCaller>(
     reactor.adopt(&model).await;
     publish_pending(&shared).await;
 
-    let mut checkpoints = reactor.settings.checkpoint_interval.map(|every| {
-        let mut timer = tokio::time::interval(every);
-        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        timer
-    });
+    let mut checkpoints = checkpoint_timer(&reactor.settings);
+    let (mut settings_open, mut commands_open) = (true, true);
     loop {
         tokio::select! {
             event = events.recv() => match event {
                 Some(event) => reactor.on_event(event).await,
                 None => break,
+            },
+            changed = settings_rx.changed(), if settings_open => match changed {
+                Ok(()) => {
+                    let settings = settings_rx.borrow_and_update().clone();
+                    start_dispatchers(&shared, &named_servers(&settings), &tasks, &shutdown);
+                    if settings.checkpoint_interval != reactor.settings.checkpoint_interval {
+                        checkpoints = checkpoint_timer(&settings);
+                    }
+                    tracing::info!(servers = ?named_servers(&settings), "reactor settings reloaded");
+                    reactor.settings = settings;
+                }
+                // The daemon keeps the sender while it runs; without it
+                // the last settings stay.
+                Err(_) => settings_open = false,
+            },
+            command = commands.recv(), if commands_open => match command {
+                Some(ReactorCommand::Save { session, reply }) => {
+                    let _ = reply.send(reactor.save(session).await);
+                }
+                None => commands_open = false,
             },
             _ = async { checkpoints.as_mut().expect("guarded").tick().await }, if checkpoints.is_some() => {
                 reactor.checkpoint().await;
@@ -231,12 +334,13 @@ pub async fn run<C: ToolCaller>(
     // The events have ended (the server or the daemon is going): deliver
     // what is due while the caller's grace lasts, then stop the dispatchers.
     // What is left stays in the outbox for the next daemon.
+    let servers = shared.servers();
     if !shutdown.is_cancelled() {
         drain(&shared, &servers, &shutdown).await;
     }
     shutdown.cancel();
-    for wake in shared.wake.values() {
-        wake.notify_one();
+    for server in &servers {
+        shared.wake(server);
     }
     tasks.close();
     tasks.wait().await;
@@ -264,7 +368,7 @@ async fn drain<C>(shared: &Shared<C>, servers: &[String], shutdown: &Cancellatio
 }
 
 struct Reactor<C> {
-    settings: ReactorSettings,
+    settings: Arc<ReactorSettings>,
     shared: Arc<Shared<C>>,
     memos: HashMap<SessionId, Memo>,
     /// Makes idempotency keys unique among events of the same millisecond.
@@ -395,8 +499,9 @@ impl<C: ToolCaller> Reactor<C> {
 
     /// Whether any server's queue is over the bound.
     fn backlogged(&self) -> bool {
+        let servers = self.shared.servers();
         let outbox = self.shared.outbox.lock().expect("outbox lock");
-        self.shared.wake.keys().any(|server| {
+        servers.iter().any(|server| {
             outbox
                 .counts(Some(server))
                 .map(|c| c.pending + c.inflight >= self.settings.max_pending)
@@ -405,12 +510,44 @@ impl<C: ToolCaller> Reactor<C> {
     }
 
     fn needs_context(&self, trigger: &str) -> bool {
-        self.settings.actions.get(trigger).is_some_and(|specs| {
-            specs.iter().any(|s| {
-                let text = s.args.to_string();
-                text.contains("{context}") || text.contains("{observations}")
-            })
-        })
+        self.settings
+            .actions
+            .get(trigger)
+            .is_some_and(|specs| specs.iter().any(carries_context))
+    }
+
+    /// A save the CLI asked for (see [`ReactorCommand::Save`]).
+    async fn save(&mut self, id: SessionId) -> Result<Vec<String>, String> {
+        let Some(memo) = self.memos.get(&id) else {
+            return Err(format!(
+                "session {id} is not tracked by the daemon (is it tmux-agent's own session, or did it just close?)"
+            ));
+        };
+        let (name, created) = (memo.name.clone(), memo.created);
+        let specs = save_actions(&self.settings.actions);
+        if specs.is_empty() {
+            return Err(
+                "nothing in the configuration saves a session: add [[on.checkpoint]] actions (or session-detached actions that use {context}); see `tmux-agent config check`"
+                    .to_owned(),
+            );
+        }
+        self.refresh_options(id).await;
+        let context = if specs.iter().any(carries_context) {
+            self.capture(id).await
+        } else {
+            None
+        };
+        let event = LifecycleEvent {
+            kind: EventKind::SessionAttached,
+            session_id: id,
+            session: name,
+            time: Utc::now(),
+            client: None,
+            old_name: None,
+            session_created: Some(created),
+        };
+        self.commit(&event, SAVE_EVENT, &specs, Priority::Save, context)
+            .await
     }
 
     async fn capture(&mut self, id: SessionId) -> Option<SessionContext> {
@@ -466,9 +603,30 @@ impl<C: ToolCaller> Reactor<C> {
         trigger: &str,
         context: Option<SessionContext>,
     ) {
-        let Some(specs) = self.settings.actions.get(trigger).filter(|s| !s.is_empty()) else {
+        let Some(specs) = self
+            .settings
+            .actions
+            .get(trigger)
+            .filter(|s| !s.is_empty())
+            .cloned()
+        else {
             return;
         };
+        let _ = self
+            .commit(event, trigger, &specs, priority(trigger), context)
+            .await;
+    }
+
+    /// Commits `specs` as actions of `event` under the name `trigger`;
+    /// returns their idempotency keys, or why they could not be committed.
+    async fn commit(
+        &mut self,
+        event: &LifecycleEvent,
+        trigger: &str,
+        specs: &[ActionSpec],
+        priority: Priority,
+        context: Option<SessionContext>,
+    ) -> Result<Vec<String>, String> {
         let id = event.session_id;
         let memo = self.memos.get(&id).cloned().unwrap_or_else(|| Memo {
             name: event.session.clone(),
@@ -490,7 +648,7 @@ impl<C: ToolCaller> Reactor<C> {
                 session_key: key.clone(),
                 session_id: id.to_string(),
                 event: trigger.to_owned(),
-                priority: priority(trigger),
+                priority,
                 server: spec.server.clone(),
                 tool: spec.tool.clone(),
                 template: spec.args.clone(),
@@ -507,13 +665,13 @@ impl<C: ToolCaller> Reactor<C> {
             }
             outbox.enqueue(&actions, now)
         };
-        match result {
+        let keys = actions.iter().map(|a| a.idempotency_key.clone()).collect();
+        let outcome = match result {
             Ok(_) => {
                 for spec in specs {
-                    if let Some(wake) = self.shared.wake.get(&spec.server) {
-                        wake.notify_one();
-                    }
+                    self.shared.wake(&spec.server);
                 }
+                Ok(keys)
             }
             Err(err) => {
                 tracing::error!(%err, session_id = %id, trigger, "could not commit actions: they are lost");
@@ -524,9 +682,11 @@ impl<C: ToolCaller> Reactor<C> {
                     &short_error(&err.to_string()),
                 )
                 .await;
+                Err(format!("could not commit the actions: {err}"))
             }
-        }
+        };
         publish_pending(&self.shared).await;
+        outcome
     }
 
     fn vars(
@@ -557,6 +717,9 @@ impl<C: ToolCaller> Reactor<C> {
         vars.insert("event".into(), json!(trigger));
         vars.insert("client".into(), json!(event.client));
         vars.insert("old_name".into(), json!(event.old_name));
+        // Not a placeholder: tells `deliver` which state a requested save
+        // leaves the session in.
+        vars.insert("attached".into(), json!(memo.attached));
         vars.insert(
             "context".into(),
             serde_json::to_value(context).unwrap_or_default(),
@@ -566,6 +729,27 @@ impl<C: ToolCaller> Reactor<C> {
             json!(observations(trigger, &time, &goal, &agent_type, context)),
         );
         Value::Object(vars)
+    }
+}
+
+/// Whether an action sends the session's context.
+fn carries_context(spec: &ActionSpec) -> bool {
+    let text = spec.args.to_string();
+    text.contains("{context}") || text.contains("{observations}")
+}
+
+/// The actions a requested save sends: the `checkpoint` actions, else the
+/// `session-detached` actions that carry the context.
+fn save_actions(actions: &ActionMap) -> Vec<ActionSpec> {
+    match actions.get("checkpoint").filter(|s| !s.is_empty()) {
+        Some(specs) => specs.clone(),
+        None => actions
+            .get("session-detached")
+            .into_iter()
+            .flatten()
+            .filter(|s| carries_context(s))
+            .cloned()
+            .collect(),
     }
 }
 
@@ -704,9 +888,9 @@ fn jitter_percent() -> u32 {
 async fn dispatch<C: ToolCaller>(
     shared: Arc<Shared<C>>,
     server: String,
+    wake: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
-    let wake = shared.wake[&server].clone();
     loop {
         let now = Utc::now().timestamp_millis();
         let next = {
@@ -844,10 +1028,10 @@ async fn deliver<C: ToolCaller>(shared: &Shared<C>, action: Action) {
                 if new.priority == Priority::Save || new.event == "checkpoint" {
                     let saved = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
                     set_session_option(&shared.control, sid, "@agent-saved", &saved).await;
-                    let state = if new.event == "checkpoint" {
-                        "active"
-                    } else {
-                        "detached"
+                    let state = match new.event.as_str() {
+                        "checkpoint" => "active",
+                        SAVE_EVENT if new.vars["attached"] == json!(true) => "active",
+                        _ => "detached",
                     };
                     set_session_option(&shared.control, sid, "@agent-state", state).await;
                 }

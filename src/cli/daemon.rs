@@ -11,16 +11,20 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use tokio::sync::mpsc;
+use tokio::sync::{Mutex as AsyncMutex, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::daemon_services::{self, DaemonHooks, StatusHook};
+use super::daemon_services::{self, DaemonHooks, ReloadHook, SaveHook, StatusHook};
 use super::{GlobalArgs, attach, describe_end};
+use crate::agent::outbox::HistoryEntry;
 use crate::agent::outbox::Outbox;
-use crate::agent::reactor;
+use crate::agent::reactor::{self, ReactorCommand, ReactorSettings};
+use crate::control::SessionId;
 use crate::control::command::Command;
 use crate::control::connection::ControlHandle;
-use crate::ipc::{ActionsStatus, DaemonLock, Endpoint, McpServerStatus, StatusReport};
+use crate::ipc::{
+    ActionsStatus, DaemonLock, Endpoint, McpServerStatus, SaveReport, SavedCall, StatusReport,
+};
 use crate::mcp::McpPool;
 use crate::state::TrackEnd;
 
@@ -57,7 +61,7 @@ const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 /// servers the reactor calls, e.g. `builtin:ok memory:down`.
 async fn publish_health(
     pool: McpPool,
-    servers: Vec<String>,
+    settings: watch::Receiver<Arc<ReactorSettings>>,
     control: ControlHandle,
     stop: CancellationToken,
 ) {
@@ -68,6 +72,7 @@ async fn publish_health(
             _ = tick.tick() => {}
             () = stop.cancelled() => return,
         }
+        let servers = reactor::named_servers(&settings.borrow());
         let summary = pool
             .servers()
             .iter()
@@ -119,6 +124,144 @@ fn status_hook(pool: McpPool, outbox_path: &std::path::Path) -> StatusHook {
     })
 }
 
+/// Re-reads the configuration (see [`reload`]); one reload at a time.
+fn reload_hook(
+    global: GlobalArgs,
+    pool: McpPool,
+    settings: watch::Sender<Arc<ReactorSettings>>,
+) -> ReloadHook {
+    let state = Arc::new((global, pool, settings, AsyncMutex::new(())));
+    Box::new(move || {
+        let state = state.clone();
+        Box::pin(async move {
+            let (global, pool, settings, one_at_a_time) = &*state;
+            let _turn = one_at_a_time.lock().await;
+            reload(global, pool, settings).await
+        })
+    })
+}
+
+/// Discovers the configuration again and, if it is valid, puts it in force:
+/// the MCP pool restarts what changed, and the reactor gets its new
+/// settings. An invalid configuration changes nothing; the reason is the
+/// answer.
+async fn reload(
+    global: &GlobalArgs,
+    pool: &McpPool,
+    settings: &watch::Sender<Arc<ReactorSettings>>,
+) -> Result<String, String> {
+    let kept = "the configuration in force is unchanged";
+    let discovered = super::mcp::load_quietly(global)
+        .await
+        .map_err(|err| format!("{err:#}; {kept}"))?;
+    if !discovered.problems.is_empty() {
+        let problems: Vec<String> = discovered.problems.iter().map(|p| p.to_string()).collect();
+        return Err(format!(
+            "the configuration has problems ({}); {kept} (see `tmux-agent config check`)",
+            problems.join("; ")
+        ));
+    }
+    let new = crate::agent::settings::from_config(&discovered.config)
+        .map_err(|err| format!("the reactor config is invalid ({err}); {kept}"))?;
+    for warning in &discovered.warnings {
+        tracing::warn!(%warning, "config");
+    }
+    let servers = pool.reconfigure(&discovered);
+    let reactor = describe_reactor(&settings.borrow(), &new);
+    settings.send_replace(Arc::new(new));
+    let message = format!("servers: {}; reactor: {reactor}", servers.summary());
+    tracing::info!(%message, "configuration reloaded");
+    Ok(message)
+}
+
+/// The reactor's actions per event, and what changed: `2 actions for
+/// session-created, 1 for checkpoint (changed: checkpoint)`.
+fn describe_reactor(old: &ReactorSettings, new: &ReactorSettings) -> String {
+    let counts: Vec<String> = new
+        .actions
+        .iter()
+        .filter(|(_, specs)| !specs.is_empty())
+        .enumerate()
+        .map(|(i, (trigger, specs))| match (i, specs.len()) {
+            (0, 1) => format!("1 action for {trigger}"),
+            (0, n) => format!("{n} actions for {trigger}"),
+            (_, n) => format!("{n} for {trigger}"),
+        })
+        .collect();
+    let listed = if counts.is_empty() {
+        "no actions".to_owned()
+    } else {
+        counts.join(", ")
+    };
+    let mut changed: Vec<String> = old
+        .actions
+        .keys()
+        .chain(new.actions.keys())
+        .filter(|t| old.actions.get(*t) != new.actions.get(*t))
+        .cloned()
+        .collect();
+    changed.sort();
+    changed.dedup();
+    if old.checkpoint_interval != new.checkpoint_interval {
+        changed.push("checkpoint_interval".to_owned());
+    }
+    if changed.is_empty() {
+        format!("{listed} (unchanged)")
+    } else {
+        format!("{listed} (changed: {})", changed.join(", "))
+    }
+}
+
+/// How often a save request looks at the outbox for its calls' outcome.
+const SAVE_POLL: Duration = Duration::from_millis(25);
+
+/// Asks the reactor to save a session, then follows the calls it committed
+/// in the outbox (through a connection of its own) until they are done or
+/// the wait is over.
+fn save_hook(commands: mpsc::Sender<ReactorCommand>, outbox_path: std::path::PathBuf) -> SaveHook {
+    Box::new(move |session: SessionId, wait: Duration| {
+        let commands = commands.clone();
+        let outbox_path = outbox_path.clone();
+        Box::pin(async move {
+            let deadline = tokio::time::Instant::now() + wait;
+            let (reply, answer) = oneshot::channel();
+            commands
+                .send(ReactorCommand::Save { session, reply })
+                .await
+                .map_err(|_| "the reactor has stopped".to_owned())?;
+            let keys = answer
+                .await
+                .map_err(|_| "the reactor has stopped".to_owned())??;
+            let outbox = Outbox::open(&outbox_path).map_err(|e| e.to_string())?;
+            loop {
+                let entries = outbox.by_keys(&keys).map_err(|e| e.to_string())?;
+                let complete = entries
+                    .iter()
+                    .all(|e| e.state == "delivered" || e.state == "failed");
+                if complete || tokio::time::Instant::now() >= deadline {
+                    return Ok(SaveReport {
+                        session,
+                        complete,
+                        calls: entries.into_iter().map(saved_call).collect(),
+                    });
+                }
+                tokio::time::sleep(SAVE_POLL).await;
+            }
+        })
+    })
+}
+
+fn saved_call(entry: HistoryEntry) -> SavedCall {
+    SavedCall {
+        server: entry.server,
+        tool: entry.tool,
+        state: entry.state,
+        attempts: entry.attempts,
+        latency_ms: entry.latency_ms,
+        error: entry.error,
+    }
+}
+
 /// How long `--detach` waits for the background daemon to attach.
 const DETACH_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -139,8 +282,7 @@ pub async fn run(args: DaemonArgs, global: &GlobalArgs) -> anyhow::Result<ExitCo
     }
     let settings = crate::agent::settings::from_config(&discovered.config)
         .context("the reactor config is invalid; run `tmux-agent config check`")?;
-    let outbox_path =
-        crate::paths::state_dir().join(format!("outbox-{}.db", crate::paths::server_key(&server)));
+    let outbox_path = crate::paths::outbox(&server);
     let outbox = Outbox::open(&outbox_path).context("opening the outbox")?;
 
     let connection_token = CancellationToken::new();
@@ -157,31 +299,25 @@ pub async fn run(args: DaemonArgs, global: &GlobalArgs) -> anyhow::Result<ExitCo
     );
 
     let pool = McpPool::new(&discovered);
-    let reactor_servers: Vec<String> = {
-        let mut names: Vec<String> = settings
-            .actions
-            .values()
-            .flatten()
-            .map(|a| a.server.clone())
-            .collect();
-        names.sort();
-        names.dedup();
-        names
-    };
     let reactor_stop = CancellationToken::new();
     let (reactor_tx, reactor_rx) = mpsc::channel(4096);
+    let (settings_tx, settings_rx) = watch::channel(Arc::new(settings));
+    let (commands_tx, commands_rx) = mpsc::channel(64);
     let reacting = tokio::spawn(reactor::run(
-        settings,
+        reactor::Inputs {
+            settings: settings_rx.clone(),
+            events: reactor_rx,
+            commands: commands_rx,
+        },
         control.clone(),
         outbox,
         Arc::new(pool.clone()),
         tracker.model().clone(),
-        reactor_rx,
         reactor_stop.clone(),
     ));
     let health = tokio::spawn(publish_health(
         pool.clone(),
-        reactor_servers,
+        settings_rx,
         control.clone(),
         reactor_stop.clone(),
     ));
@@ -194,7 +330,8 @@ pub async fn run(args: DaemonArgs, global: &GlobalArgs) -> anyhow::Result<ExitCo
         shutdown.clone(),
         DaemonHooks {
             status: Some(status_hook(pool.clone(), &outbox_path)),
-            reload: None,
+            reload: Some(reload_hook(global.clone(), pool.clone(), settings_tx)),
+            save: Some(save_hook(commands_tx, outbox_path.clone())),
         },
     )
     .await?;

@@ -5,9 +5,9 @@
 //!
 //! The daemon calls [`start`] once the tracker is attached and
 //! [`Services::stop`] when tracking has ended. The reactor's part of a
-//! status report (MCP servers, pending and failed actions) and the
-//! configuration reload come in through [`DaemonHooks`], so this file needs
-//! no knowledge of them.
+//! status report (MCP servers, pending and failed actions), the
+//! configuration reload and a requested save come in through
+//! [`DaemonHooks`], so this file needs no knowledge of them.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,7 +23,7 @@ use crate::control::SessionId;
 use crate::control::command::Command;
 use crate::control::server::ServerSocket;
 use crate::group::{ContextKey, GroupHandle, GroupsReport, Reconciler};
-use crate::ipc::{DaemonLock, Handler, IpcServer, StatusReport};
+use crate::ipc::{DaemonLock, Handler, IpcServer, SaveReport, StatusReport};
 use crate::state::{Model, Tracker};
 
 /// Adds the reactor's state to a status report. Must not wait on anything.
@@ -31,11 +31,20 @@ pub type StatusHook = Box<dyn Fn(&mut StatusReport) + Send + Sync>;
 /// Re-reads the configuration; answers with a message for the requester.
 pub type ReloadHook = Box<dyn Fn() -> BoxFuture<'static, Result<String, String>> + Send + Sync>;
 
+/// Saves a session's context now, waiting at most the given time for the
+/// calls' outcome.
+pub type SaveHook = Box<
+    dyn Fn(SessionId, std::time::Duration) -> BoxFuture<'static, Result<SaveReport, String>>
+        + Send
+        + Sync,
+>;
+
 /// What the rest of the daemon plugs into its answers.
 #[derive(Default)]
 pub struct DaemonHooks {
     pub status: Option<StatusHook>,
     pub reload: Option<ReloadHook>,
+    pub save: Option<SaveHook>,
 }
 
 /// The daemon's answers to CLI requests.
@@ -85,6 +94,17 @@ impl Handler for DaemonHandler {
             "{config}; groups rebuilt from tmux ({} groups)",
             groups.groups.len()
         ))
+    }
+
+    async fn save(
+        &self,
+        session: SessionId,
+        wait: std::time::Duration,
+    ) -> Result<SaveReport, String> {
+        match &self.hooks.save {
+            Some(save) => save(session, wait).await,
+            None => Err("this daemon does not save sessions".to_owned()),
+        }
     }
 
     async fn reconcile(&self) -> Result<GroupsReport, String> {

@@ -24,7 +24,9 @@ pub mod mcp;
 pub mod new;
 pub mod peers;
 pub mod reload;
+pub mod save;
 pub mod share;
+pub mod show;
 pub mod status;
 pub mod stop;
 pub mod watch;
@@ -88,6 +90,10 @@ pub enum Command {
     Stop(stop::StopArgs),
     /// Make the daemon re-read its configuration and rebuild groups.
     Reload(reload::ReloadArgs),
+    /// Save a session's context now, through the daemon.
+    Save(save::SaveArgs),
+    /// Show a session's agent metadata: goal, state, group, saves, calls.
+    Show(show::ShowArgs),
     /// Create a session with its agent options (goal, type, group) set.
     New(new::NewArgs),
     /// Put a session in a coordination group.
@@ -113,6 +119,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => status::run(args, &cli.global).await,
         Command::Stop(args) => stop::run(args, &cli.global).await,
         Command::Reload(args) => reload::run(args, &cli.global).await,
+        Command::Save(args) => save::run(args, &cli.global).await,
+        Command::Show(args) => show::run(args, &cli.global).await,
         Command::New(args) => new::run(args, &cli.global).await,
         Command::Join(args) => join::run(args, &cli.global).await,
         Command::Leave(args) => leave::run(args, &cli.global).await,

@@ -42,6 +42,10 @@ pub fn deadline(request: &Request) -> Duration {
         Request::Stop => Duration::from_secs(5),
         Request::Reconcile | Request::Share { .. } => Duration::from_secs(10),
         Request::Reload => Duration::from_secs(30),
+        // The daemon's wait, and time to capture the context and answer.
+        Request::Save { timeout_secs, .. } => {
+            Duration::from_secs(timeout_secs.unwrap_or(10).min(super::MAX_SAVE_WAIT_SECS) + 5)
+        }
     }
 }
 

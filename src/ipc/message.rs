@@ -6,6 +6,8 @@
 //! ← {"response":"status","pid":4242,"version":"0.1.0",...}
 //! → {"request":"share","session":"$3","key":"task","value":"refactor"}
 //! ← {"response":"groups","groups":[{"name":"build",...}]}
+//! → {"request":"save","session":"$3","timeout_secs":10}
+//! ← {"response":"saved","session":"$3","complete":true,"calls":[...]}
 //! → {"request":"stop"}
 //! ← {"response":"stopping","pid":4242}
 //! ← {"response":"error","message":"session $9 does not exist"}
@@ -41,7 +43,18 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         value: Option<String>,
     },
+    /// Save `session`'s context now and wait, at most `timeout_secs` (the
+    /// daemon caps it at [`MAX_SAVE_WAIT_SECS`]), for the calls' outcome.
+    Save {
+        session: SessionId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_secs: Option<u64>,
+    },
 }
+
+/// The longest a `save` request waits for its calls (the daemon answers
+/// every request within 30 s).
+pub const MAX_SAVE_WAIT_SECS: u64 = 25;
 
 impl Request {
     /// The request's name on the wire.
@@ -52,6 +65,7 @@ impl Request {
             Request::Reload => "reload",
             Request::Reconcile => "reconcile",
             Request::Share { .. } => "share",
+            Request::Save { .. } => "save",
         }
     }
 }
@@ -70,6 +84,8 @@ pub enum Response {
     Reloaded {
         message: String,
     },
+    /// The outcome of a `save`.
+    Saved(SaveReport),
     Error {
         message: String,
     },
@@ -119,6 +135,31 @@ pub struct ActionsStatus {
     pub recent_failures: Vec<String>,
 }
 
+/// What a `save` did: one entry per call it committed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SaveReport {
+    pub session: SessionId,
+    /// Whether every call was delivered or failed for good before the
+    /// daemon answered (else some are still queued and will be sent).
+    pub complete: bool,
+    pub calls: Vec<SavedCall>,
+}
+
+/// One call of a `save`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedCall {
+    pub server: String,
+    pub tool: String,
+    /// `delivered`, `failed`, `pending` or `inflight`.
+    pub state: String,
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<i64>,
+    /// Why it failed (or, while pending, why the last attempt failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +171,20 @@ mod tests {
             (Request::Stop, r#"{"request":"stop"}"#),
             (Request::Reload, r#"{"request":"reload"}"#),
             (Request::Reconcile, r#"{"request":"reconcile"}"#),
+            (
+                Request::Save {
+                    session: SessionId(3),
+                    timeout_secs: Some(10),
+                },
+                r#"{"request":"save","session":"$3","timeout_secs":10}"#,
+            ),
+            (
+                Request::Save {
+                    session: SessionId(3),
+                    timeout_secs: None,
+                },
+                r#"{"request":"save","session":"$3"}"#,
+            ),
             (
                 Request::Share {
                     session: SessionId(3),

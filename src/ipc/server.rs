@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::endpoint::{DaemonLock, EndpointError, effective_uid};
-use super::message::{Request, Response, StatusReport};
+use super::message::{Request, Response, SaveReport, StatusReport};
 use crate::control::SessionId;
 use crate::group::{ContextKey, GroupsReport};
 
@@ -54,6 +54,12 @@ pub trait Handler: Send + Sync + 'static {
         key: ContextKey,
         value: Option<String>,
     ) -> impl Future<Output = Result<GroupsReport, String>> + Send;
+    /// Saves `session`'s context now, waiting at most `wait` for the calls.
+    fn save(
+        &self,
+        session: SessionId,
+        wait: Duration,
+    ) -> impl Future<Output = Result<SaveReport, String>> + Send;
 }
 
 /// The daemon's listening socket. Dropping it removes the socket file.
@@ -203,6 +209,18 @@ async fn dispatch<H: Handler>(handler: &H, request: Request) -> Response {
                 };
             }
             groups(handler.share(session, key, value).await)
+        }
+        Request::Save {
+            session,
+            timeout_secs,
+        } => {
+            let wait = timeout_secs
+                .unwrap_or(10)
+                .min(super::message::MAX_SAVE_WAIT_SECS);
+            match handler.save(session, Duration::from_secs(wait)).await {
+                Ok(report) => Response::Saved(report),
+                Err(message) => Response::Error { message },
+            }
         }
     }
 }

@@ -24,8 +24,8 @@
 //! future is dropped, sends `notifications/cancelled`.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use rmcp::Peer;
@@ -113,10 +113,69 @@ pub struct McpPool {
 }
 
 struct PoolInner {
-    servers: BTreeMap<String, Arc<ServerShared>>,
-    skipped: BTreeMap<String, SkippedServer>,
+    /// The configured servers and the skipped ones; replaced as a whole by
+    /// [`McpPool::reconfigure`]. Never held across an await.
+    config: RwLock<PoolConfig>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+}
+
+#[derive(Default)]
+struct PoolConfig {
+    servers: BTreeMap<String, Entry>,
+    skipped: BTreeMap<String, SkippedServer>,
+}
+
+/// One configured server: its shared state, and what stops its supervisor.
+struct Entry {
+    shared: Arc<ServerShared>,
+    /// A child of the pool's token: cancelling it stops this server alone.
+    stop: CancellationToken,
+    /// The supervisor task; a replacement waits for it to end first.
+    supervisor: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// What [`McpPool::reconfigure`] did, by server name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Reconfigured {
+    /// New names: started (lazily, as configured).
+    pub added: Vec<String>,
+    /// Names whose spec changed: the old server was stopped and a new one
+    /// takes its place.
+    pub restarted: Vec<String>,
+    /// Names no longer configured: stopped.
+    pub removed: Vec<String>,
+    /// Same spec: the live connection (and process) is kept.
+    pub unchanged: Vec<String>,
+}
+
+impl Reconfigured {
+    /// `memory restarted, goals added` (or `unchanged`).
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        for (names, verb) in [
+            (&self.restarted, "restarted"),
+            (&self.added, "added"),
+            (&self.removed, "removed"),
+        ] {
+            if !names.is_empty() {
+                parts.push(format!("{} {verb}", names.join(", ")));
+            }
+        }
+        if parts.is_empty() {
+            return format!("unchanged ({})", self.unchanged.len());
+        }
+        if !self.unchanged.is_empty() {
+            parts.push(format!("{} kept", self.unchanged.len()));
+        }
+        parts.join(", ")
+    }
+}
+
+/// Whether two specs start the same server: where it was written down does
+/// not matter, how it is reached and its settings do.
+fn same_server(a: &ServerSpec, b: &ServerSpec) -> bool {
+    a.transport == b.transport && a.settings == b.settings
 }
 
 impl Drop for PoolInner {
@@ -138,29 +197,118 @@ impl McpPool {
     pub fn from_specs(servers: Vec<ServerSpec>, skipped: Vec<SkippedServer>) -> McpPool {
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
-        let mut map = BTreeMap::new();
-        for spec in servers {
-            let name = spec.name.clone();
-            let (shared, commands) = ServerShared::new(spec);
-            tasks.spawn(supervisor::run(shared.clone(), commands, shutdown.clone()));
-            map.insert(name, shared);
-        }
+        // Closed at once: `shutdown` waits for the tasks there are; servers
+        // added later by `reconfigure` are tracked all the same.
         tasks.close();
-        McpPool {
+        let pool = McpPool {
             inner: Arc::new(PoolInner {
-                servers: map,
-                skipped: skipped.into_iter().map(|s| (s.name.clone(), s)).collect(),
+                config: RwLock::new(PoolConfig::default()),
                 shutdown,
                 tasks,
             }),
+        };
+        let mut config = PoolConfig {
+            servers: BTreeMap::new(),
+            skipped: skipped.into_iter().map(|s| (s.name.clone(), s)).collect(),
+        };
+        for spec in servers {
+            let name = spec.name.clone();
+            config.servers.insert(name, pool.start(spec, None));
+        }
+        *pool.write_config() = config;
+        pool
+    }
+
+    /// Starts a supervisor for `spec`, once `after` (the supervisor it
+    /// replaces) has ended, so an old process is gone before its successor
+    /// starts. Calls made meanwhile wait for the new connection.
+    fn start(&self, spec: ServerSpec, after: Option<tokio::task::JoinHandle<()>>) -> Entry {
+        let (shared, commands) = ServerShared::new(spec);
+        let stop = self.inner.shutdown.child_token();
+        let run = supervisor::run(shared.clone(), commands, stop.clone());
+        let supervisor = self.inner.tasks.spawn(async move {
+            if let Some(old) = after {
+                let _ = old.await;
+            }
+            run.await;
+        });
+        Entry {
+            shared,
+            stop,
+            supervisor: Some(supervisor),
         }
     }
 
-    fn server(&self, name: &str) -> Result<&Arc<ServerShared>, CallError> {
-        if let Some(shared) = self.inner.servers.get(name) {
-            return Ok(shared);
+    fn read_config(&self) -> std::sync::RwLockReadGuard<'_, PoolConfig> {
+        // A panic while holding the lock leaves the maps whole (every
+        // update is a plain insert or remove), so poisoning is ignored.
+        self.inner
+            .config
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write_config(&self) -> std::sync::RwLockWriteGuard<'_, PoolConfig> {
+        self.inner
+            .config
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Brings the pool in line with a new discovery: servers whose spec
+    /// changed are stopped and started again, removed ones are stopped, new
+    /// ones added, and unchanged ones keep their live connection. Calls in
+    /// flight on a server that is stopped fail as a lost transport (the
+    /// reactor retries them on the new one).
+    pub fn reconfigure(&self, discovered: &Discovered) -> Reconfigured {
+        self.reconfigure_specs(&discovered.servers, &discovered.skipped)
+    }
+
+    /// Same as [`McpPool::reconfigure`], from resolved specs.
+    pub fn reconfigure_specs(
+        &self,
+        servers: &[ServerSpec],
+        skipped: &[SkippedServer],
+    ) -> Reconfigured {
+        let mut report = Reconfigured::default();
+        let mut config = self.write_config();
+        let mut old = std::mem::take(&mut config.servers);
+        for spec in servers {
+            let name = spec.name.clone();
+            match old.remove(&name) {
+                Some(entry) if same_server(&entry.shared.spec, spec) => {
+                    report.unchanged.push(name.clone());
+                    config.servers.insert(name, entry);
+                }
+                Some(mut entry) => {
+                    entry.stop.cancel();
+                    let replacement = self.start(spec.clone(), entry.supervisor.take());
+                    report.restarted.push(name.clone());
+                    config.servers.insert(name, replacement);
+                }
+                None => {
+                    report.added.push(name.clone());
+                    config.servers.insert(name, self.start(spec.clone(), None));
+                }
+            }
         }
-        if let Some(skipped) = self.inner.skipped.get(name) {
+        for (name, entry) in old {
+            entry.stop.cancel();
+            report.removed.push(name);
+        }
+        config.skipped = skipped
+            .iter()
+            .map(|s| (s.name.clone(), s.clone()))
+            .collect();
+        report
+    }
+
+    fn server(&self, name: &str) -> Result<Arc<ServerShared>, CallError> {
+        let config = self.read_config();
+        if let Some(entry) = config.servers.get(name) {
+            return Ok(entry.shared.clone());
+        }
+        if let Some(skipped) = config.skipped.get(name) {
             return Err(CallError::Config {
                 server: name.to_string(),
                 reason: format!("{} (in {})", skipped.reason, skipped.source.file.display()),
@@ -168,7 +316,7 @@ impl McpPool {
         }
         Err(CallError::UnknownServer {
             server: name.to_string(),
-            known: self.inner.servers.keys().cloned().collect(),
+            known: config.servers.keys().cloned().collect(),
         })
     }
 
@@ -181,7 +329,7 @@ impl McpPool {
         args: Value,
         options: CallOptions,
     ) -> Result<ToolOutput, CallError> {
-        let shared = self.server(server)?;
+        let shared = &self.server(server)?;
         let arguments = match args {
             Value::Object(map) => Some(map),
             Value::Null => None,
@@ -232,7 +380,7 @@ impl McpPool {
 
     /// Lists the server's tools (all pages).
     pub async fn list_tools(&self, server: &str) -> Result<Vec<Tool>, CallError> {
-        let shared = self.server(server)?;
+        let shared = &self.server(server)?;
         let mut tools = Vec::new();
         let mut cursor = None;
         // A server that keeps returning cursors would loop forever.
@@ -278,7 +426,7 @@ impl McpPool {
 
     /// Sends `ping` (connecting first if needed) and returns the round trip.
     pub async fn ping(&self, server: &str) -> Result<Duration, CallError> {
-        let shared = self.server(server)?;
+        let shared = &self.server(server)?;
         let request = ClientRequest::PingRequest(Default::default());
         let timeout = shared.spec.settings.call_timeout;
         send(shared, "ping", request, timeout, "call_timeout".into())
@@ -290,7 +438,7 @@ impl McpPool {
     /// Connects `server` if it is not connected, and returns the
     /// connection's facts.
     pub async fn connect(&self, server: &str) -> Result<ConnectionInfo, CallError> {
-        let shared = self.server(server)?;
+        let shared = &self.server(server)?;
         let deadline =
             Instant::now() + shared.spec.settings.connect_timeout + Duration::from_secs(5);
         let (_, info) = ready_peer(shared, deadline).await?;
@@ -300,11 +448,12 @@ impl McpPool {
 
     /// Every server, configured or skipped, by name.
     pub fn servers(&self) -> Vec<ServerStatus> {
-        let mut out: Vec<ServerStatus> = self
-            .inner
+        let config = self.read_config();
+        let mut out: Vec<ServerStatus> = config
             .servers
             .values()
-            .map(|shared| {
+            .map(|entry| {
+                let shared = &entry.shared;
                 let link = shared.link.borrow().clone();
                 ServerStatus {
                     name: shared.spec.name.clone(),
@@ -329,7 +478,7 @@ impl McpPool {
                 }
             })
             .collect();
-        out.extend(self.inner.skipped.values().map(|s| ServerStatus {
+        out.extend(config.skipped.values().map(|s| ServerStatus {
             name: s.name.clone(),
             transport: "-",
             source: s.source.clone(),
@@ -345,22 +494,25 @@ impl McpPool {
 
     /// Figures for every configured server.
     pub fn stats(&self) -> Vec<ServerStats> {
-        self.inner
+        self.read_config()
             .servers
             .values()
-            .map(|s| lock(&s.metrics).snapshot(&s.spec.name))
+            .map(|e| lock(&e.shared.metrics).snapshot(&e.shared.spec.name))
             .collect()
     }
 
     /// Figures for one server.
     pub fn stats_for(&self, server: &str) -> Result<ServerStats, CallError> {
-        let shared = self.server(server)?;
+        let shared = &self.server(server)?;
         Ok(lock(&shared.metrics).snapshot(&shared.spec.name))
     }
 
     /// The spec of a configured server.
-    pub fn spec(&self, server: &str) -> Option<&ServerSpec> {
-        self.inner.servers.get(server).map(|s| &s.spec)
+    pub fn spec(&self, server: &str) -> Option<ServerSpec> {
+        self.read_config()
+            .servers
+            .get(server)
+            .map(|e| e.shared.spec.clone())
     }
 
     /// Closes every connection and stops every spawned server (stdin

@@ -1,0 +1,217 @@
+//! `tmux-agent show`: one session's agent metadata at a glance, read from
+//! tmux and from the outbox directly, so it works with or without a daemon.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use chrono::{DateTime, Local, Utc};
+use clap::Args;
+use serde_json::{Value, json};
+
+use super::GlobalArgs;
+use super::coordination::{TargetArgs, print_json, printable, who};
+use crate::agent::outbox::{Counts, HistoryEntry, Outbox};
+use crate::group::direct::Direct;
+use crate::group::{OPTION_GROUP, OPTION_ROLE};
+use crate::ipc::{ClientError, Endpoint, Request, Response};
+
+/// Show a session's agent metadata: goal, type, goal id, state, group and
+/// role, the last save, and its MCP calls (pending, failed, and the most
+/// recent with their time, event, server, tool, outcome and latency).
+///
+/// Reads the session's @agent-* options from tmux and the daemon's outbox
+/// directly (read-only), so it works whether or not the daemon runs; it
+/// says when the daemon is not running (then nothing is being sent, and
+/// the state shown is as the daemon left it).
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  tmux-agent show\n  tmux-agent show -t work --calls 20\n  tmux-agent show -t '$3' --json | jq '.history[0]'"
+)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// How many recent calls to list.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub calls: usize,
+    /// Print one JSON object: session, daemon, session_key, goal, type,
+    /// goal_id, state, group, role, saved, calls {pending, failed,
+    /// delivered} and history (newest first; times in Unix milliseconds).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The session options `show` reports, by their JSON names.
+const FIELDS: [(&str, &str); 7] = [
+    ("goal", "@agent-goal"),
+    ("type", "@agent-type"),
+    ("goal_id", "@agent-goal-id"),
+    ("state", "@agent-state"),
+    ("group", OPTION_GROUP),
+    ("role", OPTION_ROLE),
+    ("saved", "@agent-saved"),
+];
+
+pub async fn run(args: ShowArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let server = global.server();
+    let direct = Direct::new(server.clone());
+    let session = direct
+        .resolve_session(args.target.target.as_deref())
+        .await?;
+    let options = direct.session_options(session.id).await?;
+    // Session keys are unique over time: `<host>:<server start>:<$id>`, as
+    // the reactor makes them.
+    let identity = direct
+        .run(&[
+            "display-message".into(),
+            "-p".into(),
+            "-t".into(),
+            session.id.to_string(),
+            "#{host}\t#{start_time}".into(),
+        ])
+        .await?;
+    let identity = String::from_utf8_lossy(&identity);
+    let (host, start) = identity
+        .trim_end()
+        .split_once('\t')
+        .context("tmux did not say its host and start time")?;
+    let key = format!("{host}:{start}:{}", session.id);
+
+    let outbox_path = crate::paths::outbox(&server);
+    let outbox = Outbox::open_read_only(&outbox_path)
+        .with_context(|| format!("reading the outbox {}", outbox_path.display()))?;
+    let (counts, history) = match &outbox {
+        Some(outbox) => (
+            Some(outbox.session_counts(&key)?),
+            outbox.history(&key, args.calls)?,
+        ),
+        None => (None, Vec::new()),
+    };
+    let daemon = daemon_state(&Endpoint::for_server(&server)).await;
+
+    if args.json {
+        let mut out = json!({
+            "session": session,
+            "daemon": daemon.is_none(),
+            "session_key": key,
+        });
+        for (name, option) in FIELDS {
+            out[name] = option_value(&options, option).map_or(Value::Null, |v| json!(v));
+        }
+        out["calls"] = match &counts {
+            Some(c) => json!({
+                "pending": c.pending + c.inflight,
+                "failed": c.failed,
+                "delivered": c.delivered,
+            }),
+            None => Value::Null,
+        };
+        out["history"] = json!(history);
+        print_json(&out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    println!("{}", who(session.id, &session.name));
+    let shown = |option: &str| {
+        option_value(&options, option)
+            .map(|v| printable(v).into_owned())
+            .unwrap_or_else(|| "-".to_owned())
+    };
+    println!("  goal:    {}", shown("@agent-goal"));
+    println!("  type:    {}", shown("@agent-type"));
+    println!("  goal id: {}", shown("@agent-goal-id"));
+    println!("  state:   {}", shown("@agent-state"));
+    let group = match option_value(&options, OPTION_GROUP) {
+        Some(group) => format!(
+            "{} ({})",
+            printable(group),
+            option_value(&options, OPTION_ROLE)
+                .map(|r| printable(r).into_owned())
+                .unwrap_or_else(|| "role not set yet".to_owned())
+        ),
+        None => "-".to_owned(),
+    };
+    println!("  group:   {group}");
+    let saved = match option_value(&options, "@agent-saved") {
+        Some(saved) => match saved.parse::<DateTime<Utc>>() {
+            Ok(at) => format!("{} ({})", printable(saved), ago(at)),
+            Err(_) => printable(saved).into_owned(),
+        },
+        None => "never".to_owned(),
+    };
+    println!("  saved:   {saved}");
+    println!("  calls:   {}", calls_line(counts.as_ref()));
+    if !history.is_empty() {
+        println!("  recent calls, newest first:");
+        for entry in &history {
+            println!("    {}", history_line(entry));
+        }
+    }
+    if let Some(why) = daemon {
+        println!(
+            "  daemon:  {why}: nothing is sent and the state is as it left it (start it: tmux-agent ensure)"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `None` when the daemon answers; else why not, in words.
+async fn daemon_state(endpoint: &Endpoint) -> Option<String> {
+    match crate::ipc::request(endpoint, &Request::Status).await {
+        Ok(Response::Status(_)) => None,
+        Ok(_) => Some("the daemon gave an unexpected answer".to_owned()),
+        Err(ClientError::NotRunning { .. }) => Some("the daemon is not running".to_owned()),
+        Err(err) => Some(format!("the daemon does not answer ({err})")),
+    }
+}
+
+/// A set, non-empty option.
+fn option_value<'a>(options: &'a BTreeMap<String, String>, name: &str) -> Option<&'a str> {
+    options
+        .get(name)
+        .map(String::as_str)
+        .filter(|v| !v.is_empty())
+}
+
+fn calls_line(counts: Option<&Counts>) -> String {
+    match counts {
+        None => "none recorded (no outbox yet)".to_owned(),
+        Some(c) => format!(
+            "{} pending, {} failed, {} delivered",
+            c.pending + c.inflight,
+            c.failed,
+            c.delivered
+        ),
+    }
+}
+
+/// `06-01 16:02:11  session-created  builtin/register_goal  delivered 12 ms`.
+fn history_line(entry: &HistoryEntry) -> String {
+    let time = DateTime::<Utc>::from_timestamp_millis(entry.created_at)
+        .map(|t| t.with_timezone(&Local).format("%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|| "?".to_owned());
+    let call = format!("{}/{}", printable(&entry.server), printable(&entry.tool));
+    let error = entry
+        .error
+        .as_deref()
+        .map(|e| printable(e).into_owned())
+        .unwrap_or_default();
+    let outcome = match entry.state.as_str() {
+        "delivered" => format!("delivered {} ms", entry.latency_ms.unwrap_or_default()),
+        "failed" => format!("failed: {error}"),
+        state if error.is_empty() => state.to_owned(),
+        state => format!("{state} (attempt {}: {error})", entry.attempts),
+    };
+    format!("{time}  {:<16} {call:<28} {outcome}", entry.event)
+}
+
+/// `3m ago`.
+fn ago(at: DateTime<Utc>) -> String {
+    let secs = (Utc::now() - at).num_seconds().max(0);
+    match secs {
+        s if s < 60 => format!("{s}s ago"),
+        s if s < 3600 => format!("{}m ago", s / 60),
+        s if s < 86400 => format!("{}h ago", s / 3600),
+        s => format!("{}d ago", s / 86400),
+    }
+}

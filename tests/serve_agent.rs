@@ -1,8 +1,12 @@
 //! The agent tools of `tmux-agent mcp serve` (whoami, set_goal,
-//! complete_my_goal) against a real tmux server on a private socket, with
+//! complete_my_goal, and the group tools group_peers, group_share,
+//! group_context) against a real tmux server on a private socket, with
 //! the MCP server either given a pane's `$TMUX`/`$TMUX_PANE` or running
 //! inside a real pane (over HTTP, since the pane's stdio is its terminal).
+//! The group tools run beside a real `tmux-agent daemon`, and without one.
 
+mod common;
+mod daemon_support;
 mod serve_support;
 
 use std::path::Path;
@@ -399,5 +403,222 @@ async fn a_stale_pane_or_a_dead_server_is_a_tool_error() {
     assert!(message.contains("failed"), "{message}");
     // Goal tools do not need tmux.
     ok(&client, "list_goals", json!({})).await;
+    client.cancel().await.unwrap();
+}
+
+/// The MCP server as an agent in `pane` of the group tests' server would run
+/// it over stdio: that pane's `$TMUX`/`$TMUX_PANE`, and the same HOME and
+/// runtime directory as the daemon, so it finds the daemon's socket.
+async fn serve_in_group_pane(server: &common::TmuxServer, pane: &str) -> serve_support::Client {
+    let tmux_env = server.tmux(&[
+        "display-message",
+        "-p",
+        "-t",
+        pane,
+        "#{socket_path},#{pid},0",
+    ]);
+    let home = server.home.path();
+    let mut cmd = serve_command(&home.join("builtin.db"), &[]);
+    cmd.env("TMUX", tmux_env.trim_end())
+        .env("TMUX_PANE", pane)
+        .env("HOME", home)
+        .env("XDG_STATE_HOME", home.join(".local/state"))
+        .env("XDG_DATA_HOME", home.join(".local/share"))
+        .env("XDG_RUNTIME_DIR", home.join("run"));
+    connect(cmd).await
+}
+
+/// Two sessions, `one` then `two`, in group `g` (set with plain tmux, as a
+/// key binding would), and a third, `loner`, in no group. Returns their ids.
+fn two_in_group_g(server: &common::TmuxServer) -> (String, String, String) {
+    let one = daemon_support::new_session(server, "one");
+    let two = daemon_support::new_session(server, "two");
+    let loner = daemon_support::new_session(server, "loner");
+    for id in [&one, &two] {
+        server.tmux(&["set-option", "-t", id, "@agent-group", "g"]);
+    }
+    (one, two, loner)
+}
+
+fn pane_of(server: &common::TmuxServer, session: &str) -> String {
+    server
+        .tmux(&["display-message", "-p", "-t", session, "#{pane_id}"])
+        .trim_end()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn group_tools_see_peers_and_share_through_the_daemon() {
+    use daemon_support::opt;
+    let server = common::TmuxServer::start();
+    let (one, two, loner) = two_in_group_g(&server);
+    let _daemon = daemon_support::Daemon::start(&server);
+    // The daemon derives roles and peers on its first pass.
+    let derived = common::wait_for(daemon_support::PATIENCE, || {
+        (opt(&server, &two, "@agent-role").as_deref() == Some("member")).then_some(())
+    });
+    assert!(derived.is_some(), "the daemon did not derive @agent-role");
+    let client = serve_in_group_pane(&server, &pane_of(&server, &one)).await;
+
+    let peers = ok(&client, "group_peers", json!({})).await;
+    assert_eq!(peers["session_id"], one.as_str());
+    assert_eq!(peers["session_name"], "one");
+    assert_eq!(peers["group"], "g");
+    assert_eq!(peers["role"], "coordinator");
+    assert_eq!(
+        peers["coordinator"],
+        json!({"id": one, "name": "one", "role": "coordinator"})
+    );
+    assert_eq!(
+        peers["peers"],
+        json!([{"id": two, "name": "two", "role": "member"}])
+    );
+    assert_eq!(peers["members"].as_array().map(Vec::len), Some(2));
+    assert_eq!(peers["daemon"], true);
+    assert_eq!(peers["notes"], json!([]));
+    // The other member, named explicitly, sees the same group from its side.
+    let theirs = ok(&client, "group_peers", json!({"session": "two"})).await;
+    assert_eq!(theirs["role"], "member");
+    assert_eq!(theirs["coordinator"]["name"], "one");
+    assert_eq!(theirs["peers"][0]["id"], one.as_str());
+
+    let shared = ok(
+        &client,
+        "group_share",
+        json!({"key": "task", "value": "refactor"}),
+    )
+    .await;
+    assert_eq!(shared["group"], "g");
+    assert_eq!(shared["key"], "task");
+    assert_eq!(shared["value"], "refactor");
+    assert_eq!(shared["daemon"], true);
+    assert_eq!(shared["context"]["task"], "refactor");
+    for id in [&one, &two] {
+        assert_eq!(
+            opt(&server, id, "@agent-ctx-task").as_deref(),
+            Some("refactor"),
+            "{id}"
+        );
+    }
+    assert_eq!(opt(&server, &loner, "@agent-ctx-task"), None);
+    let context = ok(&client, "group_context", json!({})).await;
+    assert_eq!(context["group"], "g");
+    assert_eq!(context["context"], json!({"task": "refactor"}));
+    assert_eq!(context["daemon"], true);
+
+    // A hostile value is data all the way: stored, shown and returned as is.
+    let canary = server.home.path().join("canary");
+    let hostile = format!(
+        "#(touch {}) #{{session_name}} 'single' \"double\" x;",
+        canary.display()
+    );
+    ok(
+        &client,
+        "group_share",
+        json!({"key": "note", "value": hostile}),
+    )
+    .await;
+    assert_eq!(
+        opt(&server, &two, "@agent-ctx-note").as_deref(),
+        Some(hostile.as_str())
+    );
+    // As a status line would show it.
+    let shown = server.tmux(&["display-message", "-p", "-t", &two, "#{@agent-ctx-note}"]);
+    assert_eq!(shown.trim_end(), hostile);
+    let context = ok(&client, "group_context", json!({"session": two})).await;
+    assert_eq!(context["context"]["note"], hostile.as_str());
+    assert_eq!(context["context"]["task"], "refactor");
+    assert!(!canary.exists(), "#(...) in a shared value must never run");
+
+    // Bad input: a tool error saying what is allowed, and nothing written.
+    let before = daemon_support::snapshot(&server);
+    for (args, expect) in [
+        (json!({"key": "a b", "value": "x"}), "A-Z a-z 0-9 _ . -"),
+        (json!({"key": "a;b", "unset": true}), "invalid key"),
+        (json!({"key": "", "value": "x"}), "invalid key"),
+        (json!({"key": "k", "value": "line\nbreak"}), "a newline"),
+        (json!({"key": "k", "value": "\u{1b}[31m"}), "U+001B"),
+        (json!({"key": "k", "value": "x".repeat(4097)}), "4096 bytes"),
+        (json!({"key": "k"}), "pass `value`"),
+        (json!({"key": "k", "value": "x", "unset": true}), "not both"),
+        (
+            json!({"key": "k", "value": "x", "session": "nosuch"}),
+            "no tmux session named",
+        ),
+    ] {
+        let message = tool_error(&client, "group_share", args.clone()).await;
+        assert!(message.contains(expect), "{args}: {message}");
+    }
+    assert_eq!(
+        daemon_support::snapshot(&server),
+        before,
+        "a refused share wrote"
+    );
+
+    // A session in no group.
+    for tool in ["group_peers", "group_context"] {
+        let message = tool_error(&client, tool, json!({"session": "loner"})).await;
+        assert!(
+            message.contains("loner (") && message.contains("is in no group"),
+            "{tool}: {message}"
+        );
+    }
+    let message = tool_error(
+        &client,
+        "group_share",
+        json!({"key": "k", "value": "v", "session": loner}),
+    )
+    .await;
+    assert!(
+        message.contains("is in no group, so there is nobody to share with"),
+        "{message}"
+    );
+
+    // Removing a key removes it from every member.
+    let removed = ok(
+        &client,
+        "group_share",
+        json!({"key": "task", "unset": true}),
+    )
+    .await;
+    assert_eq!(removed["value"], Value::Null);
+    assert_eq!(removed["context"].get("task"), None);
+    for id in [&one, &two] {
+        assert_eq!(opt(&server, id, "@agent-ctx-task"), None, "{id}");
+    }
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn group_tools_without_a_daemon_write_tmux_directly() {
+    use daemon_support::opt;
+    let server = common::TmuxServer::start();
+    let (one, two, _loner) = two_in_group_g(&server);
+    let client = serve_in_group_pane(&server, &pane_of(&server, &two)).await;
+
+    let shared = ok(
+        &client,
+        "group_share",
+        json!({"key": "task", "value": "offline"}),
+    )
+    .await;
+    assert_eq!(shared["daemon"], false);
+    let notes = shared["notes"].to_string();
+    assert!(notes.contains("no daemon is running"), "{notes}");
+    for id in [&one, &two] {
+        assert_eq!(
+            opt(&server, id, "@agent-ctx-task").as_deref(),
+            Some("offline"),
+            "{id}"
+        );
+    }
+    // Roles as the daemon will set them; nothing derived is written.
+    let peers = ok(&client, "group_peers", json!({})).await;
+    assert_eq!(peers["daemon"], false);
+    assert_eq!(peers["role"], "member");
+    assert_eq!(peers["coordinator"]["name"], "one");
+    assert_eq!(opt(&server, &two, "@agent-role"), None);
+    let context = ok(&client, "group_context", json!({})).await;
+    assert_eq!(context["context"], json!({"task": "offline"}));
     client.cancel().await.unwrap();
 }

@@ -242,6 +242,9 @@ async fn tools_list_describes_every_tool() {
             "complete_goal",
             "complete_my_goal",
             "get_context",
+            "group_context",
+            "group_peers",
+            "group_share",
             "list_goals",
             "register_goal",
             "save_context",
@@ -270,8 +273,15 @@ async fn tools_list_describes_every_tool() {
         assert_eq!(output.get("type"), Some(&json!("object")), "{}", tool.name);
         let annotations = tool.annotations.as_ref().unwrap();
         assert_eq!(annotations.open_world_hint, Some(false));
-        let read_only =
-            ["get_context", "list_goals", "search_context", "whoami"].contains(&tool.name.as_ref());
+        let read_only = [
+            "get_context",
+            "group_context",
+            "group_peers",
+            "list_goals",
+            "search_context",
+            "whoami",
+        ]
+        .contains(&tool.name.as_ref());
         assert_eq!(annotations.read_only_hint, Some(read_only), "{}", tool.name);
     }
     let save = tools.iter().find(|t| t.name == "save_context").unwrap();

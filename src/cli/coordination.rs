@@ -1,6 +1,7 @@
 //! What the coordination commands (`join`, `leave`, `share`, `peers`,
-//! `groups`, `new`) share: the `-t` flag, reaching groups through the daemon
-//! or, when none answers, through tmux directly, and printing them.
+//! `groups`, `new`) share: the `-t` flag, reaching groups (through
+//! [`crate::group::access`]: the daemon or, when none answers, tmux
+//! directly), and printing them.
 //!
 //! With a daemon, a command asks it for a pass after writing, so what it
 //! prints is what tmux now holds. Without one, the options a command writes
@@ -8,21 +9,13 @@
 //! wait for the daemon, and the command says so on stderr while it shows
 //! the groups as the daemon will make them.
 
-use std::borrow::Cow;
-
-use anyhow::bail;
 use clap::Args;
 use serde_json::{Value, json};
 
 use super::GlobalArgs;
-use crate::control::SessionId;
-use crate::group::direct::{Direct, DirectError};
-use crate::group::names::ContextKey;
-use crate::group::plan::{Write, plan};
-use crate::group::{
-    CONTEXT_PREFIX, GroupName, GroupView, GroupsReport, OPTION_GROUP, Role, SessionRef,
-};
-use crate::ipc::{ClientError, Endpoint, Request, Response};
+use crate::group::access::GroupAccess;
+pub use crate::group::access::{Fetched, printable, who};
+use crate::group::{GroupView, Role, SessionRef};
 
 /// `-t TARGET`, shared by the commands that act on one session.
 #[derive(Debug, Clone, Args)]
@@ -33,169 +26,51 @@ pub struct TargetArgs {
     pub target: Option<String>,
 }
 
-/// Groups as a command got them.
-pub struct Fetched {
-    pub report: GroupsReport,
-    /// Whether the daemon answered (else tmux was read directly).
-    pub daemon: bool,
+/// The ways to the groups of one tmux server, for a command: the library's
+/// [`GroupAccess`] (reached through `Deref`), plus the `-t` flag and the
+/// notes on stderr.
+pub struct Groups {
+    access: GroupAccess,
 }
 
-/// The ways to the groups of one tmux server.
-pub struct Groups {
-    pub direct: Direct,
-    pub endpoint: Endpoint,
+impl std::ops::Deref for Groups {
+    type Target = GroupAccess;
+
+    fn deref(&self) -> &GroupAccess {
+        &self.access
+    }
 }
 
 impl Groups {
     pub fn new(global: &GlobalArgs) -> Self {
-        let server = global.server();
         Self {
-            endpoint: Endpoint::for_server(&server),
-            direct: Direct::new(server),
+            access: GroupAccess::new(global.server()),
         }
     }
 
     /// Resolves `-t` to a session, with errors for a person.
     pub async fn target(&self, args: &TargetArgs) -> anyhow::Result<SessionRef> {
-        Ok(self.direct.resolve_session(args.target.as_deref()).await?)
-    }
-
-    /// The session's `@agent-group`, if it holds a valid one.
-    pub async fn group_of(&self, session: SessionId) -> anyhow::Result<Option<String>> {
-        let options = self.direct.session_options(session).await?;
-        Ok(options.get(OPTION_GROUP).cloned().filter(|g| !g.is_empty()))
-    }
-
-    /// Sets or unsets the session's `@agent-group` (a user option: the CLI
-    /// writes it itself, daemon or not).
-    pub async fn set_group(
-        &self,
-        session: SessionId,
-        group: Option<&GroupName>,
-    ) -> anyhow::Result<()> {
-        let write = match group {
-            Some(group) => Write::Set {
-                session,
-                name: OPTION_GROUP.to_owned(),
-                value: group.to_string(),
-            },
-            None => Write::Unset {
-                session,
-                name: OPTION_GROUP.to_owned(),
-            },
-        };
-        Ok(self.direct.apply(&[write]).await?)
+        Ok(self
+            .access
+            .direct
+            .resolve_session(args.target.as_deref())
+            .await?)
     }
 
     /// The groups after a daemon pass, or as read from tmux when no daemon
     /// answers (with a note on stderr).
     pub async fn reconciled(&self) -> anyhow::Result<Fetched> {
-        match self.ask(&Request::Reconcile).await? {
-            Some(report) => Ok(Fetched {
-                report,
-                daemon: true,
-            }),
-            None => self.read_directly().await,
-        }
-    }
-
-    /// Sets (or removes) `@agent-ctx-KEY` on every member of `group`: by the
-    /// daemon when it runs (it is the writer of derived options), else here.
-    pub async fn share(
-        &self,
-        session: SessionId,
-        group: &GroupName,
-        key: &ContextKey,
-        value: Option<&str>,
-    ) -> anyhow::Result<Fetched> {
-        let request = Request::Share {
-            session,
-            key: key.clone(),
-            value: value.map(str::to_owned),
-        };
-        if let Some(report) = self.ask(&request).await? {
-            return Ok(Fetched {
-                report,
-                daemon: true,
-            });
-        }
-        let name = format!("{CONTEXT_PREFIX}{key}");
-        // Members may close between the read and the write: read again.
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let observation = self.direct.observe().await?;
-            let writes: Vec<Write> = observation
-                .sessions
-                .iter()
-                .filter(|s| s.options.get(OPTION_GROUP).map(String::as_str) == Some(group.as_str()))
-                .map(|s| match value {
-                    Some(value) => Write::Set {
-                        session: s.id,
-                        name: name.clone(),
-                        value: value.to_owned(),
-                    },
-                    None => Write::Unset {
-                        session: s.id,
-                        name: name.clone(),
-                    },
-                })
-                .collect();
-            match self.direct.apply(&writes).await {
-                Ok(()) => break,
-                Err(DirectError::Tmux { .. }) if attempts < 3 => continue,
-                Err(err) => return Err(err.into()),
-            }
-        }
-        self.read_directly().await
-    }
-
-    /// Asks the daemon; `None` when none runs (or it does not answer, which
-    /// is said on stderr).
-    async fn ask(&self, request: &Request) -> anyhow::Result<Option<GroupsReport>> {
-        match crate::ipc::request(&self.endpoint, request).await {
-            Ok(Response::Groups(report)) => Ok(Some(report)),
-            Ok(Response::Error { message }) => bail!("{message}"),
-            Ok(other) => bail!("unexpected answer from the daemon: {other:?}"),
-            Err(ClientError::NotRunning { .. }) => Ok(None),
-            Err(err) => {
-                eprintln!("tmux-agent: {err}; reading tmux directly");
-                Ok(None)
-            }
-        }
-    }
-
-    /// The groups as tmux options describe them, planned as the daemon
-    /// would (no writes), with a note that no daemon keeps them.
-    pub async fn read_directly(&self) -> anyhow::Result<Fetched> {
-        let observation = self.direct.observe().await?;
-        eprintln!(
-            "tmux-agent: no daemon is running for `{}`: @agent-role, @agent-peers and shared context are shown as it will set them when it runs (start it: tmux-agent ensure)",
-            self.direct.server()
-        );
-        Ok(Fetched {
-            report: plan(&observation, &[]).report,
-            daemon: false,
-        })
+        let fetched = self.access.reconciled().await?;
+        print_notes(&fetched);
+        Ok(fetched)
     }
 }
 
-/// Text safe to print on a terminal: control characters escaped.
-pub fn printable(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(char::is_control) {
-        return Cow::Borrowed(s);
+/// Says on stderr how the groups were read when the daemon did not answer.
+pub fn print_notes(fetched: &Fetched) {
+    for note in &fetched.notes {
+        eprintln!("tmux-agent: {note}");
     }
-    Cow::Owned(
-        s.chars()
-            .map(|c| {
-                if c.is_control() {
-                    c.escape_default().to_string()
-                } else {
-                    c.to_string()
-                }
-            })
-            .collect(),
-    )
 }
 
 /// `1 member`, `3 members`.
@@ -205,11 +80,6 @@ pub fn count(n: usize, noun: &str) -> String {
     } else {
         format!("{n} {noun}s")
     }
-}
-
-/// `name ($id)`.
-pub fn who(id: SessionId, name: &str) -> String {
-    format!("{} ({id})", printable(name))
 }
 
 /// The lines describing a session's place in its group: role, coordinator,

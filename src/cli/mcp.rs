@@ -65,7 +65,8 @@ pub enum McpCommand {
     /// Run the built-in MCP server (goals and session contexts in SQLite) on stdio or HTTP.
     #[command(
         long_about = "Run tmux-agent's own MCP server: goals and session contexts in SQLite, and \
-                      tools for agents in panes (whoami, set_goal, complete_my_goal). The daemon \
+                      tools for agents in panes (whoami, set_goal, complete_my_goal, and \
+                      group_peers, group_context, group_share for their group). The daemon \
                       starts it over stdio as the server named `builtin`; an agent can add the \
                       same command to its own MCP config.",
         after_help = "Examples:\n  tmux-agent mcp serve\n  tmux-agent mcp serve --http 127.0.0.1:8765\n  \

@@ -2,13 +2,12 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Args;
 
 use super::GlobalArgs;
-use super::coordination::{Groups, TargetArgs, print_json, printable, session_json, who};
-use crate::group::names::{VALUE_MAX, check_value};
-use crate::group::{ContextKey, GroupName};
+use super::coordination::{Groups, TargetArgs, print_json, print_notes, printable, session_json};
+use crate::group::access::check_share;
 
 /// Set (or remove) a value shared by every member of a session's group.
 ///
@@ -48,31 +47,17 @@ pub async fn run(args: ShareArgs, global: &GlobalArgs) -> anyhow::Result<ExitCod
                     printable(assignment)
                 );
             };
-            check_value(value).with_context(|| {
-                format!("cannot share {key}: values are one line of at most {VALUE_MAX} bytes")
-            })?;
-            (ContextKey::new(key)?, Some(value.to_owned()))
+            check_share(key, Some(value))?
         }
-        (None, Some(key)) => (ContextKey::new(key)?, None),
+        (None, Some(key)) => check_share(key, None)?,
         (None, None) => bail!("expected KEY=VALUE or --unset KEY"),
     };
     let groups = Groups::new(global);
     let session = groups.target(&args.target).await?;
-    let me = who(session.id, &session.name);
-    let Some(group) = groups.group_of(session.id).await? else {
-        bail!(
-            "{me} is in no group, so there is nobody to share with: join one first (tmux-agent join GROUP)"
-        );
-    };
-    let group = GroupName::new(&group).with_context(|| {
-        format!(
-            "{me} has @agent-group {:?}, which is not a usable group",
-            printable(&group)
-        )
-    })?;
-    let fetched = groups
-        .share(session.id, &group, &key, value.as_deref())
+    let (group, fetched) = groups
+        .share_in_group(&session, &key, value.as_deref())
         .await?;
+    print_notes(&fetched);
     let view = fetched.report.group(group.as_str());
     if args.json {
         print_json(&session_json(&session, view, fetched.daemon))?;

@@ -28,6 +28,9 @@
 //!   timer that catches hand edits of options the subscription does not watch.
 //! - [`direct`]: the same reads and writes with one-shot `tmux` commands, for
 //!   the CLI (and for when no daemon runs).
+//! - [`access`]: what the front ends (the CLI, the built-in MCP server's
+//!   group tools) share: the daemon when it answers, else [`direct`]; the
+//!   checks and messages of sharing a value.
 //!
 //! # Shared values are data
 //!
@@ -37,6 +40,7 @@
 //! not expand formats inside an option's value (only `#{E:...}` or `#{T:...}`
 //! would, so the example configuration never uses them on these options).
 
+pub mod access;
 pub mod direct;
 pub mod names;
 pub mod plan;

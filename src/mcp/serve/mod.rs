@@ -7,6 +7,8 @@
 //! - [`store`]: the SQLite file, schema, transactions, idempotency ledger.
 //! - [`goals`], [`contexts`]: the tools' data and the SQL behind them.
 //! - [`agent`]: the pane's own session and its `@agent-*` tmux options.
+//! - [`groups`]: the session's coordination group (peers, shared context),
+//!   through the same group layer as the CLI.
 //! - [`tools`]: the MCP surface (tool list, schemas, checks on every call).
 //! - [`http`]: Streamable HTTP on a loopback address.
 
@@ -22,6 +24,7 @@ use crate::control::server::ServerSocket;
 pub mod agent;
 pub mod contexts;
 pub mod goals;
+pub mod groups;
 pub mod http;
 pub mod store;
 pub mod tools;

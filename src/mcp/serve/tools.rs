@@ -1,7 +1,8 @@
 //! The MCP surface of the built-in server: the tool list, each tool's
 //! schema and annotations, and the checks every call passes first (the tool
 //! exists, no argument is over the size cap). Tools are thin: the work is
-//! in [`super::goals`], [`super::contexts`] and [`super::agent`], and
+//! in [`super::goals`], [`super::contexts`], [`super::agent`] and
+//! [`super::groups`], and
 //! database work runs on the blocking pool.
 //!
 //! Every failure a caller can cause or fix is a tool result with `isError`
@@ -28,6 +29,7 @@ use super::contexts::{
 use super::goals::{
     self, CompleteGoal, Goal, GoalId, GoalList, ListGoals, RegisterGoal, UpdateGoal,
 };
+use super::groups::{self, GroupArgs, GroupContext, GroupPeers, GroupShareArgs, GroupShared};
 use super::store::{Store, StoreError};
 
 /// Limits on what one call may store.
@@ -279,6 +281,62 @@ impl BuiltinServer {
         self.write_once("complete_my_goal", key, args, goals::complete)
             .await
     }
+
+    #[tool(
+        description = "The coordination group of this pane's tmux session (or of the session \
+                       named) and the context its members share: KEY -> value, from the \
+                       @agent-ctx-KEY options. A session in no group is an error.",
+        annotations(
+            title = "Group context",
+            read_only_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn group_context(
+        &self,
+        Parameters(args): Parameters<GroupArgs>,
+    ) -> Result<Json<GroupContext>, String> {
+        groups::context(&self.tmux, args.session.as_deref())
+            .await
+            .map(Json)
+    }
+
+    #[tool(
+        description = "Share a value with every member of this pane's session's group (set \
+                       as @agent-ctx-KEY on each, and on sessions that join later), or remove \
+                       the key with unset=true. KEY is 1 to 64 characters from \
+                       A-Z a-z 0-9 _ . -; the value is one line of at most 4096 bytes, kept \
+                       as text (never run or expanded).",
+        annotations(
+            title = "Share with my group",
+            read_only_hint = false,
+            // It replaces or removes what the group held under the key.
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn group_share(
+        &self,
+        Parameters(args): Parameters<GroupShareArgs>,
+    ) -> Result<Json<GroupShared>, String> {
+        groups::share(&self.tmux, args).await.map(Json)
+    }
+
+    #[tool(
+        description = "This pane's session's place in its coordination group: the group, its \
+                       role (coordinator or member), the coordinator, its peers (the other \
+                       members, by name and session id) and all members in join order.",
+        annotations(title = "Group peers", read_only_hint = true, open_world_hint = false)
+    )]
+    async fn group_peers(
+        &self,
+        Parameters(args): Parameters<GroupArgs>,
+    ) -> Result<Json<GroupPeers>, String> {
+        groups::peers(&self.tmux, args.session.as_deref())
+            .await
+            .map(Json)
+    }
 }
 
 impl BuiltinServer {
@@ -390,7 +448,8 @@ impl ServerHandler for BuiltinServer {
                  register_goal/update_goal/complete_goal/list_goals track goals; \
                  save_context/get_context/search_context keep what a session looked like. \
                  From inside a tmux pane, whoami/set_goal/complete_my_goal act on the pane's \
-                 own session.",
+                 own session, and group_peers/group_context/group_share on its coordination \
+                 group: who the coordinator and peers are, and the values the group shares.",
             )
     }
 

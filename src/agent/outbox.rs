@@ -493,11 +493,17 @@ impl Outbox {
 
     /// Counts by state, for one MCP server or all.
     pub fn counts(&self, server: Option<&str>) -> Result<Counts, OutboxError> {
-        let mut counts = Counts::default();
-        let mut stmt = self.db.prepare_cached(
+        self.count_states(
             "SELECT state, COUNT(*) FROM actions WHERE ?1 IS NULL OR server = ?1 GROUP BY state",
-        )?;
-        let rows = stmt.query_map(params![server], |row| {
+            server,
+        )
+    }
+
+    /// Runs a `state, COUNT(*)` query with one parameter into [`Counts`].
+    fn count_states(&self, sql: &str, param: Option<&str>) -> Result<Counts, OutboxError> {
+        let mut counts = Counts::default();
+        let mut stmt = self.db.prepare_cached(sql)?;
+        let rows = stmt.query_map(params![param], |row| {
             Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
         })?;
         for row in rows {
@@ -535,25 +541,10 @@ impl Outbox {
 
     /// Counts by state of one session's actions.
     pub fn session_counts(&self, session_key: &str) -> Result<Counts, OutboxError> {
-        let mut counts = Counts::default();
-        let mut stmt = self.db.prepare_cached(
+        self.count_states(
             "SELECT state, COUNT(*) FROM actions WHERE session_key = ?1 GROUP BY state",
-        )?;
-        let rows = stmt.query_map(params![session_key], |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
-        })?;
-        for row in rows {
-            let (state, n) = row?;
-            let n = u64::try_from(n).unwrap_or(0);
-            match state.as_str() {
-                "pending" => counts.pending = n,
-                "inflight" => counts.inflight = n,
-                "delivered" => counts.delivered = n,
-                "failed" => counts.failed = n,
-                _ => {}
-            }
-        }
-        Ok(counts)
+            Some(session_key),
+        )
     }
 
     /// The actions with these idempotency keys, in the keys' order (keys

@@ -484,15 +484,7 @@ impl<C: ToolCaller> Reactor<C> {
             } else {
                 None
             };
-            let event = LifecycleEvent {
-                kind: EventKind::SessionAttached,
-                session_id: id,
-                session: name,
-                time: Utc::now(),
-                client: None,
-                old_name: None,
-                session_created: Some(created),
-            };
+            let event = synthetic_event(id, name, created);
             self.enqueue(&event, "checkpoint", context).await;
         }
     }
@@ -537,15 +529,7 @@ impl<C: ToolCaller> Reactor<C> {
         } else {
             None
         };
-        let event = LifecycleEvent {
-            kind: EventKind::SessionAttached,
-            session_id: id,
-            session: name,
-            time: Utc::now(),
-            client: None,
-            old_name: None,
-            session_created: Some(created),
-        };
+        let event = synthetic_event(id, name, created);
         self.commit(&event, SAVE_EVENT, &specs, Priority::Save, context)
             .await
     }
@@ -750,6 +734,20 @@ fn save_actions(actions: &ActionMap) -> Vec<ActionSpec> {
             .filter(|s| carries_context(s))
             .cloned()
             .collect(),
+    }
+}
+
+/// An event for calls tmux did not cause (a checkpoint, a requested save):
+/// it carries the session, and the time it was decided.
+fn synthetic_event(id: SessionId, name: String, created: i64) -> LifecycleEvent {
+    LifecycleEvent {
+        kind: EventKind::SessionAttached,
+        session_id: id,
+        session: name,
+        time: Utc::now(),
+        client: None,
+        old_name: None,
+        session_created: Some(created),
     }
 }
 

@@ -120,8 +120,14 @@ args = { step = "complete", goal_id = "{goal_id}", name = "{session}", key = "{i
 fn create_detach_kill_call_register_save_complete() {
     let rig = Rig::new(LIFECYCLE);
     let _daemon = rig.start_daemon();
-    // `base` existed before the daemon: it is registered as it starts.
+    // `base` existed before the daemon: it is registered as it starts, and
+    // shown as detached (no client is on it).
     rig.wait_calls(1);
+    let state = wait_for(PATIENCE, || {
+        let v = rig.option("base", "@agent-state");
+        (!v.is_empty()).then_some(v)
+    });
+    assert_eq!(state.as_deref(), Some("detached"));
 
     // Created with its goal and type set in the same tmux command, as
     // `tmux-agent new --goal --type` does.

@@ -395,6 +395,12 @@ impl<C: ToolCaller> Reactor<C> {
                     .map(|h| !h.is_empty())
                     .unwrap_or(true)
             };
+            // A session the daemon has never marked gets its state now; one
+            // it marked before a restart (an error, say) keeps it.
+            if !memo.options.contains_key("@agent-state") {
+                let state = if memo.attached { "active" } else { "detached" };
+                self.set_state(id, state).await;
+            }
             self.memos.insert(id, memo);
             if !known {
                 tracing::info!(session_id = %id, session = %session.info.name, "tracking a session that existed before the daemon");

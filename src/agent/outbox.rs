@@ -322,15 +322,13 @@ impl Outbox {
             "SELECT a.id, a.idempotency_key, a.session_key, a.session_id, a.event, a.priority,
                     a.server, a.tool, a.template, a.vars, a.keep, a.attempts
              FROM actions a
-             WHERE a.server = ?1 AND a.state = 'pending' AND a.next_attempt_at <= ?2
-               AND NOT EXISTS (
-                   SELECT 1 FROM actions b
-                   WHERE b.server = a.server AND b.session_key = a.session_key
-                     AND b.id < a.id AND b.state IN ('pending', 'inflight'))
-               AND NOT EXISTS (
-                   SELECT 1 FROM actions c
-                   WHERE c.server = a.server AND c.session_key = a.session_key
-                     AND c.state = 'inflight')
+             -- The head of each session's queue: its oldest open action.
+             -- Only a head is ever sent, so a session with a call in
+             -- flight has that call as its head and is skipped below.
+             JOIN (SELECT MIN(id) AS id FROM actions
+                   WHERE server = ?1 AND state IN ('pending', 'inflight')
+                   GROUP BY session_key) head ON a.id = head.id
+             WHERE a.state = 'pending' AND a.next_attempt_at <= ?2
              ORDER BY a.priority DESC, a.id ASC
              LIMIT 1",
         )?;
@@ -489,6 +487,19 @@ impl Outbox {
             kept.insert(name, value);
         }
         Ok(kept)
+    }
+
+    /// How many actions are not done yet (pending or in flight), for
+    /// `@agent-pending`. Reads only the index of open actions, however long
+    /// the history has grown.
+    pub fn open_count(&self) -> Result<u64, OutboxError> {
+        let n: i64 = self.db.query_row(
+            "SELECT COUNT(*) FROM actions INDEXED BY actions_open
+             WHERE state IN ('pending', 'inflight')",
+            [],
+            |row| row.get(0),
+        )?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     /// Counts by state, for one MCP server or all.
@@ -664,6 +675,7 @@ mod tests {
                 0,
             )
             .unwrap();
+        assert_eq!(outbox.open_count().unwrap(), 4);
         // Both sessions' heads are registers; the older goes first.
         let first = outbox.next_ready("builtin", 0).unwrap().unwrap();
         assert_eq!(first.new.idempotency_key, "a1");
@@ -730,6 +742,7 @@ mod tests {
         assert_eq!(outbox.state(a.id).unwrap(), Some(ActionState::Failed));
         let counts = outbox.counts(None).unwrap();
         assert_eq!((counts.failed, counts.pending), (1, 0));
+        assert_eq!(outbox.open_count().unwrap(), 0);
         let history = outbox.history("A", 10).unwrap();
         assert_eq!(history[0].error.as_deref(), Some("isError: bad"));
     }

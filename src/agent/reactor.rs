@@ -850,10 +850,7 @@ async fn set_session_option(control: &ControlHandle, id: SessionId, name: &str, 
 async fn publish_pending<C>(shared: &Shared<C>) {
     let pending = {
         let outbox = shared.outbox.lock().expect("outbox lock");
-        outbox
-            .counts(None)
-            .map(|c| c.pending + c.inflight)
-            .unwrap_or(0)
+        outbox.open_count().unwrap_or(0)
     };
     if let Ok(command) = Command::set_global_option("@agent-pending", &pending.to_string()) {
         let _ = shared.control.run(command).await;

@@ -205,6 +205,25 @@ fn create_detach_kill_call_register_save_complete() {
         (rig.global("@agent-pending") == "0").then_some(())
     })
     .expect("@agent-pending never went back to 0");
+
+    // `mcp stats` shows the daemon's live figures for the calls it made.
+    let out = rig
+        .server
+        .agent()
+        .args(["mcp", "stats", "rec", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rec = &stats[0];
+    assert_eq!(rec["server"], "rec");
+    assert_eq!(rec["calls"], 5, "{stats:#}");
+    assert_eq!(rec["successes"], 5, "{stats:#}");
+    assert_eq!(rec["tools"]["echo"]["calls"], 5, "{stats:#}");
 }
 
 #[test]

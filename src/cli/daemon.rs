@@ -332,6 +332,10 @@ pub async fn run(args: DaemonArgs, global: &GlobalArgs) -> anyhow::Result<ExitCo
             status: Some(status_hook(pool.clone(), &outbox_path)),
             reload: Some(reload_hook(global.clone(), pool.clone(), settings_tx)),
             save: Some(save_hook(commands_tx, outbox_path.clone())),
+            mcp_stats: Some(Box::new({
+                let pool = pool.clone();
+                move || serde_json::to_value(pool.stats()).unwrap_or_default()
+            })),
         },
     )
     .await?;

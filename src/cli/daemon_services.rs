@@ -33,6 +33,8 @@ pub type ReloadHook = Box<dyn Fn() -> BoxFuture<'static, Result<String, String>>
 
 /// Saves a session's context now, waiting at most the given time for the
 /// calls' outcome.
+/// The MCP pool's live figures, as JSON. Must not wait on anything.
+pub type McpStatsHook = Box<dyn Fn() -> serde_json::Value + Send + Sync>;
 pub type SaveHook = Box<
     dyn Fn(SessionId, std::time::Duration) -> BoxFuture<'static, Result<SaveReport, String>>
         + Send
@@ -45,6 +47,7 @@ pub struct DaemonHooks {
     pub status: Option<StatusHook>,
     pub reload: Option<ReloadHook>,
     pub save: Option<SaveHook>,
+    pub mcp_stats: Option<McpStatsHook>,
 }
 
 /// The daemon's answers to CLI requests.
@@ -60,6 +63,13 @@ pub struct DaemonHandler {
 }
 
 impl Handler for DaemonHandler {
+    async fn mcp_stats(&self) -> serde_json::Value {
+        match &self.hooks.mcp_stats {
+            Some(hook) => hook(),
+            None => serde_json::Value::Array(Vec::new()),
+        }
+    }
+
     async fn status(&self) -> StatusReport {
         let mut report = StatusReport {
             pid: std::process::id(),

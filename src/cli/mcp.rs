@@ -57,8 +57,9 @@ pub enum McpCommand {
     /// Show call figures (counts, latency percentiles) per server and tool.
     #[command(
         long_about = "Show call counts by outcome and latency percentiles per server and tool. \
-                      For now the figures are this process's own, so a separate `mcp stats` \
-                      starts from zero; the daemon will serve live figures.",
+                      The figures are the daemon's, live, for the tmux server chosen with \
+                      -L/-S (or $TMUX): every call it made since it started. With no daemon \
+                      running there is nothing to show, and it says so.",
         after_help = "Examples:\n  tmux-agent mcp stats\n  tmux-agent mcp stats memory --json"
     )]
     Stats(StatsArgs),
@@ -136,7 +137,17 @@ pub async fn run(cmd: McpCommand, global: &GlobalArgs) -> anyhow::Result<ExitCod
         McpCommand::Servers(args) => servers(discovered, args).await,
         McpCommand::Tools(args) => tools(discovered, args).await,
         McpCommand::Call(args) => call(discovered, args).await,
-        McpCommand::Stats(args) => stats(discovered, args).await,
+        McpCommand::Stats(args) => stats(discovered, args, global).await,
+    }
+}
+
+/// The daemon's live figures, if a daemon runs for the chosen server.
+async fn daemon_stats(global: &GlobalArgs) -> Option<Vec<crate::mcp::metrics::ServerStats>> {
+    use crate::ipc::{Endpoint, Request, Response};
+    let endpoint = Endpoint::for_server(&global.server());
+    match crate::ipc::request(&endpoint, &Request::McpStats).await {
+        Ok(Response::McpStats { servers }) => serde_json::from_value(servers).ok(),
+        _ => None,
     }
 }
 
@@ -335,19 +346,41 @@ fn fail(err: &CallError, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::FAILURE)
 }
 
-async fn stats(discovered: Discovered, args: StatsArgs) -> anyhow::Result<ExitCode> {
-    let pool = McpPool::new(&discovered);
-    let stats = match &args.server {
-        Some(server) => match pool.stats_for(server) {
-            Ok(s) => vec![s],
-            Err(err) => {
-                pool.shutdown().await;
-                return fail(&err, args.json);
+async fn stats(
+    discovered: Discovered,
+    args: StatsArgs,
+    global: &GlobalArgs,
+) -> anyhow::Result<ExitCode> {
+    let stats = match daemon_stats(global).await {
+        Some(mut stats) => {
+            if let Some(server) = &args.server {
+                stats.retain(|s| &s.server == server);
+                if stats.is_empty() {
+                    anyhow::bail!("the daemon has no MCP server named `{server}`");
+                }
             }
-        },
-        None => pool.stats(),
+            stats
+        }
+        None => {
+            eprintln!(
+                "tmux-agent: no daemon answered for `{}`: these are this command's own (empty) figures",
+                global.server()
+            );
+            let pool = McpPool::new(&discovered);
+            let stats = match &args.server {
+                Some(server) => match pool.stats_for(server) {
+                    Ok(s) => vec![s],
+                    Err(err) => {
+                        pool.shutdown().await;
+                        return fail(&err, args.json);
+                    }
+                },
+                None => pool.stats(),
+            };
+            pool.shutdown().await;
+            stats
+        }
     };
-    pool.shutdown().await;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&stats)?);
         return Ok(ExitCode::SUCCESS);

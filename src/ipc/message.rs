@@ -8,6 +8,8 @@
 //! ← {"response":"groups","groups":[{"name":"build",...}]}
 //! → {"request":"save","session":"$3","timeout_secs":10}
 //! ← {"response":"saved","session":"$3","complete":true,"calls":[...]}
+//! → {"request":"mcp-stats"}
+//! ← {"response":"mcp-stats","servers":[{"server":"builtin","calls":12,...}]}
 //! → {"request":"stop"}
 //! ← {"response":"stopping","pid":4242}
 //! ← {"response":"error","message":"session $9 does not exist"}
@@ -50,6 +52,9 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timeout_secs: Option<u64>,
     },
+    /// The daemon's live MCP figures (calls, outcomes, latency) per server
+    /// and tool, as `mcp stats` prints them.
+    McpStats,
 }
 
 /// The longest a `save` request waits for its calls (the daemon answers
@@ -66,6 +71,7 @@ impl Request {
             Request::Reconcile => "reconcile",
             Request::Share { .. } => "share",
             Request::Save { .. } => "save",
+            Request::McpStats => "mcp-stats",
         }
     }
 }
@@ -86,6 +92,11 @@ pub enum Response {
     },
     /// The outcome of a `save`.
     Saved(SaveReport),
+    /// The daemon's MCP figures: a JSON array of `mcp::metrics::ServerStats`
+    /// (kept as JSON here so this enum stays comparable).
+    McpStats {
+        servers: serde_json::Value,
+    },
     Error {
         message: String,
     },

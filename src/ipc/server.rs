@@ -60,6 +60,9 @@ pub trait Handler: Send + Sync + 'static {
         session: SessionId,
         wait: Duration,
     ) -> impl Future<Output = Result<SaveReport, String>> + Send;
+    /// The live MCP figures, as a JSON array of server stats. Like
+    /// `status`, answered from what is already known.
+    fn mcp_stats(&self) -> impl Future<Output = serde_json::Value> + Send;
 }
 
 /// The daemon's listening socket. Dropping it removes the socket file.
@@ -222,6 +225,9 @@ async fn dispatch<H: Handler>(handler: &H, request: Request) -> Response {
                 Err(message) => Response::Error { message },
             }
         }
+        Request::McpStats => Response::McpStats {
+            servers: handler.mcp_stats().await,
+        },
     }
 }
 

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Largest latency the histograms track: one hour, in microseconds.
 const MAX_MICROS: u64 = 3_600_000_000;
@@ -43,7 +43,7 @@ impl Outcome {
 }
 
 /// Counts of calls by outcome.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
     pub calls: u64,
     pub successes: u64,
@@ -115,7 +115,7 @@ impl Latency {
 }
 
 /// A latency distribution, in milliseconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct LatencySummary {
     pub count: u64,
     pub min_ms: f64,
@@ -217,7 +217,7 @@ impl ServerMetrics {
 }
 
 /// Snapshot of one server's figures.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ServerStats {
     pub server: String,
     #[serde(flatten)]
@@ -233,7 +233,7 @@ pub struct ServerStats {
 }
 
 /// Snapshot of one tool's figures.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ToolStats {
     #[serde(flatten)]
     pub counters: Counters,

@@ -285,16 +285,19 @@ pub async fn run<C: ToolCaller>(
         wake: Mutex::new(HashMap::new()),
     });
 
-    let tasks = TaskTracker::new();
-    start_dispatchers(&shared, &named_servers(&settings), &tasks, &shutdown);
-
+    let servers = named_servers(&settings);
     let mut reactor = Reactor {
         settings,
         shared: shared.clone(),
         memos: HashMap::new(),
         sequence: 0,
     };
+    // Adopt the existing sessions before any dispatcher runs, so
+    // `@agent-pending` only reaches 0 once their registrations are done
+    // (a dispatcher racing the adoption would show 0 in between).
     reactor.adopt(&model).await;
+    let tasks = TaskTracker::new();
+    start_dispatchers(&shared, &servers, &tasks, &shutdown);
     publish_pending(&shared).await;
 
     let mut checkpoints = checkpoint_timer(&reactor.settings);

@@ -19,7 +19,10 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts a daemon and waits until its socket listens.
+    /// Starts a daemon and waits until its socket listens and it has
+    /// registered the sessions it found (its default preset calls the
+    /// built-in server for each, and sets `@agent-goal-id`): tests that
+    /// compare option snapshots must not race those writes.
     pub fn start(server: &TmuxServer) -> Self {
         let mut cmd = server.agent();
         cmd.arg("daemon");
@@ -28,6 +31,13 @@ impl Daemon {
             process.wait_stderr("listening for tmux-agent commands", PATIENCE),
             "the daemon did not start: {}",
             process.stderr()
+        );
+        let settled = crate::common::wait_for(PATIENCE, || {
+            (global_opt(server, "@agent-pending").as_deref() == Some("0")).then_some(())
+        });
+        assert!(
+            settled.is_some(),
+            "the daemon's start-up calls never settled"
         );
         Self { process }
     }

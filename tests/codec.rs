@@ -10,10 +10,10 @@
 
 use std::{collections::BTreeMap, fs, path::Path};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use proptest::{collection::vec, prelude::*};
-use tmux_agent::control::{ControlEvent, Notification, PaneId, SessionId, codec::ControlCodec};
-use tokio_util::codec::Decoder;
+use tmux_agent::control::codec::{ControlCodec, decode_stream};
+use tmux_agent::control::{ControlEvent, Notification, PaneId, SessionId};
 
 /// What decoding a stream gives: the events, then the error if one ended it.
 type Decoded = (Vec<ControlEvent>, Option<String>);
@@ -27,25 +27,8 @@ fn decode_chunks<'a>(
         Some(max) => ControlCodec::with_max_line_length(max),
         None => ControlCodec::new(),
     };
-    let mut buf = BytesMut::new();
-    let mut events = Vec::new();
-    for chunk in chunks {
-        buf.extend_from_slice(chunk);
-        loop {
-            match codec.decode(&mut buf) {
-                Ok(Some(event)) => events.push(event),
-                Ok(None) => break,
-                Err(e) => return (events, Some(e.to_string())),
-            }
-        }
-    }
-    loop {
-        match codec.decode_eof(&mut buf) {
-            Ok(Some(event)) => events.push(event),
-            Ok(None) => return (events, None),
-            Err(e) => return (events, Some(e.to_string())),
-        }
-    }
+    let (events, error) = decode_stream(&mut codec, chunks);
+    (events, error.map(|e| e.to_string()))
 }
 
 fn decode_whole(max: Option<usize>, input: &[u8]) -> Decoded {

@@ -6,33 +6,15 @@
 
 #![no_main]
 
-use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use tmux_agent::control::{ControlEvent, codec::ControlCodec};
-use tokio_util::codec::Decoder;
+use tmux_agent::control::ControlEvent;
+use tmux_agent::control::codec::{ControlCodec, decode_stream};
 
 /// Decodes `input` fed `chunk` bytes at a time, then signals end of input.
 fn decode(input: &[u8], chunk: usize, max: usize) -> (Vec<ControlEvent>, Option<String>) {
     let mut codec = ControlCodec::with_max_line_length(max);
-    let mut buf = BytesMut::new();
-    let mut events = Vec::new();
-    for piece in input.chunks(chunk.max(1)) {
-        buf.extend_from_slice(piece);
-        loop {
-            match codec.decode(&mut buf) {
-                Ok(Some(event)) => events.push(event),
-                Ok(None) => break,
-                Err(e) => return (events, Some(e.to_string())),
-            }
-        }
-    }
-    loop {
-        match codec.decode_eof(&mut buf) {
-            Ok(Some(event)) => events.push(event),
-            Ok(None) => return (events, None),
-            Err(e) => return (events, Some(e.to_string())),
-        }
-    }
+    let (events, error) = decode_stream(&mut codec, input.chunks(chunk.max(1)));
+    (events, error.map(|e| e.to_string()))
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -207,6 +207,35 @@ impl Default for ControlCodec {
     }
 }
 
+/// Decodes a whole captured stream, given in `chunks` as a reader would
+/// deliver them, then signals the end of input: every event in order, and
+/// the error that ended decoding, if one did. For replaying transcripts in
+/// tests, fuzzing and tools; the daemon decodes through `FramedRead`.
+pub fn decode_stream<'a>(
+    codec: &mut ControlCodec,
+    chunks: impl IntoIterator<Item = &'a [u8]>,
+) -> (Vec<ControlEvent>, Option<CodecError>) {
+    let mut buf = BytesMut::new();
+    let mut events = Vec::new();
+    for chunk in chunks {
+        buf.extend_from_slice(chunk);
+        loop {
+            match codec.decode(&mut buf) {
+                Ok(Some(event)) => events.push(event),
+                Ok(None) => break,
+                Err(e) => return (events, Some(e)),
+            }
+        }
+    }
+    loop {
+        match codec.decode_eof(&mut buf) {
+            Ok(Some(event)) => events.push(event),
+            Ok(None) => return (events, None),
+            Err(e) => return (events, Some(e)),
+        }
+    }
+}
+
 /// Strips the LF (if any) and one CR before it.
 fn strip_line_end(line: &mut BytesMut) {
     if line.last() == Some(&b'\n') {
@@ -314,31 +343,14 @@ mod tests {
     use super::*;
     use crate::control::message::{Notification, PaneId, SessionId};
 
-    /// Decodes `input` fed in the given chunks, then signals end of input.
-    /// An error ends the list as `Err`.
+    /// Decodes `input` fed in the given chunks, then signals end of input;
+    /// the error that ended decoding, if any, as text.
     fn decode_chunks(
         codec: &mut ControlCodec,
         chunks: &[&[u8]],
     ) -> (Vec<ControlEvent>, Option<String>) {
-        let mut buf = BytesMut::new();
-        let mut events = Vec::new();
-        for chunk in chunks {
-            buf.extend_from_slice(chunk);
-            loop {
-                match codec.decode(&mut buf) {
-                    Ok(Some(event)) => events.push(event),
-                    Ok(None) => break,
-                    Err(e) => return (events, Some(e.to_string())),
-                }
-            }
-        }
-        loop {
-            match codec.decode_eof(&mut buf) {
-                Ok(Some(event)) => events.push(event),
-                Ok(None) => return (events, None),
-                Err(e) => return (events, Some(e.to_string())),
-            }
-        }
+        let (events, error) = decode_stream(codec, chunks.iter().copied());
+        (events, error.map(|e| e.to_string()))
     }
 
     fn decode_all(input: &[u8]) -> Vec<ControlEvent> {

@@ -6,7 +6,7 @@
 mod mcp_support;
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -15,24 +15,6 @@ use serde_json::{Value, json};
 use tmux_agent::config::{Knobs, ProtocolChoice};
 use tmux_agent::mcp::spec::{StdioSpec, TransportSpec};
 use tmux_agent::mcp::{CallError, CallOptions, McpPool};
-
-/// `.test-deps/npm/node_modules/.bin`, or None (with a loud message) when
-/// `scripts/install-test-deps` has not been run.
-fn npm_bin(name: &str) -> Option<PathBuf> {
-    let bin = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(".test-deps/npm/node_modules/.bin")
-        .join(name);
-    if bin.exists() {
-        Some(bin)
-    } else {
-        eprintln!(
-            "\n!!! SKIPPED: {} is missing. Run scripts/install-test-deps to install the npm MCP \
-             servers these tests use (CI always does). !!!\n",
-            bin.display()
-        );
-        None
-    }
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

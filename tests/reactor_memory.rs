@@ -3,30 +3,15 @@
 //! user already has it: in `~/.claude.json`.
 
 mod common;
+mod mcp_support;
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{LineReader, TmuxServer, wait_for};
+use mcp_support::npm_bin;
 use serde_json::{Value, json};
 
 const PATIENCE: Duration = Duration::from_secs(20);
-
-/// `.test-deps/npm/node_modules/.bin/<name>`, installed by
-/// `scripts/install-test-deps` (which CI always runs).
-fn npm_bin(name: &str) -> Option<PathBuf> {
-    let bin = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(".test-deps/npm/node_modules/.bin")
-        .join(name);
-    if bin.exists() {
-        return Some(bin);
-    }
-    eprintln!(
-        "\n!!! SKIPPED: {} is missing. Run scripts/install-test-deps (CI always does). !!!\n",
-        bin.display()
-    );
-    None
-}
 
 #[test]
 fn a_detached_session_is_in_the_memory_graph() {

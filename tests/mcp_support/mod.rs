@@ -125,3 +125,21 @@ pub fn started_pids(record: &Path) -> Vec<u64> {
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
 }
+
+/// `.test-deps/npm/node_modules/.bin`, or None (with a loud message) when
+/// `scripts/install-test-deps` has not been run.
+pub fn npm_bin(name: &str) -> Option<PathBuf> {
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".test-deps/npm/node_modules/.bin")
+        .join(name);
+    if bin.exists() {
+        Some(bin)
+    } else {
+        eprintln!(
+            "\n!!! SKIPPED: {} is missing. Run scripts/install-test-deps to install the npm MCP \
+             servers these tests use (CI always does). !!!\n",
+            bin.display()
+        );
+        None
+    }
+}

@@ -85,6 +85,15 @@ pub enum ControlError {
     Io(#[from] std::io::Error),
 }
 
+/// Whether a write error only means tmux has gone away.
+fn is_peer_gone(err: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        err.kind(),
+        ErrorKind::BrokenPipe | ErrorKind::ConnectionReset | ErrorKind::NotConnected
+    )
+}
+
 /// Why a connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExitReason {
@@ -353,6 +362,14 @@ impl ConnectionTask {
         bytes.push(b'\n');
         match stdin.write_all(&bytes).await {
             Ok(()) => self.pending.push_back((line, request.reply)),
+            // tmux closed its end (the server was killed, or `%exit` is on
+            // its way): the reader will see why, so callers get `Closed` and
+            // wait for that reason rather than fail on a broken pipe.
+            Err(err) if is_peer_gone(&err) => {
+                tracing::debug!(error = %err, "tmux closed its input");
+                self.stdin = None;
+                let _ = request.reply.send(Err(ControlError::Closed));
+            }
             Err(err) => {
                 let _ = request.reply.send(Err(ControlError::Io(err)));
             }

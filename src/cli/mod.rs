@@ -143,7 +143,7 @@ async fn attach(global: &GlobalArgs, connection: CancellationToken) -> anyhow::R
         }
         Err(err) => return Err(err).with_context(|| format!("attaching to `{server}`")),
     };
-    Tracker::start(connection)
+    Tracker::start(connection, server.clone())
         .await
         .with_context(|| format!("reading sessions from `{server}`"))
 }
@@ -180,26 +180,17 @@ fn shutdown_on_signal() -> CancellationToken {
     ])
 }
 
-/// Says in words why tracking ended. A bare `%exit` can mean the server
-/// exited or only our session went away; asking the server tells which.
-async fn describe_end(end: &TrackEnd, global: &GlobalArgs) -> String {
+/// Says in words why tracking ended.
+fn describe_end(end: &TrackEnd, global: &GlobalArgs) -> String {
     let server = global.server();
     match end {
         TrackEnd::LastSessionClosed => format!("the last session on `{server}` closed; stopped"),
+        TrackEnd::ServerExited { sessions } => format!(
+            "the tmux server of `{server}` exited; its {sessions} session(s) were closed with it; stopped"
+        ),
         TrackEnd::Connection(ExitReason::Cancelled) => "stopped".to_owned(),
         TrackEnd::Connection(reason @ (ExitReason::Exit(_) | ExitReason::Eof)) => {
-            let alive = server
-                .command()
-                .args(["list-sessions", "-F", "#{session_id}"])
-                .stdin(std::process::Stdio::null())
-                .output()
-                .await
-                .is_ok_and(|out| out.status.success());
-            if alive {
-                format!("{reason} (the tmux-agent session was closed or this client was detached)")
-            } else {
-                format!("the tmux server of `{server}` exited; stopped")
-            }
+            format!("{reason} (the tmux-agent session was closed or this client was detached)")
         }
         TrackEnd::Connection(reason) => reason.to_string(),
     }

@@ -57,6 +57,6 @@ pub async fn run(args: WatchArgs, global: &GlobalArgs) -> anyhow::Result<ExitCod
     drop(stdout);
     let end = tracking.await??;
     connection_token.cancel();
-    eprintln!("tmux-agent watch: {}", describe_end(&end, global).await);
+    eprintln!("tmux-agent watch: {}", describe_end(&end, global));
     Ok(ExitCode::SUCCESS)
 }

@@ -19,6 +19,7 @@ use super::LifecycleEvent;
 use super::model::{ClientInfo, Listing, Model, SessionInfo};
 use crate::control::command::{Command, CommandError, SubscriptionScope};
 use crate::control::connection::{Connection, ControlError, ControlHandle, ExitReason};
+use crate::control::server::ServerSocket;
 use crate::control::{Notification, SessionId};
 
 /// The name of the reconciliation subscription (`refresh-client -B`).
@@ -55,7 +56,12 @@ pub enum TrackEnd {
     /// The user's last session closed; the tracker killed the sidecar's
     /// session so the server could exit as the user expects.
     LastSessionClosed,
-    /// The connection ended for another reason.
+    /// The tmux server exited (killed, or crashed) with sessions still in
+    /// it: each got its `session-closed` event, since nothing else would
+    /// ever close their goals.
+    ServerExited { sessions: usize },
+    /// The connection ended for another reason, the server still running
+    /// (or, for [`ExitReason::Cancelled`], not asked).
     Connection(ExitReason),
 }
 
@@ -63,6 +69,12 @@ impl std::fmt::Display for TrackEnd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::LastSessionClosed => write!(f, "the last tmux session closed"),
+            Self::ServerExited { sessions } => {
+                write!(
+                    f,
+                    "the tmux server exited; its {sessions} session(s) closed with it"
+                )
+            }
             Self::Connection(reason) => reason.fmt(f),
         }
     }
@@ -75,6 +87,8 @@ pub struct Tracker {
     closed: tokio::task::JoinHandle<ExitReason>,
     model: Model,
     snapshots: watch::Sender<Model>,
+    /// Asked, when the connection ends, whether the server is still there.
+    server: ServerSocket,
     /// Set once we have asked tmux to kill the sidecar's session.
     leaving: bool,
 }
@@ -82,7 +96,7 @@ pub struct Tracker {
 impl Tracker {
     /// Subscribes, reads the server once, and returns a tracker whose model
     /// already holds every existing session (no events for those).
-    pub async fn start(connection: Connection) -> Result<Self, TrackError> {
+    pub async fn start(connection: Connection, server: ServerSocket) -> Result<Self, TrackError> {
         let Connection {
             handle,
             notifications,
@@ -100,6 +114,7 @@ impl Tracker {
             closed,
             model,
             snapshots,
+            server,
             leaving: false,
         })
     }
@@ -134,20 +149,20 @@ impl Tracker {
         loop {
             let notification = tokio::select! {
                 n = self.notifications.recv() => n,
-                () = shutdown.cancelled() => return Ok(self.end(ExitReason::Cancelled).await),
+                () = shutdown.cancelled() => return Ok(self.end(ExitReason::Cancelled, &events).await),
             };
             let Some(notification) = notification else {
                 let reason = (&mut self.closed).await.unwrap_or(ExitReason::Eof);
-                return Ok(self.end(reason).await);
+                return Ok(self.end(reason, &events).await);
             };
             let mut dirty = is_trigger(&notification);
             if let Notification::Exit { reason } = notification {
-                return Ok(self.end(ExitReason::Exit(reason)).await);
+                return Ok(self.end(ExitReason::Exit(reason), &events).await);
             }
             // Coalesce what is already queued into one listing.
             while let Ok(more) = self.notifications.try_recv() {
                 if let Notification::Exit { reason } = more {
-                    return Ok(self.end(ExitReason::Exit(reason)).await);
+                    return Ok(self.end(ExitReason::Exit(reason), &events).await);
                 }
                 dirty |= is_trigger(&more);
             }
@@ -190,13 +205,47 @@ impl Tracker {
         }
     }
 
-    async fn end(self, reason: ExitReason) -> TrackEnd {
-        if self.leaving && matches!(reason, ExitReason::Exit(_) | ExitReason::Eof) {
-            TrackEnd::LastSessionClosed
-        } else {
-            TrackEnd::Connection(reason)
+    /// Says how tracking ended. A bare `%exit` or EOF can mean the server
+    /// exited or only our session or client went away; asking the server
+    /// tells which. Sessions that went down with their server are closed in
+    /// the model, so their `session-closed` actions (complete the goal, save
+    /// the context) still happen.
+    async fn end(mut self, reason: ExitReason, events: &mpsc::Sender<LifecycleEvent>) -> TrackEnd {
+        if !matches!(reason, ExitReason::Exit(_) | ExitReason::Eof) {
+            return TrackEnd::Connection(reason);
         }
+        if self.leaving {
+            return TrackEnd::LastSessionClosed;
+        }
+        if server_is_running(&self.server).await {
+            return TrackEnd::Connection(reason);
+        }
+        let closed = self.model.reconcile(&Listing::default(), Utc::now());
+        let sessions = closed
+            .iter()
+            .filter(|e| e.kind == super::EventKind::SessionClosed)
+            .count();
+        tracing::warn!(sessions, "the tmux server exited; closing its sessions");
+        for event in closed {
+            tracing::info!(event = %event.kind, session_id = %event.session_id, session = %event.session, client = ?event.client, "lifecycle");
+            let _ = events.send(event).await;
+        }
+        self.snapshots.send_replace(self.model.clone());
+        TrackEnd::ServerExited { sessions }
     }
+}
+
+/// Whether a tmux server answers on `server`'s socket.
+async fn server_is_running(server: &ServerSocket) -> bool {
+    server
+        .command()
+        .args(["list-sessions", "-F", "#{session_id}"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .await
+        .is_ok_and(|status| status.success())
 }
 
 /// Whether a notification may mean the sessions or clients changed.

@@ -38,10 +38,12 @@ async fn a_huge_response_line_drops_the_connection_with_bounded_memory() {
         .unwrap_err();
     let grown_mib = (peak_rss_kib() - before) / 1024;
     match &err {
-        CallError::TransportLost { detail, .. } => {
-            assert!(detail.contains("longer than 16777216 bytes"), "{detail}")
+        CallError::AnswerTooLarge { limit, tool, .. } => {
+            assert_eq!((*limit, tool.as_str()), (16 * 1024 * 1024, "big"));
+            let message = err.to_string();
+            assert!(message.contains("raise max_message_bytes"), "{message}");
         }
-        other => panic!("expected the connection to be dropped, got {other:?}"),
+        other => panic!("expected the answer to be refused as too large, got {other:?}"),
     }
     // The 50 MB line was never held whole: at most the 16 MiB limit (plus
     // buffers) was buffered.

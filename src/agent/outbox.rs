@@ -27,6 +27,16 @@
 //! WAL with `synchronous = NORMAL`: a commit is in the operating system's
 //! hands before the call goes out, so it survives the daemon being killed
 //! at any point; only a power loss can take the last commits back.
+//!
+//! # When the disk fails
+//!
+//! A daemon whose outbox cannot be written (disk full, read-only or missing
+//! state directory, I/O errors) does not stop acting on events: the outbox
+//! moves to memory, taking the open actions with it, and says so
+//! ([`Outbox::degraded`], shown by `tmux-agent status` and logged). Calls
+//! still go out in order; what memory cannot give is survival of a daemon
+//! crash. The actions copied out stay open in the file, so the next daemon
+//! that can write it sends them again, under the same idempotency keys.
 
 use std::path::{Path, PathBuf};
 
@@ -194,6 +204,10 @@ CREATE TABLE kept (
 /// The outbox database. Not shared between threads: the reactor owns it.
 pub struct Outbox {
     db: Connection,
+    /// The file behind `db`, while it is a file.
+    path: Option<PathBuf>,
+    /// Why the outbox lives in memory, once it does for lack of a disk.
+    degraded: Option<String>,
 }
 
 impl Outbox {
@@ -209,13 +223,85 @@ impl Outbox {
             path: path.to_owned(),
             source,
         })?;
-        Self::init(db).map_err(|source| match source {
+        let mut outbox = Self::init(db).map_err(|source| match source {
             OutboxError::Sqlite(source) => OutboxError::Open {
                 path: path.to_owned(),
                 source,
             },
             other => other,
-        })
+        })?;
+        outbox.path = Some(path.to_owned());
+        Ok(outbox)
+    }
+
+    /// [`Outbox::open`], or, when the file cannot be opened or created, an
+    /// outbox in memory that says why ([`Outbox::degraded`]): the daemon
+    /// still acts on events, only not durably.
+    pub fn open_or_memory(path: &Path) -> Self {
+        match Self::open(path) {
+            Ok(outbox) => outbox,
+            Err(err) => {
+                let reason = err.to_string();
+                tracing::error!(%reason, "the outbox cannot be written: calls are kept in memory and lost if the daemon stops");
+                let mut outbox = Self::in_memory().expect("an in-memory SQLite database opens");
+                outbox.degraded = Some(reason);
+                outbox
+            }
+        }
+    }
+
+    /// Why the outbox is in memory rather than on disk, if it is.
+    pub fn degraded(&self) -> Option<&str> {
+        self.degraded.as_deref()
+    }
+
+    fn wrap(db: Connection) -> Self {
+        Self {
+            db,
+            path: None,
+            degraded: None,
+        }
+    }
+
+    /// Runs a write. When storage fails under it, the outbox moves to
+    /// memory (see the module docs) and the write is done there.
+    fn write<T>(
+        &mut self,
+        mut op: impl FnMut(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, OutboxError> {
+        match op(&mut self.db) {
+            // Only a writable file spills; a read-only outbox stays one.
+            Err(err) if self.path.is_some() && is_storage_failure(&err) => {
+                self.spill(&err);
+                Ok(op(&mut self.db)?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// Moves the outbox to memory, copying the open actions and the kept
+    /// values from the file (reading still works on a full disk).
+    fn spill(&mut self, cause: &rusqlite::Error) {
+        let Some(path) = self.path.take() else {
+            return;
+        };
+        let reason = format!("cannot write {}: {cause}", path.display());
+        let memory = Self::in_memory().expect("an in-memory SQLite database opens");
+        let copied = copy_open_actions(&memory.db, &path);
+        match copied {
+            Ok(copied) => tracing::error!(
+                %reason,
+                copied,
+                "the outbox moved to memory: calls still go out, but are lost if the daemon stops"
+            ),
+            Err(err) => tracing::error!(
+                %reason,
+                %err,
+                "the outbox moved to memory without its open actions: they wait in the file for the next daemon"
+            ),
+        }
+        self.db = memory.db;
+        self.degraded = Some(reason);
     }
 
     /// Opens an existing outbox for reading only, beside a daemon that
@@ -243,7 +329,7 @@ impl Outbox {
             // Created but never written: as good as no outbox.
             return Ok(None);
         }
-        Ok(Some(Self { db }))
+        Ok(Some(Self::wrap(db)))
     }
 
     /// An outbox that lives in memory, for tests.
@@ -261,39 +347,41 @@ impl Outbox {
                 "BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
             ))?;
         }
-        Ok(Self { db })
+        Ok(Self::wrap(db))
     }
 
     /// Commits new actions, all or none. Keys seen before are skipped.
     /// Returns how many were new.
     pub fn enqueue(&mut self, actions: &[NewAction], now_ms: i64) -> Result<usize, OutboxError> {
-        let tx = self.db.transaction()?;
-        let mut added = 0;
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT OR IGNORE INTO actions
+        self.write(|db| {
+            let tx = db.transaction()?;
+            let mut added = 0;
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO actions
                  (idempotency_key, session_key, session_id, event, priority, server, tool,
                   template, vars, keep, state, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'pending', ?11)",
-            )?;
-            for a in actions {
-                added += insert.execute(params![
-                    a.idempotency_key,
-                    a.session_key,
-                    a.session_id,
-                    a.event,
-                    a.priority as i64,
-                    a.server,
-                    a.tool,
-                    a.template.to_string(),
-                    a.vars.to_string(),
-                    a.keep.to_string(),
-                    now_ms,
-                ])?;
+                )?;
+                for a in actions {
+                    added += insert.execute(params![
+                        a.idempotency_key,
+                        a.session_key,
+                        a.session_id,
+                        a.event,
+                        a.priority as i64,
+                        a.server,
+                        a.tool,
+                        a.template.to_string(),
+                        a.vars.to_string(),
+                        a.keep.to_string(),
+                        now_ms,
+                    ])?;
+                }
             }
-        }
-        tx.commit()?;
-        Ok(added)
+            tx.commit()?;
+            Ok(added)
+        })
     }
 
     /// After a restart: whatever was in flight when the last daemon died is
@@ -301,17 +389,19 @@ impl Outbox {
     /// daemon that died says nothing about the servers of this one).
     /// Returns how many were in flight.
     pub fn recover(&mut self) -> Result<usize, OutboxError> {
-        let tx = self.db.transaction()?;
-        let inflight = tx.execute(
-            "UPDATE actions SET state = 'pending' WHERE state = 'inflight'",
-            [],
-        )?;
-        tx.execute(
-            "UPDATE actions SET next_attempt_at = 0 WHERE state = 'pending'",
-            [],
-        )?;
-        tx.commit()?;
-        Ok(inflight)
+        self.write(|db| {
+            let tx = db.transaction()?;
+            let inflight = tx.execute(
+                "UPDATE actions SET state = 'pending' WHERE state = 'inflight'",
+                [],
+            )?;
+            tx.execute(
+                "UPDATE actions SET next_attempt_at = 0 WHERE state = 'pending'",
+                [],
+            )?;
+            tx.commit()?;
+            Ok(inflight)
+        })
     }
 
     /// The next action to send to `server`: the most urgent of the actions
@@ -400,10 +490,12 @@ impl Outbox {
 
     /// Commits that the call is about to be sent.
     pub fn mark_inflight(&mut self, id: i64) -> Result<(), OutboxError> {
-        self.db.execute(
-            "UPDATE actions SET state = 'inflight', attempts = attempts + 1 WHERE id = ?1",
-            params![id],
-        )?;
+        self.write(|db| {
+            db.execute(
+                "UPDATE actions SET state = 'inflight', attempts = attempts + 1 WHERE id = ?1",
+                params![id],
+            )
+        })?;
         Ok(())
     }
 
@@ -416,7 +508,8 @@ impl Outbox {
         latency_ms: i64,
         kept: &[(String, Value)],
     ) -> Result<(), OutboxError> {
-        let tx = self.db.transaction()?;
+        self.write(|db| {
+        let tx = db.transaction()?;
         tx.execute(
             "UPDATE actions SET state = 'delivered', delivered_at = ?2, latency_ms = ?3, last_error = NULL
              WHERE id = ?1",
@@ -430,8 +523,8 @@ impl Outbox {
                 params![id, name, value.to_string()],
             )?;
         }
-        tx.commit()?;
-        Ok(())
+        tx.commit()
+        })
     }
 
     /// The failure may pass: try again at `retry_at_ms`.
@@ -441,19 +534,23 @@ impl Outbox {
         error: &str,
         retry_at_ms: i64,
     ) -> Result<(), OutboxError> {
-        self.db.execute(
-            "UPDATE actions SET state = 'pending', last_error = ?2, next_attempt_at = ?3 WHERE id = ?1",
-            params![id, error, retry_at_ms],
-        )?;
+        self.write(|db| {
+            db.execute(
+                "UPDATE actions SET state = 'pending', last_error = ?2, next_attempt_at = ?3 WHERE id = ?1",
+                params![id, error, retry_at_ms],
+            )
+        })?;
         Ok(())
     }
 
     /// The failure is permanent: keep the reason, never send it again.
     pub fn mark_failed(&mut self, id: i64, reason: &str, now_ms: i64) -> Result<(), OutboxError> {
-        self.db.execute(
-            "UPDATE actions SET state = 'failed', last_error = ?2, delivered_at = ?3 WHERE id = ?1",
-            params![id, reason, now_ms],
-        )?;
+        self.write(|db| {
+            db.execute(
+                "UPDATE actions SET state = 'failed', last_error = ?2, delivered_at = ?3 WHERE id = ?1",
+                params![id, reason, now_ms],
+            )
+        })?;
         Ok(())
     }
 
@@ -464,11 +561,13 @@ impl Outbox {
         name: &str,
         value: &Value,
     ) -> Result<(), OutboxError> {
-        self.db.execute(
-            "INSERT INTO kept (session_key, name, value) VALUES (?1, ?2, ?3)
-             ON CONFLICT (session_key, name) DO NOTHING",
-            params![session_key, name, value.to_string()],
-        )?;
+        self.write(|db| {
+            db.execute(
+                "INSERT INTO kept (session_key, name, value) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (session_key, name) DO NOTHING",
+                params![session_key, name, value.to_string()],
+            )
+        })?;
         Ok(())
     }
 
@@ -641,6 +740,43 @@ struct NewActionRow {
     keep: String,
 }
 
+/// Whether an error means the storage under the database failed, rather
+/// than the statement.
+fn is_storage_failure(err: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode;
+    matches!(
+        err.sqlite_error_code(),
+        Some(
+            ErrorCode::DiskFull
+                | ErrorCode::ReadOnly
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::CannotOpen
+                | ErrorCode::PermissionDenied
+                | ErrorCode::DatabaseCorrupt
+                | ErrorCode::NotADatabase
+        )
+    )
+}
+
+/// Copies the open actions and every kept value of the outbox file at
+/// `path` into `memory` (same schema); returns how many actions.
+fn copy_open_actions(memory: &Connection, path: &Path) -> rusqlite::Result<usize> {
+    let file = path.to_string_lossy();
+    memory.execute("ATTACH DATABASE ?1 AS disk", params![file])?;
+    let copied = memory.execute(
+        "INSERT INTO main.actions SELECT * FROM disk.actions
+         WHERE state IN ('pending', 'inflight')",
+        [],
+    );
+    let kept = memory.execute(
+        "INSERT OR REPLACE INTO main.kept SELECT * FROM disk.kept",
+        [],
+    );
+    memory.execute("DETACH DATABASE disk", [])?;
+    kept?;
+    copied
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -785,6 +921,74 @@ mod tests {
             reader.keep("A", "x", &json!(1)).is_err(),
             "the reader wrote"
         );
+    }
+
+    #[test]
+    fn a_full_disk_moves_the_outbox_to_memory_with_its_open_actions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.db");
+        let mut outbox = Outbox::open(&path).unwrap();
+        outbox
+            .enqueue(
+                &[
+                    action("done", "A", "session-created", Priority::Register),
+                    action("open", "B", "session-created", Priority::Register),
+                ],
+                0,
+            )
+            .unwrap();
+        let done = outbox.next_ready("builtin", 0).unwrap().unwrap();
+        outbox.mark_inflight(done.id).unwrap();
+        outbox
+            .mark_delivered(done.id, 1, 1, &[("goal_id".into(), json!("g-1"))])
+            .unwrap();
+        // SQLite's own "database or disk is full", as a full disk gives it.
+        let pages: i64 = outbox
+            .db
+            .pragma_query_value(None, "page_count", |r| r.get(0))
+            .unwrap();
+        outbox
+            .db
+            .pragma_update(None, "max_page_count", pages)
+            .unwrap();
+        let big = action("later", "C", "session-closed", Priority::Complete);
+        let mut big = big;
+        big.vars = json!({"context": "x".repeat(64 * 1024)});
+        assert_eq!(outbox.enqueue(&[big], 2).unwrap(), 1);
+
+        let reason = outbox.degraded().expect("the outbox says it is in memory");
+        assert!(reason.contains("outbox.db"), "{reason}");
+        assert!(reason.contains("full"), "{reason}");
+        // The open action came along, the delivered one did not, the kept
+        // value did; the new one is there, first by priority.
+        assert_eq!(outbox.open_count().unwrap(), 2);
+        assert_eq!(outbox.kept("A").unwrap()["goal_id"], json!("g-1"));
+        let next = outbox.next_ready("builtin", 3).unwrap().unwrap();
+        assert_eq!(next.new.idempotency_key, "later");
+        outbox.mark_inflight(next.id).unwrap();
+        outbox.mark_delivered(next.id, 4, 1, &[]).unwrap();
+        let last = outbox.next_ready("builtin", 5).unwrap().unwrap();
+        assert_eq!(last.new.idempotency_key, "open");
+        // The file still holds the open action for the next daemon.
+        let file = Outbox::open_read_only(&path).unwrap().unwrap();
+        assert_eq!(file.open_count().unwrap(), 1);
+    }
+
+    #[test]
+    fn an_unwritable_place_gives_an_outbox_in_memory_that_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let not_a_dir = dir.path().join("file");
+        std::fs::write(&not_a_dir, "").unwrap();
+        let mut outbox = Outbox::open_or_memory(&not_a_dir.join("outbox.db"));
+        let reason = outbox.degraded().expect("in memory").to_owned();
+        assert!(reason.contains("file"), "{reason}");
+        outbox
+            .enqueue(
+                &[action("k", "A", "session-created", Priority::Register)],
+                0,
+            )
+            .unwrap();
+        assert_eq!(outbox.open_count().unwrap(), 1);
     }
 
     #[test]

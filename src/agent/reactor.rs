@@ -69,6 +69,8 @@ impl ToolCaller for crate::mcp::McpPool {
                 // and reloading delivers what waited.
                 let permanent = match &err {
                     CallError::ToolError { .. } | CallError::BadArguments { .. } => true,
+                    // The same call would bring the same answer again.
+                    CallError::AnswerTooLarge { .. } => true,
                     // Invalid params, method not found: the call as built
                     // will never succeed.
                     CallError::JsonRpc { code, .. } => (-32602..=-32600).contains(code),
@@ -180,7 +182,8 @@ impl ServerIdentity {
 /// The state shared by the reactor task and the dispatchers.
 struct Shared<C> {
     control: ControlHandle,
-    outbox: Mutex<Outbox>,
+    /// Shared with the daemon's status and save hooks.
+    outbox: Arc<Mutex<Outbox>>,
     caller: Arc<C>,
     identity: ServerIdentity,
     /// One wake-up per MCP server with a dispatcher, poked when actions
@@ -258,7 +261,7 @@ fn checkpoint_timer(settings: &ReactorSettings) -> Option<tokio::time::Interval>
 pub async fn run<C: ToolCaller>(
     inputs: Inputs,
     control: ControlHandle,
-    mut outbox: Outbox,
+    outbox: Arc<Mutex<Outbox>>,
     caller: Arc<C>,
     model: Model,
     shutdown: CancellationToken,
@@ -270,7 +273,7 @@ pub async fn run<C: ToolCaller>(
     } = inputs;
     let settings = settings_rx.borrow_and_update().clone();
     let identity = server_identity(&control, model.sidecar()).await?;
-    let recovered = outbox.recover()?;
+    let recovered = outbox.lock().expect("outbox lock").recover()?;
     if recovered > 0 {
         tracing::warn!(
             recovered,
@@ -279,7 +282,7 @@ pub async fn run<C: ToolCaller>(
     }
     let shared = Arc::new(Shared {
         control,
-        outbox: Mutex::new(outbox),
+        outbox,
         caller,
         identity,
         wake: Mutex::new(HashMap::new()),

@@ -97,11 +97,10 @@ async fn publish_health(
     }
 }
 
-/// Adds the MCP servers and the outbox to `status`. It reads the outbox
-/// through a connection of its own, so a status request never waits for the
-/// reactor (nor, through it, for an MCP server).
-fn status_hook(pool: McpPool, outbox_path: &std::path::Path) -> StatusHook {
-    let outbox = Outbox::open(outbox_path).ok().map(std::sync::Mutex::new);
+/// Adds the MCP servers and the outbox to `status`. The reactor holds the
+/// outbox's lock only for single SQLite statements, never across a call to
+/// an MCP server, so a status request never waits for one.
+fn status_hook(pool: McpPool, outbox: SharedOutbox) -> StatusHook {
     Box::new(move |report: &mut StatusReport| {
         report.mcp_servers = pool
             .servers()
@@ -112,13 +111,13 @@ fn status_hook(pool: McpPool, outbox_path: &std::path::Path) -> StatusHook {
                 detail: s.detail,
             })
             .collect();
-        let Some(outbox) = &outbox else { return };
         let Ok(outbox) = outbox.lock() else { return };
         if let Ok(counts) = outbox.counts(None) {
             report.actions = Some(ActionsStatus {
                 pending: counts.pending + counts.inflight,
                 failed: counts.failed,
                 recent_failures: outbox.recent_failures(5).unwrap_or_default(),
+                in_memory: outbox.degraded().map(str::to_owned),
             });
         }
     })
@@ -212,16 +211,18 @@ fn describe_reactor(old: &ReactorSettings, new: &ReactorSettings) -> String {
     }
 }
 
+/// The outbox, shared by the reactor and the status and save hooks.
+type SharedOutbox = Arc<std::sync::Mutex<Outbox>>;
+
 /// How often a save request looks at the outbox for its calls' outcome.
 const SAVE_POLL: Duration = Duration::from_millis(25);
 
 /// Asks the reactor to save a session, then follows the calls it committed
-/// in the outbox (through a connection of its own) until they are done or
-/// the wait is over.
-fn save_hook(commands: mpsc::Sender<ReactorCommand>, outbox_path: std::path::PathBuf) -> SaveHook {
+/// in the outbox until they are done or the wait is over.
+fn save_hook(commands: mpsc::Sender<ReactorCommand>, outbox: SharedOutbox) -> SaveHook {
     Box::new(move |session: SessionId, wait: Duration| {
         let commands = commands.clone();
-        let outbox_path = outbox_path.clone();
+        let outbox = outbox.clone();
         Box::pin(async move {
             let deadline = tokio::time::Instant::now() + wait;
             let (reply, answer) = oneshot::channel();
@@ -232,9 +233,12 @@ fn save_hook(commands: mpsc::Sender<ReactorCommand>, outbox_path: std::path::Pat
             let keys = answer
                 .await
                 .map_err(|_| "the reactor has stopped".to_owned())??;
-            let outbox = Outbox::open(&outbox_path).map_err(|e| e.to_string())?;
             loop {
-                let entries = outbox.by_keys(&keys).map_err(|e| e.to_string())?;
+                let entries = outbox
+                    .lock()
+                    .expect("outbox lock")
+                    .by_keys(&keys)
+                    .map_err(|e| e.to_string())?;
                 let complete = entries
                     .iter()
                     .all(|e| e.state == "delivered" || e.state == "failed");
@@ -283,7 +287,10 @@ pub async fn run(args: DaemonArgs, global: &GlobalArgs) -> anyhow::Result<ExitCo
     let settings = crate::agent::settings::from_config(&discovered.config)
         .context("the reactor config is invalid; run `tmux-agent config check`")?;
     let outbox_path = crate::paths::outbox(&server);
-    let outbox = Outbox::open(&outbox_path).context("opening the outbox")?;
+    // An outbox that cannot be written does not stop the daemon: it acts on
+    // events from memory and says so (status, log), see agent::outbox.
+    let outbox: SharedOutbox =
+        Arc::new(std::sync::Mutex::new(Outbox::open_or_memory(&outbox_path)));
 
     let connection_token = CancellationToken::new();
     let tracker = attach(global, connection_token.clone()).await?;
@@ -310,7 +317,7 @@ pub async fn run(args: DaemonArgs, global: &GlobalArgs) -> anyhow::Result<ExitCo
             commands: commands_rx,
         },
         control.clone(),
-        outbox,
+        outbox.clone(),
         Arc::new(pool.clone()),
         tracker.model().clone(),
         reactor_stop.clone(),
@@ -329,9 +336,9 @@ pub async fn run(args: DaemonArgs, global: &GlobalArgs) -> anyhow::Result<ExitCo
         &tracker,
         shutdown.clone(),
         DaemonHooks {
-            status: Some(status_hook(pool.clone(), &outbox_path)),
+            status: Some(status_hook(pool.clone(), outbox.clone())),
             reload: Some(reload_hook(global.clone(), pool.clone(), settings_tx)),
-            save: Some(save_hook(commands_tx, outbox_path.clone())),
+            save: Some(save_hook(commands_tx, outbox.clone())),
             mcp_stats: Some(Box::new({
                 let pool = pool.clone();
                 move || serde_json::to_value(pool.stats()).unwrap_or_default()
@@ -379,7 +386,7 @@ pub async fn run(args: DaemonArgs, global: &GlobalArgs) -> anyhow::Result<ExitCo
         }
     }
     connection_token.cancel();
-    let message = describe_end(&end, global).await;
+    let message = describe_end(&end, global);
     tracing::info!(%message, "tmux-agent daemon stopped");
     eprintln!("tmux-agent daemon: {message}");
     Ok(ExitCode::SUCCESS)

@@ -84,6 +84,12 @@ fn print_running(report: &StatusReport) {
         for failure in &actions.recent_failures {
             println!("  {}", printable(failure));
         }
+        if let Some(reason) = &actions.in_memory {
+            println!(
+                "outbox: IN MEMORY ({}): calls still go out but are lost if the daemon stops; fix the disk, wait for 0 pending, then restart the daemon",
+                printable(reason)
+            );
+        }
     }
 }
 

@@ -62,6 +62,17 @@ pub enum Request {
 pub const MAX_SAVE_WAIT_SECS: u64 = 25;
 
 impl Request {
+    /// Reads one request line as the daemon receives it. The error says
+    /// what was wrong, for the `error` response.
+    pub fn parse(line: &[u8]) -> Result<Request, String> {
+        serde_json::from_slice(line).map_err(|err| {
+            format!(
+                "bad request ({err}); this daemon is tmux-agent {}",
+                env!("CARGO_PKG_VERSION")
+            )
+        })
+    }
+
     /// The request's name on the wire.
     pub fn name(&self) -> &'static str {
         match self {
@@ -144,6 +155,10 @@ pub struct ActionsStatus {
     /// The latest failures, one line each.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recent_failures: Vec<String>,
+    /// Set when the outbox could not be written and lives in memory: why.
+    /// Calls still go out, but are lost if the daemon stops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_memory: Option<String>,
 }
 
 /// What a `save` did: one entry per call it committed.

@@ -161,7 +161,7 @@ async fn answer<H: Handler>(stream: UnixStream, handler: &H) -> std::io::Result<
         Ok(Ok(_)) if line.len() > MAX_REQUEST => Response::Error {
             message: format!("request longer than {MAX_REQUEST} bytes"),
         },
-        Ok(Ok(_)) => match serde_json::from_slice::<Request>(&line) {
+        Ok(Ok(_)) => match Request::parse(&line) {
             Ok(request) => {
                 tracing::debug!(request = request.name(), "IPC request");
                 match tokio::time::timeout(ANSWER_DEADLINE, dispatch(handler, request)).await {
@@ -171,12 +171,7 @@ async fn answer<H: Handler>(stream: UnixStream, handler: &H) -> std::io::Result<
                     },
                 }
             }
-            Err(err) => Response::Error {
-                message: format!(
-                    "bad request ({err}); this daemon is tmux-agent {}",
-                    env!("CARGO_PKG_VERSION")
-                ),
-            },
+            Err(message) => Response::Error { message },
         },
     };
     send(&mut write, &response).await

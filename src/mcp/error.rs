@@ -75,6 +75,17 @@ pub enum CallError {
     /// The connection died while the call was in flight.
     #[error("{server}: connection lost during the call: {detail}")]
     TransportLost { server: String, detail: String },
+    /// The answer was longer than `max_message_bytes`; the connection was
+    /// dropped (the rest of the message cannot be skipped safely).
+    #[error(
+        "{server}/{tool} answered with a message longer than {limit} bytes; the connection was \
+         dropped (raise max_message_bytes for {server} if answers this big are expected)"
+    )]
+    AnswerTooLarge {
+        server: String,
+        tool: String,
+        limit: usize,
+    },
     /// The server is not connected and will not be tried again yet.
     #[error(
         "{server} is not connected (retrying in {}){}",
@@ -120,6 +131,7 @@ impl CallError {
             CallError::JsonRpc { .. } => "json-rpc-error",
             CallError::Timeout { .. } => "timeout",
             CallError::TransportLost { .. } => "transport-lost",
+            CallError::AnswerTooLarge { .. } => "answer-too-large",
             CallError::NotConnected { .. } => "not-connected",
             CallError::ConnectFailed { .. } => "connect-failed",
             CallError::QueueFull { .. } => "queue-full",

@@ -800,14 +800,32 @@ fn map_service_error(
             }
         }
         rmcp::ServiceError::TransportClosed => {
-            let detail = shared
+            let (oversized, detail) = shared
                 .link
                 .borrow()
                 .report
                 .as_ref()
-                .and_then(|r| lock(r).describe())
-                .unwrap_or_else(|| "the server exited or closed the connection".to_string());
-            CallError::TransportLost { server, detail }
+                .map(|r| {
+                    let report = lock(r);
+                    (report.oversized, report.describe())
+                })
+                .unwrap_or_default();
+            // With one call at a time the oversized message was this call's
+            // answer, and asking again would bring it again. With more, it
+            // may have been another call's: retry.
+            match oversized {
+                Some(limit) if shared.spec.settings.concurrency == 1 => CallError::AnswerTooLarge {
+                    server,
+                    tool: label.to_string(),
+                    limit,
+                },
+                _ => CallError::TransportLost {
+                    server,
+                    detail: detail.unwrap_or_else(|| {
+                        "the server exited or closed the connection".to_string()
+                    }),
+                },
+            }
         }
         rmcp::ServiceError::TransportSend(e) => {
             note_http_failure();

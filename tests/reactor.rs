@@ -2,119 +2,12 @@
 //! recording test MCP server proving exactly which calls arrived.
 
 mod common;
+mod reactor_support;
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-use common::{LineReader, TmuxServer, wait_for};
+use common::{TmuxServer, wait_for};
+use reactor_support::{LIFECYCLE, PATIENCE, Rig, keys_by_step};
 use serde_json::Value;
-
-const TEST_SERVER: &str = env!("CARGO_BIN_EXE_mcp-test-server");
-const PATIENCE: Duration = Duration::from_secs(15);
-
-/// A daemon wired to the recording server through a config file.
-struct Rig {
-    server: TmuxServer,
-    record: PathBuf,
-    down: PathBuf,
-}
-
-impl Rig {
-    /// `actions` is TOML for `[[on.*]]` entries calling server `rec`.
-    fn new(actions: &str) -> Self {
-        let server = TmuxServer::start();
-        let home = server.home.path();
-        let record = home.join("record.jsonl");
-        let down = home.join("server-is-down");
-        let config_dir = home.join(".config/tmux-agent");
-        std::fs::create_dir_all(&config_dir).unwrap();
-        let config = format!(
-            "[mcp]\nimport_claude = false\n\n[reactor]\npreset = \"none\"\n\n\
-             [servers.rec]\ncommand = {command:?}\nargs = [\"--record\", {record:?}, \"--down-if-exists\", {down:?}]\n\
-             connect_timeout = \"5s\"\ncall_timeout = \"5s\"\n\n{actions}",
-            command = TEST_SERVER,
-            record = record.to_str().unwrap(),
-            down = down.to_str().unwrap(),
-        );
-        std::fs::write(config_dir.join("config.toml"), config).unwrap();
-        Self {
-            server,
-            record,
-            down,
-        }
-    }
-
-    fn start_daemon(&self) -> LineReader {
-        let mut cmd = self.server.agent();
-        cmd.arg("daemon");
-        let daemon = LineReader::spawn(cmd);
-        let up = wait_for(PATIENCE, || {
-            (self.global("@agent-daemon") == "running").then_some(())
-        });
-        assert!(up.is_some(), "the daemon never attached");
-        daemon
-    }
-
-    fn global(&self, name: &str) -> String {
-        let out = self.server.try_tmux(&["show-options", "-gv", name]);
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    }
-
-    fn option(&self, target: &str, name: &str) -> String {
-        let out = self
-            .server
-            .try_tmux(&["show-options", "-t", target, "-v", name]);
-        String::from_utf8_lossy(&out.stdout)
-            .trim_end_matches('\n')
-            .to_owned()
-    }
-
-    /// Every `tools/call` the recording server received, in order.
-    fn calls(&self) -> Vec<Value> {
-        read_calls(&self.record)
-    }
-
-    /// Waits until `n` calls have arrived.
-    fn wait_calls(&self, n: usize) -> Vec<Value> {
-        wait_for(PATIENCE, || {
-            let calls = self.calls();
-            (calls.len() >= n).then_some(calls)
-        })
-        .unwrap_or_else(|| panic!("expected {n} calls, got {:#?}", self.calls()))
-    }
-}
-
-fn read_calls(record: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(record).unwrap_or_default();
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|e| e["event"] == "request" && e["method"] == "tools/call")
-        .collect()
-}
-
-const LIFECYCLE: &str = r#"
-[[on.session-created]]
-server = "rec"
-tool = "echo"
-args = { step = "register", id = "goal-{session_id}", name = "{session}", goal = "{goal}", type = "{type}", key = "{idempotency_key}" }
-keep = { goal_id = "$.id" }
-
-[[on.session-attached]]
-server = "rec"
-tool = "echo"
-args = { step = "attached", goal_id = "{goal_id}", key = "{idempotency_key}" }
-
-[[on.session-detached]]
-server = "rec"
-tool = "echo"
-args = { step = "save", name = "{session}", context = "{context}", key = "{idempotency_key}" }
-
-[[on.session-closed]]
-server = "rec"
-tool = "echo"
-args = { step = "complete", goal_id = "{goal_id}", name = "{session}", key = "{idempotency_key}" }
-"#;
+use std::time::Duration;
 
 #[test]
 fn create_detach_kill_call_register_save_complete() {
@@ -332,16 +225,6 @@ fn churn(server: &TmuxServer, count: usize) -> Vec<String> {
     drop(terminal);
     server.tmux(&["kill-session", "-t", &last]);
     ids
-}
-
-fn keys_by_step(calls: &[Value]) -> HashMap<String, usize> {
-    let mut counts = HashMap::new();
-    for call in calls {
-        if let Some(key) = call["arguments"]["key"].as_str() {
-            *counts.entry(key.to_owned()).or_default() += 1;
-        }
-    }
-    counts
 }
 
 #[test]

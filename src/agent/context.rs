@@ -92,9 +92,12 @@ pub enum ContextError {
     Options(#[from] crate::control::options::OptionLineError),
 }
 
-/// `list-windows` format; the (vis-escaped, one-line) name last.
-const WINDOW_FORMAT: &str =
-    "#{window_id}\t#{window_index}\t#{window_active}\t#{window_layout}\t#{window_name}";
+/// `list-windows` format. tmux keeps a window name as given (unlike a
+/// session name, which it escapes), newlines and tabs included, so control
+/// characters in it are replaced, as in the pane fields below: one window,
+/// one line.
+const WINDOW_FORMAT: &str = "#{window_id}\t#{window_index}\t#{window_active}\t#{window_layout}\t\
+#{s/[\x01-\x1f]/?/:window_name}";
 
 /// `list-panes -s` format. Titles, commands and paths can hold any byte, so
 /// control characters in them are replaced: a tab or newline in a title must

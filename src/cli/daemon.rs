@@ -281,8 +281,22 @@ pub async fn run(args: DaemonArgs, global: &GlobalArgs) -> anyhow::Result<ExitCo
     // The config first: a daemon that could not act on events should say so
     // before it attaches, not after.
     let discovered = super::mcp::load_quietly(global).await?;
-    for problem in discovered.problems.iter().chain(&discovered.warnings) {
-        tracing::warn!(%problem, "config");
+    // As `reload` does: a daemon never runs a config it could only half
+    // read (a dropped server entry, a preset that fell back to the default).
+    if !discovered.problems.is_empty() {
+        let problems: Vec<String> = discovered
+            .problems
+            .iter()
+            .map(|p| format!("\n  {p}"))
+            .collect();
+        anyhow::bail!(
+            "the configuration has {} problem(s), so the daemon did not start:{}\n(`tmux-agent config check` lists them; fix them and start it again)",
+            problems.len(),
+            problems.concat()
+        );
+    }
+    for warning in &discovered.warnings {
+        tracing::warn!(%warning, "config");
     }
     let settings = crate::agent::settings::from_config(&discovered.config)
         .context("the reactor config is invalid; run `tmux-agent config check`")?;
@@ -419,6 +433,8 @@ pub(crate) async fn spawn_detached(
         .append(true)
         .open(&log_path)
         .with_context(|| format!("opening the log file {}", log_path.display()))?;
+    // Where this daemon's output starts in a log earlier daemons wrote too.
+    let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
     let exe = std::env::current_exe().context("finding the tmux-agent binary")?;
     let mut cmd = std::process::Command::new(exe);
     cmd.args(server.tmux_args());
@@ -478,8 +494,10 @@ pub(crate) async fn spawn_detached(
     }
     match exited {
         Some(status) => {
-            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-            let last = log.lines().last().unwrap_or("(no output)");
+            let log = std::fs::read(&log_path).unwrap_or_default();
+            let ours = String::from_utf8_lossy(log.get(log_start as usize..).unwrap_or_default());
+            let ours = ours.trim();
+            let last = if ours.is_empty() { "(no output)" } else { ours };
             anyhow::bail!(
                 "the daemon exited at once ({status}): {last}\n(log: {})",
                 log_path.display()

@@ -179,6 +179,10 @@ table_with_knobs! {
         /// Desktop's config (default true).
         #[serde(default = "yes")]
         pub import_claude: bool,
+        /// Run every server of a project's `.mcp.json` without the approval
+        /// Claude Code asks for (default false: only approved ones run).
+        #[serde(default)]
+        pub trust_project_servers: bool,
     }
 }
 
@@ -186,6 +190,7 @@ impl Default for McpSection {
     fn default() -> Self {
         McpSection {
             import_claude: true,
+            trust_project_servers: false,
             connect: None,
             connect_timeout: None,
             call_timeout: None,

@@ -502,13 +502,18 @@ fn bad_config_files_are_named_key_by_key_and_stop_the_daemon() {
         assert!(out.contains("bad.toml"), "{text:?}: {out}");
     }
     // Each field wrong on its own: the problem names its key.
-    let fields: [(&str, &str, &str); 30] = [
+    let fields: [(&str, &str, &str); 31] = [
         ("", "unknown_top = 1", "unknown_top"),
         ("[mcp]", "import_claude = \"yes\"", "mcp.import_claude"),
         ("[mcp]", "connect_timeout = \"soon\"", "mcp.connect_timeout"),
         ("[mcp]", "call_timeout = -1", "mcp.call_timeout"),
         ("[mcp]", "concurrency = \"two\"", "mcp.concurrency"),
         ("[mcp]", "nonsense = 1", "mcp.nonsense"),
+        (
+            "[mcp]",
+            "trust_project_servers = \"yes\"",
+            "mcp.trust_project_servers",
+        ),
         ("[servers.s]", "command = 1", "servers.s.command"),
         (
             "[servers.s]",

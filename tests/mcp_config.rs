@@ -82,7 +82,10 @@ fn precedence_is_config_then_local_then_project_then_user_then_desktop() {
                 "c": {"command": "from-user"}, "d": {"command": "from-user"}
             },
             "projects": {
-                project.display().to_string(): {"mcpServers": {"a": {"command": "from-local"}, "b": {"command": "from-local"}}},
+                project.display().to_string(): {
+                    "mcpServers": {"a": {"command": "from-local"}, "b": {"command": "from-local"}},
+                    "enabledMcpjsonServers": ["b", "c"]
+                },
                 "/somewhere/else": {"mcpServers": {"e": {"command": "other-project"}}}
             }
         })
@@ -122,8 +125,54 @@ fn precedence_is_config_then_local_then_project_then_user_then_desktop() {
 }
 
 #[test]
+fn project_servers_run_only_once_approved() {
+    let f = Fixture::new();
+    f.write(
+        &f.cwd.join(".mcp.json"),
+        &json!({"mcpServers": {
+            "x": {"command": "x"}, "y": {"command": "y"}, "z": {"command": "z"}
+        }})
+        .to_string(),
+    );
+    let names = |found: &tmux_agent::mcp::discovery::Discovered| -> Vec<String> {
+        found
+            .servers
+            .iter()
+            .map(|s| s.name.clone())
+            .filter(|n| n != "builtin")
+            .collect()
+    };
+    // Nothing approved: every one is skipped, saying how to approve it.
+    let found = discover(&f.input(&[]));
+    assert!(names(&found).is_empty(), "{:?}", names(&found));
+    let skipped = found.skipped.iter().find(|s| s.name == "x").unwrap();
+    assert!(
+        skipped.reason.contains("not approved") && skipped.reason.contains("enabled = true"),
+        "{}",
+        skipped.reason
+    );
+    // Approved in Claude Code (one by name), and one by our own config.
+    let claude = |project: serde_json::Value| {
+        f.write(
+            &f.home.join(".claude.json"),
+            &json!({"projects": {f.cwd.display().to_string(): project}}).to_string(),
+        );
+    };
+    claude(json!({"enabledMcpjsonServers": ["x"]}));
+    f.config_toml("[servers.y]\nenabled = true\n");
+    assert_eq!(names(&discover(&f.input(&[]))), ["x", "y"]);
+    // Everything approved; a disabled one still stays off.
+    claude(json!({"enableAllProjectMcpServers": true, "disabledMcpjsonServers": ["z"]}));
+    assert_eq!(names(&discover(&f.input(&[]))), ["x", "y"]);
+    claude(json!({}));
+    f.config_toml("[mcp]\ntrust_project_servers = true\n");
+    assert_eq!(names(&discover(&f.input(&[]))), ["x", "y", "z"]);
+}
+
+#[test]
 fn variables_are_expanded_and_a_missing_one_skips_the_server_with_a_warning() {
     let f = Fixture::new();
+    f.config_toml("[mcp]\ntrust_project_servers = true\n");
     f.write(
         &f.cwd.join(".mcp.json"),
         &json!({"mcpServers": {

@@ -28,6 +28,15 @@
 //! `disabledMcpjsonServers` (`.mcp.json`) are skipped, as Claude Code skips
 //! them.
 //!
+//! A `.mcp.json` comes with the repository it sits in, so its servers are
+//! commands a stranger wrote: like Claude Code, tmux-agent runs one only
+//! once it is approved, that is when `projects[<dir>]` in `~/.claude.json`
+//! lists it in `enabledMcpjsonServers` or sets `enableAllProjectMcpServers`
+//! (what Claude Code records when the user approves), when our config has a
+//! `[servers.NAME]` entry with `enabled = true` for it, or when `[mcp]
+//! trust_project_servers = true`. Others are listed as skipped, saying how
+//! to approve them.
+//!
 //! `${VAR}` / `${VAR:-default}` are expanded in `command`, `args`, `env`,
 //! `url`, `headers` (and `cwd`, `socket`) of every entry; a server using an
 //! unset variable with no default is skipped with a warning naming the
@@ -168,6 +177,14 @@ impl Discovered {
     }
 }
 
+/// What `~/.claude.json` says the user approved of the project's
+/// `.mcp.json` servers.
+#[derive(Default)]
+struct ProjectApproval {
+    all: bool,
+    names: Vec<String>,
+}
+
 /// A name Claude Code was told not to run for this project.
 struct Disabled {
     name: String,
@@ -220,9 +237,17 @@ pub fn discover(input: &DiscoveryInput) -> Discovered {
     }
 
     let mut disabled: Vec<Disabled> = Vec::new();
+    let mut approval = ProjectApproval::default();
     if out.config.mcp.import_claude {
-        read_claude(input, &mut out, &mut candidates, &mut disabled);
+        read_claude(
+            input,
+            &mut out,
+            &mut candidates,
+            &mut disabled,
+            &mut approval,
+        );
     }
+    approval.all |= out.config.mcp.trust_project_servers;
 
     // First definition of a name wins; candidates are in precedence order.
     let mut seen = BTreeMap::new();
@@ -244,6 +269,23 @@ pub fn discover(input: &DiscoveryInput) -> Discovered {
                 name: candidate.name,
                 source: candidate.source,
                 reason: off.why.to_string(),
+            });
+            continue;
+        }
+        let approved = approval.all
+            || approval.names.contains(&candidate.name)
+            || overlay.as_ref().and_then(|o| o.enabled) == Some(true);
+        if candidate.source.scope == Scope::ClaudeProject && !approved {
+            out.skipped.push(SkippedServer {
+                reason: format!(
+                    "a project server not approved for this directory: approve it in Claude Code, \
+                     or add `[servers.{name}]` with `enabled = true` to {config} (or set `[mcp] \
+                     trust_project_servers = true`)",
+                    name = candidate.name,
+                    config = out.config_path.display()
+                ),
+                name: candidate.name,
+                source: candidate.source,
             });
             continue;
         }
@@ -275,6 +317,7 @@ fn read_claude(
     out: &mut Discovered,
     candidates: &mut Vec<Candidate>,
     disabled: &mut Vec<Disabled>,
+    approval: &mut ProjectApproval,
 ) {
     let claude_json = input.claude_json();
     let claude = read_json(&claude_json, out);
@@ -302,6 +345,17 @@ fn read_claude(
                     out,
                     candidates,
                 );
+                approval.all = project
+                    .get("enableAllProjectMcpServers")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
+                approval.names = project
+                    .get("enabledMcpjsonServers")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|n| n.as_str().map(str::to_owned))
+                    .collect();
                 for (list, project_only) in [
                     ("disabledMcpServers", false),
                     ("disabledMcpjsonServers", true),

@@ -842,24 +842,38 @@ async fn server_identity(
 }
 
 /// Sets a session option, ignoring a session that has gone away meanwhile.
+///
+/// The command is queued, not waited for: the next command on the
+/// connection sees the option set, and a dispatcher does not spend a tmux
+/// round trip per call (tmux is busiest exactly when calls pile up, in a
+/// burst of new sessions).
 async fn set_session_option(control: &ControlHandle, id: SessionId, name: &str, value: &str) {
     let Ok(command) = Command::set_option(id, name, value) else {
         return;
     };
-    match control.run(command).await {
-        Ok(_) | Err(ControlError::Command { .. } | ControlError::Closed) => {}
-        Err(err) => tracing::warn!(%err, session_id = %id, option = name, "could not set option"),
-    }
+    let Ok(answer) = control.queue(command).await else {
+        return;
+    };
+    let name = name.to_owned();
+    tokio::spawn(async move {
+        match answer.await {
+            Ok(Ok(_) | Err(ControlError::Command { .. } | ControlError::Closed)) | Err(_) => {}
+            Ok(Err(err)) => {
+                tracing::warn!(%err, session_id = %id, option = name, "could not set option")
+            }
+        }
+    });
 }
 
-/// Publishes the count of undelivered actions in `@agent-pending`.
+/// Publishes the count of undelivered actions in `@agent-pending` (queued,
+/// as [`set_session_option`] does).
 async fn publish_pending<C>(shared: &Shared<C>) {
     let pending = {
         let outbox = shared.outbox.lock().expect("outbox lock");
         outbox.open_count().unwrap_or(0)
     };
     if let Ok(command) = Command::set_global_option("@agent-pending", &pending.to_string()) {
-        let _ = shared.control.run(command).await;
+        let _ = shared.control.queue(command).await;
     }
 }
 

@@ -163,6 +163,22 @@ impl ControlHandle {
         answer.await.map_err(|_| ControlError::Closed)?
     }
 
+    /// Queues one command and returns at once with the slot its reply will
+    /// arrive in. Commands run in the order they are queued, so a command
+    /// queued after this one sees its effect; only the caller's wait for
+    /// tmux's answer is saved.
+    pub async fn queue(
+        &self,
+        command: Command,
+    ) -> Result<oneshot::Receiver<Result<Reply, ControlError>>, ControlError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request { command, reply })
+            .await
+            .map_err(|_| ControlError::Closed)?;
+        Ok(answer)
+    }
+
     /// Whether the connection task has ended.
     pub fn is_closed(&self) -> bool {
         self.requests.is_closed()

@@ -179,7 +179,10 @@ fn a_hung_mcp_server_delays_calls_and_loses_none() {
         (pending >= 3).then_some(pending)
     });
     assert!(pending.is_some(), "status never showed the calls pending");
-    assert_eq!(rig.global("@agent-pending"), "3");
+    wait_for(PATIENCE, || {
+        (rig.global("@agent-pending") == "3").then_some(())
+    })
+    .expect("@agent-pending never showed the 3 waiting calls");
     kill(pid, libc::SIGCONT);
 
     // A timed-out call is sent again (the server may or may not have seen
@@ -296,7 +299,10 @@ fn a_server_that_never_initializes_holds_calls_until_fixed() {
         detail["detail"].as_str().unwrap().contains("initialize"),
         "{detail}"
     );
-    assert_eq!(rig.global("@agent-pending"), "3");
+    wait_for(PATIENCE, || {
+        (rig.global("@agent-pending") == "3").then_some(())
+    })
+    .expect("@agent-pending never showed the 3 waiting calls");
     assert!(rig.calls().is_empty());
 
     // Fix the config (drop --hang-initialize) and reload.

@@ -207,7 +207,8 @@ CREATE TABLE kept (
 );
 ";
 
-/// The outbox database. Not shared between threads: the reactor owns it.
+/// The outbox database. The daemon shares one behind a mutex between the
+/// reactor, its dispatchers and the status and save hooks.
 pub struct Outbox {
     db: Connection,
     /// The file behind `db`, while it is a file.
@@ -518,21 +519,21 @@ impl Outbox {
         kept: &[(String, Value)],
     ) -> Result<(), OutboxError> {
         self.write(|db| {
-        let tx = db.transaction()?;
-        tx.execute(
-            "UPDATE actions SET state = 'delivered', delivered_at = ?2, latency_ms = ?3, last_error = NULL
-             WHERE id = ?1",
-            params![id, now_ms, latency_ms],
-        )?;
-        for (name, value) in kept {
+            let tx = db.transaction()?;
             tx.execute(
-                "INSERT INTO kept (session_key, name, value)
-                 SELECT session_key, ?2, ?3 FROM actions WHERE id = ?1
-                 ON CONFLICT (session_key, name) DO UPDATE SET value = excluded.value",
-                params![id, name, value.to_string()],
+                "UPDATE actions SET state = 'delivered', delivered_at = ?2, latency_ms = ?3, last_error = NULL
+                 WHERE id = ?1",
+                params![id, now_ms, latency_ms],
             )?;
-        }
-        tx.commit()
+            for (name, value) in kept {
+                tx.execute(
+                    "INSERT INTO kept (session_key, name, value)
+                     SELECT session_key, ?2, ?3 FROM actions WHERE id = ?1
+                     ON CONFLICT (session_key, name) DO UPDATE SET value = excluded.value",
+                    params![id, name, value.to_string()],
+                )?;
+            }
+            tx.commit()
         })
     }
 

@@ -217,8 +217,13 @@ impl Tracker {
         if self.leaving {
             return TrackEnd::LastSessionClosed;
         }
+        // A server that was just killed may still answer for a moment while
+        // it shuts down: ask twice before believing it is still running.
         if server_is_running(&self.server).await {
-            return TrackEnd::Connection(reason);
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            if server_is_running(&self.server).await {
+                return TrackEnd::Connection(reason);
+            }
         }
         let closed = self.model.reconcile(&Listing::default(), Utc::now());
         let sessions = closed

@@ -208,6 +208,10 @@ args = { lines = 3, key = "{idempotency_key}" }
     let rig = Rig::with_server_args(&["--garbage-stdout"], "", garbage);
     let mut daemon = rig.start_daemon();
     burst(&rig, "g", 2);
+    wait_for(PATIENCE, || {
+        (keys_by_step(&rig.calls()).len() >= 3).then_some(())
+    })
+    .expect("not every call arrived");
     rig.wait_settled();
     assert_eq!(keys_by_step(&rig.calls()).len(), 3);
     assert_eq!(status(&rig)["actions"]["failed"], 0);
@@ -330,6 +334,13 @@ fn a_killed_tmux_server_still_completes_its_sessions() {
     let rig = Rig::new(LIFECYCLE);
     let mut daemon = rig.start_daemon();
     rig.server.tmux(&["new-session", "-d", "-s", "work"]);
+    wait_for(PATIENCE, || {
+        rig.calls()
+            .iter()
+            .any(|c| c["arguments"]["step"] == "register" && c["arguments"]["name"] == "work")
+            .then_some(())
+    })
+    .expect("`work` was never registered");
     rig.wait_settled();
     rig.server.tmux(&["kill-server"]);
     let (status, stderr) = daemon.wait(PATIENCE).expect("the daemon did not exit");

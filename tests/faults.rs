@@ -433,6 +433,11 @@ fn a_full_disk_keeps_the_daemon_tracking_and_says_what_it_cannot_persist() {
     let text = rig.server.agent().arg("status").output().unwrap();
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("IN MEMORY"), "{text}");
+    // And for status lines.
+    wait_for(PATIENCE, || {
+        (rig.global("@agent-outbox") == "memory").then_some(())
+    })
+    .expect("@agent-outbox never said memory");
 }
 
 /// An outbox that cannot be created at all (the state directory is a
@@ -454,6 +459,10 @@ fn an_unusable_state_directory_does_not_stop_the_daemon() {
             .is_some_and(|r| r.contains("state-is-a-file")),
         "{status}"
     );
+    wait_for(PATIENCE, || {
+        (rig.global("@agent-outbox") == "memory").then_some(())
+    })
+    .expect("@agent-outbox never said memory");
 }
 
 /// A pane flooding output: the sidecar's control client is `no-output`, so

@@ -31,6 +31,9 @@ use crate::state::TrackEnd;
 /// The global option that says a daemon is attached.
 pub const DAEMON_OPTION: &str = "@agent-daemon";
 
+/// Set to `memory` while the daemon's outbox is not on disk.
+const OUTBOX_OPTION: &str = "@agent-outbox";
+
 /// Run the sidecar on a tmux server.
 ///
 /// The daemon attaches as a control client in a session of its own
@@ -58,14 +61,18 @@ const DRAIN_GRACE: Duration = Duration::from_secs(5);
 const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Keeps the global `@agent-mcp` option showing the health of the MCP
-/// servers the reactor calls, e.g. `builtin:ok memory:down`.
+/// servers the reactor calls, e.g. `builtin:ok memory:down`, and sets
+/// `@agent-outbox` to `memory` once the outbox had to leave the disk, so a
+/// status line can show it.
 async fn publish_health(
     pool: McpPool,
     settings: watch::Receiver<Arc<ReactorSettings>>,
+    outbox: SharedOutbox,
     control: ControlHandle,
     stop: CancellationToken,
 ) {
     let mut shown = String::new();
+    let mut shown_in_memory = false;
     let mut tick = tokio::time::interval(HEALTH_INTERVAL);
     loop {
         tokio::select! {
@@ -93,6 +100,16 @@ async fn publish_health(
             && control.run(command).await.is_ok()
         {
             shown = summary;
+        }
+        let in_memory = outbox
+            .lock()
+            .is_ok_and(|outbox| outbox.degraded().is_some());
+        if in_memory
+            && !shown_in_memory
+            && let Ok(command) = Command::set_global_option(OUTBOX_OPTION, "memory")
+            && control.run(command).await.is_ok()
+        {
+            shown_in_memory = true;
         }
     }
 }
@@ -312,6 +329,10 @@ pub async fn run(args: DaemonArgs, global: &GlobalArgs) -> anyhow::Result<ExitCo
     control
         .run(Command::set_global_option(DAEMON_OPTION, "running")?)
         .await?;
+    // A previous daemon's `memory` says nothing about this one's outbox.
+    let _ = control
+        .run(Command::unset_global_option(OUTBOX_OPTION)?)
+        .await;
     tracing::info!(
         server = %server,
         sessions = tracker.model().sessions().count(),
@@ -339,6 +360,7 @@ pub async fn run(args: DaemonArgs, global: &GlobalArgs) -> anyhow::Result<ExitCo
     let health = tokio::spawn(publish_health(
         pool.clone(),
         settings_rx,
+        outbox.clone(),
         control.clone(),
         reactor_stop.clone(),
     ));
@@ -395,8 +417,10 @@ pub async fn run(args: DaemonArgs, global: &GlobalArgs) -> anyhow::Result<ExitCo
     if !matches!(end, TrackEnd::LastSessionClosed) {
         // Leave no stale "running" behind on a server that lives on. The
         // connection may already be gone, which is fine.
-        if let Ok(unset) = Command::unset_global_option(DAEMON_OPTION) {
-            let _ = control.run(unset).await;
+        for option in [DAEMON_OPTION, OUTBOX_OPTION] {
+            if let Ok(unset) = Command::unset_global_option(option) {
+                let _ = control.run(unset).await;
+            }
         }
     }
     connection_token.cancel();

@@ -11,7 +11,6 @@
 //! still answering at the end.
 
 mod common;
-mod daemon_support;
 mod reactor_support;
 
 use std::ffi::{OsStr, OsString};
@@ -96,7 +95,8 @@ fn tmux_arg(value: &OsStr, expands: bool) -> OsString {
 fn short(value: &OsStr) -> String {
     let text = format!("{value:?}");
     if text.len() > 80 {
-        format!("{}… ({} bytes)", &text[..60], value.len())
+        let head: String = text.chars().take(60).collect();
+        format!("{head}… ({} bytes)", value.len())
     } else {
         text
     }

@@ -402,9 +402,10 @@ fn a_full_disk_keeps_the_daemon_tracking_and_says_what_it_cannot_persist() {
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
+            // The soft limit only, so the test can lift it later.
             let limit = libc::rlimit {
                 rlim_cur: LIMIT,
-                rlim_max: LIMIT,
+                rlim_max: libc::RLIM_INFINITY,
             };
             if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
                 return Err(std::io::Error::last_os_error());
@@ -438,6 +439,54 @@ fn a_full_disk_keeps_the_daemon_tracking_and_says_what_it_cannot_persist() {
         (rig.global("@agent-outbox") == "memory").then_some(())
     })
     .expect("@agent-outbox never said memory");
+
+    // The disk has room again: at the next event (at least 5 s after the
+    // last try) the outbox moves back, with the history made meanwhile.
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: prlimit(2) on our own child, with a valid rlimit.
+    let set = unsafe {
+        libc::prlimit(
+            daemon.child.id() as libc::pid_t,
+            libc::RLIMIT_FSIZE,
+            &unlimited,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(set, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let mut more = 0;
+    let back = wait_for(PATIENCE * 2, || {
+        more += 1;
+        rig.server
+            .tmux(&["new-session", "-d", "-s", &format!("after-{more}")]);
+        wait_for(std::time::Duration::from_secs(2), || {
+            rig.global("@agent-outbox").is_empty().then_some(())
+        })
+    });
+    assert!(back.is_some(), "the outbox never went back to disk");
+    assert!(
+        daemon.wait_stderr("back on disk", PATIENCE),
+        "{}",
+        daemon.stderr()
+    );
+    let status = self::status(&rig);
+    assert!(status["actions"]["in_memory"].is_null(), "{status}");
+    let total = 1 + sessions + more;
+    assert_each_registered_once(&settle(&rig, total), total, 0);
+    // The file has the calls made while it was off the disk: `show` reads it.
+    let shown = rig
+        .server
+        .agent()
+        .args(["show", "--json", "-t", "f-0"])
+        .output()
+        .unwrap();
+    let shown: Value = serde_json::from_slice(&shown.stdout).expect("show --json");
+    assert!(
+        shown.to_string().contains("delivered"),
+        "the history made in memory is not in the file: {shown}"
+    );
 }
 
 /// An outbox that cannot be created at all (the state directory is a

@@ -35,8 +35,12 @@
 //! moves to memory, taking the open actions with it, and says so
 //! ([`Outbox::degraded`], shown by `tmux-agent status` and logged). Calls
 //! still go out in order; what memory cannot give is survival of a daemon
-//! crash. The actions copied out stay open in the file, so the next daemon
-//! that can write it sends them again, under the same idempotency keys.
+//! crash. Every [`HEAL_INTERVAL`], at a moment when no call is in flight,
+//! the outbox tries to go back: it writes what memory holds into the file
+//! (open actions, the history made meanwhile, kept values; matched by
+//! idempotency key) and carries on there. If the daemon dies first, the
+//! actions that were open at the move are still open in the file, and the
+//! next daemon sends them again, under the same idempotency keys.
 
 use std::path::{Path, PathBuf};
 
@@ -207,14 +211,21 @@ CREATE TABLE kept (
 );
 ";
 
+/// How often an outbox that had to move to memory tries the disk again.
+pub const HEAL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The outbox database. The daemon shares one behind a mutex between the
 /// reactor, its dispatchers and the status and save hooks.
 pub struct Outbox {
     db: Connection,
     /// The file behind `db`, while it is a file.
     path: Option<PathBuf>,
+    /// The file this outbox belongs in, also while it is in memory.
+    home: Option<PathBuf>,
     /// Why the outbox lives in memory, once it does for lack of a disk.
     degraded: Option<String>,
+    /// When to try the disk again, while in memory.
+    next_heal: std::time::Instant,
 }
 
 impl Outbox {
@@ -238,6 +249,7 @@ impl Outbox {
             other => other,
         })?;
         outbox.path = Some(path.to_owned());
+        outbox.home = Some(path.to_owned());
         Ok(outbox)
     }
 
@@ -252,6 +264,8 @@ impl Outbox {
                 tracing::error!(%reason, "the outbox cannot be written: calls are kept in memory and lost if the daemon stops");
                 let mut outbox = Self::in_memory().expect("an in-memory SQLite database opens");
                 outbox.degraded = Some(reason);
+                outbox.home = Some(path.to_owned());
+                outbox.next_heal = std::time::Instant::now() + HEAL_INTERVAL;
                 outbox
             }
         }
@@ -266,7 +280,9 @@ impl Outbox {
         Self {
             db,
             path: None,
+            home: None,
             degraded: None,
+            next_heal: std::time::Instant::now(),
         }
     }
 
@@ -309,6 +325,45 @@ impl Outbox {
         }
         self.db = memory.db;
         self.degraded = Some(reason);
+        self.next_heal = std::time::Instant::now() + HEAL_INTERVAL;
+    }
+
+    /// While in memory, every [`HEAL_INTERVAL`]: if no call is in flight
+    /// (a dispatcher holds an action's id only while it is), writes what
+    /// memory holds into the file and moves back to it. Ids may change in
+    /// the move; nobody holds one then.
+    fn heal(&mut self) {
+        let Some(home) = self.home.clone() else {
+            return;
+        };
+        if self.degraded.is_none() || std::time::Instant::now() < self.next_heal {
+            return;
+        }
+        self.next_heal = std::time::Instant::now() + HEAL_INTERVAL;
+        let inflight: i64 = self
+            .db
+            .query_row(
+                "SELECT COUNT(*) FROM actions WHERE state = 'inflight'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap_or(1);
+        if inflight > 0 {
+            return;
+        }
+        let moved = Self::open(&home).and_then(|disk| {
+            copy_back(&self.db, &home)?;
+            Ok(disk)
+        });
+        match moved {
+            Ok(disk) => {
+                tracing::warn!(outbox = %home.display(), "the outbox is back on disk");
+                self.db = disk.db;
+                self.path = Some(home);
+                self.degraded = None;
+            }
+            Err(err) => tracing::debug!(%err, "the outbox still cannot be written"),
+        }
     }
 
     /// Opens an existing outbox for reading only, beside a daemon that
@@ -362,6 +417,7 @@ impl Outbox {
     /// Commits new actions, all or none. Keys seen before are skipped.
     /// Returns how many were new.
     pub fn enqueue(&mut self, actions: &[NewAction], now_ms: i64) -> Result<usize, OutboxError> {
+        self.heal();
         self.write(|db| {
             let tx = db.transaction()?;
             let mut added = 0;
@@ -496,6 +552,19 @@ impl Outbox {
             params![server, now_ms],
             |row| row.get(0),
         )?)
+    }
+
+    /// Takes the next action to send to `server` ([`Outbox::next_ready`])
+    /// and commits it in flight, in one step: the action's id is then held
+    /// only while it is in flight, which is what lets an outbox in memory
+    /// move back to disk (and renumber) when nothing is.
+    pub fn claim_next(&mut self, server: &str, now_ms: i64) -> Result<Option<Action>, OutboxError> {
+        self.heal();
+        let action = self.next_ready(server, now_ms)?;
+        if let Some(action) = &action {
+            self.mark_inflight(action.id)?;
+        }
+        Ok(action)
     }
 
     /// Commits that the call is about to be sent.
@@ -787,6 +856,34 @@ fn copy_open_actions(memory: &Connection, path: &Path) -> rusqlite::Result<usize
     copied
 }
 
+/// Writes everything `memory` holds into the outbox file at `path`, in one
+/// transaction: an action the file already has (same idempotency key) takes
+/// memory's state; the others are added, in memory's order, with ids the
+/// file assigns; kept values overwrite the file's.
+fn copy_back(memory: &Connection, path: &Path) -> rusqlite::Result<()> {
+    const COLUMNS: &str = "idempotency_key, session_key, session_id, event, priority, server, \
+        tool, template, vars, keep, state, attempts, next_attempt_at, last_error, created_at, \
+        delivered_at, latency_ms";
+    let file = path.to_string_lossy();
+    memory.execute("ATTACH DATABASE ?1 AS disk", params![file])?;
+    let copied = memory.execute_batch(&format!(
+        "BEGIN;
+         INSERT INTO disk.actions ({COLUMNS})
+             SELECT {COLUMNS} FROM main.actions WHERE true ORDER BY id
+             ON CONFLICT (idempotency_key) DO UPDATE SET
+                 state = excluded.state, attempts = excluded.attempts,
+                 next_attempt_at = excluded.next_attempt_at, last_error = excluded.last_error,
+                 delivered_at = excluded.delivered_at, latency_ms = excluded.latency_ms;
+         INSERT OR REPLACE INTO disk.kept SELECT * FROM main.kept;
+         COMMIT;"
+    ));
+    if copied.is_err() {
+        let _ = memory.execute_batch("ROLLBACK;");
+    }
+    memory.execute("DETACH DATABASE disk", [])?;
+    copied
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -982,6 +1079,74 @@ mod tests {
         // The file still holds the open action for the next daemon.
         let file = Outbox::open_read_only(&path).unwrap().unwrap();
         assert_eq!(file.open_count().unwrap(), 1);
+    }
+
+    #[test]
+    fn an_outbox_in_memory_goes_back_to_disk_when_it_can() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.db");
+        let mut outbox = Outbox::open(&path).unwrap();
+        outbox
+            .enqueue(
+                &[
+                    action("a1", "A", "session-created", Priority::Register),
+                    action("b1", "B", "session-created", Priority::Register),
+                ],
+                0,
+            )
+            .unwrap();
+        // Fill "the disk" (this connection's limit), so the next write spills.
+        let pages: i64 = outbox
+            .db
+            .pragma_query_value(None, "page_count", |r| r.get(0))
+            .unwrap();
+        outbox
+            .db
+            .pragma_update(None, "max_page_count", pages)
+            .unwrap();
+        let mut big = action("c1", "C", "session-created", Priority::Register);
+        big.vars = json!({"context": "x".repeat(64 * 1024)});
+        outbox.enqueue(&[big], 1).unwrap();
+        assert!(outbox.degraded().is_some());
+        // In memory: A's register is delivered, with a kept goal id.
+        let a1 = outbox.claim_next("builtin", 2).unwrap().unwrap();
+        assert_eq!(a1.new.idempotency_key, "a1");
+        // While a call is in flight the outbox stays put, even when due.
+        outbox.next_heal = std::time::Instant::now();
+        outbox
+            .enqueue(
+                &[action("a2", "A", "session-closed", Priority::Complete)],
+                3,
+            )
+            .unwrap();
+        assert!(outbox.degraded().is_some(), "moved with a call in flight");
+        outbox
+            .mark_delivered(a1.id, 4, 1, &[("goal_id".into(), json!("g-a"))])
+            .unwrap();
+
+        // The disk has room again (a new connection has no limit): the next
+        // claim moves everything back.
+        outbox.next_heal = std::time::Instant::now();
+        let next = outbox.claim_next("builtin", 5).unwrap().unwrap();
+        assert!(outbox.degraded().is_none(), "still in memory");
+        // The most urgent open action, A's complete, with its kept goal id.
+        assert_eq!(next.new.idempotency_key, "a2");
+        assert_eq!(outbox.kept("A").unwrap()["goal_id"], json!("g-a"));
+        outbox.mark_delivered(next.id, 6, 1, &[]).unwrap();
+        let file = Outbox::open_read_only(&path).unwrap().unwrap();
+        let states: Vec<(String, String)> = file
+            .by_keys(&["a1".into(), "a2".into(), "b1".into(), "c1".into()])
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.event, e.state))
+            .collect();
+        assert_eq!(states.len(), 4, "{states:?}");
+        assert_eq!(
+            states.iter().filter(|(_, s)| s == "delivered").count(),
+            2,
+            "{states:?}"
+        );
+        assert_eq!(file.open_count().unwrap(), 2, "b1 and c1 wait");
     }
 
     #[test]

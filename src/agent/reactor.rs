@@ -917,7 +917,7 @@ async fn dispatch<C: ToolCaller>(
         let next = {
             let mut outbox = shared.outbox.lock().expect("outbox lock");
             outbox
-                .next_ready(&server, now)
+                .claim_next(&server, now)
                 .and_then(|a| Ok((a, outbox.next_due(&server, now)?)))
         };
         let action = match next {
@@ -990,10 +990,6 @@ async fn deliver<C: ToolCaller>(shared: &Shared<C>, action: Action) {
             return;
         }
     };
-    if let Err(err) = shared.outbox.lock().expect("outbox lock").mark_inflight(id) {
-        tracing::error!(%err, action = id, "could not mark the action in flight; not sending it now");
-        return;
-    }
     if new.priority == Priority::Save
         && let Some(sid) = target
     {

@@ -61,8 +61,8 @@ const DRAIN_GRACE: Duration = Duration::from_secs(5);
 const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Keeps the global `@agent-mcp` option showing the health of the MCP
-/// servers the reactor calls, e.g. `builtin:ok memory:down`, and sets
-/// `@agent-outbox` to `memory` once the outbox had to leave the disk, so a
+/// servers the reactor calls, e.g. `builtin:ok memory:down`, and
+/// `@agent-outbox` set to `memory` while the outbox is off the disk, so a
 /// status line can show it.
 async fn publish_health(
     pool: McpPool,
@@ -104,12 +104,17 @@ async fn publish_health(
         let in_memory = outbox
             .lock()
             .is_ok_and(|outbox| outbox.degraded().is_some());
-        if in_memory
-            && !shown_in_memory
-            && let Ok(command) = Command::set_global_option(OUTBOX_OPTION, "memory")
-            && control.run(command).await.is_ok()
-        {
-            shown_in_memory = true;
+        if in_memory != shown_in_memory {
+            let command = if in_memory {
+                Command::set_global_option(OUTBOX_OPTION, "memory")
+            } else {
+                Command::unset_global_option(OUTBOX_OPTION)
+            };
+            if let Ok(command) = command
+                && control.run(command).await.is_ok()
+            {
+                shown_in_memory = in_memory;
+            }
         }
     }
 }

@@ -86,7 +86,7 @@ fn print_running(report: &StatusReport) {
         }
         if let Some(reason) = &actions.in_memory {
             println!(
-                "outbox: IN MEMORY ({}): calls still go out but are lost if the daemon stops; fix the disk, wait for 0 pending, then restart the daemon",
+                "outbox: IN MEMORY ({}): calls still go out but are lost if the daemon dies; once the disk is fixed the outbox moves back by itself",
                 printable(reason)
             );
         }

@@ -44,7 +44,7 @@ use crate::mcp::connect::ConnectionInfo;
 use crate::mcp::discovery::{Discovered, SkippedServer};
 use crate::mcp::error::CallError;
 use crate::mcp::metrics::{Outcome, ServerStats};
-use crate::mcp::process::lock;
+use crate::mcp::process::{SharedReport, lock};
 use crate::mcp::spec::{ServerSpec, Source};
 use crate::mcp::supervisor::{self, Command, HTTP_REBUILD_AFTER, Phase, ServerShared};
 
@@ -441,7 +441,7 @@ impl McpPool {
         let shared = &self.server(server)?;
         let deadline =
             Instant::now() + shared.spec.settings.connect_timeout + Duration::from_secs(5);
-        let (_, info) = ready_peer(shared, deadline).await?;
+        let (_, info, _) = ready_peer(shared, deadline).await?;
         let _busy = Busy::new(shared);
         Ok(info)
     }
@@ -572,7 +572,9 @@ async fn send(
         }
     };
     shared.touch();
-    let (peer, _) = ready_peer(shared, deadline).await.map_err(zero)?;
+    // The stream report of the connection this call goes out on: by the
+    // time an error is mapped, the supervisor may have replaced the link.
+    let (peer, _, report) = ready_peer(shared, deadline).await.map_err(zero)?;
     let _busy = Busy::new(shared);
 
     let remaining = deadline
@@ -587,6 +589,7 @@ async fn send(
         Err(error) => {
             return Err(zero(map_service_error(
                 shared,
+                report.as_ref(),
                 label,
                 error,
                 (timeout, remaining),
@@ -609,7 +612,15 @@ async fn send(
             Ok((result, latency))
         }
         Err(error) => Err((
-            map_service_error(shared, label, error, (timeout, remaining), &limit, started),
+            map_service_error(
+                shared,
+                report.as_ref(),
+                label,
+                error,
+                (timeout, remaining),
+                &limit,
+                started,
+            ),
             latency,
         )),
     }
@@ -670,7 +681,7 @@ impl Drop for CancelOnDrop {
 async fn ready_peer(
     shared: &ServerShared,
     deadline: Instant,
-) -> Result<(Peer<RoleClient>, ConnectionInfo), CallError> {
+) -> Result<(Peer<RoleClient>, ConnectionInfo, Option<SharedReport>), CallError> {
     let server = &shared.spec.name;
     let mut link_rx = shared.link.subscribe();
     // The connect attempt count when this call asked for a connection: a
@@ -684,7 +695,7 @@ async fn ready_peer(
         let mut dead = false;
         if let (Phase::Ready, Some(peer), Some(info)) = (link.phase, link.peer, link.info) {
             if !peer.is_transport_closed() {
-                return Ok((peer, info));
+                return Ok((peer, info, link.report));
             }
             // The connection just died and the supervisor has not said so
             // yet: wait for it to (Backoff, or a new connection).
@@ -750,6 +761,7 @@ async fn ready_peer(
 
 fn map_service_error(
     shared: &ServerShared,
+    report: Option<&SharedReport>,
     label: &str,
     error: rmcp::ServiceError,
     (timeout, remaining): (Duration, Duration),
@@ -783,11 +795,7 @@ fn map_service_error(
             } else {
                 limit.to_string()
             };
-            let hint = shared
-                .link
-                .borrow()
-                .report
-                .as_ref()
+            let hint = report
                 .and_then(|r| lock(r).describe())
                 .map(|d| format!("; {d}"))
                 .unwrap_or_default();
@@ -800,11 +808,7 @@ fn map_service_error(
             }
         }
         rmcp::ServiceError::TransportClosed => {
-            let (oversized, detail) = shared
-                .link
-                .borrow()
-                .report
-                .as_ref()
+            let (oversized, detail) = report
                 .map(|r| {
                     let report = lock(r);
                     (report.oversized, report.describe())

@@ -257,6 +257,34 @@ fn killing_the_server_ends_the_daemon_with_a_clear_message() {
 }
 
 #[test]
+fn sessions_that_go_down_with_the_server_are_closed_in_watch() {
+    let server = TmuxServer::start();
+    let mut watcher = watch(&server);
+    server.tmux(&["new-session", "-d", "-s", "work"]);
+    let work = server.session_id("work");
+    events_until(&watcher, "session-created", Some(&work));
+    server.tmux(&["kill-server"]);
+    let mut closed: Vec<String> = Vec::new();
+    while closed.len() < 2 {
+        let events = events_until(&watcher, "session-closed", None);
+        closed.push(
+            events.last().unwrap()["session"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    closed.sort();
+    assert_eq!(closed, ["base", "work"]);
+    let (status, stderr) = watcher.wait(PATIENCE).expect("watch did not exit");
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(
+        stderr.contains("2 session(s) were closed with it"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn stopping_the_daemon_clears_its_option_and_leaves_the_server() {
     let server = TmuxServer::start();
     let mut daemon = start_daemon(&server);

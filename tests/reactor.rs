@@ -388,3 +388,58 @@ args = { ms = 60000 }
     // A generous bound: the point is that status does not wait for the call.
     assert!(times[2] < Duration::from_secs(2), "{times:?}");
 }
+
+#[test]
+fn calls_for_a_server_no_config_names_wait_and_status_says_so() {
+    let rig = Rig::new(LIFECYCLE);
+    std::fs::write(&rig.down, "").unwrap();
+    let _daemon = rig.start_daemon();
+    wait_for(PATIENCE, || {
+        (rig.global("@agent-pending") == "1").then_some(())
+    })
+    .expect("base's register never waited");
+    // The server is taken out of the config while its call waits.
+    let config = rig
+        .server
+        .home
+        .path()
+        .join(".config/tmux-agent/config.toml");
+    let full = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        "[mcp]\nimport_claude = false\n\n[reactor]\npreset = \"none\"\n",
+    )
+    .unwrap();
+    let out = rig.server.agent().arg("reload").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: Value = serde_json::from_slice(
+        &rig.server
+            .agent()
+            .args(["status", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(status["actions"]["unconfigured"]["rec"], 1, "{status}");
+    let text = rig.server.agent().arg("status").output().unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("1 call(s) wait for `rec`, which no config names any more"),
+        "{text}"
+    );
+    // Put it back: the call goes out.
+    std::fs::write(&config, full).unwrap();
+    std::fs::remove_file(&rig.down).unwrap();
+    let out = rig.server.agent().arg("reload").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    rig.wait_calls(1);
+}

@@ -688,6 +688,23 @@ impl Outbox {
         )
     }
 
+    /// How many actions are open (pending or in flight) per MCP server.
+    pub fn open_by_server(&self) -> Result<Vec<(String, u64)>, OutboxError> {
+        let mut stmt = self.db.prepare_cached(
+            "SELECT server, COUNT(*) FROM actions INDEXED BY actions_open
+             WHERE state IN ('pending', 'inflight') GROUP BY server ORDER BY server",
+        )?;
+        let rows = stmt.query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (server, n) = row?;
+            out.push((server, u64::try_from(n).unwrap_or(0)));
+        }
+        Ok(out)
+    }
+
     /// Runs a `state, COUNT(*)` query with one parameter into [`Counts`].
     fn count_states(&self, sql: &str, param: Option<&str>) -> Result<Counts, OutboxError> {
         let mut counts = Counts::default();

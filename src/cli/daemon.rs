@@ -140,6 +140,12 @@ fn status_hook(pool: McpPool, outbox: SharedOutbox) -> StatusHook {
                 failed: counts.failed,
                 recent_failures: outbox.recent_failures(5).unwrap_or_default(),
                 in_memory: outbox.degraded().map(str::to_owned),
+                unconfigured: outbox
+                    .open_by_server()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|(server, _)| !report.mcp_servers.iter().any(|s| s.name == *server))
+                    .collect(),
             });
         }
     })

@@ -84,6 +84,12 @@ fn print_running(report: &StatusReport) {
         for failure in &actions.recent_failures {
             println!("  {}", printable(failure));
         }
+        for (server, count) in &actions.unconfigured {
+            println!(
+                "  {count} call(s) wait for `{}`, which no config names any more: configure it and `tmux-agent reload` to send them",
+                printable(server)
+            );
+        }
         if let Some(reason) = &actions.in_memory {
             println!(
                 "outbox: IN MEMORY ({}): calls still go out but are lost if the daemon dies; once the disk is fixed the outbox moves back by itself",

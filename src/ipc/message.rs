@@ -159,6 +159,10 @@ pub struct ActionsStatus {
     /// Calls still go out, but are lost if the daemon stops.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_memory: Option<String>,
+    /// Open calls for MCP server names no config defines any more (server
+    /// → count): they wait until a server of that name is configured.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub unconfigured: std::collections::BTreeMap<String, u64>,
 }
 
 /// What a `save` did: one entry per call it committed.

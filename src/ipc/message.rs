@@ -91,7 +91,8 @@ impl Request {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "response", rename_all = "kebab-case")]
 pub enum Response {
-    Status(StatusReport),
+    /// Boxed: the report is much larger than the other answers.
+    Status(Box<StatusReport>),
     /// The groups after a pass (`reconcile`, `share`).
     Groups(GroupsReport),
     /// The daemon is shutting down; `pid` exits shortly.
@@ -253,7 +254,7 @@ mod tests {
 
     #[test]
     fn responses_round_trip() {
-        let status = Response::Status(StatusReport {
+        let status = Response::Status(Box::new(StatusReport {
             pid: 1,
             version: "0.1.0".into(),
             server: "tmux -L x".into(),
@@ -264,7 +265,7 @@ mod tests {
             groups: GroupsReport::default(),
             mcp_servers: vec![],
             actions: None,
-        });
+        }));
         let json = serde_json::to_string(&status).unwrap();
         assert!(
             json.starts_with(r#"{"response":"status","pid":1,"#),

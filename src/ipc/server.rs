@@ -183,7 +183,7 @@ async fn dispatch<H: Handler>(handler: &H, request: Request) -> Response {
         Err(message) => Response::Error { message },
     };
     match request {
-        Request::Status => Response::Status(handler.status().await),
+        Request::Status => Response::Status(Box::new(handler.status().await)),
         Request::Stop => {
             handler.stop().await;
             Response::Stopping {

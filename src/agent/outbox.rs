@@ -1047,6 +1047,28 @@ mod tests {
         );
     }
 
+    /// Makes the outbox's file as full as a full disk would: its connection
+    /// may not grow it by a page, so the next write that needs one gets
+    /// SQLite's own "database or disk is full". (A new connection to the
+    /// file has no such limit: the disk "has room again".)
+    fn fill_the_disk(outbox: &Outbox) {
+        let pages: i64 = outbox
+            .db
+            .pragma_query_value(None, "page_count", |r| r.get(0))
+            .unwrap();
+        outbox
+            .db
+            .pragma_update(None, "max_page_count", pages)
+            .unwrap();
+    }
+
+    /// An action too big to fit in the file's free pages.
+    fn big_action(key: &str, session: &str, event: &str, priority: Priority) -> NewAction {
+        let mut big = action(key, session, event, priority);
+        big.vars = json!({"context": "x".repeat(64 * 1024)});
+        big
+    }
+
     #[test]
     fn a_full_disk_moves_the_outbox_to_memory_with_its_open_actions() {
         let dir = tempfile::tempdir().unwrap();
@@ -1066,18 +1088,8 @@ mod tests {
         outbox
             .mark_delivered(done.id, 1, 1, &[("goal_id".into(), json!("g-1"))])
             .unwrap();
-        // SQLite's own "database or disk is full", as a full disk gives it.
-        let pages: i64 = outbox
-            .db
-            .pragma_query_value(None, "page_count", |r| r.get(0))
-            .unwrap();
-        outbox
-            .db
-            .pragma_update(None, "max_page_count", pages)
-            .unwrap();
-        let big = action("later", "C", "session-closed", Priority::Complete);
-        let mut big = big;
-        big.vars = json!({"context": "x".repeat(64 * 1024)});
+        fill_the_disk(&outbox);
+        let big = big_action("later", "C", "session-closed", Priority::Complete);
         assert_eq!(outbox.enqueue(&[big], 2).unwrap(), 1);
 
         let reason = outbox.degraded().expect("the outbox says it is in memory");
@@ -1112,17 +1124,8 @@ mod tests {
                 0,
             )
             .unwrap();
-        // Fill "the disk" (this connection's limit), so the next write spills.
-        let pages: i64 = outbox
-            .db
-            .pragma_query_value(None, "page_count", |r| r.get(0))
-            .unwrap();
-        outbox
-            .db
-            .pragma_update(None, "max_page_count", pages)
-            .unwrap();
-        let mut big = action("c1", "C", "session-created", Priority::Register);
-        big.vars = json!({"context": "x".repeat(64 * 1024)});
+        fill_the_disk(&outbox);
+        let big = big_action("c1", "C", "session-created", Priority::Register);
         outbox.enqueue(&[big], 1).unwrap();
         assert!(outbox.degraded().is_some());
         // In memory: A's register is delivered, with a kept goal id.

@@ -18,14 +18,11 @@ fn with_no_config_the_builtin_server_keeps_goals_and_contexts() {
     cmd.arg("daemon");
     let _daemon = LineReader::spawn(cmd);
     let option = |target: Option<&str>, name: &str| {
-        let mut args = vec!["show-options", "-v"];
         match target {
-            Some(t) => args.extend(["-t", t]),
-            None => args.push("-g"),
+            Some(t) => server.option(t, name),
+            None => server.global_option(name),
         }
-        args.push(name);
-        let out = server.try_tmux(&args);
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        .unwrap_or_default()
     };
     wait_for(PATIENCE, || {
         (option(None, "@agent-daemon") == "running").then_some(())

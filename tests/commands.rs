@@ -56,10 +56,7 @@ impl Rig {
         cmd.arg("daemon");
         let daemon = LineReader::spawn(cmd);
         wait_for(PATIENCE, || {
-            let out = self
-                .server
-                .try_tmux(&["show-options", "-gv", "@agent-daemon"]);
-            (String::from_utf8_lossy(&out.stdout).trim() == "running").then_some(())
+            (self.server.global_option("@agent-daemon").as_deref() == Some("running")).then_some(())
         })
         .expect("the daemon never attached");
         daemon
@@ -74,12 +71,7 @@ impl Rig {
     }
 
     fn option(&self, target: &str, name: &str) -> String {
-        let out = self
-            .server
-            .try_tmux(&["show-options", "-t", target, "-v", name]);
-        String::from_utf8_lossy(&out.stdout)
-            .trim_end_matches('\n')
-            .to_owned()
+        self.server.option(target, name).unwrap_or_default()
     }
 
     /// Waits until `NAME.jsonl` holds `n` tool calls; returns them.

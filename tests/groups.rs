@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use common::{TmuxServer, wait_for};
 use daemon_support::{
-    Daemon, PATIENCE, agent, agent_err, agent_ok, global_opt, json, new_session, opt, snapshot,
-    text,
+    Daemon, PATIENCE, agent, agent_err, agent_ok, json, new_session, snapshot, text,
 };
 
 /// The promise for a plain `tmux set @agent-group` and for a closed
@@ -19,12 +18,12 @@ const PROMPT: Duration = Duration::from_secs(2);
 
 fn until(server: &TmuxServer, id: &str, name: &str, want: Option<&str>, within: Duration) {
     let seen = wait_for(within, || {
-        (opt(server, id, name).as_deref() == want).then_some(())
+        (server.option(id, name).as_deref() == want).then_some(())
     });
     assert!(
         seen.is_some(),
         "{id} {name}: wanted {want:?} within {within:?}, have {:?}",
-        opt(server, id, name)
+        server.option(id, name)
     );
 }
 
@@ -47,42 +46,51 @@ fn two_sessions_join_share_and_a_later_joiner_gets_the_context() {
     // What the daemon wrote, read back with plain tmux. The CLI asked the
     // daemon for a pass, so it is there when the command returns.
     assert_eq!(
-        opt(&server, &one, "@agent-role").as_deref(),
+        server.option(&one, "@agent-role").as_deref(),
         Some("coordinator")
     );
-    assert_eq!(opt(&server, &two, "@agent-role").as_deref(), Some("member"));
-    assert_eq!(opt(&server, &one, "@agent-peers").as_deref(), Some("two"));
-    assert_eq!(opt(&server, &two, "@agent-peers").as_deref(), Some("one"));
-    assert_eq!(global_opt(&server, "@agent-groups").as_deref(), Some("g:2"));
+    assert_eq!(
+        server.option(&two, "@agent-role").as_deref(),
+        Some("member")
+    );
+    assert_eq!(server.option(&one, "@agent-peers").as_deref(), Some("two"));
+    assert_eq!(server.option(&two, "@agent-peers").as_deref(), Some("one"));
+    assert_eq!(
+        server.global_option("@agent-groups").as_deref(),
+        Some("g:2")
+    );
 
     let out = agent_ok(&server, &["share", "task=refactor", "-t", &one]);
     assert!(out.contains("shared task=refactor with g"), "{out}");
     for id in [&one, &two] {
         assert_eq!(
-            opt(&server, id, "@agent-ctx-task").as_deref(),
+            server.option(id, "@agent-ctx-task").as_deref(),
             Some("refactor")
         );
     }
-    assert_eq!(opt(&server, &three, "@agent-ctx-task"), None);
+    assert_eq!(server.option(&three, "@agent-ctx-task"), None);
 
     agent_ok(&server, &["join", "g", "-t", &three]);
     assert_eq!(
-        opt(&server, &three, "@agent-ctx-task").as_deref(),
+        server.option(&three, "@agent-ctx-task").as_deref(),
         Some("refactor")
     );
     assert_eq!(
-        opt(&server, &three, "@agent-role").as_deref(),
+        server.option(&three, "@agent-role").as_deref(),
         Some("member")
     );
     assert_eq!(
-        opt(&server, &one, "@agent-peers").as_deref(),
+        server.option(&one, "@agent-peers").as_deref(),
         Some("two,three")
     );
     assert_eq!(
-        opt(&server, &three, "@agent-peers").as_deref(),
+        server.option(&three, "@agent-peers").as_deref(),
         Some("one,two")
     );
-    assert_eq!(global_opt(&server, "@agent-groups").as_deref(), Some("g:3"));
+    assert_eq!(
+        server.global_option("@agent-groups").as_deref(),
+        Some("g:3")
+    );
 
     let peers = agent_ok(&server, &["peers", "-t", &three]);
     assert!(peers.contains("member of g, coordinated by one"), "{peers}");
@@ -92,7 +100,7 @@ fn two_sessions_join_share_and_a_later_joiner_gets_the_context() {
     // Removing a key removes it everywhere.
     agent_ok(&server, &["share", "--unset", "task", "-t", &two]);
     for id in [&one, &two, &three] {
-        assert_eq!(opt(&server, id, "@agent-ctx-task"), None);
+        assert_eq!(server.option(id, "@agent-ctx-task"), None);
     }
 }
 
@@ -152,8 +160,14 @@ fn killing_the_coordinators_session_promotes_the_next() {
     server.tmux(&["kill-session", "-t", &one]);
     until(&server, &two, "@agent-role", Some("coordinator"), PROMPT);
     until(&server, &three, "@agent-peers", Some("two"), PROMPT);
-    assert_eq!(opt(&server, &two, "@agent-peers").as_deref(), Some("three"));
-    assert_eq!(global_opt(&server, "@agent-groups").as_deref(), Some("g:2"));
+    assert_eq!(
+        server.option(&two, "@agent-peers").as_deref(),
+        Some("three")
+    );
+    assert_eq!(
+        server.global_option("@agent-groups").as_deref(),
+        Some("g:2")
+    );
 
     // A rename reaches the peers' lists.
     server.tmux(&["rename-session", "-t", &three, "third"]);
@@ -171,20 +185,23 @@ fn plain_tmux_set_and_unset_of_agent_group_are_honoured() {
     // As a key binding or a person at a tmux prompt would.
     server.tmux(&["set-option", "-t", &two, "@agent-group", "g"]);
     until(&server, &two, "@agent-role", Some("member"), PROMPT);
-    assert_eq!(opt(&server, &two, "@agent-peers").as_deref(), Some("one"));
+    assert_eq!(server.option(&two, "@agent-peers").as_deref(), Some("one"));
     until(&server, &one, "@agent-peers", Some("two"), PROMPT);
 
     server.tmux(&["set-option", "-u", "-t", &two, "@agent-group"]);
     until(&server, &two, "@agent-role", None, PROMPT);
-    assert_eq!(opt(&server, &two, "@agent-peers"), None);
-    assert_eq!(opt(&server, &two, "@agent-joined"), None);
+    assert_eq!(server.option(&two, "@agent-peers"), None);
+    assert_eq!(server.option(&two, "@agent-joined"), None);
     until(&server, &one, "@agent-peers", Some(""), PROMPT);
-    assert_eq!(global_opt(&server, "@agent-groups").as_deref(), Some("g:1"));
+    assert_eq!(
+        server.global_option("@agent-groups").as_deref(),
+        Some("g:1")
+    );
 
     // Leaving the last member makes the group disappear.
     agent_ok(&server, &["leave", "-t", &one]);
-    assert_eq!(opt(&server, &one, "@agent-role"), None);
-    assert_eq!(global_opt(&server, "@agent-groups"), None);
+    assert_eq!(server.option(&one, "@agent-role"), None);
+    assert_eq!(server.global_option("@agent-groups"), None);
     let out = json(&agent_ok(&server, &["groups", "--json"]));
     assert_eq!(out["groups"], serde_json::json!([]));
 }
@@ -239,16 +256,16 @@ fn without_a_daemon_commands_write_the_options_and_the_daemon_finishes_later() {
         "{}",
         text(&out.stdout)
     );
-    assert_eq!(opt(&server, &one, "@agent-group").as_deref(), Some("g"));
+    assert_eq!(server.option(&one, "@agent-group").as_deref(), Some("g"));
     assert_eq!(
-        opt(&server, &one, "@agent-role"),
+        server.option(&one, "@agent-role"),
         None,
         "derived options wait for the daemon"
     );
 
     agent_ok(&server, &["share", "task=offline", "-t", &one]);
     assert_eq!(
-        opt(&server, &one, "@agent-ctx-task").as_deref(),
+        server.option(&one, "@agent-ctx-task").as_deref(),
         Some("offline")
     );
     agent_ok(&server, &["join", "g", "-t", &two]);
@@ -259,12 +276,15 @@ fn without_a_daemon_commands_write_the_options_and_the_daemon_finishes_later() {
     let _daemon = Daemon::start(&server);
     agent_ok(&server, &["groups"]);
     assert_eq!(
-        opt(&server, &one, "@agent-role").as_deref(),
+        server.option(&one, "@agent-role").as_deref(),
         Some("coordinator")
     );
-    assert_eq!(opt(&server, &two, "@agent-role").as_deref(), Some("member"));
     assert_eq!(
-        opt(&server, &two, "@agent-ctx-task").as_deref(),
+        server.option(&two, "@agent-role").as_deref(),
+        Some("member")
+    );
+    assert_eq!(
+        server.option(&two, "@agent-ctx-task").as_deref(),
         Some("offline"),
         "context shared while no daemon ran reaches the later joiner"
     );
@@ -403,7 +423,7 @@ fn the_example_tmux_conf_works_end_to_end() {
     keyboard.type_keys(b"\x03");
     let out = json(&agent_ok(&server, &["peers", "--json", "-t", &one]));
     assert_eq!(out["ignored_group"], hostile);
-    assert_eq!(global_opt(&server, "@agent-groups"), None);
+    assert_eq!(server.global_option("@agent-groups"), None);
     for file in ["typed", "typed2", "typed3"] {
         assert!(!server.home.path().join(file).exists() && !std::path::Path::new(file).exists());
     }
@@ -421,7 +441,7 @@ fn the_example_tmux_conf_works_end_to_end() {
     let value = format!("#(touch {})", canary.display());
     agent_ok(&server, &["share", &format!("task={value}"), "-t", &one]);
     assert_eq!(
-        opt(&server, &one, "@agent-ctx-task").as_deref(),
+        server.option(&one, "@agent-ctx-task").as_deref(),
         Some(value.as_str())
     );
     server.tmux(&[
@@ -571,8 +591,11 @@ fn bad_input_is_refused_clearly_and_corrupts_nothing() {
     server.tmux(&["set-option", "-t", &loner, "@agent-group", "bad name,x:1"]);
     let out = json(&agent_ok(&server, &["groups", "--json"]));
     assert_eq!(out["ignored"][0]["group"], "bad name,x:1");
-    assert_eq!(global_opt(&server, "@agent-groups").as_deref(), Some("g:1"));
-    assert_eq!(opt(&server, &loner, "@agent-role"), None);
+    assert_eq!(
+        server.global_option("@agent-groups").as_deref(),
+        Some("g:1")
+    );
+    assert_eq!(server.option(&loner, "@agent-role"), None);
 }
 
 #[test]
@@ -598,7 +621,7 @@ fn the_default_target_is_the_session_of_tmux_pane() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let out = json(&text(&out.stdout));
     assert_eq!(out["session"]["id"], one.as_str());
-    assert_eq!(opt(&server, &one, "@agent-group").as_deref(), Some("g"));
+    assert_eq!(server.option(&one, "@agent-group").as_deref(), Some("g"));
 
     // In a job tmux starts (run-shell, display-popup) there is no
     // $TMUX_PANE; the session id at the end of $TMUX is used.
@@ -666,15 +689,15 @@ fn new_sets_agent_options_in_the_creating_invocation() {
     );
     assert_eq!(out["role"], "coordinator");
     assert_eq!(
-        global_opt(&server, "@seen").as_deref(),
+        server.global_option("@seen").as_deref(),
         Some("my_work#{session_id}|fix #{x} #(touch y);|coder|g")
     );
     assert_eq!(
-        opt(&server, &id, "@agent-goal").as_deref(),
+        server.option(&id, "@agent-goal").as_deref(),
         Some("fix #{x} #(touch y);")
     );
     assert_eq!(
-        opt(&server, &id, "@agent-role").as_deref(),
+        server.option(&id, "@agent-role").as_deref(),
         Some("coordinator")
     );
     let start = server.tmux(&["display-message", "-p", "-t", &id, "#{pane_start_command}"]);

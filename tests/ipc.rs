@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::{LineReader, TmuxServer, wait_for};
-use daemon_support::{Daemon, PATIENCE, agent, agent_err, agent_ok, global_opt, json, text};
+use daemon_support::{Daemon, PATIENCE, agent, agent_err, agent_ok, json, text};
 
 /// The daemon's socket for this test's server.
 fn socket_path(server: &TmuxServer) -> PathBuf {
@@ -260,7 +260,7 @@ fn ensure_starts_one_daemon_and_stop_stops_it() {
     );
     let pid = json(&agent_ok(&server, &["status", "--json"]))["pid"].clone();
     assert_eq!(
-        global_opt(&server, "@agent-daemon").as_deref(),
+        server.global_option("@agent-daemon").as_deref(),
         Some("running")
     );
 
@@ -284,7 +284,7 @@ fn ensure_starts_one_daemon_and_stop_stops_it() {
         out.contains(&format!("stopped the tmux-agent daemon (pid {pid})")),
         "{out}"
     );
-    assert_eq!(global_opt(&server, "@agent-daemon"), None);
+    assert_eq!(server.global_option("@agent-daemon"), None);
 
     // Several at once with no daemon running: they race to start one, and
     // every one of them succeeds with the same single daemon.
@@ -347,7 +347,7 @@ fn reload_and_sighup_reach_the_daemon() {
         "SIGHUP stopped the daemon"
     );
     assert_eq!(
-        daemon_support::opt(&server, &id, "@agent-role"),
+        server.option(&id, "@agent-role"),
         None,
         "the reload's pass removed a derived option from a session in no group"
     );

@@ -205,8 +205,7 @@ fn start_daemon(server: &TmuxServer) -> LineReader {
     cmd.arg("daemon");
     let daemon = LineReader::spawn(cmd);
     let running = wait_for(PATIENCE, || {
-        let out = server.try_tmux(&["show-options", "-gv", "@agent-daemon"]);
-        (String::from_utf8_lossy(&out.stdout).trim() == "running").then_some(())
+        (server.global_option("@agent-daemon").as_deref() == Some("running")).then_some(())
     });
     assert!(running.is_some(), "the daemon never set @agent-daemon");
     daemon
@@ -293,8 +292,13 @@ fn stopping_the_daemon_clears_its_option_and_leaves_the_server() {
     let (status, stderr) = daemon.wait(PATIENCE).expect("the daemon did not exit");
     assert!(status.success(), "{status}: {stderr}");
     assert!(server.is_running());
-    let option = server.try_tmux(&["show-options", "-gv", "@agent-daemon"]);
-    assert_eq!(String::from_utf8_lossy(&option.stdout).trim(), "");
+    assert_eq!(
+        server
+            .global_option("@agent-daemon")
+            .unwrap_or_default()
+            .trim(),
+        ""
+    );
     // Its session is left for the next daemon (which joins it with -A).
     assert_eq!(
         server
@@ -357,8 +361,10 @@ fn daemon_detach_returns_once_attached_and_logs_to_a_file() {
     );
     assert!(stdout.contains("running"), "{stdout}");
     // It is already attached when --detach returns.
-    let option = server.tmux(&["show-options", "-gv", "@agent-daemon"]);
-    assert_eq!(option.trim(), "running");
+    assert_eq!(
+        server.global_option("@agent-daemon").as_deref(),
+        Some("running")
+    );
 
     server.tmux(&["kill-session", "-t", "base"]);
     assert!(

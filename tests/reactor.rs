@@ -207,8 +207,7 @@ fn churn(server: &TmuxServer, count: usize) -> Vec<String> {
         // Kill the previous session only once the daemon has seen it
         // detached: a detach and a kill inside one listing are one close.
         wait_for(PATIENCE, || {
-            let out = server.try_tmux(&["show-options", "-t", &previous, "-v", "@agent-state"]);
-            (String::from_utf8_lossy(&out.stdout).trim() == "detached").then_some(())
+            (server.option(&previous, "@agent-state").as_deref() == Some("detached")).then_some(())
         })
         .expect("the daemon never saw the previous session detached");
         server.tmux(&["kill-session", "-t", &previous]);
@@ -218,8 +217,7 @@ fn churn(server: &TmuxServer, count: usize) -> Vec<String> {
     let last = ids.last().unwrap().clone();
     server.tmux(&["detach-client", "-s", &last]);
     wait_for(PATIENCE, || {
-        let out = server.try_tmux(&["show-options", "-t", &last, "-v", "@agent-state"]);
-        (String::from_utf8_lossy(&out.stdout).trim() == "detached").then_some(())
+        (server.option(&last, "@agent-state").as_deref() == Some("detached")).then_some(())
     })
     .expect("the daemon never saw the last session detached");
     drop(terminal);

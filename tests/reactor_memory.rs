@@ -41,10 +41,7 @@ fn a_detached_session_is_in_the_memory_graph() {
     let mut cmd = server.agent();
     cmd.arg("daemon");
     let _daemon = LineReader::spawn(cmd);
-    let global = |name: &str| {
-        let out = server.try_tmux(&["show-options", "-gv", name]);
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
+    let global = |name: &str| server.global_option(name).unwrap_or_default();
     wait_for(PATIENCE, || {
         (global("@agent-daemon") == "running").then_some(())
     })
@@ -76,9 +73,7 @@ fn a_detached_session_is_in_the_memory_graph() {
     .expect("the terminal never attached");
     // Give the daemon the attach before the detach (one listing must see it).
     let attached = wait_for(PATIENCE, || {
-        let out = server.try_tmux(&["show-options", "-t", &id, "-v", "@agent-state"]);
-        let state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        (state == "active").then_some(())
+        (server.option(&id, "@agent-state").as_deref() == Some("active")).then_some(())
     });
     assert!(attached.is_some());
     wait_for(PATIENCE, || (global("@agent-pending") == "0").then_some(()))
@@ -86,8 +81,9 @@ fn a_detached_session_is_in_the_memory_graph() {
     server.tmux(&["detach-client", "-s", &id]);
     drop(terminal);
     wait_for(PATIENCE, || {
-        let out = server.try_tmux(&["show-options", "-t", &id, "-v", "@agent-saved"]);
-        (!out.stdout.is_empty()).then_some(())
+        server
+            .option(&id, "@agent-saved")
+            .filter(|saved| !saved.is_empty())
     })
     .expect("the detach save never succeeded");
 

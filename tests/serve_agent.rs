@@ -449,13 +449,12 @@ fn pane_of(server: &common::TmuxServer, session: &str) -> String {
 
 #[tokio::test]
 async fn group_tools_see_peers_and_share_through_the_daemon() {
-    use daemon_support::opt;
     let server = common::TmuxServer::start();
     let (one, two, loner) = two_in_group_g(&server);
     let _daemon = daemon_support::Daemon::start(&server);
     // The daemon derives roles and peers on its first pass.
     let derived = common::wait_for(daemon_support::PATIENCE, || {
-        (opt(&server, &two, "@agent-role").as_deref() == Some("member")).then_some(())
+        (server.option(&two, "@agent-role").as_deref() == Some("member")).then_some(())
     });
     assert!(derived.is_some(), "the daemon did not derive @agent-role");
     let client = serve_in_group_pane(&server, &pane_of(&server, &one)).await;
@@ -495,12 +494,12 @@ async fn group_tools_see_peers_and_share_through_the_daemon() {
     assert_eq!(shared["context"]["task"], "refactor");
     for id in [&one, &two] {
         assert_eq!(
-            opt(&server, id, "@agent-ctx-task").as_deref(),
+            server.option(id, "@agent-ctx-task").as_deref(),
             Some("refactor"),
             "{id}"
         );
     }
-    assert_eq!(opt(&server, &loner, "@agent-ctx-task"), None);
+    assert_eq!(server.option(&loner, "@agent-ctx-task"), None);
     let context = ok(&client, "group_context", json!({})).await;
     assert_eq!(context["group"], "g");
     assert_eq!(context["context"], json!({"task": "refactor"}));
@@ -519,7 +518,7 @@ async fn group_tools_see_peers_and_share_through_the_daemon() {
     )
     .await;
     assert_eq!(
-        opt(&server, &two, "@agent-ctx-note").as_deref(),
+        server.option(&two, "@agent-ctx-note").as_deref(),
         Some(hostile.as_str())
     );
     // As a status line would show it.
@@ -584,14 +583,13 @@ async fn group_tools_see_peers_and_share_through_the_daemon() {
     assert_eq!(removed["value"], Value::Null);
     assert_eq!(removed["context"].get("task"), None);
     for id in [&one, &two] {
-        assert_eq!(opt(&server, id, "@agent-ctx-task"), None, "{id}");
+        assert_eq!(server.option(id, "@agent-ctx-task"), None, "{id}");
     }
     client.cancel().await.unwrap();
 }
 
 #[tokio::test]
 async fn group_tools_without_a_daemon_write_tmux_directly() {
-    use daemon_support::opt;
     let server = common::TmuxServer::start();
     let (one, two, _loner) = two_in_group_g(&server);
     let client = serve_in_group_pane(&server, &pane_of(&server, &two)).await;
@@ -607,7 +605,7 @@ async fn group_tools_without_a_daemon_write_tmux_directly() {
     assert!(notes.contains("no daemon is running"), "{notes}");
     for id in [&one, &two] {
         assert_eq!(
-            opt(&server, id, "@agent-ctx-task").as_deref(),
+            server.option(id, "@agent-ctx-task").as_deref(),
             Some("offline"),
             "{id}"
         );
@@ -617,7 +615,7 @@ async fn group_tools_without_a_daemon_write_tmux_directly() {
     assert_eq!(peers["daemon"], false);
     assert_eq!(peers["role"], "member");
     assert_eq!(peers["coordinator"]["name"], "one");
-    assert_eq!(opt(&server, &two, "@agent-role"), None);
+    assert_eq!(server.option(&two, "@agent-role"), None);
     let context = ok(&client, "group_context", json!({})).await;
     assert_eq!(context["context"], json!({"task": "offline"}));
     client.cancel().await.unwrap();

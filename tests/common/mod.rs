@@ -75,6 +75,26 @@ impl TmuxServer {
     }
 
     /// The id (`$N`) of the session with exactly this name.
+    /// A session option as `tmux show-options -v` prints it, without the
+    /// final newline; `None` when tmux refuses (no such session or option).
+    pub fn option(&self, target: &str, name: &str) -> Option<String> {
+        self.shown(&["show-options", "-v", "-t", target, name])
+    }
+
+    /// A global option as `tmux show-options -gv` prints it, likewise.
+    pub fn global_option(&self, name: &str) -> Option<String> {
+        self.shown(&["show-options", "-gv", name])
+    }
+
+    fn shown(&self, args: &[&str]) -> Option<String> {
+        let out = self.try_tmux(args);
+        out.status.success().then(|| {
+            String::from_utf8_lossy(&out.stdout)
+                .trim_end_matches('\n')
+                .to_owned()
+        })
+    }
+
     pub fn session_id(&self, name: &str) -> String {
         let list = self.tmux(&["list-sessions", "-F", "#{session_id}\t#{session_name}"]);
         list.lines()

@@ -33,7 +33,7 @@ impl Daemon {
             process.stderr()
         );
         let settled = crate::common::wait_for(PATIENCE, || {
-            (global_opt(server, "@agent-pending").as_deref() == Some("0")).then_some(())
+            (server.global_option("@agent-pending").as_deref() == Some("0")).then_some(())
         });
         assert!(
             settled.is_some(),
@@ -107,25 +107,6 @@ pub fn new_session(server: &TmuxServer, name: &str) -> String {
         "24",
     ]);
     out.trim().to_owned()
-}
-
-/// A session option as plain `tmux show-options -v` prints it (one line
-/// values only), `None` when unset.
-pub fn opt(server: &TmuxServer, session_id: &str, name: &str) -> Option<String> {
-    let out = server.try_tmux(&["show-options", "-v", "-t", session_id, name]);
-    if !out.status.success() {
-        return None;
-    }
-    Some(text(&out.stdout).trim_end_matches('\n').to_owned())
-}
-
-/// A global option as `tmux show-options -gv` prints it.
-pub fn global_opt(server: &TmuxServer, name: &str) -> Option<String> {
-    let out = server.try_tmux(&["show-options", "-gv", name]);
-    if !out.status.success() {
-        return None;
-    }
-    Some(text(&out.stdout).trim_end_matches('\n').to_owned())
 }
 
 /// Every `@agent-*` option of every session (by id) and of the global

@@ -110,18 +110,14 @@ impl Rig {
         daemon
     }
 
+    /// A global option, empty when unset.
     pub fn global(&self, name: &str) -> String {
-        let out = self.server.try_tmux(&["show-options", "-gv", name]);
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        self.server.global_option(name).unwrap_or_default()
     }
 
+    /// A session option, empty when unset.
     pub fn option(&self, target: &str, name: &str) -> String {
-        let out = self
-            .server
-            .try_tmux(&["show-options", "-t", target, "-v", name]);
-        String::from_utf8_lossy(&out.stdout)
-            .trim_end_matches('\n')
-            .to_owned()
+        self.server.option(target, name).unwrap_or_default()
     }
 
     /// Every `tools/call` the recording server received, in order.

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{LineReader, TmuxServer, wait_for};
+use common::{TmuxServer, wait_for};
 use serde_json::Value;
 
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -16,7 +16,7 @@ fn with_no_config_the_builtin_server_keeps_goals_and_contexts() {
     let server = TmuxServer::start();
     let mut cmd = server.agent();
     cmd.arg("daemon");
-    let _daemon = LineReader::spawn(cmd);
+    let _daemon = server.attached_daemon(cmd);
     let option = |target: Option<&str>, name: &str| {
         match target {
             Some(t) => server.option(t, name),
@@ -24,10 +24,6 @@ fn with_no_config_the_builtin_server_keeps_goals_and_contexts() {
         }
         .unwrap_or_default()
     };
-    wait_for(PATIENCE, || {
-        (option(None, "@agent-daemon") == "running").then_some(())
-    })
-    .expect("the daemon never attached");
 
     let name = "agent \"one\"";
     let id = server

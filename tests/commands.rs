@@ -54,12 +54,7 @@ impl Rig {
     fn start_daemon(&self) -> LineReader {
         let mut cmd = self.server.agent();
         cmd.arg("daemon");
-        let daemon = LineReader::spawn(cmd);
-        wait_for(PATIENCE, || {
-            (self.server.global_option("@agent-daemon").as_deref() == Some("running")).then_some(())
-        })
-        .expect("the daemon never attached");
-        daemon
+        self.server.attached_daemon(cmd)
     }
 
     fn agent(&self, args: &[&str]) -> Output {

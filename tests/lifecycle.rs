@@ -203,12 +203,7 @@ fn hostile_session_names_arrive_intact_and_nothing_runs() {
 fn start_daemon(server: &TmuxServer) -> LineReader {
     let mut cmd = server.agent();
     cmd.arg("daemon");
-    let daemon = LineReader::spawn(cmd);
-    let running = wait_for(PATIENCE, || {
-        (server.global_option("@agent-daemon").as_deref() == Some("running")).then_some(())
-    });
-    assert!(running.is_some(), "the daemon never set @agent-daemon");
-    daemon
+    server.attached_daemon(cmd)
 }
 
 #[test]

@@ -7,7 +7,7 @@ mod mcp_support;
 
 use std::time::Duration;
 
-use common::{LineReader, TmuxServer, wait_for};
+use common::{TmuxServer, wait_for};
 use mcp_support::npm_bin;
 use serde_json::{Value, json};
 
@@ -40,12 +40,8 @@ fn a_detached_session_is_in_the_memory_graph() {
 
     let mut cmd = server.agent();
     cmd.arg("daemon");
-    let _daemon = LineReader::spawn(cmd);
+    let _daemon = server.attached_daemon(cmd);
     let global = |name: &str| server.global_option(name).unwrap_or_default();
-    wait_for(PATIENCE, || {
-        (global("@agent-daemon") == "running").then_some(())
-    })
-    .expect("the daemon never attached");
 
     let id = server
         .tmux(&[

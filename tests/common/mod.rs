@@ -75,6 +75,21 @@ impl TmuxServer {
     }
 
     /// The id (`$N`) of the session with exactly this name.
+    /// Spawns a foreground daemon from `cmd` (made from [`TmuxServer::agent`])
+    /// and returns once it has attached (`@agent-daemon` = `running`).
+    pub fn attached_daemon(&self, cmd: Command) -> LineReader {
+        let mut daemon = LineReader::spawn(cmd);
+        let up = wait_for(Duration::from_secs(20), || {
+            (self.global_option("@agent-daemon").as_deref() == Some("running")).then_some(())
+        });
+        assert!(
+            up.is_some(),
+            "the daemon never attached: {}",
+            daemon.stderr()
+        );
+        daemon
+    }
+
     /// A session option as `tmux show-options -v` prints it, without the
     /// final newline; `None` when tmux refuses (no such session or option).
     pub fn option(&self, target: &str, name: &str) -> Option<String> {

@@ -98,16 +98,7 @@ impl Rig {
     /// [`Rig::start_daemon`] for a daemon command the caller has prepared
     /// (environment, limits).
     pub fn start_daemon_with(&self, cmd: std::process::Command) -> LineReader {
-        let mut daemon = LineReader::spawn(cmd);
-        let up = wait_for(PATIENCE, || {
-            (self.global("@agent-daemon") == "running").then_some(())
-        });
-        assert!(
-            up.is_some(),
-            "the daemon never attached: {}",
-            daemon.stderr()
-        );
-        daemon
+        self.server.attached_daemon(cmd)
     }
 
     /// A global option, empty when unset.

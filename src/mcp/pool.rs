@@ -583,20 +583,22 @@ async fn send(
     let options = PeerRequestOptions::with_timeout(timeout.min(remaining))
         .reset_timeout_on_progress()
         .with_max_total_timeout(remaining);
+    // Either way a call fails, it is described in the same terms.
+    let failure = |error| {
+        map_service_error(
+            shared,
+            report.as_ref(),
+            label,
+            error,
+            (timeout, remaining),
+            &limit,
+            started,
+        )
+    };
     let sent_at = Instant::now();
     let handle = match peer.send_request_with_option(request, options).await {
         Ok(handle) => handle,
-        Err(error) => {
-            return Err(zero(map_service_error(
-                shared,
-                report.as_ref(),
-                label,
-                error,
-                (timeout, remaining),
-                &limit,
-                started,
-            )));
-        }
+        Err(error) => return Err(zero(failure(error))),
     };
     let mut cancel = CancelOnDrop {
         peer: Some(peer.clone()),
@@ -611,18 +613,7 @@ async fn send(
             shared.http_failures.store(0, Ordering::Relaxed);
             Ok((result, latency))
         }
-        Err(error) => Err((
-            map_service_error(
-                shared,
-                report.as_ref(),
-                label,
-                error,
-                (timeout, remaining),
-                &limit,
-                started,
-            ),
-            latency,
-        )),
+        Err(error) => Err((failure(error), latency)),
     }
 }
 

@@ -265,16 +265,7 @@ fn ensure_starts_one_daemon_and_stop_stops_it() {
     );
 
     // Again, and several at once as hooks would: still that one daemon.
-    let racers: Vec<_> = (0..4)
-        .map(|_| {
-            let mut cmd = server.agent();
-            cmd.arg("ensure");
-            LineReader::spawn(cmd)
-        })
-        .collect();
-    for mut racer in racers {
-        let (status, stderr) = racer.wait(PATIENCE).expect("ensure hung");
-        assert!(status.success(), "{stderr}");
+    for stderr in ensure_at_once(&server, 4) {
         assert!(stderr.contains("already running"), "{stderr}");
     }
     assert_eq!(json(&agent_ok(&server, &["status", "--json"]))["pid"], pid);
@@ -288,17 +279,7 @@ fn ensure_starts_one_daemon_and_stop_stops_it() {
 
     // Several at once with no daemon running: they race to start one, and
     // every one of them succeeds with the same single daemon.
-    let racers: Vec<_> = (0..4)
-        .map(|_| {
-            let mut cmd = server.agent();
-            cmd.arg("ensure");
-            LineReader::spawn(cmd)
-        })
-        .collect();
-    for mut racer in racers {
-        let (status, stderr) = racer.wait(PATIENCE).expect("ensure hung");
-        assert!(status.success(), "{stderr}");
-    }
+    ensure_at_once(&server, 4);
     let pid = json(&agent_ok(&server, &["status", "--json"]))["pid"].clone();
     let daemons = std::process::Command::new("pgrep")
         .args([
@@ -402,4 +383,24 @@ fn malformed_requests_get_errors_and_the_daemon_carries_on() {
         true
     );
     assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+/// Runs `n` `tmux-agent ensure` at once, as hooks would; each must
+/// succeed. Returns their stderr.
+fn ensure_at_once(server: &TmuxServer, n: usize) -> Vec<String> {
+    let racers: Vec<_> = (0..n)
+        .map(|_| {
+            let mut cmd = server.agent();
+            cmd.arg("ensure");
+            LineReader::spawn(cmd)
+        })
+        .collect();
+    racers
+        .into_iter()
+        .map(|mut racer| {
+            let (status, stderr) = racer.wait(PATIENCE).expect("ensure hung");
+            assert!(status.success(), "{stderr}");
+            stderr
+        })
+        .collect()
 }

@@ -267,17 +267,14 @@ impl Connection {
 /// `new-session -A` would otherwise start a fresh server holding only the
 /// sidecar's session.
 async fn ensure_server_running(server: &ServerSocket) -> Result<(), ControlError> {
-    let output = server
-        .command()
-        .args(["list-sessions", "-F", "#{session_id}"])
-        .stdin(Stdio::null())
-        .output()
+    let running = server
+        .is_running()
         .await
         .map_err(|source| ControlError::Spawn {
             binary: super::server::tmux_binary().to_string_lossy().into_owned(),
             source,
         })?;
-    if output.status.success() {
+    if running {
         Ok(())
     } else {
         Err(ControlError::NoServer {

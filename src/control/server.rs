@@ -61,6 +61,20 @@ impl ServerSocket {
         cmd
     }
 
+    /// Whether a tmux server answers on this socket (`list-sessions`
+    /// succeeds). `Err` only when `tmux` itself could not be run.
+    pub async fn is_running(&self) -> std::io::Result<bool> {
+        let status = self
+            .command()
+            .args(["list-sessions", "-F", "#{session_id}"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .await?;
+        Ok(status.success())
+    }
+
     /// [`Self::command`] for blocking callers (CLI fallbacks, tests).
     pub fn std_command(&self) -> std::process::Command {
         let mut cmd = std::process::Command::new(tmux_binary());

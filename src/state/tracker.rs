@@ -219,9 +219,10 @@ impl Tracker {
         }
         // A server that was just killed may still answer for a moment while
         // it shuts down: ask twice before believing it is still running.
-        if server_is_running(&self.server).await {
+        let running = async || self.server.is_running().await.unwrap_or(false);
+        if running().await {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            if server_is_running(&self.server).await {
+            if running().await {
                 return TrackEnd::Connection(reason);
             }
         }
@@ -238,19 +239,6 @@ impl Tracker {
         self.snapshots.send_replace(self.model.clone());
         TrackEnd::ServerExited { sessions }
     }
-}
-
-/// Whether a tmux server answers on `server`'s socket.
-async fn server_is_running(server: &ServerSocket) -> bool {
-    server
-        .command()
-        .args(["list-sessions", "-F", "#{session_id}"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .await
-        .is_ok_and(|status| status.success())
 }
 
 /// Whether a notification may mean the sessions or clients changed.

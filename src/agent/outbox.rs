@@ -333,12 +333,14 @@ impl Outbox {
     /// memory holds into the file and moves back to it. Ids may change in
     /// the move; nobody holds one then.
     fn heal(&mut self) {
-        let Some(home) = self.home.clone() else {
-            return;
-        };
+        // Called on every enqueue and claim: return before any work when
+        // the outbox is where it belongs.
         if self.degraded.is_none() || std::time::Instant::now() < self.next_heal {
             return;
         }
+        let Some(home) = self.home.clone() else {
+            return;
+        };
         self.next_heal = std::time::Instant::now() + HEAL_INTERVAL;
         let inflight: i64 = self
             .db

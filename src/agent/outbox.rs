@@ -856,23 +856,39 @@ fn is_storage_failure(err: &rusqlite::Error) -> bool {
     )
 }
 
+/// Runs `work` on `memory` with the outbox file at `path` attached as
+/// `disk`, and detaches it whatever `work` returned.
+fn with_file_attached<T>(
+    memory: &Connection,
+    path: &Path,
+    work: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    memory.execute(
+        "ATTACH DATABASE ?1 AS disk",
+        params![path.to_string_lossy()],
+    )?;
+    let done = work(memory);
+    memory.execute("DETACH DATABASE disk", [])?;
+    done
+}
+
 /// Copies the open actions and every kept value of the outbox file at
 /// `path` into `memory` (same schema); returns how many actions.
 fn copy_open_actions(memory: &Connection, path: &Path) -> rusqlite::Result<usize> {
-    let file = path.to_string_lossy();
-    memory.execute("ATTACH DATABASE ?1 AS disk", params![file])?;
-    let copied = memory.execute(
-        "INSERT INTO main.actions SELECT * FROM disk.actions
-         WHERE state IN ('pending', 'inflight')",
-        [],
-    );
-    let kept = memory.execute(
-        "INSERT OR REPLACE INTO main.kept SELECT * FROM disk.kept",
-        [],
-    );
-    memory.execute("DETACH DATABASE disk", [])?;
-    kept?;
-    copied
+    with_file_attached(memory, path, |db| {
+        // Each copy is tried even when the other fails.
+        let copied = db.execute(
+            "INSERT INTO main.actions SELECT * FROM disk.actions
+             WHERE state IN ('pending', 'inflight')",
+            [],
+        );
+        let kept = db.execute(
+            "INSERT OR REPLACE INTO main.kept SELECT * FROM disk.kept",
+            [],
+        );
+        kept?;
+        copied
+    })
 }
 
 /// Writes everything `memory` holds into the outbox file at `path`, in one
@@ -883,24 +899,23 @@ fn copy_back(memory: &Connection, path: &Path) -> rusqlite::Result<()> {
     const COLUMNS: &str = "idempotency_key, session_key, session_id, event, priority, server, \
         tool, template, vars, keep, state, attempts, next_attempt_at, last_error, created_at, \
         delivered_at, latency_ms";
-    let file = path.to_string_lossy();
-    memory.execute("ATTACH DATABASE ?1 AS disk", params![file])?;
-    let copied = memory.execute_batch(&format!(
-        "BEGIN;
-         INSERT INTO disk.actions ({COLUMNS})
-             SELECT {COLUMNS} FROM main.actions WHERE true ORDER BY id
-             ON CONFLICT (idempotency_key) DO UPDATE SET
-                 state = excluded.state, attempts = excluded.attempts,
-                 next_attempt_at = excluded.next_attempt_at, last_error = excluded.last_error,
-                 delivered_at = excluded.delivered_at, latency_ms = excluded.latency_ms;
-         INSERT OR REPLACE INTO disk.kept SELECT * FROM main.kept;
-         COMMIT;"
-    ));
-    if copied.is_err() {
-        let _ = memory.execute_batch("ROLLBACK;");
-    }
-    memory.execute("DETACH DATABASE disk", [])?;
-    copied
+    with_file_attached(memory, path, |db| {
+        let copied = db.execute_batch(&format!(
+            "BEGIN;
+             INSERT INTO disk.actions ({COLUMNS})
+                 SELECT {COLUMNS} FROM main.actions WHERE true ORDER BY id
+                 ON CONFLICT (idempotency_key) DO UPDATE SET
+                     state = excluded.state, attempts = excluded.attempts,
+                     next_attempt_at = excluded.next_attempt_at, last_error = excluded.last_error,
+                     delivered_at = excluded.delivered_at, latency_ms = excluded.latency_ms;
+             INSERT OR REPLACE INTO disk.kept SELECT * FROM main.kept;
+             COMMIT;"
+        ));
+        if copied.is_err() {
+            let _ = db.execute_batch("ROLLBACK;");
+        }
+        copied
+    })
 }
 
 #[cfg(test)]

@@ -57,22 +57,6 @@ fn burst(rig: &Rig, prefix: &str, n: usize) {
     }
 }
 
-/// `status --json` from the daemon.
-fn status(rig: &Rig) -> Value {
-    let out = rig
-        .server
-        .agent()
-        .args(["status", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "status failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("status --json is JSON")
-}
-
 /// Register calls by session (`goal-$N`) → how many times each key came.
 fn registers(calls: &[Value]) -> HashMap<String, HashMap<String, usize>> {
     let mut by_session: HashMap<String, HashMap<String, usize>> = HashMap::new();
@@ -153,7 +137,7 @@ fn an_mcp_server_killed_mid_burst_loses_nothing() {
     assert_each_registered_once(&calls, 1 + sessions, 1);
     let starts = rig.events("start");
     assert!(starts.len() >= 2, "no new server process after the kill");
-    let status = status(&rig);
+    let status = rig.status();
     assert_eq!(status["actions"]["failed"], 0, "{status}");
 }
 
@@ -174,7 +158,7 @@ fn a_hung_mcp_server_delays_calls_and_loses_none() {
     burst(&rig, "hung", 3);
     // The user sees the calls waiting, and status is not held up.
     let pending = wait_for(PATIENCE, || {
-        let status = status(&rig);
+        let status = rig.status();
         let pending = status["actions"]["pending"].as_u64().unwrap_or(0);
         (pending >= 3).then_some(pending)
     });
@@ -192,7 +176,7 @@ fn a_hung_mcp_server_delays_calls_and_loses_none() {
     for keys in by_session.values() {
         assert_eq!(keys.len(), 1, "{keys:?}");
     }
-    assert_eq!(status(&rig)["actions"]["failed"], 0);
+    assert_eq!(rig.status()["actions"]["failed"], 0);
 }
 
 /// A server that writes non-JSON to stdout but answers: the garbage is
@@ -214,7 +198,7 @@ args = { lines = 3, key = "{idempotency_key}" }
     .expect("not every call arrived");
     rig.wait_settled();
     assert_eq!(keys_by_step(&rig.calls()).len(), 3);
-    assert_eq!(status(&rig)["actions"]["failed"], 0);
+    assert_eq!(rig.status()["actions"]["failed"], 0);
     assert!(
         daemon.wait_stderr("non-JSON", PATIENCE),
         "the garbage was never named in the log: {}",
@@ -249,7 +233,7 @@ args = { step = "save", key = "{idempotency_key}" }
     })
     .expect("@agent-state never showed the failure");
     assert!(state.contains("longer than 16777216 bytes"), "{state}");
-    let status = status(&rig);
+    let status = rig.status();
     assert_eq!(status["actions"]["failed"], 1, "{status}");
     assert!(
         status["actions"]["recent_failures"][0]
@@ -290,7 +274,7 @@ fn a_server_that_never_initializes_holds_calls_until_fixed() {
     let _daemon = rig.start_daemon();
     burst(&rig, "w", 2);
     let detail = wait_for(PATIENCE, || {
-        let status = status(&rig);
+        let status = rig.status();
         let server = status["mcp_servers"]
             .as_array()?
             .iter()
@@ -426,7 +410,7 @@ fn a_full_disk_keeps_the_daemon_tracking_and_says_what_it_cannot_persist() {
         "the log never said the outbox moved to memory: {}",
         daemon.stderr()
     );
-    let status = status(&rig);
+    let status = rig.status();
     let reason = status["actions"]["in_memory"].as_str().unwrap_or_default();
     assert!(reason.contains("outbox"), "{status}");
     assert_eq!(status["sessions"], 1 + sessions, "{status}");
@@ -471,7 +455,7 @@ fn a_full_disk_keeps_the_daemon_tracking_and_says_what_it_cannot_persist() {
         "{}",
         daemon.stderr()
     );
-    let status = self::status(&rig);
+    let status = rig.status();
     assert!(status["actions"]["in_memory"].is_null(), "{status}");
     let total = 1 + sessions + more;
     assert_each_registered_once(&settle(&rig, total), total, 0);
@@ -501,7 +485,7 @@ fn an_unusable_state_directory_does_not_stop_the_daemon() {
     let _daemon = rig.start_daemon_with(cmd);
     rig.server.tmux(&["new-session", "-d", "-s", "x"]);
     assert_each_registered_once(&settle(&rig, 2), 2, 0);
-    let status = status(&rig);
+    let status = rig.status();
     assert!(
         status["actions"]["in_memory"]
             .as_str()
@@ -533,7 +517,7 @@ fn an_output_flood_does_not_slow_the_control_connection() {
     for i in 0..5 {
         rig.server
             .tmux(&["new-session", "-d", "-s", &format!("during-{i}")]);
-        let status = status(&rig);
+        let status = rig.status();
         assert_eq!(status["running"], true);
     }
     assert_each_registered_once(&settle(&rig, 7), 7, 0);

@@ -363,19 +363,8 @@ args = { ms = 60000 }
     let mut times = Vec::new();
     for _ in 0..5 {
         let started = std::time::Instant::now();
-        let out = rig
-            .server
-            .agent()
-            .args(["status", "--json"])
-            .output()
-            .unwrap();
+        let status = rig.status();
         times.push(started.elapsed());
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let status: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(status["running"], true, "{status}");
     }
     times.sort();
@@ -414,15 +403,7 @@ fn calls_for_a_server_no_config_names_wait_and_status_says_so() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let status: Value = serde_json::from_slice(
-        &rig.server
-            .agent()
-            .args(["status", "--json"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let status = rig.status();
     assert_eq!(status["actions"]["unconfigured"]["rec"], 1, "{status}");
     let text = rig.server.agent().arg("status").output().unwrap();
     let text = String::from_utf8_lossy(&text.stdout);

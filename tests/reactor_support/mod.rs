@@ -111,6 +111,22 @@ impl Rig {
         self.server.option(target, name).unwrap_or_default()
     }
 
+    /// `tmux-agent status --json`, which must succeed.
+    pub fn status(&self) -> Value {
+        let out = self
+            .server
+            .agent()
+            .args(["status", "--json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("status --json is JSON")
+    }
+
     /// Every `tools/call` the recording server received, in order.
     pub fn calls(&self) -> Vec<Value> {
         read_calls(&self.record)

@@ -17,6 +17,7 @@
 //! - [`ipc`]: the CLI ↔ daemon socket.
 //! - [`cli`]: one file per subcommand of the `tmux-agent` binary.
 //! - [`paths`]: where files live (XDG directories).
+//! - [`schema`]: the name of every `@agent-*` tmux option, and `@agent-state`'s values.
 
 pub mod agent;
 pub mod cli;
@@ -26,4 +27,5 @@ pub mod group;
 pub mod ipc;
 pub mod mcp;
 pub mod paths;
+pub mod schema;
 pub mod state;

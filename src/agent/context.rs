@@ -14,6 +14,7 @@ use crate::control::command::Command;
 use crate::control::connection::{ControlError, ControlHandle};
 use crate::control::options::parse_options;
 use crate::control::{PaneId, SessionId, WindowId};
+use crate::schema;
 
 /// What to capture, from the `[context]` config section.
 #[derive(Debug, Clone)]
@@ -118,7 +119,10 @@ pub async fn capture(
         control.run(Command::list_panes(id, PANE_FORMAT)?),
         control.run(Command::show_options(id)),
     )?;
-    let agent = parse_options(session_options.lines.iter().map(|l| l.as_ref()), "@agent-")?;
+    let agent = parse_options(
+        session_options.lines.iter().map(|l| l.as_ref()),
+        schema::PREFIX,
+    )?;
 
     let mut windows: Vec<(WindowId, WindowContext)> = windows
         .lines
@@ -165,10 +169,10 @@ pub async fn capture(
         session: name.to_owned(),
         session_id: id,
         created,
-        goal: agent.get("@agent-goal").cloned(),
-        agent_type: agent.get("@agent-type").cloned(),
-        group: agent.get("@agent-group").cloned(),
-        role: agent.get("@agent-role").cloned(),
+        goal: agent.get(schema::session::GOAL).cloned(),
+        agent_type: agent.get(schema::session::TYPE).cloned(),
+        group: agent.get(schema::session::GROUP).cloned(),
+        role: agent.get(schema::session::ROLE).cloned(),
         windows: windows.into_iter().map(|(_, w)| w).collect(),
         captured_at: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
         truncated: false,

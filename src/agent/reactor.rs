@@ -37,6 +37,7 @@ use crate::control::SessionId;
 use crate::control::command::Command;
 use crate::control::connection::{ControlError, ControlHandle};
 use crate::control::options::parse_options;
+use crate::schema::{self, AgentState};
 use crate::state::{EventKind, LifecycleEvent, Model};
 
 /// Why a tool call failed, as the reactor needs to know it.
@@ -403,8 +404,12 @@ impl<C: ToolCaller> Reactor<C> {
             };
             // A session the daemon has never marked gets its state now; one
             // it marked before a restart (an error, say) keeps it.
-            if !memo.options.contains_key("@agent-state") {
-                let state = if memo.attached { "active" } else { "detached" };
+            if !memo.options.contains_key(schema::session::STATE) {
+                let state = if memo.attached {
+                    AgentState::Active
+                } else {
+                    AgentState::Detached
+                };
                 self.set_state(id, state).await;
             }
             self.memos.insert(id, memo);
@@ -438,7 +443,7 @@ impl<C: ToolCaller> Reactor<C> {
                         ..Memo::default()
                     },
                 );
-                self.set_state(id, "active").await;
+                self.set_state(id, AgentState::Active).await;
             }
             EventKind::SessionRenamed => {
                 if let Some(memo) = self.memos.get_mut(&id) {
@@ -450,14 +455,14 @@ impl<C: ToolCaller> Reactor<C> {
                 if let Some(memo) = self.memos.get_mut(&id) {
                     memo.attached = true;
                 }
-                self.set_state(id, "active").await;
+                self.set_state(id, AgentState::Active).await;
             }
             EventKind::SessionDetached => {
                 self.refresh_options(id).await;
                 if let Some(memo) = self.memos.get_mut(&id) {
                     memo.attached = false;
                 }
-                self.set_state(id, "detached").await;
+                self.set_state(id, AgentState::Detached).await;
             }
             _ => {}
         }
@@ -577,7 +582,7 @@ impl<C: ToolCaller> Reactor<C> {
             .run(Command::show_options(id))
             .await
             .ok()?;
-        parse_options(reply.lines.iter().map(|l| l.as_ref()), "@agent-").ok()
+        parse_options(reply.lines.iter().map(|l| l.as_ref()), schema::PREFIX).ok()
     }
 
     async fn refresh_options(&mut self, id: SessionId) {
@@ -588,8 +593,14 @@ impl<C: ToolCaller> Reactor<C> {
         }
     }
 
-    async fn set_state(&self, id: SessionId, state: &str) {
-        set_session_option(&self.shared.control, id, "@agent-state", state).await;
+    async fn set_state(&self, id: SessionId, state: AgentState) {
+        set_session_option(
+            &self.shared.control,
+            id,
+            schema::session::STATE,
+            &state.to_string(),
+        )
+        .await;
     }
 
     /// Builds the event's values and commits its actions.
@@ -674,8 +685,8 @@ impl<C: ToolCaller> Reactor<C> {
                 set_session_option(
                     &self.shared.control,
                     id,
-                    "@agent-state",
-                    &short_error(&err.to_string()),
+                    schema::session::STATE,
+                    &AgentState::error(&err.to_string()).to_string(),
                 )
                 .await;
                 Err(format!("could not commit the actions: {err}"))
@@ -694,10 +705,10 @@ impl<C: ToolCaller> Reactor<C> {
         context: &SessionContext,
     ) -> Value {
         let option = |name: &str| memo.options.get(name).filter(|v| !v.is_empty()).cloned();
-        let goal = option("@agent-goal")
+        let goal = option(schema::session::GOAL)
             .unwrap_or_else(|| self.settings.default_goal.replace("{session}", &memo.name));
         let agent_type =
-            option("@agent-type").unwrap_or_else(|| self.settings.default_type.clone());
+            option(schema::session::TYPE).unwrap_or_else(|| self.settings.default_type.clone());
         let time = event.time.to_rfc3339_opts(SecondsFormat::Millis, true);
         let mut vars = Map::new();
         vars.insert("session".into(), json!(event.session));
@@ -706,8 +717,8 @@ impl<C: ToolCaller> Reactor<C> {
         vars.insert("session_key".into(), json!(key));
         vars.insert("goal".into(), json!(goal));
         vars.insert("type".into(), json!(agent_type));
-        vars.insert("group".into(), json!(option("@agent-group")));
-        vars.insert("role".into(), json!(option("@agent-role")));
+        vars.insert("group".into(), json!(option(schema::session::GROUP)));
+        vars.insert("role".into(), json!(option(schema::session::ROLE)));
         vars.insert("time".into(), json!(time));
         vars.insert("host".into(), json!(self.shared.identity.host));
         vars.insert("event".into(), json!(trigger));
@@ -771,10 +782,10 @@ fn minimal_context(id: SessionId, memo: &Memo) -> SessionContext {
         session: memo.name.clone(),
         session_id: id,
         created: memo.created,
-        goal: option("@agent-goal"),
-        agent_type: option("@agent-type"),
-        group: option("@agent-group"),
-        role: option("@agent-role"),
+        goal: option(schema::session::GOAL),
+        agent_type: option(schema::session::TYPE),
+        group: option(schema::session::GROUP),
+        role: option(schema::session::ROLE),
         windows: Vec::new(),
         captured_at: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
         truncated: false,
@@ -872,19 +883,9 @@ async fn publish_pending<C>(shared: &Shared<C>) {
         let outbox = shared.outbox.lock().expect("outbox lock");
         outbox.open_count().unwrap_or(0)
     };
-    if let Ok(command) = Command::set_global_option("@agent-pending", &pending.to_string()) {
+    if let Ok(command) = Command::set_global_option(schema::global::PENDING, &pending.to_string()) {
         let _ = shared.control.queue(command).await;
     }
-}
-
-/// A reason short enough for a status line.
-fn short_error(message: &str) -> String {
-    let first = message.lines().next().unwrap_or("");
-    let mut short: String = first.chars().take(60).collect();
-    if first.chars().count() > 60 {
-        short.push('…');
-    }
-    format!("error: {short}")
 }
 
 /// The first retry waits this long; each further one twice as long.
@@ -984,8 +985,13 @@ async fn deliver<C: ToolCaller>(shared: &Shared<C>, action: Action) {
                 .expect("outbox lock")
                 .mark_failed(id, &reason, now());
             if let Some(sid) = target {
-                set_session_option(&shared.control, sid, "@agent-state", &short_error(&reason))
-                    .await;
+                set_session_option(
+                    &shared.control,
+                    sid,
+                    schema::session::STATE,
+                    &AgentState::error(&reason).to_string(),
+                )
+                .await;
             }
             return;
         }
@@ -993,7 +999,13 @@ async fn deliver<C: ToolCaller>(shared: &Shared<C>, action: Action) {
     if new.priority == Priority::Save
         && let Some(sid) = target
     {
-        set_session_option(&shared.control, sid, "@agent-state", "saving").await;
+        set_session_option(
+            &shared.control,
+            sid,
+            schema::session::STATE,
+            &AgentState::Saving.to_string(),
+        )
+        .await;
     }
     let started = std::time::Instant::now();
     let outcome = shared.caller.call(&new.server, &new.tool, args).await;
@@ -1039,18 +1051,25 @@ async fn deliver<C: ToolCaller>(shared: &Shared<C>, action: Action) {
                             .as_str()
                             .map(str::to_owned)
                             .unwrap_or_else(|| value.to_string());
-                        set_session_option(&shared.control, sid, "@agent-goal-id", &text).await;
+                        set_session_option(&shared.control, sid, schema::session::GOAL_ID, &text)
+                            .await;
                     }
                 }
                 if new.priority == Priority::Save || new.event == "checkpoint" {
                     let saved = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
-                    set_session_option(&shared.control, sid, "@agent-saved", &saved).await;
+                    set_session_option(&shared.control, sid, schema::session::SAVED, &saved).await;
                     let state = match new.event.as_str() {
-                        "checkpoint" => "active",
-                        SAVE_EVENT if new.vars["attached"] == json!(true) => "active",
-                        _ => "detached",
+                        "checkpoint" => AgentState::Active,
+                        SAVE_EVENT if new.vars["attached"] == json!(true) => AgentState::Active,
+                        _ => AgentState::Detached,
                     };
-                    set_session_option(&shared.control, sid, "@agent-state", state).await;
+                    set_session_option(
+                        &shared.control,
+                        sid,
+                        schema::session::STATE,
+                        &state.to_string(),
+                    )
+                    .await;
                 }
             }
         }
@@ -1072,8 +1091,8 @@ async fn deliver<C: ToolCaller>(shared: &Shared<C>, action: Action) {
                 set_session_option(
                     &shared.control,
                     sid,
-                    "@agent-state",
-                    &short_error(&failure.message),
+                    schema::session::STATE,
+                    &AgentState::error(&failure.message).to_string(),
                 )
                 .await;
             }
@@ -1103,12 +1122,5 @@ mod tests {
         );
         assert!(retry_delay(3) >= Duration::from_secs(8));
         assert!(retry_delay(30) <= RETRY_CAP + RETRY_CAP / 5);
-    }
-
-    #[test]
-    fn errors_fit_a_status_line() {
-        let long = "x".repeat(200);
-        assert_eq!(short_error(&long).chars().count(), "error: ".len() + 61);
-        assert_eq!(short_error("a\nb"), "error: a");
     }
 }

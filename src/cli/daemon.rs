@@ -26,13 +26,8 @@ use crate::ipc::{
     ActionsStatus, DaemonLock, Endpoint, McpServerStatus, SaveReport, SavedCall, StatusReport,
 };
 use crate::mcp::McpPool;
+use crate::schema;
 use crate::state::TrackEnd;
-
-/// The global option that says a daemon is attached.
-pub const DAEMON_OPTION: &str = "@agent-daemon";
-
-/// Set to `memory` while the daemon's outbox is not on disk.
-const OUTBOX_OPTION: &str = "@agent-outbox";
 
 /// Run the sidecar on a tmux server.
 ///
@@ -96,7 +91,7 @@ async fn publish_health(
             .collect::<Vec<_>>()
             .join(" ");
         if summary != shown
-            && let Ok(command) = Command::set_global_option("@agent-mcp", &summary)
+            && let Ok(command) = Command::set_global_option(schema::global::MCP, &summary)
             && control.run(command).await.is_ok()
         {
             shown = summary;
@@ -106,9 +101,9 @@ async fn publish_health(
             .is_ok_and(|outbox| outbox.degraded().is_some());
         if in_memory != shown_in_memory {
             let command = if in_memory {
-                Command::set_global_option(OUTBOX_OPTION, "memory")
+                Command::set_global_option(schema::global::OUTBOX, "memory")
             } else {
-                Command::unset_global_option(OUTBOX_OPTION)
+                Command::unset_global_option(schema::global::OUTBOX)
             };
             if let Ok(command) = command
                 && control.run(command).await.is_ok()
@@ -338,11 +333,14 @@ pub async fn run(args: DaemonArgs, global: &GlobalArgs) -> anyhow::Result<ExitCo
     let tracker = attach(global, connection_token.clone()).await?;
     let control = tracker.control();
     control
-        .run(Command::set_global_option(DAEMON_OPTION, "running")?)
+        .run(Command::set_global_option(
+            schema::global::DAEMON,
+            "running",
+        )?)
         .await?;
     // A previous daemon's `memory` says nothing about this one's outbox.
     let _ = control
-        .run(Command::unset_global_option(OUTBOX_OPTION)?)
+        .run(Command::unset_global_option(schema::global::OUTBOX)?)
         .await;
     tracing::info!(
         server = %server,
@@ -428,7 +426,7 @@ pub async fn run(args: DaemonArgs, global: &GlobalArgs) -> anyhow::Result<ExitCo
     if !matches!(end, TrackEnd::LastSessionClosed) {
         // Leave no stale "running" behind on a server that lives on. The
         // connection may already be gone, which is fine.
-        for option in [DAEMON_OPTION, OUTBOX_OPTION] {
+        for option in [schema::global::DAEMON, schema::global::OUTBOX] {
             if let Ok(unset) = Command::unset_global_option(option) {
                 let _ = control.run(unset).await;
             }

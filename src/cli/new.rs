@@ -26,11 +26,11 @@ use super::GlobalArgs;
 use super::coordination::{Groups, print_json, session_lines, who};
 use crate::control::SessionId;
 use crate::control::command::escape_format;
+use crate::group::GroupName;
 use crate::group::direct::argv_arg;
 use crate::group::names::check_value;
 use crate::group::plan::SessionRef;
-use crate::group::{GroupName, OPTION_GROUP};
-use crate::mcp::serve::agent::{OPTION_GOAL, OPTION_TYPE};
+use crate::schema;
 
 /// Create a detached session with its agent options set from the start.
 ///
@@ -114,9 +114,12 @@ pub async fn run(args: NewArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode>
         argv.extend(args.command.iter().map(|a| argv_arg(a)));
     }
     let options = [
-        (OPTION_GOAL, args.goal.clone()),
-        (OPTION_TYPE, args.agent_type.clone()),
-        (OPTION_GROUP, args.group.as_ref().map(ToString::to_string)),
+        (schema::session::GOAL, args.goal.clone()),
+        (schema::session::TYPE, args.agent_type.clone()),
+        (
+            schema::session::GROUP,
+            args.group.as_ref().map(ToString::to_string),
+        ),
     ];
     for (name, value) in options {
         if let Some(value) = value {

@@ -13,8 +13,8 @@ use super::GlobalArgs;
 use super::coordination::{TargetArgs, print_json, printable, who};
 use crate::agent::outbox::{Counts, HistoryEntry, Outbox};
 use crate::group::direct::Direct;
-use crate::group::{OPTION_GROUP, OPTION_ROLE};
 use crate::ipc::{ClientError, Endpoint, Request, Response};
+use crate::schema;
 
 /// Show a session's agent metadata: goal, type, goal id, state, group and
 /// role, the last save, and its MCP calls (pending, failed, and the most
@@ -43,13 +43,13 @@ pub struct ShowArgs {
 
 /// The session options `show` reports, by their JSON names.
 const FIELDS: [(&str, &str); 7] = [
-    ("goal", "@agent-goal"),
-    ("type", "@agent-type"),
-    ("goal_id", "@agent-goal-id"),
-    ("state", "@agent-state"),
-    ("group", OPTION_GROUP),
-    ("role", OPTION_ROLE),
-    ("saved", "@agent-saved"),
+    ("goal", schema::session::GOAL),
+    ("type", schema::session::TYPE),
+    ("goal_id", schema::session::GOAL_ID),
+    ("state", schema::session::STATE),
+    ("group", schema::session::GROUP),
+    ("role", schema::session::ROLE),
+    ("saved", schema::session::SAVED),
 ];
 
 pub async fn run(args: ShowArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
@@ -117,22 +117,22 @@ pub async fn run(args: ShowArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode
             .map(|v| printable(v).into_owned())
             .unwrap_or_else(|| "-".to_owned())
     };
-    println!("  goal:    {}", shown("@agent-goal"));
-    println!("  type:    {}", shown("@agent-type"));
-    println!("  goal id: {}", shown("@agent-goal-id"));
-    println!("  state:   {}", shown("@agent-state"));
-    let group = match option_value(&options, OPTION_GROUP) {
+    println!("  goal:    {}", shown(schema::session::GOAL));
+    println!("  type:    {}", shown(schema::session::TYPE));
+    println!("  goal id: {}", shown(schema::session::GOAL_ID));
+    println!("  state:   {}", shown(schema::session::STATE));
+    let group = match option_value(&options, schema::session::GROUP) {
         Some(group) => format!(
             "{} ({})",
             printable(group),
-            option_value(&options, OPTION_ROLE)
+            option_value(&options, schema::session::ROLE)
                 .map(|r| printable(r).into_owned())
                 .unwrap_or_else(|| "role not set yet".to_owned())
         ),
         None => "-".to_owned(),
     };
     println!("  group:   {group}");
-    let saved = match option_value(&options, "@agent-saved") {
+    let saved = match option_value(&options, schema::session::SAVED) {
         Some(saved) => match saved.parse::<DateTime<Utc>>() {
             Ok(at) => format!("{} ({})", printable(saved), ago(at)),
             Err(_) => printable(saved).into_owned(),

@@ -153,7 +153,7 @@ async fn print_from_tmux(groups: &Groups, why_not: &str, json: bool) -> anyhow::
     let report = plan(&observation, &[]).report;
     let stale = groups
         .direct
-        .global_option(super::daemon::DAEMON_OPTION)
+        .global_option(crate::schema::global::DAEMON)
         .await?
         .filter(|v| v == "running")
         .is_some();

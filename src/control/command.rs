@@ -449,12 +449,13 @@ impl fmt::Display for Command {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::schema;
 
     #[test]
     fn quote_picks_the_plainest_safe_form() {
         let table = [
             ("abc", "abc"),
-            ("@agent-group", "@agent-group"),
+            (schema::session::GROUP, schema::session::GROUP),
             ("/tmp/x.y,z:1+2=3", "/tmp/x.y,z:1+2=3"),
             ("-x", "-x"),
             ("", "''"),
@@ -528,27 +529,27 @@ mod tests {
                 "display-message -p -t '%4' -F '#{pane_pid}'",
             ),
             (
-                Command::show_option(s, "@agent-group")?,
+                Command::show_option(s, schema::session::GROUP)?,
                 "show-options -v -t '$3' -- @agent-group",
             ),
             (
-                Command::show_global_option("@agent-mcp")?,
+                Command::show_global_option(schema::global::MCP)?,
                 "show-options -gv -- @agent-mcp",
             ),
             (
-                Command::set_option(s, "@agent-group", "-g x")?,
+                Command::set_option(s, schema::session::GROUP, "-g x")?,
                 "set-option -t '$3' -- @agent-group '-g x'",
             ),
             (
-                Command::set_global_option("@agent-daemon", "running")?,
+                Command::set_global_option(schema::global::DAEMON, "running")?,
                 "set-option -g -- @agent-daemon running",
             ),
             (
-                Command::unset_option(s, "@agent-group")?,
+                Command::unset_option(s, schema::session::GROUP)?,
                 "set-option -u -t '$3' -- @agent-group",
             ),
             (
-                Command::unset_global_option("@agent-daemon")?,
+                Command::unset_global_option(schema::global::DAEMON)?,
                 "set-option -gu -- @agent-daemon",
             ),
             (

@@ -138,7 +138,7 @@ mod tests {
             (b"@v \"esc\\033[0m bell\\a del\\177\"", "esc\x1b[0m bell\x07 del\x7f"),
             (b"@v \"x'y\\\"z\"", "x'y\"z"),
             (
-                b"@agent-goal \"fix \\\"the\\\" bug\\n%end 1 2 1\\n\\$HOME #{x} tab\\there \xc3\xa9 \\\\ end\"",
+                b"@x-goal \"fix \\\"the\\\" bug\\n%end 1 2 1\\n\\$HOME #{x} tab\\there \xc3\xa9 \\\\ end\"",
                 "fix \"the\" bug\n%end 1 2 1\n$HOME #{x} tab\there é \\ end",
             ),
         ];
@@ -153,10 +153,10 @@ mod tests {
 
     #[test]
     fn keeps_only_the_prefix_and_rejects_broken_lines() {
-        let lines: [&[u8]; 3] = [b"@agent-group build", b"status on", b"@other x"];
-        let options = parse_options(lines, "@agent-").unwrap();
+        let lines: [&[u8]; 3] = [b"@x-group build", b"status on", b"@other x"];
+        let options = parse_options(lines, "@x-").unwrap();
         assert_eq!(options.len(), 1);
-        assert_eq!(options["@agent-group"], "build");
+        assert_eq!(options["@x-group"], "build");
         assert!(parse_option_line(b"@v \"unclosed").is_err());
         assert!(
             parse_option_line(b"@v \"\\9\"").is_ok(),

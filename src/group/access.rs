@@ -14,10 +14,11 @@ use std::borrow::Cow;
 use super::direct::{Direct, DirectError};
 use super::names::{InputError, VALUE_MAX, check_value};
 use super::plan::{Write, plan};
-use super::{CONTEXT_PREFIX, ContextKey, GroupName, GroupsReport, OPTION_GROUP, SessionRef};
+use super::{ContextKey, GroupName, GroupsReport, SessionRef};
 use crate::control::SessionId;
 use crate::control::server::ServerSocket;
 use crate::ipc::{ClientError, Endpoint, Request, Response};
+use crate::schema;
 
 /// How often a direct share retries when a member closes under it.
 const SHARE_ATTEMPTS: usize = 3;
@@ -107,7 +108,10 @@ impl GroupAccess {
     /// The session's `@agent-group`, if it holds a non-empty one.
     pub async fn group_of(&self, session: SessionId) -> Result<Option<String>, AccessError> {
         let options = self.direct.session_options(session).await?;
-        Ok(options.get(OPTION_GROUP).cloned().filter(|g| !g.is_empty()))
+        Ok(options
+            .get(schema::session::GROUP)
+            .cloned()
+            .filter(|g| !g.is_empty()))
     }
 
     /// Sets or unsets the session's `@agent-group` (a user option: it is
@@ -120,12 +124,12 @@ impl GroupAccess {
         let write = match group {
             Some(group) => Write::Set {
                 session,
-                name: OPTION_GROUP.to_owned(),
+                name: schema::session::GROUP.to_owned(),
                 value: group.to_string(),
             },
             None => Write::Unset {
                 session,
-                name: OPTION_GROUP.to_owned(),
+                name: schema::session::GROUP.to_owned(),
             },
         };
         Ok(self.direct.apply(&[write]).await?)
@@ -189,7 +193,7 @@ impl GroupAccess {
                 notes,
             });
         }
-        let name = format!("{CONTEXT_PREFIX}{key}");
+        let name = schema::session::context(key.as_str());
         // Members may close between the read and the write: read again.
         let mut attempts = 0;
         loop {
@@ -198,7 +202,10 @@ impl GroupAccess {
             let writes: Vec<Write> = observation
                 .sessions
                 .iter()
-                .filter(|s| s.options.get(OPTION_GROUP).map(String::as_str) == Some(group.as_str()))
+                .filter(|s| {
+                    s.options.get(schema::session::GROUP).map(String::as_str)
+                        == Some(group.as_str())
+                })
                 .map(|s| match value {
                     Some(value) => Write::Set {
                         session: s.id,

@@ -18,12 +18,12 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 
-use super::GLOBAL_GROUPS;
 use super::plan::{Observation, ObservedSession, SessionRef, Write};
 use crate::control::SessionId;
 use crate::control::connection::DEFAULT_SESSION_NAME;
 use crate::control::options::parse_options;
 use crate::control::server::ServerSocket;
+use crate::schema;
 
 /// How often a read that met a session closing under it is retried.
 const OBSERVE_ATTEMPTS: usize = 3;
@@ -259,12 +259,12 @@ impl Direct {
             }
         }
         let parse = |lines: Vec<&[u8]>| {
-            parse_options(lines, "@agent-").map_err(|err| DirectError::Output {
+            parse_options(lines, schema::PREFIX).map_err(|err| DirectError::Output {
                 command: "show-options".into(),
                 line: err.line,
             })
         };
-        let groups_summary = parse(global)?.remove(GLOBAL_GROUPS);
+        let groups_summary = parse(global)?.remove(schema::global::GROUPS);
         let mut sessions = Vec::with_capacity(blocks.len());
         for (id, lines) in blocks {
             let options = parse(lines)?;
@@ -287,7 +287,7 @@ impl Direct {
             .await?;
         parse_options(
             out.split(|&b| b == b'\n').filter(|l| !l.is_empty()),
-            "@agent-",
+            schema::PREFIX,
         )
         .map_err(|err| DirectError::Output {
             command: "show-options".into(),
@@ -300,7 +300,7 @@ impl Direct {
         let out = self.run(&["show-options".into(), "-g".into()]).await?;
         let mut options = parse_options(
             out.split(|&b| b == b'\n').filter(|l| !l.is_empty()),
-            "@agent-",
+            schema::PREFIX,
         )
         .map_err(|err| DirectError::Output {
             command: "show-options".into(),

@@ -49,16 +49,3 @@ pub mod reconciler;
 pub use names::{ContextKey, GroupName, InputError};
 pub use plan::{GroupView, GroupsReport, MemberView, Role, SessionRef};
 pub use reconciler::{GroupError, GroupHandle, Reconciler};
-
-/// The user-editable option that puts a session in a group.
-pub const OPTION_GROUP: &str = "@agent-group";
-/// `coordinator` or `member`.
-pub const OPTION_ROLE: &str = "@agent-role";
-/// The other members' names, comma-separated.
-pub const OPTION_PEERS: &str = "@agent-peers";
-/// `SEQ:GROUP`: when (in join order) the session joined which group.
-pub const OPTION_JOINED: &str = "@agent-joined";
-/// The prefix of shared context options: `@agent-ctx-KEY`.
-pub const CONTEXT_PREFIX: &str = "@agent-ctx-";
-/// The global summary of groups, `build:3 review:2`.
-pub const GLOBAL_GROUPS: &str = "@agent-groups";

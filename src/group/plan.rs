@@ -40,11 +40,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::names::{ContextKey, GroupName};
-use super::{
-    CONTEXT_PREFIX, GLOBAL_GROUPS, OPTION_GROUP, OPTION_JOINED, OPTION_PEERS, OPTION_ROLE,
-};
 use crate::control::SessionId;
 use crate::control::command::{Command, CommandError};
+use crate::schema;
 
 /// One session's `@agent-*` options as read from tmux.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -296,7 +294,7 @@ pub fn plan(observation: &Observation, edits: &[ContextEdit]) -> Plan {
 
     let mut next_stamp = sessions
         .iter()
-        .filter_map(|s| s.options.get(OPTION_JOINED))
+        .filter_map(|s| s.options.get(schema::session::JOINED))
         .filter_map(|v| parse_joined(v))
         .map(|(seq, _)| seq)
         .max()
@@ -313,7 +311,7 @@ pub fn plan(observation: &Observation, edits: &[ContextEdit]) -> Plan {
     let mut groups: BTreeMap<GroupName, Vec<Candidate>> = BTreeMap::new();
     let mut ignored = Vec::new();
     for session in &sessions {
-        let Some(value) = session.options.get(OPTION_GROUP) else {
+        let Some(value) = session.options.get(schema::session::GROUP) else {
             continue;
         };
         if value.is_empty() {
@@ -333,7 +331,7 @@ pub fn plan(observation: &Observation, edits: &[ContextEdit]) -> Plan {
         };
         let joined = session
             .options
-            .get(OPTION_JOINED)
+            .get(schema::session::JOINED)
             .and_then(|v| parse_joined(v));
         let candidate = match joined {
             Some((stamp, joined_group)) if joined_group == group.as_str() => Candidate {
@@ -404,11 +402,17 @@ pub fn plan(observation: &Observation, edits: &[ContextEdit]) -> Plan {
                 .map(|other| other.name.as_str())
                 .collect();
             let mut options = BTreeMap::new();
-            options.insert(OPTION_ROLE.to_owned(), view.role.as_str().to_owned());
-            options.insert(OPTION_PEERS.to_owned(), peers.join(","));
-            options.insert(OPTION_JOINED.to_owned(), format_joined(view.joined, &name));
+            options.insert(
+                schema::session::ROLE.to_owned(),
+                view.role.as_str().to_owned(),
+            );
+            options.insert(schema::session::PEERS.to_owned(), peers.join(","));
+            options.insert(
+                schema::session::JOINED.to_owned(),
+                format_joined(view.joined, &name),
+            );
             for (key, value) in &context {
-                options.insert(format!("{CONTEXT_PREFIX}{key}"), value.clone());
+                options.insert(schema::session::context(key.as_str()), value.clone());
             }
             desired.insert(view.id, options);
         }
@@ -437,7 +441,7 @@ pub fn plan(observation: &Observation, edits: &[ContextEdit]) -> Plan {
         // Context first, then the membership options: a status line that
         // shows the role already finds the group's context there.
         let mut ordered: Vec<(&String, &String)> = want.iter().collect();
-        ordered.sort_by_key(|(name, _)| !name.starts_with(CONTEXT_PREFIX));
+        ordered.sort_by_key(|(name, _)| !name.starts_with(schema::session::CONTEXT_PREFIX));
         for (name, value) in ordered {
             if session.options.get(name) != Some(value) {
                 writes.push(Write::Set {
@@ -458,11 +462,11 @@ pub fn plan(observation: &Observation, edits: &[ContextEdit]) -> Plan {
     }
     match (report.summary(), &observation.groups_summary) {
         (Some(want), found) if found.as_ref() != Some(&want) => writes.push(Write::SetGlobal {
-            name: GLOBAL_GROUPS.to_owned(),
+            name: schema::global::GROUPS.to_owned(),
             value: want,
         }),
         (None, Some(_)) => writes.push(Write::UnsetGlobal {
-            name: GLOBAL_GROUPS.to_owned(),
+            name: schema::global::GROUPS.to_owned(),
         }),
         _ => {}
     }
@@ -473,15 +477,15 @@ pub fn plan(observation: &Observation, edits: &[ContextEdit]) -> Plan {
 /// set by hand outside the CLI's alphabet is still the group's data).
 fn context_key(option: &str) -> Option<&str> {
     option
-        .strip_prefix(CONTEXT_PREFIX)
+        .strip_prefix(schema::session::CONTEXT_PREFIX)
         .filter(|key| !key.is_empty())
 }
 
 /// Whether the daemon owns this session option.
 fn is_derived(option: &str) -> bool {
-    option == OPTION_ROLE
-        || option == OPTION_PEERS
-        || option == OPTION_JOINED
+    option == schema::session::ROLE
+        || option == schema::session::PEERS
+        || option == schema::session::JOINED
         || context_key(option).is_some()
 }
 
@@ -558,25 +562,25 @@ mod tests {
     fn first_joiner_coordinates_and_peers_are_the_others() {
         let mut o = observe(
             vec![
-                session(1, "a", &[("@agent-group", "g")]),
+                session(1, "a", &[(schema::session::GROUP, "g")]),
                 session(2, "b", &[]),
             ],
             None,
         );
         settle(&mut o, &[]);
-        assert_eq!(opt(&o, 1, "@agent-role"), Some("coordinator"));
-        assert_eq!(opt(&o, 1, "@agent-peers"), Some(""));
-        assert_eq!(opt(&o, 1, "@agent-joined"), Some("1:g"));
+        assert_eq!(opt(&o, 1, schema::session::ROLE), Some("coordinator"));
+        assert_eq!(opt(&o, 1, schema::session::PEERS), Some(""));
+        assert_eq!(opt(&o, 1, schema::session::JOINED), Some("1:g"));
         assert_eq!(o.groups_summary.as_deref(), Some("g:1"));
 
         o.sessions[1]
             .options
-            .insert("@agent-group".into(), "g".into());
+            .insert(schema::session::GROUP.into(), "g".into());
         let report = settle(&mut o, &[]);
-        assert_eq!(opt(&o, 2, "@agent-role"), Some("member"));
-        assert_eq!(opt(&o, 2, "@agent-joined"), Some("2:g"));
-        assert_eq!(opt(&o, 1, "@agent-peers"), Some("b"));
-        assert_eq!(opt(&o, 2, "@agent-peers"), Some("a"));
+        assert_eq!(opt(&o, 2, schema::session::ROLE), Some("member"));
+        assert_eq!(opt(&o, 2, schema::session::JOINED), Some("2:g"));
+        assert_eq!(opt(&o, 1, schema::session::PEERS), Some("b"));
+        assert_eq!(opt(&o, 2, schema::session::PEERS), Some("a"));
         assert_eq!(o.groups_summary.as_deref(), Some("g:2"));
         let g = report.group("g").unwrap();
         assert_eq!(g.coordinator.name, "a");
@@ -588,48 +592,67 @@ mod tests {
         // b ($2) joined first (stamp 4), a ($1) later (stamp 9).
         let mut o = observe(
             vec![
-                session(1, "a", &[("@agent-group", "g"), ("@agent-joined", "9:g")]),
-                session(2, "b", &[("@agent-group", "g"), ("@agent-joined", "4:g")]),
+                session(
+                    1,
+                    "a",
+                    &[
+                        (schema::session::GROUP, "g"),
+                        (schema::session::JOINED, "9:g"),
+                    ],
+                ),
+                session(
+                    2,
+                    "b",
+                    &[
+                        (schema::session::GROUP, "g"),
+                        (schema::session::JOINED, "4:g"),
+                    ],
+                ),
             ],
             None,
         );
         settle(&mut o, &[]);
-        assert_eq!(opt(&o, 2, "@agent-role"), Some("coordinator"));
-        assert_eq!(opt(&o, 1, "@agent-role"), Some("member"));
+        assert_eq!(opt(&o, 2, schema::session::ROLE), Some("coordinator"));
+        assert_eq!(opt(&o, 1, schema::session::ROLE), Some("member"));
         // A newcomer gets a stamp after the largest present.
-        o.sessions.push(session(3, "c", &[("@agent-group", "g")]));
+        o.sessions
+            .push(session(3, "c", &[(schema::session::GROUP, "g")]));
         settle(&mut o, &[]);
-        assert_eq!(opt(&o, 3, "@agent-joined"), Some("10:g"));
-        assert_eq!(opt(&o, 2, "@agent-peers"), Some("a,c"));
+        assert_eq!(opt(&o, 3, schema::session::JOINED), Some("10:g"));
+        assert_eq!(opt(&o, 2, schema::session::PEERS), Some("a,c"));
     }
 
     #[test]
     fn the_next_earliest_is_promoted_when_the_coordinator_goes() {
         let mut o = observe(
             vec![
-                session(1, "a", &[("@agent-group", "g")]),
-                session(2, "b", &[("@agent-group", "g")]),
-                session(3, "c", &[("@agent-group", "g")]),
+                session(1, "a", &[(schema::session::GROUP, "g")]),
+                session(2, "b", &[(schema::session::GROUP, "g")]),
+                session(3, "c", &[(schema::session::GROUP, "g")]),
             ],
             None,
         );
         settle(&mut o, &[]);
         // a leaves by unsetting @agent-group.
-        o.sessions[0].options.remove("@agent-group");
+        o.sessions[0].options.remove(schema::session::GROUP);
         settle(&mut o, &[]);
-        assert_eq!(opt(&o, 2, "@agent-role"), Some("coordinator"));
-        assert_eq!(opt(&o, 3, "@agent-peers"), Some("b"));
-        for name in ["@agent-role", "@agent-peers", "@agent-joined"] {
+        assert_eq!(opt(&o, 2, schema::session::ROLE), Some("coordinator"));
+        assert_eq!(opt(&o, 3, schema::session::PEERS), Some("b"));
+        for name in [
+            schema::session::ROLE,
+            schema::session::PEERS,
+            schema::session::JOINED,
+        ] {
             assert_eq!(opt(&o, 1, name), None, "{name} left on the leaver");
         }
         // b's session closes.
         o.sessions.retain(|s| s.id != SessionId(2));
         settle(&mut o, &[]);
-        assert_eq!(opt(&o, 3, "@agent-role"), Some("coordinator"));
-        assert_eq!(opt(&o, 3, "@agent-peers"), Some(""));
+        assert_eq!(opt(&o, 3, schema::session::ROLE), Some("coordinator"));
+        assert_eq!(opt(&o, 3, schema::session::PEERS), Some(""));
         assert_eq!(o.groups_summary.as_deref(), Some("g:1"));
         // The last member leaves: the group and the summary disappear.
-        o.sessions[1].options.remove("@agent-group");
+        o.sessions[1].options.remove(schema::session::GROUP);
         let report = settle(&mut o, &[]);
         assert!(report.groups.is_empty());
         assert_eq!(o.groups_summary, None);
@@ -639,8 +662,8 @@ mod tests {
     fn changing_group_is_leaving_and_joining() {
         let mut o = observe(
             vec![
-                session(1, "a", &[("@agent-group", "g")]),
-                session(2, "b", &[("@agent-group", "g")]),
+                session(1, "a", &[(schema::session::GROUP, "g")]),
+                session(2, "b", &[(schema::session::GROUP, "g")]),
             ],
             None,
         );
@@ -654,17 +677,17 @@ mod tests {
         );
         o.sessions[0]
             .options
-            .insert("@agent-group".into(), "h".into());
+            .insert(schema::session::GROUP.into(), "h".into());
         let report = settle(&mut o, &[]);
-        assert_eq!(opt(&o, 1, "@agent-joined"), Some("3:h"));
-        assert_eq!(opt(&o, 1, "@agent-role"), Some("coordinator"));
-        assert_eq!(opt(&o, 2, "@agent-role"), Some("coordinator"));
+        assert_eq!(opt(&o, 1, schema::session::JOINED), Some("3:h"));
+        assert_eq!(opt(&o, 1, schema::session::ROLE), Some("coordinator"));
+        assert_eq!(opt(&o, 2, schema::session::ROLE), Some("coordinator"));
         assert_eq!(
-            opt(&o, 1, "@agent-ctx-task"),
+            opt(&o, 1, &schema::session::context("task")),
             None,
             "g's context does not follow a to h"
         );
-        assert_eq!(opt(&o, 2, "@agent-ctx-task"), Some("x"));
+        assert_eq!(opt(&o, 2, &schema::session::context("task")), Some("x"));
         assert_eq!(o.groups_summary.as_deref(), Some("g:1 h:1"));
         assert_eq!(report.groups.len(), 2);
     }
@@ -673,9 +696,9 @@ mod tests {
     fn context_is_replicated_to_newcomers_and_edited_everywhere() {
         let mut o = observe(
             vec![
-                session(1, "a", &[("@agent-group", "g")]),
-                session(2, "b", &[("@agent-group", "g")]),
-                session(3, "c", &[("@agent-ctx-stale", "left over")]),
+                session(1, "a", &[(schema::session::GROUP, "g")]),
+                session(2, "b", &[(schema::session::GROUP, "g")]),
+                session(3, "c", &[(&schema::session::context("stale"), "left over")]),
             ],
             None,
         );
@@ -685,20 +708,33 @@ mod tests {
             value: value.map(str::to_owned),
         };
         settle(&mut o, &[edit("task", Some("refactor"))]);
-        assert_eq!(opt(&o, 1, "@agent-ctx-task"), Some("refactor"));
-        assert_eq!(opt(&o, 2, "@agent-ctx-task"), Some("refactor"));
-        assert_eq!(opt(&o, 3, "@agent-ctx-stale"), None, "no group, no context");
+        assert_eq!(
+            opt(&o, 1, &schema::session::context("task")),
+            Some("refactor")
+        );
+        assert_eq!(
+            opt(&o, 2, &schema::session::context("task")),
+            Some("refactor")
+        );
+        assert_eq!(
+            opt(&o, 3, &schema::session::context("stale")),
+            None,
+            "no group, no context"
+        );
 
         // c joins holding a leftover key: it gets the group's context only.
         o.sessions[2]
             .options
-            .insert("@agent-ctx-stale".into(), "left over".into());
+            .insert(schema::session::context("stale"), "left over".into());
         o.sessions[2]
             .options
-            .insert("@agent-group".into(), "g".into());
+            .insert(schema::session::GROUP.into(), "g".into());
         let report = settle(&mut o, &[]);
-        assert_eq!(opt(&o, 3, "@agent-ctx-task"), Some("refactor"));
-        assert_eq!(opt(&o, 3, "@agent-ctx-stale"), None);
+        assert_eq!(
+            opt(&o, 3, &schema::session::context("task")),
+            Some("refactor")
+        );
+        assert_eq!(opt(&o, 3, &schema::session::context("stale")), None);
         assert_eq!(
             report.group("g").unwrap().context,
             BTreeMap::from([("task".to_owned(), "refactor".to_owned())])
@@ -706,7 +742,7 @@ mod tests {
 
         settle(&mut o, &[edit("task", None)]);
         for id in 1..=3 {
-            assert_eq!(opt(&o, id, "@agent-ctx-task"), None);
+            assert_eq!(opt(&o, id, &schema::session::context("task")), None);
         }
     }
 
@@ -714,8 +750,8 @@ mod tests {
     fn hand_edits_of_context_converge_earliest_wins() {
         let mut o = observe(
             vec![
-                session(1, "a", &[("@agent-group", "g")]),
-                session(2, "b", &[("@agent-group", "g")]),
+                session(1, "a", &[(schema::session::GROUP, "g")]),
+                session(2, "b", &[(schema::session::GROUP, "g")]),
             ],
             None,
         );
@@ -724,16 +760,16 @@ mod tests {
         // the member loses to the coordinator's.
         o.sessions[1]
             .options
-            .insert("@agent-ctx-new".into(), "n".into());
+            .insert(schema::session::context("new"), "n".into());
         o.sessions[0]
             .options
-            .insert("@agent-ctx-k".into(), "coord".into());
+            .insert(schema::session::context("k"), "coord".into());
         o.sessions[1]
             .options
-            .insert("@agent-ctx-k".into(), "member".into());
+            .insert(schema::session::context("k"), "member".into());
         settle(&mut o, &[]);
-        assert_eq!(opt(&o, 1, "@agent-ctx-new"), Some("n"));
-        assert_eq!(opt(&o, 2, "@agent-ctx-k"), Some("coord"));
+        assert_eq!(opt(&o, 1, &schema::session::context("new")), Some("n"));
+        assert_eq!(opt(&o, 2, &schema::session::context("k")), Some("coord"));
     }
 
     #[test]
@@ -741,23 +777,30 @@ mod tests {
         // a shared task=x while alone (no daemon), then b joined; no stamps.
         let mut o = observe(
             vec![
-                session(1, "b", &[("@agent-group", "g")]),
-                session(2, "a", &[("@agent-group", "g"), ("@agent-ctx-task", "x")]),
+                session(1, "b", &[(schema::session::GROUP, "g")]),
+                session(
+                    2,
+                    "a",
+                    &[
+                        (schema::session::GROUP, "g"),
+                        (&schema::session::context("task"), "x"),
+                    ],
+                ),
             ],
             None,
         );
         settle(&mut o, &[]);
-        assert_eq!(opt(&o, 1, "@agent-ctx-task"), Some("x"));
-        assert_eq!(opt(&o, 2, "@agent-ctx-task"), Some("x"));
+        assert_eq!(opt(&o, 1, &schema::session::context("task")), Some("x"));
+        assert_eq!(opt(&o, 2, &schema::session::context("task")), Some("x"));
     }
 
     #[test]
     fn a_consistent_server_gets_no_writes() {
         let mut o = observe(
             vec![
-                session(1, "a", &[("@agent-group", "g")]),
-                session(2, "b", &[("@agent-group", "g")]),
-                session(3, "c", &[("@agent-group", "h")]),
+                session(1, "a", &[(schema::session::GROUP, "g")]),
+                session(2, "b", &[(schema::session::GROUP, "g")]),
+                session(3, "c", &[(schema::session::GROUP, "h")]),
                 session(4, "d", &[]),
             ],
             None,
@@ -771,9 +814,9 @@ mod tests {
     fn invalid_group_values_are_ignored_not_spread() {
         let mut o = observe(
             vec![
-                session(1, "a", &[("@agent-group", "bad name,x:1")]),
-                session(2, "b", &[("@agent-group", "")]),
-                session(3, "c", &[("@agent-group", "g")]),
+                session(1, "a", &[(schema::session::GROUP, "bad name,x:1")]),
+                session(2, "b", &[(schema::session::GROUP, "")]),
+                session(3, "c", &[(schema::session::GROUP, "g")]),
             ],
             None,
         );
@@ -782,7 +825,7 @@ mod tests {
         assert_eq!(report.ignored.len(), 1);
         assert_eq!(report.ignored[0].group, "bad name,x:1");
         assert!(report.ignored[0].reason.contains("A-Z a-z 0-9 _ . -"));
-        assert_eq!(opt(&o, 1, "@agent-role"), None);
+        assert_eq!(opt(&o, 1, schema::session::ROLE), None);
         assert_eq!(o.groups_summary.as_deref(), Some("g:1"));
     }
 
@@ -792,12 +835,15 @@ mod tests {
             vec![session(
                 1,
                 "a",
-                &[("@agent-group", "g"), ("@agent-joined", "x:g")],
+                &[
+                    (schema::session::GROUP, "g"),
+                    (schema::session::JOINED, "x:g"),
+                ],
             )],
             Some("junk"),
         );
         settle(&mut o, &[]);
-        assert_eq!(opt(&o, 1, "@agent-joined"), Some("1:g"));
+        assert_eq!(opt(&o, 1, schema::session::JOINED), Some("1:g"));
         assert_eq!(o.groups_summary.as_deref(), Some("g:1"));
     }
 
@@ -815,7 +861,7 @@ mod tests {
     fn writes_render_as_commands_and_argv() {
         let set = Write::Set {
             session: SessionId(3),
-            name: "@agent-ctx-task".into(),
+            name: schema::session::context("task"),
             value: "a;".into(),
         };
         assert_eq!(
@@ -824,14 +870,21 @@ mod tests {
         );
         assert_eq!(
             set.to_argv(),
-            ["set-option", "-t", "$3", "--", "@agent-ctx-task", "a\\;"]
+            [
+                "set-option",
+                "-t",
+                "$3",
+                "--",
+                &schema::session::context("task"),
+                "a\\;"
+            ]
         );
         let unset = Write::UnsetGlobal {
-            name: "@agent-groups".into(),
+            name: schema::global::GROUPS.into(),
         };
         assert_eq!(
             unset.to_argv(),
-            ["set-option", "-gu", "--", "@agent-groups"]
+            ["set-option", "-gu", "--", schema::global::GROUPS]
         );
     }
 }

@@ -32,11 +32,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::names::{ContextKey, GroupName};
 use super::plan::{ContextEdit, GroupsReport, Observation, ObservedSession, Write, plan};
-use super::{GLOBAL_GROUPS, OPTION_GROUP};
 use crate::control::SessionId;
 use crate::control::command::{Command, CommandError};
 use crate::control::connection::{ControlError, ControlHandle};
 use crate::control::options::parse_options;
+use crate::schema;
 use crate::state::Model;
 
 /// How often a pass runs when nothing asks for one.
@@ -233,7 +233,7 @@ impl Reconciler {
             .ok_or(GroupError::NoSuchSession(session))?;
         let group = target
             .options
-            .get(OPTION_GROUP)
+            .get(schema::session::GROUP)
             .and_then(|g| GroupName::new(g).ok())
             .ok_or_else(|| GroupError::NotInGroup {
                 id: session,
@@ -303,7 +303,7 @@ impl Reconciler {
         }
         for ignored in &report.ignored {
             if !before.ignored.contains(ignored) {
-                tracing::warn!(session = %ignored.name, group = %ignored.group, reason = %ignored.reason, "@agent-group ignored");
+                tracing::warn!(session = %ignored.name, group = %ignored.group, reason = %ignored.reason, "a session's group option was ignored");
             }
         }
     }
@@ -331,7 +331,7 @@ impl Reconciler {
                     .map(|(id, _)| self.control.run(Command::show_options(*id)))
             ),
             self.control
-                .run(Command::show_global_option(GLOBAL_GROUPS)?),
+                .run(Command::show_global_option(schema::global::GROUPS)?),
         );
         let mut observation = Observation {
             sessions: Vec::with_capacity(sessions.len()),
@@ -355,7 +355,7 @@ impl Reconciler {
                 tracing::warn!(session = %id, "show-options reply incomplete; session skipped");
                 continue;
             }
-            match parse_options(reply.lines.iter().map(|l| l.as_ref()), "@agent-") {
+            match parse_options(reply.lines.iter().map(|l| l.as_ref()), schema::PREFIX) {
                 Ok(options) => observation
                     .sessions
                     .push(ObservedSession { id, name, options }),

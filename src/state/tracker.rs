@@ -21,15 +21,10 @@ use crate::control::command::{Command, CommandError, SubscriptionScope};
 use crate::control::connection::{Connection, ControlError, ControlHandle, ExitReason};
 use crate::control::server::ServerSocket;
 use crate::control::{Notification, SessionId};
+use crate::schema;
 
 /// The name of the reconciliation subscription (`refresh-client -B`).
 pub const SUBSCRIPTION: &str = "tmux-agent-sessions";
-
-/// The user options whose edits the subscription notices. Control characters
-/// are replaced in the subscription's copy of them: a raw newline in a value
-/// would otherwise end the `%subscription-changed` line early, and the rest
-/// of the value would reach the decoder as a line of its own.
-const WATCHED_OPTIONS: [&str; 3] = ["@agent-group", "@agent-goal", "@agent-type"];
 
 /// `list-sessions` format: fields whose values never hold a tab or newline
 /// first, the (vis-escaped) name last, so a tab in it cannot shift fields.
@@ -257,7 +252,7 @@ fn is_trigger(notification: &Notification) -> bool {
 /// The 1 Hz reconciliation subscription over all sessions.
 fn subscription() -> Result<Command, CommandError> {
     let mut format = String::from("#{S:#{session_id}=#{session_attached}=#{session_name}");
-    for option in WATCHED_OPTIONS {
+    for option in schema::session::USER_EDITABLE {
         // `\x01-\x1f` travel as real control characters inside the bracket
         // expression; the quoting of the command line escapes them.
         format.push_str(&format!("=#{{s/[\x01-\x1f]/?/:{option}}}"));

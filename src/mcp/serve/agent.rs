@@ -16,18 +16,10 @@ use serde::{Deserialize, Serialize};
 
 use super::goals::Goal;
 use crate::control::server::ServerSocket;
+use crate::schema;
 
 /// How long one tmux command may take before the tool gives up.
 const TMUX_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The `@agent-*` session options [`AgentOptions`] reads.
-pub const OPTION_GOAL: &str = "@agent-goal";
-pub const OPTION_TYPE: &str = "@agent-type";
-pub const OPTION_GOAL_ID: &str = "@agent-goal-id";
-pub const OPTION_STATE: &str = "@agent-state";
-pub const OPTION_GROUP: &str = "@agent-group";
-pub const OPTION_ROLE: &str = "@agent-role";
-pub const OPTION_PEERS: &str = "@agent-peers";
 
 /// Why a tmux step failed; the message is shown to the caller.
 #[derive(Debug, thiserror::Error)]
@@ -219,13 +211,13 @@ pub async fn resolve_session(
 /// Reads the `@agent-*` options of a session.
 pub async fn read_options(env: &TmuxEnv, session_id: &str) -> Result<AgentOptions, TmuxError> {
     let (goal, agent_type, goal_id, state, group, role, peers) = tokio::try_join!(
-        show_option(env, session_id, OPTION_GOAL),
-        show_option(env, session_id, OPTION_TYPE),
-        show_option(env, session_id, OPTION_GOAL_ID),
-        show_option(env, session_id, OPTION_STATE),
-        show_option(env, session_id, OPTION_GROUP),
-        show_option(env, session_id, OPTION_ROLE),
-        show_option(env, session_id, OPTION_PEERS),
+        show_option(env, session_id, schema::session::GOAL),
+        show_option(env, session_id, schema::session::TYPE),
+        show_option(env, session_id, schema::session::GOAL_ID),
+        show_option(env, session_id, schema::session::STATE),
+        show_option(env, session_id, schema::session::GROUP),
+        show_option(env, session_id, schema::session::ROLE),
+        show_option(env, session_id, schema::session::PEERS),
     )?;
     let peers = peers
         .map(|list| {

@@ -230,9 +230,14 @@ impl BuiltinServer {
         let (session, _) = agent::resolve_session(&self.tmux, args.session.as_deref())
             .await
             .map_err(|err| err.to_string())?;
-        agent::set_option(&self.tmux, &session.id, agent::OPTION_GOAL, &args.goal)
-            .await
-            .map_err(|err| err.to_string())?;
+        agent::set_option(
+            &self.tmux,
+            &session.id,
+            crate::schema::session::GOAL,
+            &args.goal,
+        )
+        .await
+        .map_err(|err| err.to_string())?;
         self.describe(Some(&session.id)).await.map(Json)
     }
 
@@ -262,13 +267,13 @@ impl BuiltinServer {
                 "session {:?} ({}) has no goal id: {} is not set",
                 session.name,
                 session.id,
-                agent::OPTION_GOAL_ID
+                crate::schema::session::GOAL_ID
             )
         })?;
         let id = id_text.trim().parse().map(GoalId).map_err(|_| {
             format!(
                 "{} of session {:?} is {id_text:?}, not a goal id of this server",
-                agent::OPTION_GOAL_ID,
+                crate::schema::session::GOAL_ID,
                 session.name
             )
         })?;

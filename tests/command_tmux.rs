@@ -544,7 +544,7 @@ fn set_option_values_arrive_byte_exact_through_argv() {
     let tmux = server.oneshot();
     let build = |prefix: &str, i: usize, value: &str| {
         let name = format!("@{prefix}{i}");
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             Command::set_option(session, &name, value)
         } else {
             Command::set_global_option(&name, value)
@@ -553,7 +553,7 @@ fn set_option_values_arrive_byte_exact_through_argv() {
     };
     let check = |prefix: &str, commands: &[Command]| {
         for (i, value) in values.iter().enumerate() {
-            let target = (i % 2 == 0).then_some(session);
+            let target = i.is_multiple_of(2).then_some(session);
             let mut expected = value.clone().into_bytes();
             expected.push(b'\n');
             let shown = server.shown(target, &format!("@{prefix}{i}"));

@@ -172,11 +172,14 @@ mod tests {
         .with_timeout(Duration::from_millis(500))
     }
 
+    /// Whether an error is the one a case expects.
+    type Expected = fn(&OneShotError) -> bool;
+
     #[tokio::test]
     async fn each_way_of_failing_has_its_error() {
         let dir = tempfile::tempdir().expect("tempdir");
         let command = Command::has_session(crate::control::SessionId(1));
-        let table: [(&str, &str, fn(&OneShotError) -> bool); 5] = [
+        let table: [(&str, &str, Expected); 5] = [
             (
                 "no-server",
                 "echo 'no server running on /tmp/tmux-0/x' >&2; exit 1",

@@ -555,6 +555,24 @@ impl Command {
             .done())
     }
 
+    /// `new-session -A -s <name> -f no-output,ignore-size <pane command>`:
+    /// the command line of the daemon's `tmux -C` client (see
+    /// `docs/ARCHITECTURE.md`, protocol rules). `-A` joins the session if
+    /// it exists, else creates it running `pane_command`; the client flags
+    /// keep pane output away from it and its size out of every window's.
+    /// The name is passed through [`escape_format`], as in
+    /// [`Command::new_session`].
+    pub fn control_session(name: &str, pane_command: &str) -> Result<Command, CommandError> {
+        Ok(Line::new("new-session")
+            .flag("-A")
+            .flag("-s")
+            .arg(&escape_format(name))?
+            .flag("-f")
+            .flag("no-output,ignore-size")
+            .arg(pane_command)?
+            .done())
+    }
+
     /// `rename-session -t <session> -- <name>`. tmux expands formats in the
     /// new name, so it goes through [`escape_format`]; tmux itself changes
     /// some bytes of it, as for [`Command::new_session`].
@@ -809,6 +827,10 @@ mod tests {
             (
                 Command::list_windows(SessionTarget::Given("wo rk".into()), "#{session_id}")?,
                 "list-windows -t 'wo rk' -F '#{session_id}'",
+            ),
+            (
+                Command::control_session("tmux-agent", "exec cat")?,
+                "new-session -A -s tmux-agent -f no-output,ignore-size 'exec cat'",
             ),
             (
                 Command::list_all_panes("#{pane_id}")?,

@@ -10,9 +10,10 @@
 //! one typed error whose variants a caller can act on: no server, tmux
 //! refused (with its message), timed out, could not start.
 //!
-//! **Invariant:** this module and [`super::server`] are the only places
-//! that start a `tmux` process; neither spells out a tmux command, which
-//! only [`super::command`] builds.
+//! **Invariant:** this module and [`super::server`] (whose `command` the
+//! control connection's long-lived `tmux -C` starts from) are the only
+//! places that name the `tmux` binary, and only [`super::command`] spells
+//! out a tmux command.
 
 use std::ffi::OsString;
 use std::process::Stdio;

@@ -31,7 +31,7 @@ pub const ONESHOT_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum OneShotError {
     /// Nothing listens on the socket (tmux's `no server running` or `error
-    /// connecting to`).
+    /// connecting to`), or the server went away before it answered.
     #[error("no tmux server is running for `{server}`")]
     NoServer {
         /// The server that was asked.
@@ -127,7 +127,7 @@ impl OneShot {
             return Ok(output.stdout);
         }
         let message = String::from_utf8_lossy(&output.stderr).trim().to_owned();
-        if message.starts_with("no server running") || message.starts_with("error connecting to") {
+        if is_no_server(&message) {
             return Err(OneShotError::NoServer {
                 server: self.server.clone(),
             });
@@ -148,6 +148,20 @@ impl OneShot {
             Err(OneShotError::Spawn(err)) => Err(err),
         }
     }
+}
+
+/// Whether tmux's client said there is no server. A server on its way out
+/// (`kill-server`, its last session closed) still accepts connections for
+/// a moment, and then the client says `server exited unexpectedly` (the
+/// connection closed without an answer) or `server exited` (it was told to
+/// go: `MSG_SHUTDOWN`) (tmux 3.3a `client.c`). To a caller that is the same
+/// as no server; reported as a refusal, it made `peers` right after a
+/// `kill-server` say "no session".
+fn is_no_server(message: &str) -> bool {
+    message.starts_with("no server running")
+        || message.starts_with("error connecting to")
+        || message == "server exited unexpectedly"
+        || message == "server exited"
 }
 
 #[cfg(test)]
@@ -180,7 +194,7 @@ mod tests {
     async fn each_way_of_failing_has_its_error() {
         let dir = tempfile::tempdir().expect("tempdir");
         let command = Command::has_session(crate::control::SessionId(1));
-        let table: [(&str, &str, Expected); 5] = [
+        let table: [(&str, &str, Expected); 7] = [
             (
                 "no-server",
                 "echo 'no server running on /tmp/tmux-0/x' >&2; exit 1",
@@ -191,6 +205,14 @@ mod tests {
                 "echo 'error connecting to /tmp/x (No such file or directory)' >&2; exit 1",
                 |e| matches!(e, OneShotError::NoServer { .. }),
             ),
+            (
+                "lost",
+                "echo 'server exited unexpectedly' >&2; exit 1",
+                |e| matches!(e, OneShotError::NoServer { .. }),
+            ),
+            ("shut-down", "echo 'server exited' >&2; exit 1", |e| {
+                matches!(e, OneShotError::NoServer { .. })
+            }),
             (
                 "refused",
                 "echo \"can't find session: \\$1\" >&2; exit 1",

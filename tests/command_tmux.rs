@@ -4,8 +4,10 @@
 //!
 //! Each test runs its own server on a private socket (`tmux -S <tempdir>/tmux.sock -f
 //! /dev/null`), killed when the test ends, even on panic. Commands go in the
-//! two ways tmux parses them: a control-mode client (`tmux -C`, decoded with
-//! `ControlCodec`) and `source-file` (the same parser, fed from a file).
+//! three ways tmux parses them: a control-mode client (`tmux -C`, decoded with
+//! `ControlCodec`), `source-file` (the same parser, fed from a file), and the
+//! argv of a one-shot `tmux` process run by `control::oneshot` (parsed by
+//! `cmd_parse_from_arguments`, where a trailing `;` ends a command).
 
 use std::{
     io::{Read, Write},
@@ -20,7 +22,9 @@ use bytes::BytesMut;
 use tmux_agent::control::{
     ControlEvent, Notification, Reply, SessionId,
     codec::ControlCodec,
-    command::{Command, SubscriptionScope, escape_format},
+    command::{Command, SessionTarget, SubscriptionScope, escape_format},
+    oneshot::{OneShot, OneShotError},
+    server::ServerSocket,
 };
 use tokio_util::codec::Decoder;
 
@@ -90,6 +94,32 @@ impl TmuxServer {
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
+
+    /// The library's one-shot runner aimed at this server.
+    fn oneshot(&self) -> OneShot {
+        OneShot::new(ServerSocket::Path(self.socket.clone()))
+    }
+
+    /// A value as `show-options -v` prints it, newline included, or what
+    /// tmux said when it could not.
+    fn shown(&self, session: Option<SessionId>, name: &str) -> Vec<u8> {
+        let out = match session {
+            Some(id) => self.run(&["show-options", "-v", "-t", &id.to_string(), name]),
+            None => self.run(&["show-options", "-gv", name]),
+        };
+        assert!(out.status.success(), "show {name}: {out:?}");
+        out.stdout
+    }
+}
+
+/// Runs a future to completion: the one-shot runner is async, these tests
+/// are not.
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(future)
 }
 
 impl Drop for TmuxServer {
@@ -256,6 +286,14 @@ fn nasty_values(pwned: &Path) -> Vec<String> {
         "$".into(),
         "$3".into(),
         "%3".into(),
+        // A trailing `;` ends a command in argv unless written `\;`.
+        "done;".into(),
+        "a\\;".into(),
+        "x;;".into(),
+        ";".into(),
+        ";;".into(),
+        "\\".into(),
+        "a;b;".into(),
         // These need double quotes (a `'` or a control character), where `~`
         // right after the quote, `$` and `\\` are still special.
         "~'s".into(),
@@ -406,8 +444,9 @@ fn every_builder_is_accepted_by_tmux() {
     let name = name.replace(['.', ':'], "_");
     let dir = server.path("start dir #{session_name} ~");
     std::fs::create_dir(&dir).expect("mkdir");
-    let created = client
-        .ok(&Command::new_session(&name, Some(dir.to_str().expect("utf-8"))).expect("buildable"));
+    let created = client.ok(
+        &Command::new_session(&name, Some(dir.to_str().expect("utf-8")), &[]).expect("buildable"),
+    );
     let created: SessionId = created.trim().parse().expect("new-session prints the id");
     let format = "#{session_id}\t#{session_name}\t#{session_path}";
     let listed = client.ok(&Command::list_sessions(format).expect("buildable"));
@@ -461,4 +500,189 @@ fn every_builder_is_accepted_by_tmux() {
 
     writeln!(client.stdin, "{}", Command::kill_server()).expect("write");
     client.wait_for(|e| matches!(e, ControlEvent::Notification(Notification::Exit { .. })));
+}
+
+#[test]
+fn tmux_itself_ends_a_command_at_a_trailing_semicolon_in_argv() {
+    // The positive control for the argv escaping below: passed raw, tmux
+    // 3.3a cuts one trailing `;` and ends the command there (what follows
+    // is the next command), and turns a trailing `\;` into `;`.
+    let server = TmuxServer::start();
+    // (raw argument, value stored, whether the command ended there)
+    let table = [
+        ("done;", "done\n", true),
+        ("x;;", "x;\n", true),
+        ("a\\;", "a;\n", false),
+        ("a;b", "a;b\n", false),
+    ];
+    for (i, (raw, stored, ends)) in table.into_iter().enumerate() {
+        let name = format!("@raw{i}");
+        let mut argv = vec!["set-option", "-g", "--", &name, raw];
+        if ends {
+            // Runs only as a command of its own.
+            argv.extend(["display-message", "-p", "next"]);
+        }
+        let out = server.run(&argv);
+        assert!(out.status.success(), "{raw:?}: {out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&server.shown(None, &name)),
+            stored,
+            "{raw:?}"
+        );
+        if ends {
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "next\n", "{raw:?}");
+        }
+    }
+}
+
+#[test]
+fn set_option_values_arrive_byte_exact_through_argv() {
+    let server = TmuxServer::start();
+    let session = server.session_id("t");
+    let pwned = server.path("pwned");
+    let values = nasty_values(&pwned);
+    let tmux = server.oneshot();
+    let build = |prefix: &str, i: usize, value: &str| {
+        let name = format!("@{prefix}{i}");
+        if i.is_multiple_of(2) {
+            Command::set_option(session, &name, value)
+        } else {
+            Command::set_global_option(&name, value)
+        }
+        .expect("buildable")
+    };
+    let check = |prefix: &str, commands: &[Command]| {
+        for (i, value) in values.iter().enumerate() {
+            let target = i.is_multiple_of(2).then_some(session);
+            let mut expected = value.clone().into_bytes();
+            expected.push(b'\n');
+            let shown = server.shown(target, &format!("@{prefix}{i}"));
+            assert_eq!(
+                shown,
+                expected,
+                "value {value:?} came back as {:?} via argv {:?}",
+                String::from_utf8_lossy(&shown),
+                commands[i].argv()
+            );
+        }
+    };
+
+    // One invocation per value.
+    let singles: Vec<Command> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| build("a", i, v))
+        .collect();
+    for command in &singles {
+        block_on(tmux.run(command)).unwrap_or_else(|e| panic!("{:?}: {e}", command.argv()));
+    }
+    check("a", &singles);
+
+    // All of them chained into one invocation: every `;` inside a value
+    // stays in it, and only the separators end commands.
+    let chained: Vec<Command> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| build("c", i, v))
+        .collect();
+    block_on(tmux.run_all(&chained)).expect("the chain runs");
+    check("c", &chained);
+    assert!(!pwned.exists(), "a #() in a value ran");
+}
+
+#[test]
+fn the_oneshot_runner_reports_tmux_refusals_and_a_missing_server() {
+    let server = TmuxServer::start();
+    let session = server.session_id("t");
+    let tmux = server.oneshot();
+
+    // A chain stops at the first command tmux refuses, with its message.
+    let chain = [
+        Command::set_global_option("@before", "1").expect("buildable"),
+        Command::has_session(SessionId(999)),
+        Command::set_global_option("@after", "1").expect("buildable"),
+    ];
+    match block_on(tmux.run_all(&chain)) {
+        Err(OneShotError::Refused { command, message }) => {
+            assert_eq!(command, "set-option");
+            assert!(message.contains("$999"), "{message}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(server.shown(None, "@before"), b"1\n");
+    assert!(
+        !server
+            .run(&["show-options", "-gv", "@after"])
+            .status
+            .success()
+    );
+
+    // Exact-name targets and the other builders the CLI uses, by argv.
+    let named = SessionTarget::Exact("t".into());
+    block_on(tmux.run(&Command::set_option(named.clone(), "@n", "v;").expect("buildable")))
+        .expect("set by exact name");
+    assert_eq!(server.shown(Some(session), "@n"), b"v;\n");
+    let shown =
+        block_on(tmux.run(&Command::show_option_if_set(session, "@n").expect("ok"))).expect("show");
+    assert_eq!(shown, b"v;\n");
+    let unset = block_on(tmux.run(&Command::show_option_if_set(session, "@unset").expect("ok")))
+        .expect("an unset option is no output, not an error");
+    assert!(unset.is_empty());
+    let version =
+        block_on(tmux.run(&Command::display_server("#{version}").expect("ok"))).expect("version");
+    assert!(!version.is_empty());
+    // The pane's command gets its words byte-exact too: it writes its
+    // argument to a file.
+    let argument = server.path("argument");
+    let script = format!("printf %s \"$0\" > '{}'; exec sleep 30", argument.display());
+    let words = ["sh".to_owned(), "-c".to_owned(), script, "arg;".to_owned()];
+    let created = block_on(tmux.run(&Command::new_session("made;", None, &words).expect("ok")))
+        .expect("new-session");
+    let created: SessionId = String::from_utf8_lossy(&created)
+        .trim()
+        .parse()
+        .expect("id");
+    let listed = block_on(tmux.run(
+        &Command::list_windows(SessionTarget::Given("made;".into()), "#{session_id}").expect("ok"),
+    ))
+    .expect("a typed target ending in ';' resolves");
+    assert_eq!(String::from_utf8_lossy(&listed).trim(), created.to_string());
+    block_on(tmux.run(&Command::rename_session_to_number(created).expect("ok"))).expect("rename");
+    let name = server.run(&[
+        "display-message",
+        "-p",
+        "-t",
+        &created.to_string(),
+        "#{session_name}",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&name.stdout).trim(),
+        created.to_string().trim_start_matches('$')
+    );
+    eventually("the pane's command to run", || {
+        std::fs::read(&argument).is_ok_and(|a| a == b"arg;")
+    });
+    let panes =
+        block_on(tmux.run(&Command::list_all_panes("#{session_id}").expect("ok"))).expect("panes");
+    assert!(
+        String::from_utf8_lossy(&panes).contains(&created.to_string()),
+        "{panes:?}"
+    );
+    let number = created.to_string().trim_start_matches('$').to_owned();
+    block_on(tmux.run(&Command::kill_session_named(&number).expect("ok"))).expect("kill by name");
+    assert!(
+        !server
+            .run(&["has-session", "-t", &created.to_string()])
+            .status
+            .success()
+    );
+
+    // No server on the socket: a typed error, not tmux's text.
+    // At once: a server still on its way out counts as none.
+    server.run(&["kill-server"]);
+    match block_on(tmux.run(&Command::show_global_options())) {
+        Err(OneShotError::NoServer { .. }) => {}
+        other => panic!("expected no server, got {other:?}"),
+    }
+    assert!(!block_on(tmux.is_running()).expect("tmux runs"));
 }

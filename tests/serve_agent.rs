@@ -248,7 +248,7 @@ async fn set_goal_stores_hostile_text_verbatim_and_refuses_line_breaks() {
     assert!(!marker.exists(), "#(...) in a goal must never run");
 
     let message = tool_error(&client, "set_goal", json!({"goal": "two\nlines"})).await;
-    assert!(message.contains("one line"), "{message}");
+    assert!(message.contains("single line"), "{message}");
     assert_eq!(
         tmux.option(&session_id, "@agent-goal"),
         hostile,
@@ -256,6 +256,42 @@ async fn set_goal_stores_hostile_text_verbatim_and_refuses_line_breaks() {
     );
     // The server is still there.
     tmux.run(&["has-session", "-t", &session_id]);
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn set_goal_keeps_a_trailing_semicolon_and_refuses_control_characters() {
+    let tmux = Tmux::start("work");
+    let session_id = tmux.display("work", "#{session_id}");
+    let pane = tmux.display(&session_id, "#{pane_id}");
+    let dir = tempfile::tempdir().unwrap();
+    let client = serve_in_pane_env(&tmux, &pane, &dir.path().join("b.db")).await;
+
+    // On a tmux command line an argument ending in `;` ends the command
+    // and one ending in `\;` means `;`: passed raw, these came back as
+    // `done`, `a;`, `x;` and nothing.
+    for goal in ["done;", "a\\;", "x;;", ";", "tab\there;"] {
+        let me = ok(&client, "set_goal", json!({"goal": goal})).await;
+        assert_eq!(me["goal"].as_str(), Some(goal));
+        assert_eq!(tmux.option(&session_id, "@agent-goal"), goal, "{goal:?}");
+    }
+
+    // What `tmux-agent new --goal` and `share` refuse, set_goal refuses too,
+    // saying which character, and the goal stays as it was.
+    for (goal, found) in [
+        ("two\nlines", "a newline"),
+        ("cr\r", "a carriage return"),
+        ("bell\u{7}", "U+0007"),
+        ("\u{1b}[31mred", "U+001B"),
+        ("del\u{7f}", "U+007F"),
+    ] {
+        let message = tool_error(&client, "set_goal", json!({"goal": goal})).await;
+        assert!(
+            message.contains("@agent-goal") && message.contains(found),
+            "{goal:?}: {message}"
+        );
+        assert_eq!(tmux.option(&session_id, "@agent-goal"), "tab\there;");
+    }
     client.cancel().await.unwrap();
 }
 
@@ -397,10 +433,13 @@ async fn a_stale_pane_or_a_dead_server_is_a_tool_error() {
     );
 
     tmux.run(&["kill-server"]);
-    let message = tool_error(&client, "whoami", json!({})).await;
-    assert!(message.contains("tmux list-panes failed"), "{message}");
-    let message = tool_error(&client, "set_goal", json!({"goal": "x"})).await;
-    assert!(message.contains("failed"), "{message}");
+    for (tool, args) in [("whoami", json!({})), ("set_goal", json!({"goal": "x"}))] {
+        let message = tool_error(&client, tool, args).await;
+        assert!(
+            message.contains("no tmux server is running for `tmux -S"),
+            "{tool}: {message}"
+        );
+    }
     // Goal tools do not need tmux.
     ok(&client, "list_goals", json!({})).await;
     client.cancel().await.unwrap();

@@ -25,9 +25,8 @@ use serde_json::json;
 use super::GlobalArgs;
 use super::coordination::{Groups, print_json, session_lines, who};
 use crate::control::SessionId;
-use crate::control::command::escape_format;
+use crate::control::command::{Command, SessionTarget};
 use crate::group::GroupName;
-use crate::group::direct::argv_arg;
 use crate::group::names::check_value;
 use crate::group::plan::SessionRef;
 use crate::schema;
@@ -93,26 +92,13 @@ pub async fn run(args: NewArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode>
         std::process::id(),
         chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
     );
-    // set-option takes a pane target: `=NAME:` is "session NAME exactly,
-    // its current window"; rename-session takes `=NAME`.
-    let exact = format!("={temp}");
-    let exact_pane = format!("={temp}:");
-    let mut argv: Vec<String> = vec![
-        "new-session".into(),
-        "-d".into(),
-        "-P".into(),
-        "-F".into(),
-        "#{session_id}".into(),
-        "-s".into(),
-        temp.clone(),
-    ];
-    if let Some(directory) = &args.directory {
-        argv.extend(["-c".into(), argv_arg(&escape_format(directory))]);
-    }
-    if !args.command.is_empty() {
-        argv.push("--".into());
-        argv.extend(args.command.iter().map(|a| argv_arg(a)));
-    }
+    // By exact name (`=TEMP`), never a prefix of another session's.
+    let exact = SessionTarget::Exact(temp.clone());
+    let mut commands = vec![Command::new_session(
+        &temp,
+        args.directory.as_deref(),
+        &args.command,
+    )?];
     let options = [
         (schema::session::GOAL, args.goal.clone()),
         (schema::session::TYPE, args.agent_type.clone()),
@@ -123,39 +109,21 @@ pub async fn run(args: NewArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode>
     ];
     for (name, value) in options {
         if let Some(value) = value {
-            argv.extend([
-                ";".into(),
-                "set-option".into(),
-                "-t".into(),
-                exact_pane.clone(),
-                "--".into(),
-                name.into(),
-                argv_arg(&value),
-            ]);
+            commands.push(Command::set_option(exact.clone(), name, &value)?);
         }
     }
-    let final_name = match &args.name {
-        Some(name) => argv_arg(&escape_format(name)),
-        // The id without its `$`: tmux's own default name.
-        None => "#{s/[$]//:session_id}".to_owned(),
-    };
-    argv.extend([
-        ";".into(),
-        "rename-session".into(),
-        "-t".into(),
-        exact.clone(),
-        "--".into(),
-        final_name,
-    ]);
+    commands.push(match &args.name {
+        Some(name) => Command::rename_session(exact, name)?,
+        // tmux's own default name.
+        None => Command::rename_session_to_number(exact)?,
+    });
 
-    let out = match groups.direct.run(&argv).await {
+    let tmux = groups.direct.oneshot();
+    let out = match tmux.run_all(&commands).await {
         Ok(out) => out,
         Err(err) => {
             // Do not leave a half-made session behind.
-            let _ = groups
-                .direct
-                .run(&["kill-session".into(), "-t".into(), exact.clone()])
-                .await;
+            let _ = tmux.run(&Command::kill_session_named(&temp)?).await;
             let hint = if args.name.is_none() {
                 " (pass -s NAME to choose a name)"
             } else {
@@ -170,15 +138,8 @@ pub async fn run(args: NewArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode>
         .next()
         .and_then(|l| l.trim().parse().ok())
         .with_context(|| format!("tmux did not print the new session's id: {text:?}"))?;
-    let name_out = groups
-        .direct
-        .run(&[
-            "display-message".into(),
-            "-p".into(),
-            "-t".into(),
-            id.to_string(),
-            "#{session_name}".into(),
-        ])
+    let name_out = tmux
+        .run(&Command::display_message(id, "#{session_name}")?)
         .await?;
     let session = SessionRef {
         id,

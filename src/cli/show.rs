@@ -12,9 +12,10 @@ use serde_json::{Value, json};
 use super::GlobalArgs;
 use super::coordination::{TargetArgs, print_json, printable, who};
 use crate::agent::outbox::{Counts, HistoryEntry, Outbox};
+use crate::control::command::Command;
 use crate::group::direct::Direct;
 use crate::ipc::{ClientError, Endpoint, Request, Response};
-use crate::schema;
+use crate::schema::{self, AgentState};
 
 /// Show a session's agent metadata: goal, type, goal id, state, group and
 /// role, the last save, and its MCP calls (pending, failed, and the most
@@ -62,13 +63,11 @@ pub async fn run(args: ShowArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode
     // Session keys are unique over time: `<host>:<server start>:<$id>`, as
     // the reactor makes them.
     let identity = direct
-        .run(&[
-            "display-message".into(),
-            "-p".into(),
-            "-t".into(),
-            session.id.to_string(),
-            "#{host}\t#{start_time}".into(),
-        ])
+        .oneshot()
+        .run(&Command::display_message(
+            session.id,
+            "#{host}\t#{start_time}",
+        )?)
         .await?;
     let identity = String::from_utf8_lossy(&identity);
     let (host, start) = identity
@@ -120,7 +119,10 @@ pub async fn run(args: ShowArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode
     println!("  goal:    {}", shown(schema::session::GOAL));
     println!("  type:    {}", shown(schema::session::TYPE));
     println!("  goal id: {}", shown(schema::session::GOAL_ID));
-    println!("  state:   {}", shown(schema::session::STATE));
+    println!(
+        "  state:   {}",
+        state_line(option_value(&options, schema::session::STATE))
+    );
     let group = match option_value(&options, schema::session::GROUP) {
         Some(group) => format!(
             "{} ({})",
@@ -173,6 +175,18 @@ fn option_value<'a>(options: &'a BTreeMap<String, String>, name: &str) -> Option
         .filter(|v| !v.is_empty())
 }
 
+/// `@agent-state` for a person: what tmux-agent wrote, or someone else's
+/// value marked as such (the daemon will overwrite it at its next event).
+fn state_line(value: Option<&str>) -> String {
+    match value {
+        None => "-".to_owned(),
+        Some(value) => match AgentState::parse(value) {
+            Some(state) => printable(&state.to_string()).into_owned(),
+            None => format!("{} (not a tmux-agent state)", printable(value)),
+        },
+    }
+}
+
 fn calls_line(counts: Option<&Counts>) -> String {
     match counts {
         None => "none recorded (no outbox yet)".to_owned(),
@@ -213,5 +227,26 @@ fn ago(at: DateTime<Utc>) -> String {
         s if s < 3600 => format!("{}m ago", s / 60),
         s if s < 86400 => format!("{}h ago", s / 3600),
         s => format!("{}d ago", s / 86400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_are_shown_as_tmux_agent_wrote_them() {
+        let table = [
+            (None, "-"),
+            (Some("active"), "active"),
+            (
+                Some("error: server\u{1b} down"),
+                "error: server\\u{1b} down",
+            ),
+            (Some("busy"), "busy (not a tmux-agent state)"),
+        ];
+        for (value, shown) in table {
+            assert_eq!(state_line(value), shown, "{value:?}");
+        }
     }
 }

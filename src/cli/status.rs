@@ -9,9 +9,11 @@ use serde_json::json;
 
 use super::GlobalArgs;
 use super::coordination::{Groups, count, printable, who};
+use crate::control::command::Command;
 use crate::group::GroupsReport;
 use crate::group::plan::plan;
 use crate::ipc::{ClientError, Request, Response, StatusReport, lock_holder};
+use crate::schema;
 
 /// Show the daemon's health: uptime, tmux version, sessions tracked, groups,
 /// MCP servers and undelivered actions.
@@ -145,7 +147,8 @@ async fn print_from_tmux(groups: &Groups, why_not: &str, json: bool) -> anyhow::
     }
     let version = groups
         .direct
-        .run(&["display-message".into(), "-p".into(), "#{version}".into()])
+        .oneshot()
+        .run(&Command::display_server("#{version}")?)
         .await
         .map(|out| String::from_utf8_lossy(&out).trim().to_owned())
         .unwrap_or_else(|_| "unknown".to_owned());
@@ -153,7 +156,7 @@ async fn print_from_tmux(groups: &Groups, why_not: &str, json: bool) -> anyhow::
     let report = plan(&observation, &[]).report;
     let stale = groups
         .direct
-        .global_option(crate::schema::global::DAEMON)
+        .global_option(schema::global::DAEMON)
         .await?
         .filter(|v| v == "running")
         .is_some();

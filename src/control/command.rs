@@ -21,6 +21,27 @@
 //! A NUL character cannot be carried at all (tmux arguments are C strings):
 //! builders reject it with [`CommandError::Nul`].
 //!
+//! # Two renderings of one command
+//!
+//! A built [`Command`] goes to tmux either as a control-mode line
+//! ([`Command::as_str`], for the daemon's connection) or as the argument
+//! vector of a one-shot `tmux` process ([`Command::argv`], run by
+//! [`crate::control::oneshot`]). Both carry the same arguments byte-exact,
+//! and both refuse the same input: a NUL, at build time, so a `Command` that
+//! exists renders both ways. Everything else (LF, ESC, any control
+//! character) reaches tmux unchanged either way: control mode as an octal
+//! escape, argv as the raw byte.
+//!
+//! tmux 3.3a parses an argv without its config-file parser
+//! (`cmd_parse_from_arguments`): no quotes, `$`, `~`, `#` or `{`. One thing
+//! only is special there: an argument *ending* in `;` ends the command (the
+//! `;` is cut off; what is left, if anything, is the command's last
+//! argument), except that one ending in `\;` stands for a literal `;` (the
+//! `\` is dropped). So [`Command::argv`] writes an argument's trailing `;` as
+//! `\;`, and tmux turns it back: `done;` goes as `done\;`, `a\;` as `a\\;`,
+//! `x;;` as `x;\;` and `;` as `\;`. Commands are chained in one invocation
+//! with a bare `;` argument between them ([`Command::chain_argv`]).
+//!
 //! # Formats
 //!
 //! tmux expands `#{...}` and runs `#(...)` in some arguments after parsing:
@@ -41,6 +62,7 @@
 //! blocks (`if-shell`), which breaks FIFO matching. Nor `refresh-client -C`:
 //! a control client that sends it starts sizing windows.
 
+use std::borrow::Cow;
 use std::fmt::{self, Write as _};
 
 use super::message::{PaneId, SessionId, WindowId};
@@ -147,6 +169,51 @@ impl fmt::Display for Target {
     }
 }
 
+/// A session as a command's `-t` names it.
+///
+/// By id is the rule once a session is known: names prefix-match, and an id
+/// is never reused by a server. The other forms are for what comes before
+/// that: a session created under a temporary name, or a target a person
+/// typed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SessionTarget {
+    /// `$3`.
+    Id(SessionId),
+    /// `=NAME`: the session named exactly NAME, never a prefix match.
+    Exact(String),
+    /// A target as a person typed it (`work`, `$3`, `=work`, `%1`,
+    /// `work:2`), resolved by tmux's own rules.
+    Given(String),
+}
+
+impl From<SessionId> for SessionTarget {
+    fn from(id: SessionId) -> Self {
+        SessionTarget::Id(id)
+    }
+}
+
+impl SessionTarget {
+    /// The target where tmux wants a session (`kill-session`,
+    /// `rename-session`, `list-windows`).
+    fn session_form(&self) -> String {
+        match self {
+            SessionTarget::Id(id) => id.to_string(),
+            SessionTarget::Exact(name) => format!("={name}"),
+            SessionTarget::Given(text) => text.clone(),
+        }
+    }
+
+    /// The target where tmux wants a pane (`set-option -t`): `=NAME` alone
+    /// would first be tried as a window of the current session, `=NAME:` is
+    /// "session NAME exactly, its current window". An id needs no suffix.
+    fn pane_form(&self) -> String {
+        match self {
+            SessionTarget::Exact(name) => format!("={name}:"),
+            other => other.session_form(),
+        }
+    }
+}
+
 /// What a `refresh-client -B` subscription reports on (the `what` field).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SubscriptionScope {
@@ -175,26 +242,39 @@ impl fmt::Display for SubscriptionScope {
     }
 }
 
-/// One tmux command, rendered as exactly one line: never empty, never
-/// containing LF or CR, every argument quoted. Built only by the constructors
-/// below; write it followed by one LF (the codec's `Encoder` does).
+/// One tmux command. As a control-mode line ([`Command::as_str`]) it is
+/// exactly one line: never empty, never containing LF or CR, every argument
+/// quoted; write it followed by one LF (the codec's `Encoder` does). As an
+/// argv ([`Command::argv`]) it is for a one-shot `tmux` process. Built only
+/// by the constructors below.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Command {
+    /// The control-mode line.
     line: String,
+    /// The same arguments as tmux must receive them, the command's name
+    /// first: no quoting, no argv escaping.
+    args: Vec<String>,
 }
 
-/// Assembles a command line from a command name and its arguments.
-struct Line(String);
+/// Assembles a command from its name and arguments, in both renderings.
+struct Line {
+    line: String,
+    args: Vec<String>,
+}
 
 impl Line {
     fn new(name: &'static str) -> Self {
-        Line(name.to_owned())
+        Line {
+            line: name.to_owned(),
+            args: vec![name.to_owned()],
+        }
     }
 
     /// A fixed flag or `--`, written as is.
     fn flag(mut self, flag: &'static str) -> Self {
-        self.0.push(' ');
-        self.0.push_str(flag);
+        self.line.push(' ');
+        self.line.push_str(flag);
+        self.args.push(flag.to_owned());
         self
     }
 
@@ -205,21 +285,36 @@ impl Line {
                 argument: arg.to_owned(),
             });
         }
-        self.0.push(' ');
-        self.0.push_str(&quote(arg));
+        self.line.push(' ');
+        self.line.push_str(&quote(arg));
+        self.args.push(arg.to_owned());
         Ok(self)
     }
 
     /// An id (`$3`, `@1`, `%7`) or number, quoted since `$` and `%` matter
     /// to the parser.
     fn id(mut self, id: impl fmt::Display) -> Self {
-        self.0.push(' ');
-        self.0.push_str(&quote(&id.to_string()));
+        let id = id.to_string();
+        self.line.push(' ');
+        self.line.push_str(&quote(&id));
+        self.args.push(id);
         self
     }
 
     fn done(self) -> Command {
-        Command { line: self.0 }
+        Command {
+            line: self.line,
+            args: self.args,
+        }
+    }
+}
+
+/// Makes `arg` reach tmux unchanged as one argv element: a trailing `;`
+/// would otherwise end the command (see the [module docs](self)).
+fn argv_arg(arg: &str) -> Cow<'_, str> {
+    match arg.strip_suffix(';') {
+        Some(rest) => Cow::Owned(format!("{rest}\\;")),
+        None => Cow::Borrowed(arg),
     }
 }
 
@@ -227,6 +322,32 @@ impl Command {
     /// The command line, without its LF.
     pub fn as_str(&self) -> &str {
         &self.line
+    }
+
+    /// The command's name (`set-option`), for messages.
+    pub fn name(&self) -> &str {
+        &self.args[0]
+    }
+
+    /// The command as arguments of a one-shot `tmux` process (after the
+    /// server flags), each arriving byte-exact: see the [module
+    /// docs](self#two-renderings-of-one-command).
+    pub fn argv(&self) -> Vec<String> {
+        self.args.iter().map(|a| argv_arg(a).into_owned()).collect()
+    }
+
+    /// Several commands as one `tmux` invocation, separated by `;`
+    /// arguments: tmux runs them in order, without any other client's
+    /// commands in between, and stops at the first that fails.
+    pub fn chain_argv(commands: &[Command]) -> Vec<String> {
+        let mut argv = Vec::new();
+        for (i, command) in commands.iter().enumerate() {
+            if i > 0 {
+                argv.push(";".to_owned());
+            }
+            argv.extend(command.argv());
+        }
+        argv
     }
 
     /// `list-sessions -F <format>`: one line per session.
@@ -239,11 +360,17 @@ impl Command {
         Ok(Line::new("list-clients").flag("-F").arg(format)?.done())
     }
 
-    /// `list-windows -t <session> -F <format>`: one line per window.
-    pub fn list_windows(session: SessionId, format: &str) -> Result<Command, CommandError> {
+    /// `list-windows -t <session> -F <format>`: one line per window. With a
+    /// [`SessionTarget::Given`], this is how a target a person typed is
+    /// resolved to its session: `-t` here takes any session target (a name,
+    /// `=name`, `$3`, a pane id, `session:window`).
+    pub fn list_windows(
+        session: impl Into<SessionTarget>,
+        format: &str,
+    ) -> Result<Command, CommandError> {
         Ok(Line::new("list-windows")
             .flag("-t")
-            .id(session)
+            .arg(&session.into().session_form())?
             .flag("-F")
             .arg(format)?
             .done())
@@ -256,6 +383,26 @@ impl Command {
             .flag("-s")
             .flag("-t")
             .id(session)
+            .flag("-F")
+            .arg(format)?
+            .done())
+    }
+
+    /// `list-panes -a -F <format>`: one line per pane of the whole server.
+    pub fn list_all_panes(format: &str) -> Result<Command, CommandError> {
+        Ok(Line::new("list-panes")
+            .flag("-a")
+            .flag("-F")
+            .arg(format)?
+            .done())
+    }
+
+    /// `display-message -p -F <format>`: the format expanded with no target,
+    /// for what belongs to the server (`#{version}`, `#{pid}`); anything
+    /// about a session would be tmux's guess of the current one.
+    pub fn display_server(format: &str) -> Result<Command, CommandError> {
+        Ok(Line::new("display-message")
+            .flag("-p")
             .flag("-F")
             .arg(format)?
             .done())
@@ -292,6 +439,26 @@ impl Command {
             .done())
     }
 
+    /// `show-options -q -v -t <session> -- <name>`: the session option's
+    /// value, or no output at all when it is unset (a set value, even an
+    /// empty one, is followed by a newline).
+    pub fn show_option_if_set(session: SessionId, name: &str) -> Result<Command, CommandError> {
+        Ok(Line::new("show-options")
+            .flag("-q")
+            .flag("-v")
+            .flag("-t")
+            .id(session)
+            .flag("--")
+            .arg(name)?
+            .done())
+    }
+
+    /// `show-options -g`: every global session option, quoted like
+    /// [`Command::show_options`].
+    pub fn show_global_options() -> Command {
+        Line::new("show-options").flag("-g").done()
+    }
+
     /// `show-options -t <session>`: every option set on the session itself,
     /// one per line, values quoted so that each stays on its line (read them
     /// with [`crate::control::options::parse_options`]).
@@ -311,13 +478,13 @@ impl Command {
     /// `set-option -t <session> -- <name> <value>`: the value is stored as
     /// given (no `-F`, so no format expansion), byte-exact.
     pub fn set_option(
-        session: SessionId,
+        session: impl Into<SessionTarget>,
         name: &str,
         value: &str,
     ) -> Result<Command, CommandError> {
         Ok(Line::new("set-option")
             .flag("-t")
-            .id(session)
+            .arg(&session.into().pane_form())?
             .flag("--")
             .arg(name)?
             .arg(value)?
@@ -380,6 +547,63 @@ impl Command {
         Line::new("kill-session").flag("-t").id(session).done()
     }
 
+    /// `kill-session -t =<name>`: the session named exactly `name`.
+    pub fn kill_session_named(name: &str) -> Result<Command, CommandError> {
+        Ok(Line::new("kill-session")
+            .flag("-t")
+            .arg(&SessionTarget::Exact(name.to_owned()).session_form())?
+            .done())
+    }
+
+    /// `new-session -A -s <name> -f no-output,ignore-size <pane command>`:
+    /// the command line of the daemon's `tmux -C` client (see
+    /// `docs/ARCHITECTURE.md`, protocol rules). `-A` joins the session if
+    /// it exists, else creates it running `pane_command`; the client flags
+    /// keep pane output away from it and its size out of every window's.
+    /// The name is passed through [`escape_format`], as in
+    /// [`Command::new_session`].
+    pub fn control_session(name: &str, pane_command: &str) -> Result<Command, CommandError> {
+        Ok(Line::new("new-session")
+            .flag("-A")
+            .flag("-s")
+            .arg(&escape_format(name))?
+            .flag("-f")
+            .flag("no-output,ignore-size")
+            .arg(pane_command)?
+            .done())
+    }
+
+    /// `rename-session -t <session> -- <name>`. tmux expands formats in the
+    /// new name, so it goes through [`escape_format`]; tmux itself changes
+    /// some bytes of it, as for [`Command::new_session`].
+    pub fn rename_session(
+        session: impl Into<SessionTarget>,
+        name: &str,
+    ) -> Result<Command, CommandError> {
+        Self::rename_session_format(session.into(), &escape_format(name))
+    }
+
+    /// `rename-session -t <session> -- '#{s/[$]//:session_id}'`: names the
+    /// session after its id number, which is what tmux calls a session
+    /// created without `-s`.
+    pub fn rename_session_to_number(
+        session: impl Into<SessionTarget>,
+    ) -> Result<Command, CommandError> {
+        Self::rename_session_format(session.into(), "#{s/[$]//:session_id}")
+    }
+
+    fn rename_session_format(
+        session: SessionTarget,
+        format: &str,
+    ) -> Result<Command, CommandError> {
+        Ok(Line::new("rename-session")
+            .flag("-t")
+            .arg(&session.session_form())?
+            .flag("--")
+            .arg(format)?
+            .done())
+    }
+
     /// `has-session -t <session>`: an error reply if the session is gone.
     pub fn has_session(session: SessionId) -> Command {
         Line::new("has-session").flag("-t").id(session).done()
@@ -410,12 +634,18 @@ impl Command {
         Line::new("kill-server").done()
     }
 
-    /// `new-session -d -P -F '#{session_id}' -s <name> [-c <directory>]`: a
-    /// detached session; the reply's one line is its id. tmux expands formats
-    /// in `-s` and `-c`, so both are passed through [`escape_format`]. tmux
-    /// itself changes some bytes of a session name (`.` and `:` to `_`, and
+    /// `new-session -d -P -F '#{session_id}' -s <name> [-c <directory>] [--
+    /// <command>...]`: a detached session; the reply's one line is its id.
+    /// tmux expands formats in `-s` and `-c`, so both are passed through
+    /// [`escape_format`]; the command is not expanded (one word runs through
+    /// the shell, several run directly; none: the default shell). tmux itself
+    /// changes some bytes of a session name (`.` and `:` to `_`, and
     /// vis-escapes control characters and `$`).
-    pub fn new_session(name: &str, start_directory: Option<&str>) -> Result<Command, CommandError> {
+    pub fn new_session(
+        name: &str,
+        start_directory: Option<&str>,
+        command: &[String],
+    ) -> Result<Command, CommandError> {
         let line = Line::new("new-session")
             .flag("-d")
             .flag("-P")
@@ -423,10 +653,16 @@ impl Command {
             .arg("#{session_id}")?
             .flag("-s")
             .arg(&escape_format(name))?;
-        let line = match start_directory {
+        let mut line = match start_directory {
             Some(directory) => line.flag("-c").arg(&escape_format(directory))?,
             None => line,
         };
+        if !command.is_empty() {
+            line = line.flag("--");
+            for word in command {
+                line = line.arg(word)?;
+            }
+        }
         Ok(line.done())
     }
 }
@@ -581,8 +817,53 @@ mod tests {
             ),
             (Command::kill_server(), "kill-server"),
             (
-                Command::new_session("x'; kill-server; '#(reboot)", Some("/tmp/a b"))?,
+                Command::new_session("x'; kill-server; '#(reboot)", Some("/tmp/a b"), &[])?,
                 "new-session -d -P -F '#{session_id}' -s \"x'; kill-server; '##(reboot)\" -c '/tmp/a b'",
+            ),
+            (
+                Command::new_session("n", None, &["sh".into(), "-c".into(), "#(x); y".into()])?,
+                "new-session -d -P -F '#{session_id}' -s n -- sh -c '#(x); y'",
+            ),
+            (
+                Command::list_windows(SessionTarget::Given("wo rk".into()), "#{session_id}")?,
+                "list-windows -t 'wo rk' -F '#{session_id}'",
+            ),
+            (
+                Command::control_session("tmux-agent", "exec cat")?,
+                "new-session -A -s tmux-agent -f no-output,ignore-size 'exec cat'",
+            ),
+            (
+                Command::list_all_panes("#{pane_id}")?,
+                "list-panes -a -F '#{pane_id}'",
+            ),
+            (
+                Command::display_server("#{version}")?,
+                "display-message -p -F '#{version}'",
+            ),
+            (
+                Command::show_option_if_set(s, schema::session::GOAL)?,
+                "show-options -q -v -t '$3' -- @agent-goal",
+            ),
+            (Command::show_global_options(), "show-options -g"),
+            (
+                Command::set_option(
+                    SessionTarget::Exact("tmp-1".into()),
+                    schema::session::GOAL,
+                    "x",
+                )?,
+                "set-option -t =tmp-1: -- @agent-goal x",
+            ),
+            (
+                Command::kill_session_named("tmp-1")?,
+                "kill-session -t =tmp-1",
+            ),
+            (
+                Command::rename_session(SessionTarget::Exact("tmp-1".into()), "a #{b}")?,
+                "rename-session -t =tmp-1 -- 'a ##{b}'",
+            ),
+            (
+                Command::rename_session_to_number(SessionTarget::Exact("tmp-1".into()))?,
+                "rename-session -t =tmp-1 -- '#{s/[$]//:session_id}'",
             ),
         ];
         for (command, line) in table {
@@ -600,7 +881,10 @@ mod tests {
                 argument: "a\0b".to_owned()
             })
         );
-        assert!(Command::new_session("n\0", None).is_err());
+        assert!(Command::new_session("n\0", None, &[]).is_err());
+        assert!(Command::new_session("n", None, &["a\0".into()]).is_err());
+        assert!(Command::kill_session_named("n\0").is_err());
+        assert!(Command::set_option(SessionTarget::Given("\0".into()), "@x", "v").is_err());
         for name in ["", "a:b", ":"] {
             assert_eq!(
                 Command::unsubscribe(name),
@@ -610,5 +894,67 @@ mod tests {
             );
             assert!(Command::subscribe(name, SubscriptionScope::Session, "x").is_err());
         }
+    }
+
+    #[test]
+    fn argv_escapes_only_a_trailing_semicolon() -> Result<(), CommandError> {
+        let s = SessionId(3);
+        // (value, what argv carries for it): tmux 3.3a cuts one trailing `;`
+        // and turns a `\` left before it into `;`.
+        let table = [
+            ("plain", "plain"),
+            ("a;b", "a;b"),
+            ("done;", "done\\;"),
+            ("a\\;", "a\\\\;"),
+            ("x;;", "x;\\;"),
+            (";", "\\;"),
+            ("a\\", "a\\"),
+            ("", ""),
+            ("'$HOME' #{x} ~", "'$HOME' #{x} ~"),
+            ("two\nlines\x1b", "two\nlines\x1b"),
+        ];
+        for (value, carried) in table {
+            let command = Command::set_option(s, schema::session::GOAL, value)?;
+            assert_eq!(
+                command.argv(),
+                [
+                    "set-option",
+                    "-t",
+                    "$3",
+                    "--",
+                    schema::session::GOAL,
+                    carried
+                ],
+                "{value:?}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn argv_chains_commands_with_a_bare_semicolon() -> Result<(), CommandError> {
+        let chained = Command::chain_argv(&[
+            Command::show_global_options(),
+            Command::set_global_option("@x", ";")?,
+            Command::kill_server(),
+        ]);
+        assert_eq!(
+            chained,
+            [
+                "show-options",
+                "-g",
+                ";",
+                "set-option",
+                "-g",
+                "--",
+                "@x",
+                "\\;",
+                ";",
+                "kill-server"
+            ]
+        );
+        assert!(Command::chain_argv(&[]).is_empty());
+        assert_eq!(Command::kill_server().name(), "kill-server");
+        Ok(())
     }
 }

@@ -31,7 +31,7 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
 use super::codec::{CodecError, ControlCodec};
-use super::command::Command;
+use super::command::{Command, CommandError};
 use super::message::{ControlEvent, Notification, Reply, SessionId};
 use super::server::ServerSocket;
 
@@ -83,6 +83,9 @@ pub enum ControlError {
     /// Writing to tmux failed.
     #[error("writing to tmux: {0}")]
     Io(#[from] std::io::Error),
+    /// The attach command could not be built (a NUL in the session name).
+    #[error(transparent)]
+    Build(#[from] CommandError),
 }
 
 /// Whether a write error only means tmux has gone away.
@@ -209,10 +212,11 @@ impl Connection {
     ) -> Result<Self, ControlError> {
         ensure_server_running(&options.server).await?;
 
+        let attach = Command::control_session(&options.session_name, SIDECAR_PANE_COMMAND)?;
         let mut cmd = options.server.command();
-        cmd.args(["-u", "-C", "new-session", "-A", "-s"])
-            .arg(&options.session_name)
-            .args(["-f", "no-output,ignore-size", SIDECAR_PANE_COMMAND])
+        // `-u`: UTF-8 output, never sanitised; `-C`: control mode.
+        cmd.args(["-u", "-C"])
+            .args(attach.argv())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -53,33 +53,22 @@ impl ServerSocket {
         }
     }
 
-    /// A `tmux` command aimed at this server, with a UTF-8 locale so tmux
-    /// neither sanitises nor mangles non-ASCII output.
+    /// A `tmux` process aimed at this server, with a UTF-8 locale so tmux
+    /// neither sanitises nor mangles non-ASCII output: for the control
+    /// connection's long-lived `tmux -C`. One-shot commands go through
+    /// [`super::oneshot`].
     pub fn command(&self) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(tmux_binary());
         cmd.args(self.tmux_args()).env("LC_ALL", "C.UTF-8");
         cmd
     }
 
-    /// Whether a tmux server answers on this socket (`list-sessions`
-    /// succeeds). `Err` only when `tmux` itself could not be run.
+    /// Whether a tmux server answers on this socket: see
+    /// [`OneShot::is_running`](super::oneshot::OneShot::is_running).
     pub async fn is_running(&self) -> std::io::Result<bool> {
-        let status = self
-            .command()
-            .args(["list-sessions", "-F", "#{session_id}"])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .await?;
-        Ok(status.success())
-    }
-
-    /// [`Self::command`] for blocking callers (CLI fallbacks, tests).
-    pub fn std_command(&self) -> std::process::Command {
-        let mut cmd = std::process::Command::new(tmux_binary());
-        cmd.args(self.tmux_args()).env("LC_ALL", "C.UTF-8");
-        cmd
+        super::oneshot::OneShot::new(self.clone())
+            .is_running()
+            .await
     }
 
     /// The socket's path on disk, as tmux computes it: this is the key for

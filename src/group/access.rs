@@ -16,6 +16,7 @@ use super::names::{InputError, VALUE_MAX, check_value};
 use super::plan::{Write, plan};
 use super::{ContextKey, GroupName, GroupsReport, SessionRef};
 use crate::control::SessionId;
+use crate::control::oneshot::OneShotError;
 use crate::control::server::ServerSocket;
 use crate::ipc::{ClientError, Endpoint, Request, Response};
 use crate::schema;
@@ -220,7 +221,11 @@ impl GroupAccess {
                 .collect();
             match self.direct.apply(&writes).await {
                 Ok(()) => break,
-                Err(DirectError::Tmux { .. }) if attempts < SHARE_ATTEMPTS => continue,
+                Err(DirectError::Tmux(OneShotError::Refused { .. }))
+                    if attempts < SHARE_ATTEMPTS =>
+                {
+                    continue;
+                }
                 Err(err) => return Err(err.into()),
             }
         }

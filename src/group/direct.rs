@@ -3,15 +3,10 @@
 //! (`@agent-group`, and `@agent-ctx-*` when no daemon runs), and to show
 //! groups when no daemon answers.
 //!
-//! # Arguments on a `tmux` command line
-//!
-//! Every command runs as an argument vector (no shell). tmux still gives
-//! one thing in argv a meaning: an argument *ending* in `;` ends the command
-//! there (the `;` is cut off), and one ending in `\;` stands for a literal
-//! `;`. So [`argv_arg`] turns a trailing `;` into `\;`; nothing else in an
-//! argument is special (tmux 3.3a, `cmd_parse_from_arguments`). Commands are
-//! chained in one invocation with a `;` argument between them, and tmux runs
-//! such a chain without running any other client's commands in between.
+//! Every command is a built [`Command`] run by [`OneShot`], which renders it
+//! as an argv that tmux receives byte-exact (a trailing `;` in a value
+//! included) and chains several into one invocation; tmux runs such a chain
+//! without running any other client's commands in between.
 //!
 //! Sessions are always addressed by `$id` once resolved: names prefix-match.
 
@@ -20,7 +15,9 @@ use std::ffi::OsString;
 
 use super::plan::{Observation, ObservedSession, SessionRef, Write};
 use crate::control::SessionId;
+use crate::control::command::{Command, CommandError, SessionTarget};
 use crate::control::connection::DEFAULT_SESSION_NAME;
+use crate::control::oneshot::{OneShot, OneShotError};
 use crate::control::options::parse_options;
 use crate::control::server::ServerSocket;
 use crate::schema;
@@ -31,10 +28,12 @@ const OBSERVE_ATTEMPTS: usize = 3;
 /// Errors of one-shot tmux commands, worded for a person.
 #[derive(Debug, thiserror::Error)]
 pub enum DirectError {
-    #[error("no tmux server is running for `{server}`")]
-    NoServer { server: ServerSocket },
-    #[error("could not run tmux: {0}")]
-    Spawn(#[source] std::io::Error),
+    /// No server, tmux refused, timed out, or could not be run.
+    #[error(transparent)]
+    Tmux(#[from] OneShotError),
+    /// An argument tmux cannot carry (a NUL in a target or value).
+    #[error(transparent)]
+    Command(#[from] CommandError),
     #[error("no session {target:?} on `{server}` ({message})")]
     NoSession {
         target: String,
@@ -49,67 +48,35 @@ pub enum DirectError {
         "{name} ({id}) is tmux-agent's own session, which carries the daemon's control connection; pick one of yours"
     )]
     SidecarSession { id: SessionId, name: String },
-    #[error("tmux {command}: {message}")]
-    Tmux { command: String, message: String },
     #[error("unexpected output from tmux {command}: {line:?}")]
     Output { command: String, line: String },
-}
-
-/// Makes `arg` reach tmux unchanged as one argv element: a trailing `;`
-/// would otherwise end the command (see the [module docs](self)).
-pub fn argv_arg(arg: &str) -> String {
-    match arg.strip_suffix(';') {
-        Some(rest) => format!("{rest}\\;"),
-        None => arg.to_owned(),
-    }
 }
 
 /// A tmux server reached through one-shot `tmux` commands.
 #[derive(Debug, Clone)]
 pub struct Direct {
-    server: ServerSocket,
+    tmux: OneShot,
 }
 
 impl Direct {
     pub fn new(server: ServerSocket) -> Self {
-        Self { server }
+        Self {
+            tmux: OneShot::new(server),
+        }
     }
 
     pub fn server(&self) -> &ServerSocket {
-        &self.server
+        self.tmux.server()
     }
 
-    /// Runs one invocation (commands chained with `;` arguments) and returns
-    /// its stdout. Arguments must already have been through [`argv_arg`].
-    pub async fn run(&self, args: &[String]) -> Result<Vec<u8>, DirectError> {
-        let output = self
-            .server
-            .command()
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .await
-            .map_err(DirectError::Spawn)?;
-        if output.status.success() {
-            return Ok(output.stdout);
-        }
-        let message = String::from_utf8_lossy(&output.stderr).trim().to_owned();
-        if message.starts_with("no server running") || message.starts_with("error connecting to") {
-            return Err(DirectError::NoServer {
-                server: self.server.clone(),
-            });
-        }
-        Err(DirectError::Tmux {
-            command: args.first().cloned().unwrap_or_default(),
-            message,
-        })
+    /// The runner behind it, for commands of the CLI's own (`new`, `show`).
+    pub fn oneshot(&self) -> &OneShot {
+        &self.tmux
     }
 
     /// Whether a server answers on the socket.
     pub async fn is_running(&self) -> bool {
-        self.run(&["list-sessions".into(), "-F".into(), "#{session_id}".into()])
-            .await
-            .is_ok()
+        self.tmux.is_running().await.unwrap_or(false)
     }
 
     /// Resolves `-t TARGET` (any tmux target: `$3`, a name, `=name`, a pane)
@@ -124,23 +91,20 @@ impl Direct {
         // pane id, session:window); `display-message -t` would take a pane
         // target, where a bare word is first tried as a window name in
         // whatever session tmux thinks is current.
-        let args = [
-            "list-windows".to_owned(),
-            "-t".to_owned(),
-            argv_arg(&target),
-            "-F".to_owned(),
-            "#{session_id}\t#{session_name}".to_owned(),
-        ];
-        let out = match self.run(&args).await {
+        let listing = Command::list_windows(
+            SessionTarget::Given(target.clone()),
+            "#{session_id}\t#{session_name}",
+        )?;
+        let out = match self.tmux.run(&listing).await {
             Ok(out) => out,
-            Err(DirectError::Tmux { message, .. }) => {
+            Err(OneShotError::Refused { message, .. }) => {
                 return Err(DirectError::NoSession {
                     target,
-                    server: self.server.clone(),
+                    server: self.server().clone(),
                     message,
                 });
             }
-            Err(err) => return Err(err),
+            Err(err) => return Err(err.into()),
         };
         let text = String::from_utf8_lossy(&out);
         let line = text.lines().next().unwrap_or("");
@@ -163,11 +127,11 @@ impl Direct {
     /// (`run-shell`, `display-popup`, hooks), which have no `$TMUX_PANE`.
     fn pane_of_caller(&self) -> Result<String, DirectError> {
         let no_default = || DirectError::NoDefaultTarget {
-            server: self.server.clone(),
+            server: self.server().clone(),
         };
         let tmux = std::env::var("TMUX").ok().filter(|t| !t.is_empty());
         let ours = ServerSocket::choose_with_env(None, None, tmux.as_ref().map(OsString::from));
-        if tmux.is_none() || !same_socket(&ours, &self.server) {
+        if tmux.is_none() || !same_socket(&ours, self.server()) {
             return Err(no_default());
         }
         if let Some(pane) = std::env::var("TMUX_PANE").ok().filter(|p| !p.is_empty()) {
@@ -188,7 +152,9 @@ impl Direct {
             match self.observe_once().await {
                 Ok(observation) => return Ok(observation),
                 // A session closed between the listing and the read.
-                Err(err @ DirectError::Tmux { .. }) => last_error = Some(err),
+                Err(err @ DirectError::Tmux(OneShotError::Refused { .. })) => {
+                    last_error = Some(err)
+                }
                 Err(err) => return Err(err),
             }
         }
@@ -200,11 +166,8 @@ impl Direct {
 
     async fn observe_once(&self) -> Result<Observation, DirectError> {
         let listing = self
-            .run(&[
-                "list-sessions".into(),
-                "-F".into(),
-                "#{session_id}\t#{session_name}".into(),
-            ])
+            .tmux
+            .run(&Command::list_sessions("#{session_id}\t#{session_name}")?)
             .await?;
         let mut names = BTreeMap::new();
         for line in String::from_utf8_lossy(&listing).lines() {
@@ -224,22 +187,12 @@ impl Direct {
         // `show-options -g` first, then per session a `$N` line (from
         // display-message) and its options. Option lines start with the
         // option's name, never with `$`, so the `$N` lines split the output.
-        let mut args: Vec<String> = vec!["show-options".into(), "-g".into()];
-        for id in names.keys() {
-            args.extend([
-                ";".into(),
-                "display-message".into(),
-                "-p".into(),
-                "-t".into(),
-                id.to_string(),
-                "#{session_id}".into(),
-                ";".into(),
-                "show-options".into(),
-                "-t".into(),
-                id.to_string(),
-            ]);
+        let mut commands = vec![Command::show_global_options()];
+        for &id in names.keys() {
+            commands.push(Command::display_message(id, "#{session_id}")?);
+            commands.push(Command::show_options(id));
         }
-        let out = self.run(&args).await?;
+        let out = self.tmux.run_all(&commands).await?;
         let mut global: Vec<&[u8]> = Vec::new();
         let mut blocks: Vec<(SessionId, Vec<&[u8]>)> = Vec::new();
         for line in out.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
@@ -282,9 +235,7 @@ impl Direct {
         &self,
         session: SessionId,
     ) -> Result<BTreeMap<String, String>, DirectError> {
-        let out = self
-            .run(&["show-options".into(), "-t".into(), session.to_string()])
-            .await?;
+        let out = self.tmux.run(&Command::show_options(session)).await?;
         parse_options(
             out.split(|&b| b == b'\n').filter(|l| !l.is_empty()),
             schema::PREFIX,
@@ -297,7 +248,7 @@ impl Direct {
 
     /// A global `@agent-*` option, `None` when unset.
     pub async fn global_option(&self, name: &str) -> Result<Option<String>, DirectError> {
-        let out = self.run(&["show-options".into(), "-g".into()]).await?;
+        let out = self.tmux.run(&Command::show_global_options()).await?;
         let mut options = parse_options(
             out.split(|&b| b == b'\n').filter(|l| !l.is_empty()),
             schema::PREFIX,
@@ -312,17 +263,15 @@ impl Direct {
     /// Performs `writes` in one invocation. If one fails (its session closed),
     /// the ones after it are not run and the error is returned.
     pub async fn apply(&self, writes: &[Write]) -> Result<(), DirectError> {
-        if writes.is_empty() {
-            return Ok(());
-        }
-        let mut args = Vec::new();
-        for (i, write) in writes.iter().enumerate() {
-            if i > 0 {
-                args.push(";".to_owned());
-            }
-            args.extend(write.to_argv());
-        }
-        self.run(&args).await.map(drop)
+        let commands = writes
+            .iter()
+            .map(Write::to_command)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.tmux
+            .run_all(&commands)
+            .await
+            .map(drop)
+            .map_err(Into::into)
     }
 }
 
@@ -335,19 +284,4 @@ fn same_socket(a: &ServerSocket, b: &ServerSocket) -> bool {
             .into_os_string()
     };
     canonical(a) == canonical(b)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_a_trailing_semicolon_is_escaped() {
-        assert_eq!(argv_arg("plain"), "plain");
-        assert_eq!(argv_arg("a;b"), "a;b");
-        assert_eq!(argv_arg("a;"), "a\\;");
-        assert_eq!(argv_arg(";"), "\\;");
-        assert_eq!(argv_arg("a\\;"), "a\\\\;");
-        assert_eq!(argv_arg(""), "");
-    }
 }

@@ -26,8 +26,9 @@
 //!   snapshots (every listing, including the 1 Hz subscription's notice of a
 //!   plain `tmux set @agent-group`), by requests from the CLI, and by a slow
 //!   timer that catches hand edits of options the subscription does not watch.
-//! - [`direct`]: the same reads and writes with one-shot `tmux` commands, for
-//!   the CLI (and for when no daemon runs).
+//! - [`direct`]: the same reads and writes with one-shot `tmux` commands
+//!   (run by [`crate::control::oneshot`]), for the CLI (and for when no
+//!   daemon runs).
 //! - [`access`]: what the front ends (the CLI, the built-in MCP server's
 //!   group tools) share: the daemon when it answers, else [`direct`]; the
 //!   checks and messages of sharing a value.

@@ -217,43 +217,6 @@ impl Write {
         }
     }
 
-    /// The write as arguments of a one-shot `tmux` command line (see
-    /// [`super::direct::argv_arg`] for why values need care there).
-    pub fn to_argv(&self) -> Vec<String> {
-        use super::direct::argv_arg;
-        let mut argv = vec!["set-option".to_owned()];
-        match self {
-            Write::Set {
-                session,
-                name,
-                value,
-            } => argv.extend([
-                "-t".to_owned(),
-                session.to_string(),
-                "--".to_owned(),
-                argv_arg(name),
-                argv_arg(value),
-            ]),
-            Write::Unset { session, name } => argv.extend([
-                "-u".to_owned(),
-                "-t".to_owned(),
-                session.to_string(),
-                "--".to_owned(),
-                argv_arg(name),
-            ]),
-            Write::SetGlobal { name, value } => argv.extend([
-                "-g".to_owned(),
-                "--".to_owned(),
-                argv_arg(name),
-                argv_arg(value),
-            ]),
-            Write::UnsetGlobal { name } => {
-                argv.extend(["-gu".to_owned(), "--".to_owned(), argv_arg(name)])
-            }
-        }
-        argv
-    }
-
     /// The session written, for a session option.
     pub fn session(&self) -> Option<SessionId> {
         match self {
@@ -869,7 +832,7 @@ mod tests {
             "set-option -t '$3' -- @agent-ctx-task 'a;'"
         );
         assert_eq!(
-            set.to_argv(),
+            set.to_command().unwrap().argv(),
             [
                 "set-option",
                 "-t",
@@ -883,7 +846,7 @@ mod tests {
             name: schema::global::GROUPS.into(),
         };
         assert_eq!(
-            unset.to_argv(),
+            unset.to_command().unwrap().argv(),
             ["set-option", "-gu", "--", schema::global::GROUPS]
         );
     }

@@ -1,24 +1,31 @@
 //! The agent's own tmux session, for the tools an agent in a pane calls
 //! about itself: which session the server runs in (from `$TMUX_PANE`, or a
 //! session named by the caller) and its `@agent-*` options, read and written
-//! by running the `tmux` binary.
+//! with one-shot `tmux` commands.
 //!
-//! Every command is an argv (no shell), targets a session by its `$id`
-//! (names prefix-match in tmux targets), and sets values with
-//! `set-option -t $id -- @name value`, which expands no formats, so a goal
-//! such as `#(reboot)` is stored as text.
+//! Every command is built by [`crate::control::command`] and run by
+//! [`OneShot`], the CLI's runner: an argv tmux receives byte-exact (a goal
+//! ending in `;` keeps it), a session targeted by its `$id` (names
+//! prefix-match in tmux targets), values set with `set-option -t $id --
+//! @name value`, which expands no formats, so a goal such as `#(reboot)` is
+//! stored as text. A value must pass the same check as every other way of
+//! writing one ([`check_value`]): one line, no control characters.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::goals::Goal;
+use crate::control::SessionId;
+use crate::control::command::{Command, CommandError};
+use crate::control::oneshot::{OneShot, OneShotError};
 use crate::control::server::ServerSocket;
+use crate::group::names::{InputError, check_value};
 use crate::schema;
 
-/// How long one tmux command may take before the tool gives up.
+/// How long one tmux command may take before the tool gives up: a tool
+/// call should fail with a reason well before the client's own timeout.
 const TMUX_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a tmux step failed; the message is shown to the caller.
@@ -29,18 +36,23 @@ pub enum TmuxError {
          pass `session` (a session name or $id)"
     )]
     NotInPane,
-    #[error("cannot run tmux: {0}")]
-    Spawn(std::io::Error),
-    #[error("tmux {command} timed out after {TMUX_TIMEOUT:?}")]
-    Timeout { command: String },
-    #[error("tmux {command} failed: {stderr}")]
-    Failed { command: String, stderr: String },
+    /// No server, tmux refused, timed out, or could not be run.
+    #[error(transparent)]
+    Tmux(#[from] OneShotError),
+    /// An argument tmux cannot carry.
+    #[error(transparent)]
+    Command(#[from] CommandError),
     #[error("no tmux session named {0:?}")]
     NoSuchSession(String),
     #[error("this MCP server's pane {0} ($TMUX_PANE) is not on the tmux server any more")]
     PaneGone(String),
-    #[error("{0}")]
-    BadValue(String),
+    /// A value refused before it reached tmux.
+    #[error("{option} not set: {reason}")]
+    BadValue {
+        option: String,
+        #[source]
+        reason: InputError,
+    },
 }
 
 /// Where the agent tools find tmux: the server process's tmux server and
@@ -66,7 +78,7 @@ impl TmuxEnv {
 /// A tmux session, by id and current name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRef {
-    pub id: String,
+    pub id: SessionId,
     pub name: String,
 }
 
@@ -154,13 +166,18 @@ pub async fn resolve_session(
     env: &TmuxEnv,
     explicit: Option<&str>,
 ) -> Result<(SessionRef, Option<String>), TmuxError> {
+    // A listed line whose id does not parse is skipped like any other
+    // non-match: tmux always prints `$N` there.
+    let session = |id: &str, name: &str| {
+        Some(SessionRef {
+            id: id.parse().ok()?,
+            name: name.to_owned(),
+        })
+    };
     match explicit {
         Some(wanted) => {
-            let out = run(
-                env,
-                &["list-sessions", "-F", "#{session_id} #{session_name}"],
-            )
-            .await?;
+            let listing = Command::list_sessions("#{session_id} #{session_name}")?;
+            let out = run(env, &listing).await?;
             let by_id = is_session_id(wanted);
             out.lines()
                 .filter_map(|line| line.split_once(' '))
@@ -171,45 +188,27 @@ pub async fn resolve_session(
                         *name == wanted
                     }
                 })
-                .map(|(id, name)| {
-                    let session = SessionRef {
-                        id: id.to_owned(),
-                        name: name.to_owned(),
-                    };
-                    (session, None)
-                })
+                .and_then(|(id, name)| session(id, name))
+                .map(|session| (session, None))
                 .ok_or_else(|| TmuxError::NoSuchSession(wanted.to_owned()))
         }
         None => {
             let pane = env.pane.as_deref().ok_or(TmuxError::NotInPane)?;
-            let out = run(
-                env,
-                &[
-                    "list-panes",
-                    "-a",
-                    "-F",
-                    "#{pane_id} #{session_id} #{session_name}",
-                ],
-            )
-            .await?;
+            let listing = Command::list_all_panes("#{pane_id} #{session_id} #{session_name}")?;
+            let out = run(env, &listing).await?;
             out.lines()
                 .filter_map(|line| line.split_once(' '))
                 .find(|(listed, _)| *listed == pane)
                 .and_then(|(_, rest)| rest.split_once(' '))
-                .map(|(id, name)| {
-                    let session = SessionRef {
-                        id: id.to_owned(),
-                        name: name.to_owned(),
-                    };
-                    (session, Some(pane.to_owned()))
-                })
+                .and_then(|(id, name)| session(id, name))
+                .map(|session| (session, Some(pane.to_owned())))
                 .ok_or_else(|| TmuxError::PaneGone(pane.to_owned()))
         }
     }
 }
 
 /// Reads the `@agent-*` options of a session.
-pub async fn read_options(env: &TmuxEnv, session_id: &str) -> Result<AgentOptions, TmuxError> {
+pub async fn read_options(env: &TmuxEnv, session_id: SessionId) -> Result<AgentOptions, TmuxError> {
     let (goal, agent_type, goal_id, state, group, role, peers) = tokio::try_join!(
         show_option(env, session_id, schema::session::GOAL),
         show_option(env, session_id, schema::session::TYPE),
@@ -239,29 +238,29 @@ pub async fn read_options(env: &TmuxEnv, session_id: &str) -> Result<AgentOption
     })
 }
 
-/// Sets a session option to a single-line value.
+/// Sets a session option to a value that passes [`check_value`] (one line,
+/// no control characters), stored byte-exact.
 pub async fn set_option(
     env: &TmuxEnv,
-    session_id: &str,
+    session_id: SessionId,
     option: &str,
     value: &str,
 ) -> Result<(), TmuxError> {
-    if value.contains(['\n', '\r']) {
-        return Err(TmuxError::BadValue(format!(
-            "{option} must be one line; the value has a line break"
-        )));
-    }
-    run(env, &["set-option", "-t", session_id, "--", option, value]).await?;
+    check_value(value).map_err(|reason| TmuxError::BadValue {
+        option: option.to_owned(),
+        reason,
+    })?;
+    run(env, &Command::set_option(session_id, option, value)?).await?;
     Ok(())
 }
 
 /// One option of one session; `None` when it is not set on the session.
 async fn show_option(
     env: &TmuxEnv,
-    session_id: &str,
+    session_id: SessionId,
     option: &str,
 ) -> Result<Option<String>, TmuxError> {
-    let out = run(env, &["show-options", "-q", "-t", session_id, "-v", option]).await?;
+    let out = run(env, &Command::show_option_if_set(session_id, option)?).await?;
     // Unset prints nothing; a set value, even an empty one, ends in a newline.
     Ok(out
         .strip_suffix('\n')
@@ -269,28 +268,13 @@ async fn show_option(
         .or_else(|| (!out.is_empty()).then_some(out)))
 }
 
-/// Runs `tmux <server flags> <args>` and returns its stdout.
-async fn run(env: &TmuxEnv, args: &[&str]) -> Result<String, TmuxError> {
-    let command = args.first().copied().unwrap_or_default().to_owned();
-    let mut cmd = env.server.command();
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let output = tokio::time::timeout(TMUX_TIMEOUT, cmd.output())
-        .await
-        .map_err(|_| TmuxError::Timeout {
-            command: command.clone(),
-        })?
-        .map_err(TmuxError::Spawn)?;
-    if !output.status.success() {
-        return Err(TmuxError::Failed {
-            command,
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+/// Runs one command on the environment's server; returns its stdout as text.
+async fn run(env: &TmuxEnv, command: &Command) -> Result<String, TmuxError> {
+    let out = OneShot::new(env.server.clone())
+        .with_timeout(TMUX_TIMEOUT)
+        .run(command)
+        .await?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// `$` followed by digits: a tmux session id, never reused by a server.

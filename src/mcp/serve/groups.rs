@@ -217,7 +217,7 @@ async fn locate(env: &TmuxEnv, session: Option<&str>) -> Result<(GroupAccess, Se
     // tmux-agent's own session.
     let session = access
         .direct
-        .resolve_session(Some(&found.id))
+        .resolve_session(Some(&found.id.to_string()))
         .await
         .map_err(|err| err.to_string())?;
     Ok((access, session))

@@ -232,13 +232,13 @@ impl BuiltinServer {
             .map_err(|err| err.to_string())?;
         agent::set_option(
             &self.tmux,
-            &session.id,
+            session.id,
             crate::schema::session::GOAL,
             &args.goal,
         )
         .await
         .map_err(|err| err.to_string())?;
-        self.describe(Some(&session.id)).await.map(Json)
+        self.describe(Some(&session.id.to_string())).await.map(Json)
     }
 
     #[tool(
@@ -259,7 +259,7 @@ impl BuiltinServer {
         let (session, _) = agent::resolve_session(&self.tmux, args.session.as_deref())
             .await
             .map_err(|err| err.to_string())?;
-        let options = agent::read_options(&self.tmux, &session.id)
+        let options = agent::read_options(&self.tmux, session.id)
             .await
             .map_err(|err| err.to_string())?;
         let id_text = options.goal_id.ok_or_else(|| {
@@ -399,7 +399,7 @@ impl BuiltinServer {
         let (session, pane) = agent::resolve_session(&self.tmux, session)
             .await
             .map_err(|err| err.to_string())?;
-        let options = agent::read_options(&self.tmux, &session.id)
+        let options = agent::read_options(&self.tmux, session.id)
             .await
             .map_err(|err| err.to_string())?;
         let goal_record = match options.goal_id.as_deref().map(str::trim).map(str::parse) {
@@ -416,7 +416,7 @@ impl BuiltinServer {
             _ => None,
         };
         Ok(WhoAmI {
-            session_id: session.id,
+            session_id: session.id.to_string(),
             session_name: session.name,
             pane,
             options,

@@ -10,16 +10,16 @@
 //! `cli::daemon` turns SIGINT/SIGTERM into the token and SIGHUP into a
 //! [`ReloadTrigger`].
 //!
-//! - [`handler`]: the answers to CLI requests (the [`crate::ipc::Handler`]).
-//! - [`save`]: a requested save, followed through the outbox.
-//! - [`reload`]: putting a new configuration in force.
-//! - [`health`]: `@agent-daemon`, `@agent-mcp`, `@agent-outbox`.
-//! - [`ready`]: the `--detach` handshake on fd 3.
-//! - [`error`]: why the daemon failed, or a request did.
+//! - `handler`: the answers to CLI requests (the [`crate::ipc::Handler`]).
+//! - `save`: a requested save, followed through the outbox.
+//! - `reload`: putting a new configuration in force.
+//! - `health`: `@agent-daemon`, `@agent-mcp`, `@agent-outbox`.
+//! - `ready`: the `--detach` handshake on fd 3.
+//! - `error`: why the daemon failed, or a request did.
 //!
 //! # Shutdown order
 //!
-//! Written once, in [`Running::shut_down`], whatever ended the daemon:
+//! Written once, in `Running::shut_down`, whatever ended the daemon:
 //! the tracker stops first (no new events), then the IPC server and the
 //! group reconciler, then the reactor delivers what is due for up to
 //! [`DaemonSettings::drain_grace`] (what is left waits in the outbox for the
@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 pub use error::{DaemonError, HandlerError, ReloadError};
 pub use health::HEALTH_INTERVAL;
@@ -49,7 +49,7 @@ pub use ready::{READY_FD, READY_FD_ENV, ReadyReport, ReadyWait};
 pub use reload::{ReloadTrigger, Reloads, reload_channel};
 
 use crate::agent::outbox::Outbox;
-use crate::agent::reactor::{self, ReactorError};
+use crate::agent::reactor::{self, ReactorError, ReactorSettings};
 use crate::control::command::Command;
 use crate::control::connection::{
     ConnectOptions, Connection, ControlError, ControlHandle, ExitReason,
@@ -58,7 +58,7 @@ use crate::control::server::ServerSocket;
 use crate::group::Reconciler;
 use crate::ipc::{DaemonLock, Endpoint, IpcServer};
 use crate::mcp::McpPool;
-use crate::mcp::discovery::DiscoveryInput;
+use crate::mcp::discovery::{Discovered, DiscoveryInput};
 use crate::state::tracker::TrackError;
 use crate::state::{LifecycleEvent, TrackEnd, Tracker};
 
@@ -169,131 +169,117 @@ pub async fn run(
     server: ServerSocket,
     shutdown: CancellationToken,
 ) -> Result<Exit, DaemonError> {
-    let DaemonSettings {
-        config,
-        outbox: outbox_path,
-        runtime_dir,
-        drain_grace,
-        reloads,
-        ready,
-    } = settings;
-    // One daemon per tmux server (src/ipc): taken before anything else.
-    let lock = DaemonLock::acquire(&Endpoint::in_dir(runtime_dir, &server))?;
-    // The config before attaching: a daemon that could not act on events
-    // says so before it shows itself as running.
-    let discovered = reload::discover_config(&config)
-        .await
-        .map_err(DaemonError::Discovery)?;
-    if !discovered.problems.is_empty() {
-        return Err(DaemonError::ConfigProblems(discovered.problems));
-    }
-    for warning in &discovered.warnings {
-        tracing::warn!(%warning, "config");
-    }
-    let reactor_settings = crate::agent::settings::from_config(&discovered.config)
-        .map_err(DaemonError::ReactorConfig)?;
-    // Bound now so that nothing can fail once tasks are running; it
-    // listens from here, and is served once the daemon is attached.
-    let ipc = IpcServer::bind(&lock)?;
-    // An outbox that cannot be written does not stop the daemon: it acts
-    // on events from memory and says so (status, log), see agent::outbox.
-    let outbox: SharedOutbox =
-        Arc::new(std::sync::Mutex::new(Outbox::open_or_memory(&outbox_path)));
+    let (prepared, ready) = Prepared::new(settings, &server).await?;
 
-    // Cancelled when `run` returns, however it returns: the connection's
-    // task must not outlive the daemon in a process that goes on.
+    // The connection closes when this guard drops: at the end of the
+    // shutdown order, or on a failure before it; its task must not outlive
+    // the daemon in a process that goes on.
     let closing = CancellationToken::new();
-    let _close_connection = closing.clone().drop_guard();
-    let tracker = attach(&server, closing.clone()).await?;
-    let control = tracker.control();
-    health::announce(&control).await?;
+    let close_connection = closing.clone().drop_guard();
+    let tracker = attach(&server, closing).await?;
+    health::announce(&tracker.control()).await?;
     tracing::info!(
         server = %server,
         sessions = tracker.model().sessions().count(),
-        outbox = %outbox_path.display(),
+        outbox = %prepared.outbox_path.display(),
         "tmux-agent daemon attached"
     );
 
-    let pool = McpPool::new(&discovered);
-    let reactor_stop = CancellationToken::new();
-    let (reactor_events, events_rx) = mpsc::channel(EVENT_BACKLOG);
-    let (settings_tx, settings_rx) = watch::channel(Arc::new(reactor_settings));
-    let (reactor_commands, commands_rx) = mpsc::channel(64);
-    let reacting = tokio::spawn(reactor::run(
-        reactor::Inputs {
-            settings: settings_rx.clone(),
-            events: events_rx,
-            commands: commands_rx,
-        },
-        control.clone(),
-        outbox.clone(),
-        Arc::new(pool.clone()),
-        tracker.model().clone(),
-        reactor_stop.clone(),
-    ));
-    let health = tokio::spawn(health::publish(
-        pool.clone(),
-        settings_rx,
-        outbox.clone(),
-        control.clone(),
-        reactor_stop.clone(),
-    ));
-
     // A `stop` request cancels this one, not the caller's token.
     let stopping = shutdown.child_token();
-    let services = CancellationToken::new();
-    let (groups, reconciling) =
-        Reconciler::spawn(control.clone(), tracker.snapshots(), services.clone());
-    let handler = Arc::new(handler::DaemonHandler {
-        started: Utc::now(),
-        started_at: Instant::now(),
-        server: server.clone(),
-        tmux_version: tmux_version(&control, &tracker).await,
-        snapshots: tracker.snapshots(),
-        groups,
-        pool: pool.clone(),
-        outbox,
-        reactor: reactor_commands,
-        reload: reload::Reload::new(config, pool.clone(), settings_tx),
-        stopping: stopping.clone(),
-    });
-    tracing::info!(socket = %ipc.path().display(), "listening for tmux-agent commands");
-    let serving = tokio::spawn(ipc.serve(handler.clone(), services.clone()));
-    let reloading = tokio::spawn(reload::answer_triggers(handler, reloads, services.clone()));
+    let (running, to_reactor) =
+        Running::start(prepared, &tracker, &server, &stopping, close_connection).await;
     if let Some(ready) = ready {
         ready.report();
     }
 
     let (events_tx, events) = mpsc::channel(1024);
     let tracking = tokio::spawn(tracker.run(events_tx, stopping));
-    forward_events(events, reactor_events).await;
-    let ended = tracking.await;
-
-    let running = Running {
-        control,
-        services,
-        service_tasks: vec![reconciling, serving, reloading],
-        reacting,
-        reactor_stop,
-        health,
-        pool,
-        drain_grace,
-    };
-    let end = match ended {
-        Ok(Ok(end)) => end,
+    forward_events(events, to_reactor).await;
+    match tracking.await {
+        Ok(Ok(end)) => {
+            running.shut_down(Some(&end)).await;
+            let exit = Exit::from(end);
+            tracing::info!(%exit, "tmux-agent daemon stopped");
+            Ok(exit)
+        }
         Ok(Err(source)) => {
             running.shut_down(None).await;
-            return Err(DaemonError::Tracking { server, source });
+            Err(DaemonError::Tracking { server, source })
         }
         Err(panicked) => {
             running.shut_down(None).await;
-            return Err(DaemonError::TrackerPanicked(panicked));
+            Err(DaemonError::TrackerPanicked(panicked))
         }
-    };
-    running.shut_down(Some(&end)).await;
-    let exit = Exit::from(end);
-    tracing::info!(%exit, "tmux-agent daemon stopped");
-    Ok(exit)
+    }
+}
+
+/// What the daemon has made ready before it attaches: everything that can
+/// fail, so that nothing can once tasks are running.
+struct Prepared {
+    /// Held until `run` returns: the daemon is the only one for its server.
+    _lock: DaemonLock,
+    config: DiscoveryInput,
+    discovered: Discovered,
+    reactor_settings: ReactorSettings,
+    /// Bound, and served once the daemon is attached (a client that
+    /// connects meanwhile waits in the backlog).
+    ipc: IpcServer,
+    outbox: SharedOutbox,
+    outbox_path: PathBuf,
+    drain_grace: Duration,
+    reloads: Reloads,
+}
+
+impl Prepared {
+    /// Takes the server's lock, reads the configuration (refusing one with
+    /// problems), binds the socket and opens the outbox. Hands back the
+    /// `--detach` parent, told later.
+    async fn new(
+        settings: DaemonSettings,
+        server: &ServerSocket,
+    ) -> Result<(Self, Option<ReadyReport>), DaemonError> {
+        let DaemonSettings {
+            config,
+            outbox: outbox_path,
+            runtime_dir,
+            drain_grace,
+            reloads,
+            ready,
+        } = settings;
+        // One daemon per tmux server (src/ipc): taken before anything else.
+        let lock = DaemonLock::acquire(&Endpoint::in_dir(runtime_dir, server))?;
+        // The config before attaching: a daemon that could not act on
+        // events says so before it shows itself as running.
+        let discovered = reload::discover_config(&config)
+            .await
+            .map_err(DaemonError::Discovery)?;
+        if !discovered.problems.is_empty() {
+            return Err(DaemonError::ConfigProblems(discovered.problems));
+        }
+        for warning in &discovered.warnings {
+            tracing::warn!(%warning, "config");
+        }
+        let reactor_settings = crate::agent::settings::from_config(&discovered.config)
+            .map_err(DaemonError::ReactorConfig)?;
+        let ipc = IpcServer::bind(&lock)?;
+        // An outbox that cannot be written does not stop the daemon: it
+        // acts on events from memory and says so (status, log), see
+        // agent::outbox.
+        let outbox = Arc::new(std::sync::Mutex::new(Outbox::open_or_memory(&outbox_path)));
+        let prepared = Self {
+            _lock: lock,
+            config,
+            discovered,
+            reactor_settings,
+            ipc,
+            outbox,
+            outbox_path,
+            drain_grace,
+            reloads,
+        };
+        Ok((prepared, ready))
+    }
 }
 
 /// Opens the control connection and reads the server once.
@@ -357,42 +343,142 @@ struct Running {
     health: JoinHandle<()>,
     pool: McpPool,
     drain_grace: Duration,
+    /// Closes the control connection when dropped.
+    close_connection: DropGuard,
+    /// The daemon's lock, released when the shutdown is over.
+    _lock: DaemonLock,
 }
 
 impl Running {
+    /// Starts the MCP pool, the reactor, the health publisher, the group
+    /// reconciler, the IPC server and the reload triggers on the tracker's
+    /// connection. Returns them with the sender of the reactor's events.
+    async fn start(
+        prepared: Prepared,
+        tracker: &Tracker,
+        server: &ServerSocket,
+        stopping: &CancellationToken,
+        close_connection: DropGuard,
+    ) -> (Self, mpsc::Sender<LifecycleEvent>) {
+        let Prepared {
+            _lock,
+            config,
+            discovered,
+            reactor_settings,
+            ipc,
+            outbox,
+            outbox_path: _,
+            drain_grace,
+            reloads,
+        } = prepared;
+        let control = tracker.control();
+        let pool = McpPool::new(&discovered);
+        let reactor_stop = CancellationToken::new();
+        let (to_reactor, events) = mpsc::channel(EVENT_BACKLOG);
+        let (settings_tx, settings) = watch::channel(Arc::new(reactor_settings));
+        let (reactor_commands, commands) = mpsc::channel(64);
+        let reacting = tokio::spawn(reactor::run(
+            reactor::Inputs {
+                settings: settings.clone(),
+                events,
+                commands,
+            },
+            control.clone(),
+            outbox.clone(),
+            Arc::new(pool.clone()),
+            tracker.model().clone(),
+            reactor_stop.clone(),
+        ));
+        let health = tokio::spawn(health::publish(
+            pool.clone(),
+            settings,
+            outbox.clone(),
+            control.clone(),
+            reactor_stop.clone(),
+        ));
+
+        let services = CancellationToken::new();
+        let (groups, reconciling) =
+            Reconciler::spawn(control.clone(), tracker.snapshots(), services.clone());
+        let handler = Arc::new(handler::DaemonHandler {
+            started: Utc::now(),
+            started_at: Instant::now(),
+            server: server.clone(),
+            tmux_version: tmux_version(&control, tracker).await,
+            snapshots: tracker.snapshots(),
+            groups,
+            pool: pool.clone(),
+            outbox,
+            reactor: reactor_commands,
+            reload: reload::Reload::new(config, pool.clone(), settings_tx),
+            stopping: stopping.clone(),
+        });
+        tracing::info!(socket = %ipc.path().display(), "listening for tmux-agent commands");
+        let serving = tokio::spawn(ipc.serve(handler.clone(), services.clone()));
+        let reloading = tokio::spawn(reload::answer_triggers(handler, reloads, services.clone()));
+        let running = Self {
+            control,
+            services,
+            service_tasks: vec![reconciling, serving, reloading],
+            reacting,
+            reactor_stop,
+            health,
+            pool,
+            drain_grace,
+            close_connection,
+            _lock,
+        };
+        (running, to_reactor)
+    }
+
     /// The shutdown order (see the module doc), once tracking has ended:
     /// `end` is how, `None` when it failed. The connection closes when
     /// [`run`] returns.
     async fn shut_down(self, end: Option<&TrackEnd>) {
-        // The IPC server removes its socket file; a `stop` request being
-        // answered gets its answer first.
-        self.services.cancel();
-        for task in self.service_tasks {
+        let Self {
+            control,
+            services,
+            service_tasks,
+            mut reacting,
+            reactor_stop,
+            health,
+            pool,
+            drain_grace,
+            close_connection,
+            _lock,
+        } = self;
+        // The tracker has stopped. Next the IPC server (which removes its
+        // socket file; a `stop` request being answered gets its answer
+        // first) and the group reconciler.
+        services.cancel();
+        for task in service_tasks {
             let _ = task.await;
         }
 
         // The tracker has dropped its sender, so the reactor sees the end
-        // of its events and drains; the grace bounds how long.
-        let stopper = self.reactor_stop.clone();
-        let grace = self.drain_grace;
-        let grace = tokio::spawn(async move {
-            tokio::time::sleep(grace).await;
-            stopper.cancel();
-        });
-        match self.reacting.await {
+        // of its events and delivers what is due; the grace bounds how
+        // long, and what is left waits in the outbox for the next daemon.
+        let drained = tokio::time::timeout(drain_grace, &mut reacting).await;
+        reactor_stop.cancel();
+        let reacted = match drained {
+            Ok(reacted) => reacted,
+            Err(_) => reacting.await,
+        };
+        match reacted {
             Ok(Ok(())) => {}
             Ok(Err(err)) => tracing::error!(%err, "the reactor failed"),
             Err(err) => tracing::error!(%err, "the reactor panicked"),
         }
-        grace.abort();
-        self.reactor_stop.cancel();
-        let _ = self.health.await;
-        self.pool.shutdown().await;
+        let _ = health.await;
+        pool.shutdown().await;
 
         // When the last session closed the server is exiting: nothing to
         // clear, and the connection may already be gone.
         if !matches!(end, Some(TrackEnd::LastSessionClosed)) {
-            health::withdraw(&self.control).await;
+            health::withdraw(&control).await;
         }
+        // Last, the connection; then the lock goes, and a next daemon may
+        // start.
+        drop(close_connection);
     }
 }

@@ -87,6 +87,10 @@ pub enum HandlerError {
     Group(#[from] GroupError),
     #[error(transparent)]
     Outbox(#[from] OutboxError),
+    /// The outbox holds a call in a state this daemon does not know (an
+    /// outbox written by a newer tmux-agent).
+    #[error("the outbox holds a call in state {0:?}, which this daemon does not know")]
+    UnknownCallState(String),
     /// A task panicked while it held the outbox: what it was writing may be
     /// half done, so the daemon does not read it.
     #[error("the outbox is unavailable: a task failed while using it (see the log)")]

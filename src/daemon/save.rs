@@ -11,7 +11,7 @@ use super::{HandlerError, SharedOutbox};
 use crate::agent::outbox::HistoryEntry;
 use crate::agent::reactor::ReactorCommand;
 use crate::control::SessionId;
-use crate::ipc::{SaveReport, SavedCall};
+use crate::ipc::{CallState, SaveReport, SavedCall};
 
 /// How often a save looks at the outbox for its calls' outcome.
 const SAVE_POLL: Duration = Duration::from_millis(25);
@@ -40,27 +40,31 @@ pub(super) async fn save(
             .lock()
             .map_err(|_| HandlerError::OutboxPoisoned)?
             .by_keys(&keys)?;
-        let complete = entries
-            .iter()
-            .all(|e| e.state == "delivered" || e.state == "failed");
+        let calls = entries
+            .into_iter()
+            .map(saved_call)
+            .collect::<Result<Vec<_>, _>>()?;
+        let complete = calls.iter().all(|call| call.state.is_final());
         if complete || tokio::time::Instant::now() >= deadline {
             return Ok(SaveReport {
                 session,
                 complete,
-                calls: entries.into_iter().map(saved_call).collect(),
+                calls,
             });
         }
         tokio::time::sleep(SAVE_POLL).await;
     }
 }
 
-fn saved_call(entry: HistoryEntry) -> SavedCall {
-    SavedCall {
+fn saved_call(entry: HistoryEntry) -> Result<SavedCall, HandlerError> {
+    let state =
+        CallState::from_outbox(&entry.state).ok_or(HandlerError::UnknownCallState(entry.state))?;
+    Ok(SavedCall {
         server: entry.server,
         tool: entry.tool,
-        state: entry.state,
+        state,
         attempts: entry.attempts,
         latency_ms: entry.latency_ms,
         error: entry.error,
-    }
+    })
 }

@@ -121,3 +121,31 @@ fn in_one_line(problems: &[Problem]) -> String {
     let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
     problems.join("; ")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    #[test]
+    fn problems_are_listed_one_per_line_at_start_and_in_one_line_on_reload() {
+        let problems = vec![
+            Problem::new(Path::new("/c.toml"), "on.x", "unknown event"),
+            Problem::new(Path::new("/c.toml"), "servers.y", "no command"),
+        ];
+        assert_eq!(
+            DaemonError::ConfigProblems(problems.clone()).to_string(),
+            "the configuration has 2 problem(s), so the daemon did not start:\n  \
+             /c.toml: on.x: unknown event\n  /c.toml: servers.y: no command"
+        );
+        let refused = ReloadError::Problems(problems).to_string();
+        assert!(
+            refused.starts_with(
+                "the configuration has problems (/c.toml: on.x: unknown event; \
+                 /c.toml: servers.y: no command); the configuration in force is unchanged"
+            ),
+            "{refused}"
+        );
+    }
+}

@@ -70,6 +70,10 @@ pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
 /// a burst (a server's sessions all closing at once).
 const EVENT_BACKLOG: usize = 4096;
 
+/// How many lifecycle events may wait between the tracker and the task
+/// that passes them on to the reactor.
+const TRACKER_BACKLOG: usize = 1024;
+
 /// The outbox, shared by the reactor, its dispatchers and the handler.
 /// Each holds the lock for single SQLite statements, never across an
 /// `.await`.
@@ -193,7 +197,7 @@ pub async fn run(
         ready.report();
     }
 
-    let (events_tx, events) = mpsc::channel(1024);
+    let (events_tx, events) = mpsc::channel(TRACKER_BACKLOG);
     let tracking = tokio::spawn(tracker.run(events_tx, stopping));
     forward_events(events, to_reactor).await;
     match tracking.await {
@@ -217,7 +221,8 @@ pub async fn run(
 /// What the daemon has made ready before it attaches: everything that can
 /// fail, so that nothing can once tasks are running.
 struct Prepared {
-    /// Held until `run` returns: the daemon is the only one for its server.
+    /// The daemon is the only one for its server while this is held: to
+    /// the end of the shutdown order.
     _lock: DaemonLock,
     config: DiscoveryInput,
     discovered: Discovered,
@@ -376,6 +381,7 @@ impl Running {
         let reactor_stop = CancellationToken::new();
         let (to_reactor, events) = mpsc::channel(EVENT_BACKLOG);
         let (settings_tx, settings) = watch::channel(Arc::new(reactor_settings));
+        // Save requests from the CLI: each waits for its answer, so few.
         let (reactor_commands, commands) = mpsc::channel(64);
         let reacting = tokio::spawn(reactor::run(
             reactor::Inputs {
@@ -480,5 +486,30 @@ impl Running {
         // Last, the connection; then the lock goes, and a next daemon may
         // start.
         drop(close_connection);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cancelled_connection_is_a_stop_and_other_ends_keep_their_reason() {
+        let cases = [
+            (TrackEnd::LastSessionClosed, Exit::LastSessionClosed),
+            (
+                TrackEnd::ServerExited { sessions: 2 },
+                Exit::ServerExited { sessions: 2 },
+            ),
+            (TrackEnd::Connection(ExitReason::Cancelled), Exit::Stopped),
+            (
+                TrackEnd::Connection(ExitReason::Eof),
+                Exit::Disconnected(ExitReason::Eof),
+            ),
+        ];
+        for (end, exit) in cases {
+            assert_eq!(Exit::from(end), exit);
+        }
+        assert_eq!(Exit::Stopped.to_string(), "stopped");
     }
 }

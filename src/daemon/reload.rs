@@ -175,3 +175,27 @@ pub(super) async fn answer_triggers(
         let _ = reply.send(handler.reload().await);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_trigger_whose_daemon_is_gone_says_it_is_stopping() {
+        let (trigger, reloads) = reload_channel();
+        drop(reloads);
+        assert!(matches!(
+            trigger.reload().await,
+            Err(HandlerError::Stopping)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_trigger_waits_for_the_daemon_to_answer() {
+        let (trigger, mut reloads) = reload_channel();
+        let asked = tokio::spawn(async move { trigger.reload().await });
+        let reply = reloads.requests.recv().await.expect("a request");
+        reply.send(Ok("servers: 1 kept".to_owned())).unwrap();
+        assert_eq!(asked.await.unwrap().unwrap(), "servers: 1 kept");
+    }
+}

@@ -14,7 +14,7 @@ use std::time::Duration;
 use common::{TmuxServer, wait_for};
 use serde_json::Value;
 use tmux_agent::control::server::ServerSocket;
-use tmux_agent::daemon::{self, DaemonError, DaemonSettings, Exit};
+use tmux_agent::daemon::{self, DaemonError, DaemonSettings, Exit, ReloadTrigger};
 use tmux_agent::ipc::{Endpoint, EndpointError, Request, Response};
 use tmux_agent::mcp::discovery::DiscoveryInput;
 use tokio::runtime::Runtime;
@@ -39,6 +39,8 @@ struct InProcess {
     running: JoinHandle<Result<Exit, DaemonError>>,
     endpoint: Endpoint,
     record: PathBuf,
+    /// What SIGHUP does in the binary.
+    reload: ReloadTrigger,
 }
 
 impl InProcess {
@@ -56,7 +58,11 @@ impl InProcess {
         let record = home.join("record.jsonl");
         let shutdown = CancellationToken::new();
         let socket = ServerSocket::Name(server.name.clone());
-        let settings = settings(home, &record);
+        let (reload, reloads) = daemon::reload_channel();
+        let settings = DaemonSettings {
+            reloads,
+            ..settings(home, &record)
+        };
         let endpoint = Endpoint::in_dir(settings.runtime_dir.clone(), &socket);
         let running = runtime.spawn(daemon::run(settings, socket, shutdown.clone()));
         Self {
@@ -65,6 +71,7 @@ impl InProcess {
             running,
             endpoint,
             record,
+            reload,
         }
     }
 
@@ -182,6 +189,16 @@ fn cancelling_the_token_stops_run_and_clears_its_option() {
     let daemon = InProcess::start(&server);
     wait_running(&server);
     create_and_wait_registered(&server, &daemon, "probe");
+    // A reload through the trigger is answered like a `reload` request.
+    let reloaded = daemon
+        .runtime
+        .block_on(daemon.reload.reload())
+        .expect("the reload succeeds");
+    assert!(
+        reloaded.contains("1 action for session-created (unchanged)")
+            && reloaded.contains("groups rebuilt"),
+        "{reloaded}"
+    );
 
     daemon.shutdown.cancel();
     let endpoint = daemon.endpoint.clone();

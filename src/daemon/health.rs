@@ -24,7 +24,7 @@ use crate::mcp::McpPool;
 use crate::schema;
 
 /// How often `@agent-mcp` and `@agent-outbox` are brought up to date.
-pub const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Sets `@agent-daemon` to `running`, and clears `@agent-outbox`: a
 /// previous daemon's `memory` says nothing about this one's outbox.

@@ -44,7 +44,6 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 pub use error::{DaemonError, HandlerError, ReloadError};
-pub use health::HEALTH_INTERVAL;
 pub use ready::{READY_FD, READY_FD_ENV, ReadyReport, ReadyWait};
 pub use reload::{ReloadTrigger, Reloads, reload_channel};
 

@@ -14,6 +14,8 @@
 //!   and the built-in MCP server.
 //! - [`agent`]: what the daemon does about events: templates, the outbox.
 //! - [`group`]: coordination groups kept in tmux options, and their reconciler.
+//! - [`daemon`]: the sidecar as a library function: everything above wired
+//!   together on one tmux server, stopped by a token handed in.
 //! - [`ipc`]: the CLI ↔ daemon socket.
 //! - [`cli`]: one file per subcommand of the `tmux-agent` binary.
 //! - [`paths`]: where files live (XDG directories).
@@ -23,6 +25,7 @@ pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod daemon;
 pub mod group;
 pub mod ipc;
 pub mod mcp;

@@ -15,7 +15,6 @@ use crate::state::{TrackEnd, Tracker};
 
 pub mod config;
 pub mod daemon;
-pub mod daemon_services;
 pub mod ensure;
 pub mod groups;
 pub mod join;

@@ -8,7 +8,9 @@ use serde_json::json;
 
 use super::GlobalArgs;
 use super::coordination::{Groups, TargetArgs, print_json, printable, who};
-use crate::ipc::{ClientError, MAX_SAVE_WAIT_SECS, Request, Response, SaveReport, SavedCall};
+use crate::ipc::{
+    CallState, ClientError, MAX_SAVE_WAIT_SECS, Request, Response, SaveReport, SavedCall,
+};
 
 /// Save a session's context now, and wait until it is stored.
 ///
@@ -94,7 +96,7 @@ pub async fn run(args: SaveArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode
 
 /// Whether every call of the save was delivered.
 fn saved(report: &SaveReport) -> bool {
-    report.complete && report.calls.iter().all(|c| c.state == "delivered")
+    report.complete && report.calls.iter().all(|c| c.state == CallState::Delivered)
 }
 
 /// `builtin/save_context: delivered in 12 ms`.
@@ -105,12 +107,12 @@ fn call_line(call: &SavedCall) -> String {
         .as_deref()
         .map(|e| printable(e).into_owned())
         .unwrap_or_default();
-    match call.state.as_str() {
-        "delivered" => format!(
+    match call.state {
+        CallState::Delivered => format!(
             "{what}: delivered in {} ms",
             call.latency_ms.unwrap_or_default()
         ),
-        "failed" => format!("{what}: failed: {error}"),
+        CallState::Failed => format!("{what}: failed: {error}"),
         state if error.is_empty() => format!("{what}: {state}"),
         state => format!(
             "{what}: {state} after {} attempt(s); last error: {error}",

@@ -181,14 +181,62 @@ pub struct SaveReport {
 pub struct SavedCall {
     pub server: String,
     pub tool: String,
-    /// `delivered`, `failed`, `pending` or `inflight`.
-    pub state: String,
+    pub state: CallState,
     pub attempts: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<i64>,
     /// Why it failed (or, while pending, why the last attempt failed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// Where one call of a `save` stands; on the wire, the outbox's word for
+/// it (`delivered`, `failed`, `pending`, `inflight`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CallState {
+    /// Waiting to be sent (again, if an attempt failed).
+    Pending,
+    /// Being sent now.
+    Inflight,
+    /// The MCP server answered.
+    Delivered,
+    /// Failed for good: it will not be sent again.
+    Failed,
+}
+
+impl CallState {
+    /// The state the outbox records in this word, if it is one.
+    pub fn from_outbox(state: &str) -> Option<Self> {
+        match state {
+            "pending" => Some(Self::Pending),
+            "inflight" => Some(Self::Inflight),
+            "delivered" => Some(Self::Delivered),
+            "failed" => Some(Self::Failed),
+            _ => None,
+        }
+    }
+
+    /// The word on the wire and in the outbox.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Inflight => "inflight",
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Whether nothing more will happen to the call.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Delivered | Self::Failed)
+    }
+}
+
+impl std::fmt::Display for CallState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[cfg(test)]
@@ -250,6 +298,22 @@ mod tests {
         ] {
             assert!(serde_json::from_str::<Request>(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn call_states_are_the_outbox_words_on_the_wire() {
+        for state in [
+            CallState::Pending,
+            CallState::Inflight,
+            CallState::Delivered,
+            CallState::Failed,
+        ] {
+            let json = serde_json::to_string(&state).unwrap();
+            assert_eq!(json, format!("\"{state}\""));
+            assert_eq!(CallState::from_outbox(state.as_str()), Some(state));
+            assert_eq!(serde_json::from_str::<CallState>(&json).unwrap(), state);
+        }
+        assert_eq!(CallState::from_outbox("lost"), None);
     }
 
     #[test]

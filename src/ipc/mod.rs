@@ -21,7 +21,7 @@ pub mod server;
 pub use client::{ClientError, request};
 pub use endpoint::{DaemonLock, Endpoint, EndpointError, lock_holder};
 pub use message::{
-    ActionsStatus, MAX_SAVE_WAIT_SECS, McpServerStatus, Request, Response, SaveReport, SavedCall,
-    StatusReport,
+    ActionsStatus, CallState, MAX_SAVE_WAIT_SECS, McpServerStatus, Request, Response, SaveReport,
+    SavedCall, StatusReport,
 };
 pub use server::{Handler, IpcServer};

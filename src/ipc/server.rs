@@ -35,31 +35,35 @@ const ANSWER_DEADLINE: Duration = Duration::from_secs(30);
 const DRAIN_DEADLINE: Duration = Duration::from_secs(2);
 
 /// What the daemon does about each request. Every method answers for the
-/// requester; errors are messages for a person.
+/// requester; a failure is a typed [`Handler::Error`], put into words only
+/// here at the edge, as the `error` response.
 pub trait Handler: Send + Sync + 'static {
+    /// Why a request could not be carried out.
+    type Error: std::error::Error + Send + Sync + 'static;
     /// The daemon's health. Must answer from what is already known (no
     /// waiting on tmux or an MCP server): `status` is how a person finds out
     /// what is stuck.
     fn status(&self) -> impl Future<Output = StatusReport> + Send;
     /// Begins a clean shutdown; returns at once.
     fn stop(&self) -> impl Future<Output = ()> + Send;
-    /// Re-reads the configuration and rebuilds groups.
-    fn reload(&self) -> impl Future<Output = Result<String, String>> + Send;
+    /// Re-reads the configuration and rebuilds groups; answers with what
+    /// changed, in words.
+    fn reload(&self) -> impl Future<Output = Result<String, Self::Error>> + Send;
     /// Rebuilds groups from tmux options now.
-    fn reconcile(&self) -> impl Future<Output = Result<GroupsReport, String>> + Send;
+    fn reconcile(&self) -> impl Future<Output = Result<GroupsReport, Self::Error>> + Send;
     /// Sets or removes a key of the shared context of `session`'s group.
     fn share(
         &self,
         session: SessionId,
         key: ContextKey,
         value: Option<String>,
-    ) -> impl Future<Output = Result<GroupsReport, String>> + Send;
+    ) -> impl Future<Output = Result<GroupsReport, Self::Error>> + Send;
     /// Saves `session`'s context now, waiting at most `wait` for the calls.
     fn save(
         &self,
         session: SessionId,
         wait: Duration,
-    ) -> impl Future<Output = Result<SaveReport, String>> + Send;
+    ) -> impl Future<Output = Result<SaveReport, Self::Error>> + Send;
     /// The live MCP figures, as a JSON array of server stats. Like
     /// `status`, answered from what is already known.
     fn mcp_stats(&self) -> impl Future<Output = serde_json::Value> + Send;
@@ -178,10 +182,6 @@ async fn answer<H: Handler>(stream: UnixStream, handler: &H) -> std::io::Result<
 }
 
 async fn dispatch<H: Handler>(handler: &H, request: Request) -> Response {
-    let groups = |result: Result<GroupsReport, String>| match result {
-        Ok(report) => Response::Groups(report),
-        Err(message) => Response::Error { message },
-    };
     match request {
         Request::Status => Response::Status(Box::new(handler.status().await)),
         Request::Stop => {
@@ -190,11 +190,10 @@ async fn dispatch<H: Handler>(handler: &H, request: Request) -> Response {
                 pid: std::process::id(),
             }
         }
-        Request::Reload => match handler.reload().await {
-            Ok(message) => Response::Reloaded { message },
-            Err(message) => Response::Error { message },
-        },
-        Request::Reconcile => groups(handler.reconcile().await),
+        Request::Reload => answer_with(handler.reload().await, |message| Response::Reloaded {
+            message,
+        }),
+        Request::Reconcile => answer_with(handler.reconcile().await, Response::Groups),
         Request::Share {
             session,
             key,
@@ -206,7 +205,7 @@ async fn dispatch<H: Handler>(handler: &H, request: Request) -> Response {
                     message: err.to_string(),
                 };
             }
-            groups(handler.share(session, key, value).await)
+            answer_with(handler.share(session, key, value).await, Response::Groups)
         }
         Request::Save {
             session,
@@ -215,13 +214,28 @@ async fn dispatch<H: Handler>(handler: &H, request: Request) -> Response {
             let wait = timeout_secs
                 .unwrap_or(10)
                 .min(super::message::MAX_SAVE_WAIT_SECS);
-            match handler.save(session, Duration::from_secs(wait)).await {
-                Ok(report) => Response::Saved(report),
-                Err(message) => Response::Error { message },
-            }
+            answer_with(
+                handler.save(session, Duration::from_secs(wait)).await,
+                Response::Saved,
+            )
         }
         Request::McpStats => Response::McpStats {
             servers: handler.mcp_stats().await,
+        },
+    }
+}
+
+/// The response for a handler's outcome: its answer, or its error in words.
+/// The error's message is the whole story: errors in this crate say their
+/// cause in their message (or are transparent over one that does).
+fn answer_with<T, E: std::error::Error>(
+    outcome: Result<T, E>,
+    answer: impl FnOnce(T) -> Response,
+) -> Response {
+    match outcome {
+        Ok(value) => answer(value),
+        Err(err) => Response::Error {
+            message: err.to_string(),
         },
     }
 }

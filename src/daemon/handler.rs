@@ -1,0 +1,135 @@
+//! The daemon's answers to CLI requests: its implementation of
+//! [`crate::ipc::Handler`].
+//!
+//! The handler holds what it answers from directly: the tracker's model
+//! snapshots, the group reconciler's handle, the MCP pool, the outbox, the
+//! reactor's command channel and what a reload changes. `status` and
+//! `mcp-stats` answer from what is already known; the outbox lock is held
+//! only for single statements (by the reactor too), so a status request
+//! never waits for an MCP server.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::reload::Reload;
+use super::{HandlerError, SharedOutbox, save};
+use crate::agent::reactor::ReactorCommand;
+use crate::control::SessionId;
+use crate::control::server::ServerSocket;
+use crate::group::{ContextKey, GroupHandle, GroupsReport};
+use crate::ipc::{ActionsStatus, Handler, McpServerStatus, SaveReport, StatusReport};
+use crate::mcp::McpPool;
+use crate::state::Model;
+
+/// How many recent failures a status report lists.
+const RECENT_FAILURES: usize = 5;
+
+/// What the daemon answers requests from.
+pub(super) struct DaemonHandler {
+    pub(super) started: DateTime<Utc>,
+    pub(super) started_at: Instant,
+    pub(super) server: ServerSocket,
+    /// `#{version}`, read once at start.
+    pub(super) tmux_version: String,
+    pub(super) snapshots: watch::Receiver<Model>,
+    pub(super) groups: GroupHandle,
+    pub(super) pool: McpPool,
+    pub(super) outbox: SharedOutbox,
+    pub(super) reactor: mpsc::Sender<ReactorCommand>,
+    pub(super) reload: Reload,
+    /// Cancelled by a `stop` request: the daemon's own shutdown token.
+    pub(super) stopping: CancellationToken,
+}
+
+impl DaemonHandler {
+    /// The MCP servers, as the pool knows them.
+    fn mcp_servers(&self) -> Vec<McpServerStatus> {
+        self.pool
+            .servers()
+            .into_iter()
+            .map(|s| McpServerStatus {
+                name: s.name,
+                state: s.state.to_owned(),
+                detail: s.detail,
+            })
+            .collect()
+    }
+
+    /// The outbox's part of a status report; `None` when it cannot be read
+    /// (the report then still says everything else).
+    fn actions(&self, servers: &[McpServerStatus]) -> Option<ActionsStatus> {
+        let outbox = self.outbox.lock().ok()?;
+        let counts = outbox.counts(None).ok()?;
+        Some(ActionsStatus {
+            pending: counts.pending + counts.inflight,
+            failed: counts.failed,
+            recent_failures: outbox.recent_failures(RECENT_FAILURES).unwrap_or_default(),
+            in_memory: outbox.degraded().map(str::to_owned),
+            unconfigured: outbox
+                .open_by_server()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(server, _)| !servers.iter().any(|s| s.name == *server))
+                .collect(),
+        })
+    }
+}
+
+impl Handler for DaemonHandler {
+    type Error = HandlerError;
+
+    async fn status(&self) -> StatusReport {
+        let mcp_servers = self.mcp_servers();
+        let actions = self.actions(&mcp_servers);
+        StatusReport {
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            server: self.server.to_string(),
+            tmux_version: self.tmux_version.clone(),
+            started: self.started,
+            uptime_secs: self.started_at.elapsed().as_secs(),
+            sessions: self.snapshots.borrow().sessions().count(),
+            groups: self.groups.latest(),
+            mcp_servers,
+            actions,
+        }
+    }
+
+    async fn stop(&self) {
+        tracing::info!("stop requested over the socket");
+        self.stopping.cancel();
+    }
+
+    async fn reload(&self) -> Result<String, HandlerError> {
+        let config = self.reload.apply().await?;
+        let groups = self.groups.reconcile().await?;
+        Ok(format!(
+            "{config}; groups rebuilt from tmux ({} groups)",
+            groups.groups.len()
+        ))
+    }
+
+    async fn reconcile(&self) -> Result<GroupsReport, HandlerError> {
+        Ok(self.groups.reconcile().await?)
+    }
+
+    async fn share(
+        &self,
+        session: SessionId,
+        key: ContextKey,
+        value: Option<String>,
+    ) -> Result<GroupsReport, HandlerError> {
+        Ok(self.groups.share(session, key, value).await?)
+    }
+
+    async fn save(&self, session: SessionId, wait: Duration) -> Result<SaveReport, HandlerError> {
+        save::save(&self.reactor, &self.outbox, session, wait).await
+    }
+
+    async fn mcp_stats(&self) -> serde_json::Value {
+        serde_json::to_value(self.pool.stats()).unwrap_or_default()
+    }
+}

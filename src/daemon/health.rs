@@ -1,0 +1,112 @@
+//! What the daemon shows of itself in global tmux options, so a status line
+//! (or a script) can see it without asking the daemon:
+//!
+//! - `@agent-daemon`: `running` from attach until the daemon stops, unset
+//!   then (left alone when the server is exiting anyway);
+//! - `@agent-mcp`: the health of the MCP servers the reactor calls, e.g.
+//!   `builtin:ok memory:down`;
+//! - `@agent-outbox`: `memory` while the outbox is off the disk.
+//!
+//! (`@agent-pending` is the reactor's: its dispatchers write it as they
+//! deliver.) The publisher writes an option only when its value changes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::{DaemonError, SharedOutbox};
+use crate::agent::reactor::{self, ReactorSettings};
+use crate::control::command::Command;
+use crate::control::connection::ControlHandle;
+use crate::mcp::McpPool;
+use crate::schema;
+
+/// How often `@agent-mcp` and `@agent-outbox` are brought up to date.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Sets `@agent-daemon` to `running`, and clears `@agent-outbox`: a
+/// previous daemon's `memory` says nothing about this one's outbox.
+pub(super) async fn announce(control: &ControlHandle) -> Result<(), DaemonError> {
+    let running = Command::set_global_option(schema::global::DAEMON, "running")?;
+    control.run(running).await.map_err(DaemonError::Announce)?;
+    let _ = control
+        .run(Command::unset_global_option(schema::global::OUTBOX)?)
+        .await;
+    Ok(())
+}
+
+/// Leaves no stale `running` (or `memory`) behind on a server that lives on.
+/// The connection may already be gone, which is fine: so is the server's
+/// option then.
+pub(super) async fn withdraw(control: &ControlHandle) {
+    for option in [schema::global::DAEMON, schema::global::OUTBOX] {
+        if let Ok(unset) = Command::unset_global_option(option) {
+            let _ = control.run(unset).await;
+        }
+    }
+}
+
+/// Keeps `@agent-mcp` and `@agent-outbox` up to date until `stop`.
+pub(super) async fn publish(
+    pool: McpPool,
+    settings: watch::Receiver<Arc<ReactorSettings>>,
+    outbox: SharedOutbox,
+    control: ControlHandle,
+    stop: CancellationToken,
+) {
+    let mut shown = String::new();
+    let mut shown_in_memory = false;
+    let mut tick = tokio::time::interval(HEALTH_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let summary = mcp_summary(&pool, &settings.borrow());
+        if summary != shown
+            && let Ok(command) = Command::set_global_option(schema::global::MCP, &summary)
+            && control.run(command).await.is_ok()
+        {
+            shown = summary;
+        }
+        // A poisoned lock reads as "on disk": the publisher has nothing
+        // better to show, and status says what is wrong.
+        let in_memory = outbox
+            .lock()
+            .is_ok_and(|outbox| outbox.degraded().is_some());
+        if in_memory != shown_in_memory {
+            let command = if in_memory {
+                Command::set_global_option(schema::global::OUTBOX, "memory")
+            } else {
+                Command::unset_global_option(schema::global::OUTBOX)
+            };
+            if let Ok(command) = command
+                && control.run(command).await.is_ok()
+            {
+                shown_in_memory = in_memory;
+            }
+        }
+    }
+}
+
+/// `name:health` for each server the reactor's actions name, in the pool's
+/// order: `ok`, `connecting`, `down`, or the pool's own word.
+fn mcp_summary(pool: &McpPool, settings: &ReactorSettings) -> String {
+    let named = reactor::named_servers(settings);
+    pool.servers()
+        .iter()
+        .filter(|s| named.contains(&s.name))
+        .map(|s| {
+            let health = match s.state {
+                "ready" | "idle" => "ok",
+                "connecting" => "connecting",
+                "backoff" => "down",
+                other => other,
+            };
+            format!("{}:{health}", s.name)
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -1,0 +1,514 @@
+//! The daemon (DESIGN.md D13): [`run`] composes the tracker, the reactor and
+//! its dispatchers, the MCP pool, the group reconciler, the IPC server and
+//! the health publisher on one tmux server, until its shutdown token is
+//! cancelled or the server no longer needs it.
+//!
+//! It is a library function so that it can be run, and stopped, in-process:
+//! every path it uses comes in its [`DaemonSettings`], and its shutdown is a
+//! [`CancellationToken`] handed in (mini-redis's `server::run(listener,
+//! shutdown)`). Nothing here exits the process or installs signal handlers:
+//! `cli::daemon` turns SIGINT/SIGTERM into the token and SIGHUP into a
+//! [`ReloadTrigger`].
+//!
+//! - `handler`: the answers to CLI requests (the [`crate::ipc::Handler`]).
+//! - `save`: a requested save, followed through the outbox.
+//! - `reload`: putting a new configuration in force.
+//! - `health`: `@agent-daemon`, `@agent-mcp`, `@agent-outbox`.
+//! - `ready`: the `--detach` handshake on fd 3.
+//! - `error`: why the daemon failed, or a request did.
+//!
+//! # Shutdown order
+//!
+//! Written once, in `Running::shut_down`, whatever ended the daemon:
+//! the tracker stops first (no new events), then the IPC server and the
+//! group reconciler, then the reactor delivers what is due for up to
+//! [`DaemonSettings::drain_grace`] (what is left waits in the outbox for the
+//! next daemon), then the MCP pool stops (children's process groups
+//! terminated), then `@agent-daemon` is cleared over the still-open
+//! connection, and last the connection closes.
+
+mod error;
+mod handler;
+mod health;
+mod ready;
+mod reload;
+mod save;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+pub use error::{DaemonError, HandlerError, ReloadError};
+pub use ready::{READY_FD, READY_FD_ENV, ReadyReport, ReadyWait};
+pub use reload::{ReloadTrigger, Reloads, reload_channel};
+
+use crate::agent::outbox::Outbox;
+use crate::agent::reactor::{self, ReactorError, ReactorSettings};
+use crate::control::command::Command;
+use crate::control::connection::{
+    ConnectOptions, Connection, ControlError, ControlHandle, ExitReason,
+};
+use crate::control::server::ServerSocket;
+use crate::group::Reconciler;
+use crate::ipc::{DaemonLock, Endpoint, IpcServer};
+use crate::mcp::McpPool;
+use crate::mcp::discovery::{Discovered, DiscoveryInput};
+use crate::state::tracker::TrackError;
+use crate::state::{LifecycleEvent, TrackEnd, Tracker};
+
+/// How long a stopping daemon keeps delivering the calls that are due.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
+
+/// How many lifecycle events may wait between the tracker and the reactor.
+/// The reactor never waits on an MCP server, so this is only a buffer for
+/// a burst (a server's sessions all closing at once).
+const EVENT_BACKLOG: usize = 4096;
+
+/// How many lifecycle events may wait between the tracker and the task
+/// that passes them on to the reactor.
+const TRACKER_BACKLOG: usize = 1024;
+
+/// The outbox, shared by the reactor, its dispatchers and the handler.
+/// Each holds the lock for single SQLite statements, never across an
+/// `.await`.
+type SharedOutbox = Arc<std::sync::Mutex<Outbox>>;
+
+/// Everything [`run`] needs from outside besides the tmux server: where the
+/// configuration is, where its files go, and the ways in from the process
+/// (reload requests, the `--detach` parent).
+#[derive(Debug)]
+pub struct DaemonSettings {
+    /// Where the configuration is found: read at start, and again on each
+    /// reload.
+    pub config: DiscoveryInput,
+    /// The outbox database file.
+    pub outbox: PathBuf,
+    /// The runtime directory of the IPC socket and the daemon's lock
+    /// (0700; created if needed).
+    pub runtime_dir: PathBuf,
+    /// How long a stopping daemon keeps delivering the calls that are due.
+    pub drain_grace: Duration,
+    /// Reloads asked for outside the socket (SIGHUP).
+    pub reloads: Reloads,
+    /// The `--detach` parent, told once the daemon is attached and
+    /// listening.
+    pub ready: Option<ReadyReport>,
+}
+
+impl DaemonSettings {
+    /// The usual files for `server` (XDG directories; see [`crate::paths`]
+    /// and [`crate::ipc::endpoint`]), no reload trigger, no `--detach`
+    /// parent.
+    pub fn new(server: &ServerSocket, config: DiscoveryInput) -> Self {
+        Self {
+            config,
+            outbox: crate::paths::outbox(server),
+            runtime_dir: crate::ipc::endpoint::runtime_dir(),
+            drain_grace: DRAIN_GRACE,
+            reloads: Reloads::default(),
+            ready: None,
+        }
+    }
+}
+
+/// Why the daemon ended (without failing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// The user's last session closed: the daemon closed its own session
+    /// so the tmux server could exit, as it would without the daemon.
+    LastSessionClosed,
+    /// The tmux server exited (killed, or crashed) with sessions in it;
+    /// each got its `session-closed` calls.
+    ServerExited { sessions: usize },
+    /// The shutdown token was cancelled, or a `stop` request came.
+    Stopped,
+    /// The control connection ended otherwise, the server still running:
+    /// the daemon's session was killed, its client detached, or the
+    /// stream broke.
+    Disconnected(ExitReason),
+}
+
+impl From<TrackEnd> for Exit {
+    fn from(end: TrackEnd) -> Self {
+        match end {
+            TrackEnd::LastSessionClosed => Exit::LastSessionClosed,
+            TrackEnd::ServerExited { sessions } => Exit::ServerExited { sessions },
+            TrackEnd::Connection(ExitReason::Cancelled) => Exit::Stopped,
+            TrackEnd::Connection(reason) => Exit::Disconnected(reason),
+        }
+    }
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exit::LastSessionClosed => write!(f, "the last tmux session closed"),
+            Exit::ServerExited { sessions } => write!(
+                f,
+                "the tmux server exited; its {sessions} session(s) closed with it"
+            ),
+            Exit::Stopped => write!(f, "stopped"),
+            Exit::Disconnected(reason) => reason.fmt(f),
+        }
+    }
+}
+
+/// Runs the daemon on `server` until `shutdown` is cancelled (or a `stop`
+/// request comes), the last session closes, or the server exits.
+///
+/// Takes the server's daemon lock first, so a second daemon fails at once
+/// ([`DaemonError::Endpoint`], naming the first one's pid); then reads the
+/// configuration and refuses one with problems; then attaches. Once it is
+/// attached, everything that fails is logged and the daemon goes on; it
+/// returns an error only when tracking itself fails, and then only after
+/// the whole shutdown order has run.
+pub async fn run(
+    settings: DaemonSettings,
+    server: ServerSocket,
+    shutdown: CancellationToken,
+) -> Result<Exit, DaemonError> {
+    let (prepared, ready) = Prepared::new(settings, &server).await?;
+
+    // The connection closes when this guard drops: at the end of the
+    // shutdown order, or on a failure before it; its task must not outlive
+    // the daemon in a process that goes on.
+    let closing = CancellationToken::new();
+    let close_connection = closing.clone().drop_guard();
+    let tracker = attach(&server, closing).await?;
+    health::announce(&tracker.control()).await?;
+    tracing::info!(
+        server = %server,
+        sessions = tracker.model().sessions().count(),
+        outbox = %prepared.outbox_path.display(),
+        "tmux-agent daemon attached"
+    );
+
+    // A `stop` request cancels this one, not the caller's token.
+    let stopping = shutdown.child_token();
+    let (running, to_reactor) =
+        Running::start(prepared, &tracker, &server, &stopping, close_connection).await;
+    if let Some(ready) = ready {
+        ready.report();
+    }
+
+    let (events_tx, events) = mpsc::channel(TRACKER_BACKLOG);
+    let tracking = tokio::spawn(tracker.run(events_tx, stopping));
+    forward_events(events, to_reactor).await;
+    match tracking.await {
+        Ok(Ok(end)) => {
+            running.shut_down(Some(&end)).await;
+            let exit = Exit::from(end);
+            tracing::info!(%exit, "tmux-agent daemon stopped");
+            Ok(exit)
+        }
+        Ok(Err(source)) => {
+            running.shut_down(None).await;
+            Err(DaemonError::Tracking { server, source })
+        }
+        Err(panicked) => {
+            running.shut_down(None).await;
+            Err(DaemonError::TrackerPanicked(panicked))
+        }
+    }
+}
+
+/// What the daemon has made ready before it attaches: everything that can
+/// fail, so that nothing can once tasks are running.
+struct Prepared {
+    /// The daemon is the only one for its server while this is held: to
+    /// the end of the shutdown order.
+    _lock: DaemonLock,
+    config: DiscoveryInput,
+    discovered: Discovered,
+    reactor_settings: ReactorSettings,
+    /// Bound, and served once the daemon is attached (a client that
+    /// connects meanwhile waits in the backlog).
+    ipc: IpcServer,
+    outbox: SharedOutbox,
+    outbox_path: PathBuf,
+    drain_grace: Duration,
+    reloads: Reloads,
+}
+
+impl Prepared {
+    /// Takes the server's lock, reads the configuration (refusing one with
+    /// problems), binds the socket and opens the outbox. Hands back the
+    /// `--detach` parent, told later.
+    async fn new(
+        settings: DaemonSettings,
+        server: &ServerSocket,
+    ) -> Result<(Self, Option<ReadyReport>), DaemonError> {
+        let DaemonSettings {
+            config,
+            outbox: outbox_path,
+            runtime_dir,
+            drain_grace,
+            reloads,
+            ready,
+        } = settings;
+        // One daemon per tmux server (src/ipc): taken before anything else.
+        let lock = DaemonLock::acquire(&Endpoint::in_dir(runtime_dir, server))?;
+        // The config before attaching: a daemon that could not act on
+        // events says so before it shows itself as running.
+        let discovered = reload::discover_config(&config)
+            .await
+            .map_err(DaemonError::Discovery)?;
+        if !discovered.problems.is_empty() {
+            return Err(DaemonError::ConfigProblems(discovered.problems));
+        }
+        for warning in &discovered.warnings {
+            tracing::warn!(%warning, "config");
+        }
+        let reactor_settings = crate::agent::settings::from_config(&discovered.config)
+            .map_err(DaemonError::ReactorConfig)?;
+        let ipc = IpcServer::bind(&lock)?;
+        // An outbox that cannot be written does not stop the daemon: it
+        // acts on events from memory and says so (status, log), see
+        // agent::outbox.
+        let outbox = Arc::new(std::sync::Mutex::new(Outbox::open_or_memory(&outbox_path)));
+        let prepared = Self {
+            _lock: lock,
+            config,
+            discovered,
+            reactor_settings,
+            ipc,
+            outbox,
+            outbox_path,
+            drain_grace,
+            reloads,
+        };
+        Ok((prepared, ready))
+    }
+}
+
+/// Opens the control connection and reads the server once.
+async fn attach(server: &ServerSocket, closing: CancellationToken) -> Result<Tracker, DaemonError> {
+    let connection = Connection::open(ConnectOptions::new(server.clone()), closing)
+        .await
+        .map_err(|source| match source {
+            ControlError::NoServer { server } => DaemonError::NoServer { server },
+            source => DaemonError::Attach {
+                server: server.clone(),
+                source,
+            },
+        })?;
+    Tracker::start(connection, server.clone())
+        .await
+        .map_err(|source: TrackError| DaemonError::Tracking {
+            server: server.clone(),
+            source,
+        })
+}
+
+/// The tmux server's `#{version}`, for status; `unknown` if it will not say.
+async fn tmux_version(control: &ControlHandle, tracker: &Tracker) -> String {
+    let Ok(command) = Command::display_message(tracker.model().sidecar(), "#{version}") else {
+        return "unknown".to_owned();
+    };
+    match control.run(command).await {
+        Ok(reply) => reply.text(),
+        Err(_) => "unknown".to_owned(),
+    }
+}
+
+/// Passes the tracker's events on to the reactor, in order, until the
+/// tracker ends. The reactor's channel is deep and the reactor never waits
+/// on an MCP server, so this does not hold up the tracker; a reactor that
+/// has stopped is said once, and tracking goes on (groups, status).
+async fn forward_events(
+    mut events: mpsc::Receiver<LifecycleEvent>,
+    reactor: mpsc::Sender<LifecycleEvent>,
+) {
+    let mut reactor = Some(reactor);
+    while let Some(event) = events.recv().await {
+        if let Some(to_reactor) = &reactor
+            && to_reactor.send(event).await.is_err()
+        {
+            tracing::error!("the reactor stopped; events are no longer acted on");
+            reactor = None;
+        }
+    }
+}
+
+/// What runs once the daemon is attached, for the shutdown order.
+struct Running {
+    control: ControlHandle,
+    /// Stops the group reconciler, the IPC server and the reload triggers.
+    services: CancellationToken,
+    service_tasks: Vec<JoinHandle<()>>,
+    reacting: JoinHandle<Result<(), ReactorError>>,
+    /// Stops the reactor (after its grace) and the health publisher.
+    reactor_stop: CancellationToken,
+    health: JoinHandle<()>,
+    pool: McpPool,
+    drain_grace: Duration,
+    /// Closes the control connection when dropped.
+    close_connection: DropGuard,
+    /// The daemon's lock, released when the shutdown is over.
+    _lock: DaemonLock,
+}
+
+impl Running {
+    /// Starts the MCP pool, the reactor, the health publisher, the group
+    /// reconciler, the IPC server and the reload triggers on the tracker's
+    /// connection. Returns them with the sender of the reactor's events.
+    async fn start(
+        prepared: Prepared,
+        tracker: &Tracker,
+        server: &ServerSocket,
+        stopping: &CancellationToken,
+        close_connection: DropGuard,
+    ) -> (Self, mpsc::Sender<LifecycleEvent>) {
+        let Prepared {
+            _lock,
+            config,
+            discovered,
+            reactor_settings,
+            ipc,
+            outbox,
+            outbox_path: _,
+            drain_grace,
+            reloads,
+        } = prepared;
+        let control = tracker.control();
+        let pool = McpPool::new(&discovered);
+        let reactor_stop = CancellationToken::new();
+        let (to_reactor, events) = mpsc::channel(EVENT_BACKLOG);
+        let (settings_tx, settings) = watch::channel(Arc::new(reactor_settings));
+        // Save requests from the CLI: each waits for its answer, so few.
+        let (reactor_commands, commands) = mpsc::channel(64);
+        let reacting = tokio::spawn(reactor::run(
+            reactor::Inputs {
+                settings: settings.clone(),
+                events,
+                commands,
+            },
+            control.clone(),
+            outbox.clone(),
+            Arc::new(pool.clone()),
+            tracker.model().clone(),
+            reactor_stop.clone(),
+        ));
+        let health = tokio::spawn(health::publish(
+            pool.clone(),
+            settings,
+            outbox.clone(),
+            control.clone(),
+            reactor_stop.clone(),
+        ));
+
+        let services = CancellationToken::new();
+        let (groups, reconciling) =
+            Reconciler::spawn(control.clone(), tracker.snapshots(), services.clone());
+        let handler = Arc::new(handler::DaemonHandler {
+            started: Utc::now(),
+            started_at: Instant::now(),
+            server: server.clone(),
+            tmux_version: tmux_version(&control, tracker).await,
+            snapshots: tracker.snapshots(),
+            groups,
+            pool: pool.clone(),
+            outbox,
+            reactor: reactor_commands,
+            reload: reload::Reload::new(config, pool.clone(), settings_tx),
+            stopping: stopping.clone(),
+        });
+        tracing::info!(socket = %ipc.path().display(), "listening for tmux-agent commands");
+        let serving = tokio::spawn(ipc.serve(handler.clone(), services.clone()));
+        let reloading = tokio::spawn(reload::answer_triggers(handler, reloads, services.clone()));
+        let running = Self {
+            control,
+            services,
+            service_tasks: vec![reconciling, serving, reloading],
+            reacting,
+            reactor_stop,
+            health,
+            pool,
+            drain_grace,
+            close_connection,
+            _lock,
+        };
+        (running, to_reactor)
+    }
+
+    /// The shutdown order (see the module doc), once tracking has ended:
+    /// `end` is how, `None` when it failed. The connection closes when
+    /// [`run`] returns.
+    async fn shut_down(self, end: Option<&TrackEnd>) {
+        let Self {
+            control,
+            services,
+            service_tasks,
+            mut reacting,
+            reactor_stop,
+            health,
+            pool,
+            drain_grace,
+            close_connection,
+            _lock,
+        } = self;
+        // The tracker has stopped. Next the IPC server (which removes its
+        // socket file; a `stop` request being answered gets its answer
+        // first) and the group reconciler.
+        services.cancel();
+        for task in service_tasks {
+            let _ = task.await;
+        }
+
+        // The tracker has dropped its sender, so the reactor sees the end
+        // of its events and delivers what is due; the grace bounds how
+        // long, and what is left waits in the outbox for the next daemon.
+        let drained = tokio::time::timeout(drain_grace, &mut reacting).await;
+        reactor_stop.cancel();
+        let reacted = match drained {
+            Ok(reacted) => reacted,
+            Err(_) => reacting.await,
+        };
+        match reacted {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::error!(%err, "the reactor failed"),
+            Err(err) => tracing::error!(%err, "the reactor panicked"),
+        }
+        let _ = health.await;
+        pool.shutdown().await;
+
+        // When the last session closed the server is exiting: nothing to
+        // clear, and the connection may already be gone.
+        if !matches!(end, Some(TrackEnd::LastSessionClosed)) {
+            health::withdraw(&control).await;
+        }
+        // Last, the connection; then the lock goes, and a next daemon may
+        // start.
+        drop(close_connection);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cancelled_connection_is_a_stop_and_other_ends_keep_their_reason() {
+        let cases = [
+            (TrackEnd::LastSessionClosed, Exit::LastSessionClosed),
+            (
+                TrackEnd::ServerExited { sessions: 2 },
+                Exit::ServerExited { sessions: 2 },
+            ),
+            (TrackEnd::Connection(ExitReason::Cancelled), Exit::Stopped),
+            (
+                TrackEnd::Connection(ExitReason::Eof),
+                Exit::Disconnected(ExitReason::Eof),
+            ),
+        ];
+        for (end, exit) in cases {
+            assert_eq!(Exit::from(end), exit);
+        }
+        assert_eq!(Exit::Stopped.to_string(), "stopped");
+    }
+}

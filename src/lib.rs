@@ -16,10 +16,12 @@
 //! - [`group`]: coordination groups kept in tmux options, and their reconciler.
 //! - [`ipc`]: the CLI ↔ daemon socket.
 //! - [`cli`]: one file per subcommand of the `tmux-agent` binary.
+//! - [`backoff`]: the one retry delay (doubling, capped, jittered).
 //! - [`paths`]: where files live (XDG directories).
 //! - [`schema`]: the name of every `@agent-*` tmux option, and `@agent-state`'s values.
 
 pub mod agent;
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod control;

@@ -33,6 +33,7 @@ use super::actions::{ActionMap, ActionSpec, priority};
 use super::context::{self, CaptureOptions, SessionContext};
 use super::outbox::{Action, NewAction, Outbox, OutboxError, Priority};
 use super::template;
+use crate::backoff;
 use crate::control::SessionId;
 use crate::control::command::Command;
 use crate::control::connection::{ControlError, ControlHandle};
@@ -888,24 +889,6 @@ async fn publish_pending<C>(shared: &Shared<C>) {
     }
 }
 
-/// The first retry waits this long; each further one twice as long.
-const RETRY_BASE: Duration = Duration::from_secs(1);
-/// The longest wait between retries.
-const RETRY_CAP: Duration = Duration::from_secs(60);
-
-fn retry_delay(attempts: u32) -> Duration {
-    let exp = RETRY_BASE.saturating_mul(1u32 << attempts.min(6));
-    let capped = exp.min(RETRY_CAP);
-    // Up to 20% jitter, so a fleet of retries does not arrive together.
-    let jitter = capped.as_millis() as u64 * u64::from(jitter_percent()) / 100;
-    capped + Duration::from_millis(jitter)
-}
-
-fn jitter_percent() -> u32 {
-    use std::hash::{BuildHasher, RandomState};
-    (RandomState::new().hash_one(std::time::Instant::now()) % 20) as u32
-}
-
 /// Sends the due actions of one MCP server, one at a time, in order.
 async fn dispatch<C: ToolCaller>(
     shared: Arc<Shared<C>>,
@@ -927,7 +910,7 @@ async fn dispatch<C: ToolCaller>(
                 let wait = due
                     .filter(|due| *due > now)
                     .map(|due| Duration::from_millis((due - now) as u64))
-                    .unwrap_or(RETRY_CAP);
+                    .unwrap_or(backoff::MAX);
                 tokio::select! {
                     () = wake.notified() => {}
                     () = tokio::time::sleep(wait) => {}
@@ -938,7 +921,7 @@ async fn dispatch<C: ToolCaller>(
             Err(err) => {
                 tracing::error!(%err, server, "outbox unreadable; retrying in a second");
                 tokio::select! {
-                    () = tokio::time::sleep(RETRY_BASE) => continue,
+                    () = tokio::time::sleep(backoff::START) => continue,
                     () = shutdown.cancelled() => return,
                 }
             }
@@ -1098,7 +1081,8 @@ async fn deliver<C: ToolCaller>(shared: &Shared<C>, action: Action) {
             }
         }
         Err(failure) => {
-            let delay = retry_delay(attempts);
+            // `attempts` counts the sends before this one.
+            let delay = backoff::delay(attempts.saturating_add(1));
             tracing::info!(action = id, server = new.server, tool = new.tool, reason = failure.message, retry_in = ?delay, "call failed; will retry");
             let retry_at = now() + delay.as_millis() as i64;
             let _ = shared.outbox.lock().expect("outbox lock").mark_retry(
@@ -1107,20 +1091,5 @@ async fn deliver<C: ToolCaller>(shared: &Shared<C>, action: Action) {
                 retry_at,
             );
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retries_back_off_to_a_cap() {
-        assert!(
-            retry_delay(0) >= Duration::from_secs(1)
-                && retry_delay(0) < Duration::from_millis(1200)
-        );
-        assert!(retry_delay(3) >= Duration::from_secs(8));
-        assert!(retry_delay(30) <= RETRY_CAP + RETRY_CAP / 5);
     }
 }

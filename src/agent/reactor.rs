@@ -62,28 +62,13 @@ pub trait ToolCaller: Send + Sync + 'static {
 
 impl ToolCaller for crate::mcp::McpPool {
     async fn call(&self, server: &str, tool: &str, args: Value) -> Result<Value, CallFailure> {
-        use crate::mcp::CallError;
-        match self.call_tool(server, tool, args, Default::default()).await {
-            Ok(output) => Ok(output.value),
-            Err(err) => {
-                // Only what the server itself rejected is permanent. A server
-                // missing from the config stays pending: fixing the config
-                // and reloading delivers what waited.
-                let permanent = match &err {
-                    CallError::ToolError { .. } | CallError::BadArguments { .. } => true,
-                    // The same call would bring the same answer again.
-                    CallError::AnswerTooLarge { .. } => true,
-                    // Invalid params, method not found: the call as built
-                    // will never succeed.
-                    CallError::JsonRpc { code, .. } => (-32602..=-32600).contains(code),
-                    _ => false,
-                };
-                Err(CallFailure {
-                    permanent,
-                    message: err.to_string(),
-                })
-            }
-        }
+        self.call_tool(server, tool, args, Default::default())
+            .await
+            .map(|output| output.value)
+            .map_err(|err| CallFailure {
+                permanent: err.is_permanent(),
+                message: err.to_string(),
+            })
     }
 }
 

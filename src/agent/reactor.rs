@@ -31,7 +31,7 @@ use tokio_util::task::TaskTracker;
 
 use super::actions::{ActionMap, ActionSpec, priority};
 use super::context::{self, CaptureOptions, SessionContext};
-use super::outbox::{Action, NewAction, Outbox, OutboxError, Priority};
+use super::outbox::{Action, NewAction, OutboxError, Priority, SharedOutbox};
 use super::template;
 use crate::backoff;
 use crate::control::SessionId;
@@ -170,7 +170,7 @@ impl ServerIdentity {
 struct Shared<C> {
     control: ControlHandle,
     /// Shared with the daemon's status and save hooks.
-    outbox: Arc<Mutex<Outbox>>,
+    outbox: SharedOutbox,
     caller: Arc<C>,
     identity: ServerIdentity,
     /// One wake-up per MCP server with a dispatcher, poked when actions
@@ -248,7 +248,7 @@ fn checkpoint_timer(settings: &ReactorSettings) -> Option<tokio::time::Interval>
 pub async fn run<C: ToolCaller>(
     inputs: Inputs,
     control: ControlHandle,
-    outbox: Arc<Mutex<Outbox>>,
+    outbox: SharedOutbox,
     caller: Arc<C>,
     model: Model,
     shutdown: CancellationToken,
@@ -260,7 +260,7 @@ pub async fn run<C: ToolCaller>(
     } = inputs;
     let settings = settings_rx.borrow_and_update().clone();
     let identity = server_identity(&control, model.sidecar()).await?;
-    let recovered = outbox.lock().expect("outbox lock").recover()?;
+    let recovered = outbox.lock().recover()?;
     if recovered > 0 {
         tracing::warn!(
             recovered,
@@ -344,7 +344,7 @@ pub async fn run<C: ToolCaller>(
 async fn drain<C>(shared: &Shared<C>, servers: &[String], shutdown: &CancellationToken) {
     loop {
         let busy = {
-            let outbox = shared.outbox.lock().expect("outbox lock");
+            let outbox = shared.outbox.lock();
             let now = Utc::now().timestamp_millis();
             servers
                 .iter()
@@ -382,7 +382,7 @@ impl<C: ToolCaller> Reactor<C> {
             memo.options = self.read_options(id).await.unwrap_or_default();
             let key = self.shared.identity.session_key(id);
             let known = {
-                let outbox = self.shared.outbox.lock().expect("outbox lock");
+                let outbox = self.shared.outbox.lock();
                 outbox
                     .history(&key, 1)
                     .map(|h| !h.is_empty())
@@ -495,7 +495,7 @@ impl<C: ToolCaller> Reactor<C> {
     /// Whether any server's queue is over the bound.
     fn backlogged(&self) -> bool {
         let servers = self.shared.servers();
-        let outbox = self.shared.outbox.lock().expect("outbox lock");
+        let outbox = self.shared.outbox.lock();
         servers.iter().any(|server| {
             outbox
                 .counts(Some(server))
@@ -651,7 +651,7 @@ impl<C: ToolCaller> Reactor<C> {
             .collect();
         let now = Utc::now().timestamp_millis();
         let result = {
-            let mut outbox = self.shared.outbox.lock().expect("outbox lock");
+            let mut outbox = self.shared.outbox.lock();
             if trigger == "session-created" {
                 // The entity name of memory presets is fixed at creation.
                 let _ = outbox.keep(&key, "created_name", &Value::String(memo.name.clone()));
@@ -866,7 +866,7 @@ async fn set_session_option(control: &ControlHandle, id: SessionId, name: &str, 
 /// as [`set_session_option`] does).
 async fn publish_pending<C>(shared: &Shared<C>) {
     let pending = {
-        let outbox = shared.outbox.lock().expect("outbox lock");
+        let outbox = shared.outbox.lock();
         outbox.open_count().unwrap_or(0)
     };
     if let Ok(command) = Command::set_global_option(schema::global::PENDING, &pending.to_string()) {
@@ -884,7 +884,7 @@ async fn dispatch<C: ToolCaller>(
     loop {
         let now = Utc::now().timestamp_millis();
         let next = {
-            let mut outbox = shared.outbox.lock().expect("outbox lock");
+            let mut outbox = shared.outbox.lock();
             outbox
                 .claim_next(&server, now)
                 .and_then(|a| Ok((a, outbox.next_due(&server, now)?)))
@@ -936,7 +936,7 @@ async fn deliver<C: ToolCaller>(shared: &Shared<C>, action: Action) {
 
     let mut vars = new.vars.as_object().cloned().unwrap_or_default();
     let kept = {
-        let outbox = shared.outbox.lock().expect("outbox lock");
+        let outbox = shared.outbox.lock();
         outbox.kept(&new.session_key).unwrap_or_default()
     };
     vars.extend(kept);
@@ -947,11 +947,7 @@ async fn deliver<C: ToolCaller>(shared: &Shared<C>, action: Action) {
         Err(err) => {
             let reason = format!("cannot build the arguments of {}: {err}", new.tool);
             tracing::warn!(action = id, %reason, "action failed");
-            let _ = shared
-                .outbox
-                .lock()
-                .expect("outbox lock")
-                .mark_failed(id, &reason, now());
+            let _ = shared.outbox.lock().mark_failed(id, &reason, now());
             if let Some(sid) = target {
                 set_session_option(
                     &shared.control,
@@ -996,12 +992,10 @@ async fn deliver<C: ToolCaller>(shared: &Shared<C>, action: Action) {
                     "the result has no value to keep"
                 );
             }
-            if let Err(err) =
-                shared
-                    .outbox
-                    .lock()
-                    .expect("outbox lock")
-                    .mark_delivered(id, now(), latency, &kept)
+            if let Err(err) = shared
+                .outbox
+                .lock()
+                .mark_delivered(id, now(), latency, &kept)
             {
                 tracing::error!(%err, action = id, "delivered, but could not record it: it may be sent again");
             }
@@ -1049,12 +1043,10 @@ async fn deliver<C: ToolCaller>(shared: &Shared<C>, action: Action) {
                 reason = failure.message,
                 "call failed for good"
             );
-            let _ =
-                shared
-                    .outbox
-                    .lock()
-                    .expect("outbox lock")
-                    .mark_failed(id, &failure.message, now());
+            let _ = shared
+                .outbox
+                .lock()
+                .mark_failed(id, &failure.message, now());
             if let Some(sid) = target {
                 set_session_option(
                     &shared.control,
@@ -1070,11 +1062,10 @@ async fn deliver<C: ToolCaller>(shared: &Shared<C>, action: Action) {
             let delay = backoff::delay(attempts.saturating_add(1));
             tracing::info!(action = id, server = new.server, tool = new.tool, reason = failure.message, retry_in = ?delay, "call failed; will retry");
             let retry_at = now() + delay.as_millis() as i64;
-            let _ = shared.outbox.lock().expect("outbox lock").mark_retry(
-                id,
-                &failure.message,
-                retry_at,
-            );
+            let _ = shared
+                .outbox
+                .lock()
+                .mark_retry(id, &failure.message, retry_at);
         }
     }
 }

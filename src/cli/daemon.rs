@@ -16,8 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::daemon_services::{self, DaemonHooks, ReloadHook, SaveHook, StatusHook};
 use super::{GlobalArgs, attach, describe_end};
-use crate::agent::outbox::HistoryEntry;
-use crate::agent::outbox::Outbox;
+use crate::agent::outbox::{HistoryEntry, Outbox, SharedOutbox};
 use crate::agent::reactor::{self, ReactorCommand, ReactorSettings};
 use crate::control::SessionId;
 use crate::control::command::Command;
@@ -96,9 +95,7 @@ async fn publish_health(
         {
             shown = summary;
         }
-        let in_memory = outbox
-            .lock()
-            .is_ok_and(|outbox| outbox.degraded().is_some());
+        let in_memory = outbox.lock().degraded().is_some();
         if in_memory != shown_in_memory {
             let command = if in_memory {
                 Command::set_global_option(schema::global::OUTBOX, "memory")
@@ -128,7 +125,7 @@ fn status_hook(pool: McpPool, outbox: SharedOutbox) -> StatusHook {
                 detail: s.detail,
             })
             .collect();
-        let Ok(outbox) = outbox.lock() else { return };
+        let outbox = outbox.lock();
         if let Ok(counts) = outbox.counts(None) {
             report.actions = Some(ActionsStatus {
                 pending: counts.pending + counts.inflight,
@@ -234,9 +231,6 @@ fn describe_reactor(old: &ReactorSettings, new: &ReactorSettings) -> String {
     }
 }
 
-/// The outbox, shared by the reactor and the status and save hooks.
-type SharedOutbox = Arc<std::sync::Mutex<Outbox>>;
-
 /// How often a save request looks at the outbox for its calls' outcome.
 const SAVE_POLL: Duration = Duration::from_millis(25);
 
@@ -257,11 +251,7 @@ fn save_hook(commands: mpsc::Sender<ReactorCommand>, outbox: SharedOutbox) -> Sa
                 .await
                 .map_err(|_| "the reactor has stopped".to_owned())??;
             loop {
-                let entries = outbox
-                    .lock()
-                    .expect("outbox lock")
-                    .by_keys(&keys)
-                    .map_err(|e| e.to_string())?;
+                let entries = outbox.lock().by_keys(&keys).map_err(|e| e.to_string())?;
                 let complete = entries
                     .iter()
                     .all(|e| e.state == "delivered" || e.state == "failed");
@@ -326,8 +316,7 @@ pub async fn run(args: DaemonArgs, global: &GlobalArgs) -> anyhow::Result<ExitCo
     let outbox_path = crate::paths::outbox(&server);
     // An outbox that cannot be written does not stop the daemon: it acts on
     // events from memory and says so (status, log), see agent::outbox.
-    let outbox: SharedOutbox =
-        Arc::new(std::sync::Mutex::new(Outbox::open_or_memory(&outbox_path)));
+    let outbox = SharedOutbox::new(Outbox::open_or_memory(&outbox_path));
 
     let connection_token = CancellationToken::new();
     let tracker = attach(global, connection_token.clone()).await?;

@@ -57,7 +57,7 @@ pub struct Config {
     pub reactor: ReactorSection,
     /// `[[on.<event>]]`: calls made on an event after the preset's.
     #[serde(default)]
-    pub on: BTreeMap<String, Vec<crate::agent::actions::ActionSpec>>,
+    pub on: crate::agent::actions::ConfiguredActions,
     /// `[context]`: what a saved session context holds.
     #[serde(default)]
     pub context: ContextSection,

@@ -17,7 +17,8 @@ use tokio_util::sync::CancellationToken;
 use super::daemon_services::{self, DaemonHooks, ReloadHook, SaveHook, StatusHook};
 use super::{GlobalArgs, attach, describe_end};
 use crate::agent::outbox::{HistoryEntry, Outbox, SharedOutbox};
-use crate::agent::reactor::{self, ReactorCommand, ReactorSettings};
+use crate::agent::reactor::{self, ReactorCommand};
+use crate::agent::settings::ReactorSettings;
 use crate::control::SessionId;
 use crate::control::command::Command;
 use crate::control::connection::ControlHandle;
@@ -73,7 +74,7 @@ async fn publish_health(
             _ = tick.tick() => {}
             () = stop.cancelled() => return,
         }
-        let servers = reactor::named_servers(&settings.borrow());
+        let servers = settings.borrow().named_servers();
         let summary = pool
             .servers()
             .iter()
@@ -180,7 +181,7 @@ async fn reload(
             problems.join("; ")
         ));
     }
-    let new = crate::agent::settings::from_config(&discovered.config)
+    let new = ReactorSettings::from_config(&discovered.config)
         .map_err(|err| format!("the reactor config is invalid ({err}); {kept}"))?;
     for warning in &discovered.warnings {
         tracing::warn!(%warning, "config");
@@ -217,7 +218,7 @@ fn describe_reactor(old: &ReactorSettings, new: &ReactorSettings) -> String {
         .keys()
         .chain(new.actions.keys())
         .filter(|t| old.actions.get(*t) != new.actions.get(*t))
-        .cloned()
+        .map(|t| t.to_string())
         .collect();
     changed.sort();
     changed.dedup();
@@ -311,7 +312,7 @@ pub async fn run(args: DaemonArgs, global: &GlobalArgs) -> anyhow::Result<ExitCo
     for warning in &discovered.warnings {
         tracing::warn!(%warning, "config");
     }
-    let settings = crate::agent::settings::from_config(&discovered.config)
+    let settings = ReactorSettings::from_config(&discovered.config)
         .context("the reactor config is invalid; run `tmux-agent config check`")?;
     let outbox_path = crate::paths::outbox(&server);
     // An outbox that cannot be written does not stop the daemon: it acts on

@@ -9,7 +9,9 @@
 //!   that owns the `tmux -C` child.
 //! - [`state`]: the model of sessions and clients, and the lifecycle events
 //!   derived from it.
-//! - [`config`]: the config file (`config.toml`): schema, loader, problems.
+//! - [`config`]: the config file (`config.toml`): schema, parser, problems.
+//! - [`configuration`]: the one loader: MCP servers, reactor settings,
+//!   problems and warnings together.
 //! - [`mcp`]: MCP client configuration, one supervisor per server, metrics,
 //!   and the built-in MCP server.
 //! - [`agent`]: what the daemon does about events: templates, the outbox.
@@ -24,6 +26,7 @@ pub mod agent;
 pub mod backoff;
 pub mod cli;
 pub mod config;
+pub mod configuration;
 pub mod control;
 pub mod group;
 pub mod ipc;

@@ -11,9 +11,7 @@ use std::time::Duration;
 
 use super::actions::{self, ActionMap, ActionsError};
 use super::context::CaptureOptions;
-use std::path::Path;
-
-use crate::config::{Config, Problem};
+use crate::config::Config;
 
 /// What the reactor needs to know besides the actions.
 #[derive(Debug, Clone)]
@@ -32,7 +30,7 @@ pub struct ReactorSettings {
 
 impl Default for ReactorSettings {
     /// No actions at all: what a config with problems leaves (see
-    /// `config check`); a config without a `[reactor]` section
+    /// [`crate::configuration`]); a config without a `[reactor]` section
     /// gets the builtin preset from [`ReactorSettings::from_config`].
     fn default() -> Self {
         Self {
@@ -141,18 +139,11 @@ fn preset_server(preset: &str) -> &'static str {
     }
 }
 
-/// The settings' problems as config-file problems.
-pub fn problems(file: &Path, config: &Config) -> Vec<Problem> {
-    match ReactorSettings::from_config(config) {
-        Ok(_) => Vec::new(),
-        Err(SettingsError::Invalid { key, message }) => vec![Problem::new(file, key, message)],
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::path::Path;
 
+    use super::*;
     use crate::agent::trigger::Trigger;
 
     /// The config and every problem with it: the file's and the settings'.

@@ -19,6 +19,7 @@ use super::{GlobalArgs, attach, describe_end};
 use crate::agent::outbox::{HistoryEntry, Outbox, SharedOutbox};
 use crate::agent::reactor::{self, ReactorCommand};
 use crate::agent::settings::ReactorSettings;
+use crate::configuration::Configuration;
 use crate::control::SessionId;
 use crate::control::command::Command;
 use crate::control::connection::ControlHandle;
@@ -171,22 +172,25 @@ async fn reload(
     settings: &watch::Sender<Arc<ReactorSettings>>,
 ) -> Result<String, String> {
     let kept = "the configuration in force is unchanged";
-    let discovered = super::mcp::load_quietly(global)
+    let configuration = Configuration::load(global.config.clone())
         .await
-        .map_err(|err| format!("{err:#}; {kept}"))?;
-    if !discovered.problems.is_empty() {
-        let problems: Vec<String> = discovered.problems.iter().map(|p| p.to_string()).collect();
+        .map_err(|err| format!("{err}; {kept}"))?;
+    if !configuration.problems.is_empty() {
+        let problems: Vec<String> = configuration
+            .problems
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
         return Err(format!(
             "the configuration has problems ({}); {kept} (see `tmux-agent config check`)",
             problems.join("; ")
         ));
     }
-    let new = ReactorSettings::from_config(&discovered.config)
-        .map_err(|err| format!("the reactor config is invalid ({err}); {kept}"))?;
-    for warning in &discovered.warnings {
+    for warning in &configuration.warnings {
         tracing::warn!(%warning, "config");
     }
-    let servers = pool.reconfigure(&discovered);
+    let servers = pool.reconfigure(&configuration.servers);
+    let new = configuration.reactor;
     let reactor = describe_reactor(&settings.borrow(), &new);
     settings.send_replace(Arc::new(new));
     let message = format!("servers: {}; reactor: {reactor}", servers.summary());
@@ -294,11 +298,11 @@ pub async fn run(args: DaemonArgs, global: &GlobalArgs) -> anyhow::Result<ExitCo
     let lock = DaemonLock::acquire(&Endpoint::for_server(&server))?;
     // The config first: a daemon that could not act on events should say so
     // before it attaches, not after.
-    let discovered = super::mcp::load_quietly(global).await?;
+    let configuration = Configuration::load(global.config.clone()).await?;
     // As `reload` does: a daemon never runs a config it could only half
     // read (a dropped server entry, a preset that fell back to the default).
-    if !discovered.problems.is_empty() {
-        let problems: Vec<String> = discovered
+    if !configuration.problems.is_empty() {
+        let problems: Vec<String> = configuration
             .problems
             .iter()
             .map(|p| format!("\n  {p}"))
@@ -309,11 +313,14 @@ pub async fn run(args: DaemonArgs, global: &GlobalArgs) -> anyhow::Result<ExitCo
             problems.concat()
         );
     }
-    for warning in &discovered.warnings {
+    for warning in &configuration.warnings {
         tracing::warn!(%warning, "config");
     }
-    let settings = ReactorSettings::from_config(&discovered.config)
-        .context("the reactor config is invalid; run `tmux-agent config check`")?;
+    let Configuration {
+        servers: discovered,
+        reactor: settings,
+        ..
+    } = configuration;
     let outbox_path = crate::paths::outbox(&server);
     // An outbox that cannot be written does not stop the daemon: it acts on
     // events from memory and says so (status, log), see agent::outbox.

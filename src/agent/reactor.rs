@@ -468,3 +468,135 @@ async fn server_identity(
         }),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::agent::actions::ActionSpec;
+    use crate::agent::fake::ScriptedCaller;
+    use crate::agent::outbox::Outbox;
+
+    fn spec(tool: &str, args: Value, keep: &[(&str, &str)]) -> ActionSpec {
+        ActionSpec {
+            server: "srv".into(),
+            tool: tool.into(),
+            args,
+            keep: keep
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    fn event(kind: EventKind) -> LifecycleEvent {
+        LifecycleEvent {
+            kind,
+            session_id: "$1".parse().unwrap(),
+            session: "work".into(),
+            time: Utc::now(),
+            client: None,
+            old_name: None,
+            session_created: Some(1_700_000_000),
+        }
+    }
+
+    /// Events in, calls out: from a session's creation to its close, with
+    /// a save asked for in between, through the real outbox and
+    /// dispatcher, to a scripted caller.
+    #[tokio::test]
+    async fn a_session_lifetime_becomes_calls_in_order() {
+        let actions = [
+            (
+                Trigger::SessionCreated,
+                vec![spec(
+                    "register",
+                    json!({"name": "{session}"}),
+                    &[("goal_id", "$.id")],
+                )],
+            ),
+            (
+                Trigger::SessionDetached,
+                vec![spec("save", json!({"context": "{context}"}), &[])],
+            ),
+            (
+                Trigger::SessionClosed,
+                vec![spec("complete", json!({"id": "{goal_id}"}), &[])],
+            ),
+        ]
+        .into_iter()
+        .collect();
+        let settings = ReactorSettings {
+            actions,
+            ..ReactorSettings::default()
+        };
+        let caller = Arc::new(ScriptedCaller::default());
+        caller.answer("srv", "register", Ok(json!({"id": "g-1"})));
+        let (control, _commands) = ControlHandle::recording();
+        let (_settings_tx, settings_rx) = watch::channel(Arc::new(settings));
+        let (events_tx, events) = mpsc::channel(16);
+        let (commands_tx, commands) = mpsc::channel(4);
+        let outbox = SharedOutbox::new(Outbox::in_memory().unwrap());
+        let reactor = tokio::spawn(run(
+            Inputs {
+                settings: settings_rx,
+                events,
+                commands,
+            },
+            control,
+            outbox.clone(),
+            caller.clone(),
+            Model::new("$0".parse().unwrap()),
+            CancellationToken::new(),
+        ));
+
+        events_tx
+            .send(event(EventKind::SessionCreated))
+            .await
+            .unwrap();
+        // A save the CLI asks for sends the detach's save, recorded as `save`.
+        let (reply, answer) = oneshot::channel();
+        commands_tx
+            .send(ReactorCommand::Save {
+                session: "$1".parse().unwrap(),
+                reply,
+            })
+            .await
+            .unwrap();
+        let keys = answer.await.unwrap().unwrap();
+        assert_eq!(keys.len(), 1);
+        assert!(keys[0].contains("/save/"), "{keys:?}");
+        let (reply, answer) = oneshot::channel();
+        commands_tx
+            .send(ReactorCommand::Save {
+                session: "$9".parse().unwrap(),
+                reply,
+            })
+            .await
+            .unwrap();
+        assert!(answer.await.unwrap().unwrap_err().contains("not tracked"));
+
+        events_tx
+            .send(event(EventKind::SessionClosed))
+            .await
+            .unwrap();
+        // The end of the events drains what is due, then the reactor ends.
+        drop(events_tx);
+        tokio::time::timeout(Duration::from_secs(10), reactor)
+            .await
+            .expect("the reactor drains and ends")
+            .unwrap()
+            .unwrap();
+
+        let calls = caller.calls();
+        let tools: Vec<&str> = calls.iter().map(|c| c.tool.as_str()).collect();
+        assert_eq!(tools, ["register", "save", "complete"]);
+        assert_eq!(calls[0].args, json!({"name": "work"}));
+        assert_eq!(calls[1].args["context"]["session"], "work");
+        assert_eq!(calls[2].args, json!({"id": "g-1"}));
+        assert_eq!(outbox.lock().open_count().unwrap(), 0);
+    }
+}

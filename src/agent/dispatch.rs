@@ -1,7 +1,7 @@
 //! Delivery: one dispatcher task per MCP server sends that server's due
 //! actions from the outbox, one at a time, in order, and records each
 //! outcome (delivered with the values to keep, failed for good, or pending
-//! again after a [`backoff`](crate::backoff) delay).
+//! again after a [`backoff`] delay).
 //!
 //! One task per server, not per call: per-session order to a server is the
 //! outbox's rule, and a server that is down holds up only its own queue.

@@ -1,7 +1,7 @@
 //! The reactor: lifecycle events become MCP calls that are never lost.
 //!
-//! One task turns each event into actions ([`decide`](super::decide) says
-//! which, [`vars`](super::vars) fills in their values) and commits them to
+//! One task turns each event into actions (`decide` says
+//! which, `vars` fills in their values) and commits them to
 //! the outbox; [`dispatch`](super::dispatch) sends them, one task per MCP
 //! server. The tracker only hands events over a channel, so a slow or dead
 //! MCP server delays nothing on the control connection: the outbox absorbs

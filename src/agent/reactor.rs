@@ -557,6 +557,15 @@ mod tests {
             .send(event(EventKind::SessionCreated))
             .await
             .unwrap();
+        // The reactor takes events and commands in either order: wait until
+        // the creation has been acted on.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while caller.calls().is_empty() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the registration never went out");
         // A save the CLI asks for sends the detach's save, recorded as `save`.
         let (reply, answer) = oneshot::channel();
         commands_tx

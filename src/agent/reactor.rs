@@ -1,11 +1,10 @@
 //! The reactor: lifecycle events become MCP calls that are never lost.
 //!
-//! One task turns each event into actions (`decide` says
-//! which, `vars` fills in their values) and commits them to
-//! the outbox; [`dispatch`](super::dispatch) sends them, one task per MCP
-//! server. The tracker only hands events over a channel, so a slow or dead
-//! MCP server delays nothing on the control connection: the outbox absorbs
-//! it.
+//! One task turns each event into actions (`agent::decide` says which,
+//! `agent::vars` fills in their values) and commits them to the outbox;
+//! [`dispatch`](super::dispatch) sends them, one task per MCP server. The
+//! tracker only hands events over a channel, so a slow or dead MCP server
+//! delays nothing on the control connection: the outbox absorbs it.
 //!
 //! This file is the task loop: events in, the sessions that exist at start
 //! adopted, the checkpoint timer, settings reloads, and the CLI's save
@@ -493,10 +492,14 @@ mod tests {
     }
 
     fn event(kind: EventKind) -> LifecycleEvent {
+        event_of(kind, 1, "work")
+    }
+
+    fn event_of(kind: EventKind, id: u32, name: &str) -> LifecycleEvent {
         LifecycleEvent {
             kind,
-            session_id: "$1".parse().unwrap(),
-            session: "work".into(),
+            session_id: SessionId(id),
+            session: name.into(),
             time: Utc::now(),
             client: None,
             old_name: None,
@@ -607,5 +610,67 @@ mod tests {
         assert_eq!(calls[1].args["context"]["session"], "work");
         assert_eq!(calls[2].args, json!({"id": "g-1"}));
         assert_eq!(outbox.lock().open_count().unwrap(), 0);
+    }
+
+    /// Checkpoints go to attached sessions only, under their own trigger.
+    #[tokio::test]
+    async fn checkpoints_save_attached_sessions_only() {
+        let actions = [(
+            Trigger::Checkpoint,
+            vec![spec(
+                "checkpoint",
+                json!({"name": "{session}", "event": "{event}"}),
+                &[],
+            )],
+        )]
+        .into_iter()
+        .collect();
+        let settings = ReactorSettings {
+            actions,
+            checkpoint_interval: Some(Duration::from_secs(1)),
+            ..ReactorSettings::default()
+        };
+        let caller = Arc::new(ScriptedCaller::default());
+        let (control, _commands) = ControlHandle::recording();
+        let (_settings_tx, settings_rx) = watch::channel(Arc::new(settings));
+        let (events_tx, events) = mpsc::channel(16);
+        let (_commands_tx, commands) = mpsc::channel(4);
+        let outbox = SharedOutbox::new(Outbox::in_memory().unwrap());
+        let shutdown = CancellationToken::new();
+        let reactor = tokio::spawn(run(
+            Inputs {
+                settings: settings_rx,
+                events,
+                commands,
+            },
+            control,
+            outbox.clone(),
+            caller.clone(),
+            Model::new(SessionId(0)),
+            shutdown.clone(),
+        ));
+        for event in [
+            event_of(EventKind::SessionCreated, 1, "here"),
+            event_of(EventKind::SessionAttached, 1, "here"),
+            event_of(EventKind::SessionCreated, 2, "away"),
+        ] {
+            events_tx.send(event).await.unwrap();
+        }
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while caller.calls().len() < 2 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("no second checkpoint");
+        shutdown.cancel();
+        reactor.await.unwrap().unwrap();
+        let calls = caller.calls();
+        assert!(
+            calls
+                .iter()
+                .all(|c| c.args == json!({"name": "here", "event": "checkpoint"})),
+            "{calls:#?}"
+        );
     }
 }

@@ -30,6 +30,10 @@
 //! `context`, `groups`) are added as fields of [`Config`] beside `servers`;
 //! the loader needs no change for them.
 //!
+//! This module checks the file's shape only. What the sections mean (a
+//! preset's name, an event's, a regular expression) is checked by the
+//! layers that use them, and [`crate::configuration`] gathers it all.
+//!
 //! Durations are a number of seconds (`10`, `0.5`) or a string with a unit
 //! (`"500ms"`, `"30s"`, `"5m"`, `"1h"`).
 
@@ -57,7 +61,7 @@ pub struct Config {
     pub reactor: ReactorSection,
     /// `[[on.<event>]]`: calls made on an event after the preset's.
     #[serde(default)]
-    pub on: BTreeMap<String, Vec<crate::agent::actions::ActionSpec>>,
+    pub on: crate::agent::actions::ConfiguredActions,
     /// `[context]`: what a saved session context holds.
     #[serde(default)]
     pub context: ContextSection,
@@ -525,10 +529,7 @@ pub fn parse(file: &Path, text: &str) -> (Config, Vec<Problem>) {
     }
 
     match toml::Value::Table(table).try_into::<Config>() {
-        Ok(config) => {
-            problems.extend(crate::agent::settings::problems(file, &config));
-            (config, problems)
-        }
+        Ok(config) => (config, problems),
         Err(err) => {
             // Each part deserialized alone; together they should too. Report
             // rather than panic if they somehow do not.

@@ -9,7 +9,9 @@
 //!   that owns the `tmux -C` child.
 //! - [`state`]: the model of sessions and clients, and the lifecycle events
 //!   derived from it.
-//! - [`config`]: the config file (`config.toml`): schema, loader, problems.
+//! - [`config`]: the config file (`config.toml`): schema, parser, problems.
+//! - [`configuration`]: the one loader: MCP servers, reactor settings,
+//!   problems and warnings together.
 //! - [`mcp`]: MCP client configuration, one supervisor per server, metrics,
 //!   and the built-in MCP server.
 //! - [`agent`]: what the daemon does about events: templates, the outbox.
@@ -18,12 +20,15 @@
 //!   together on one tmux server, stopped by a token handed in.
 //! - [`ipc`]: the CLI ↔ daemon socket.
 //! - [`cli`]: one file per subcommand of the `tmux-agent` binary.
+//! - [`backoff`]: the one retry delay (doubling, capped, jittered).
 //! - [`paths`]: where files live (XDG directories).
 //! - [`schema`]: the name of every `@agent-*` tmux option, and `@agent-state`'s values.
 
 pub mod agent;
+pub mod backoff;
 pub mod cli;
 pub mod config;
+pub mod configuration;
 pub mod control;
 pub mod daemon;
 pub mod group;

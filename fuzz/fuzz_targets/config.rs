@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use tmux_agent::agent::settings;
+use tmux_agent::agent::settings::ReactorSettings;
 use tmux_agent::config;
 use tmux_agent::mcp::expand::expand;
 
@@ -22,8 +22,7 @@ fuzz_target!(|data: &[u8]| {
         // Every problem names its file and can be printed.
         assert!(problem.to_string().contains("config.toml"), "{problem}");
     }
-    let _ = settings::problems(file, &config);
-    let _ = settings::from_config(&config);
+    let _ = ReactorSettings::from_config(&config);
     let lookup = |name: &str| (name.len() % 2 == 0).then(|| name.to_uppercase());
     let _ = expand(text, &lookup);
 });

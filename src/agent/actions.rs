@@ -6,22 +6,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::outbox::Priority;
 use super::template::{self, TemplateError};
-
-/// The events an action can be attached to: the lifecycle events, plus
-/// `checkpoint`, which fires every `checkpoint_interval` while a session is
-/// attached.
-pub const TRIGGERS: [&str; 8] = [
-    "session-created",
-    "session-renamed",
-    "session-attached",
-    "session-detached",
-    "session-closed",
-    "client-attached",
-    "client-detached",
-    "checkpoint",
-];
+use super::trigger::Trigger;
 
 /// The placeholders every template may use. Names declared by a `keep`
 /// become placeholders too.
@@ -67,25 +53,19 @@ fn empty_object() -> Value {
     json!({})
 }
 
-/// Action lists by trigger name.
-pub type ActionMap = BTreeMap<String, Vec<ActionSpec>>;
+/// Action lists by trigger.
+pub type ActionMap = BTreeMap<Trigger, Vec<ActionSpec>>;
 
-/// How urgent an event's calls are when a backlog builds.
-pub fn priority(trigger: &str) -> Priority {
-    match trigger {
-        "session-closed" => Priority::Complete,
-        "session-detached" => Priority::Save,
-        "checkpoint" => Priority::Checkpoint,
-        _ => Priority::Register,
-    }
-}
+/// Action lists as the config writes them: `[[on.NAME]]`, by name, not yet
+/// checked (a misspelt name is reported with its key, not dropped by serde).
+pub type ConfiguredActions = BTreeMap<String, Vec<ActionSpec>>;
 
 /// Errors in the action configuration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ActionsError {
     #[error("unknown preset {0:?} (known: builtin, server-memory, agent-runtime, none)")]
     UnknownPreset(String),
-    #[error("on.{0}: unknown event (known: {known})", known = TRIGGERS.join(", "))]
+    #[error("on.{0}: unknown event (known: {known})", known = Trigger::configurable_names())]
     UnknownTrigger(String),
     #[error("on.{trigger}[{index}].args: {source}")]
     Template {
@@ -97,6 +77,7 @@ pub enum ActionsError {
 
 /// The built-in server's tools, as the daemon uses them.
 pub fn preset(name: &str, server: &str) -> Result<ActionMap, ActionsError> {
+    use Trigger::{Checkpoint, SessionAttached, SessionClosed, SessionCreated, SessionDetached};
     let spec = |tool: &str, args: Value, keep: &[(&str, &str)]| ActionSpec {
         server: server.to_owned(),
         tool: tool.to_owned(),
@@ -128,7 +109,7 @@ pub fn preset(name: &str, server: &str) -> Result<ActionMap, ActionsError> {
                 )
             };
             map.insert(
-                "session-created".into(),
+                SessionCreated,
                 vec![spec(
                     "register_goal",
                     json!({
@@ -142,14 +123,11 @@ pub fn preset(name: &str, server: &str) -> Result<ActionMap, ActionsError> {
                     &[("goal_id", "$.id")],
                 )],
             );
-            map.insert("session-attached".into(), vec![update("active")]);
+            map.insert(SessionAttached, vec![update("active")]);
+            map.insert(SessionDetached, vec![save.clone(), update("detached")]);
+            map.insert(Checkpoint, vec![save.clone()]);
             map.insert(
-                "session-detached".into(),
-                vec![save.clone(), update("detached")],
-            );
-            map.insert("checkpoint".into(), vec![save.clone()]);
-            map.insert(
-                "session-closed".into(),
+                SessionClosed,
                 vec![
                     save,
                     spec(
@@ -166,7 +144,7 @@ pub fn preset(name: &str, server: &str) -> Result<ActionMap, ActionsError> {
             // still find it.
             let entity = "tmux:{host}:{created_name}:{session_created}";
             map.insert(
-                "session-created".into(),
+                SessionCreated,
                 vec![spec(
                     "create_entities",
                     json!({"entities": [{
@@ -182,15 +160,15 @@ pub fn preset(name: &str, server: &str) -> Result<ActionMap, ActionsError> {
                 json!({"observations": [{"entityName": entity, "contents": "{observations}"}]}),
                 &[],
             );
-            for trigger in ["session-detached", "session-closed", "checkpoint"] {
-                map.insert(trigger.into(), vec![observe.clone()]);
+            for trigger in [SessionDetached, SessionClosed, Checkpoint] {
+                map.insert(trigger, vec![observe.clone()]);
             }
         }
         "agent-runtime" => {
             // agent-runtime-mcp has no tool that completes a goal: a task is
             // created under the goal and completed when the session closes.
             map.insert(
-                "session-created".into(),
+                SessionCreated,
                 vec![
                     spec(
                         "create_goal",
@@ -205,7 +183,7 @@ pub fn preset(name: &str, server: &str) -> Result<ActionMap, ActionsError> {
                 ],
             );
             map.insert(
-                "session-closed".into(),
+                SessionClosed,
                 vec![spec(
                     "update_task_status",
                     json!({"task_id": "{task_id}", "status": "completed", "result": "session closed"}),
@@ -219,11 +197,20 @@ pub fn preset(name: &str, server: &str) -> Result<ActionMap, ActionsError> {
 }
 
 /// The preset's actions followed by the configured ones, checked: every
-/// trigger known, every placeholder known or kept by some action.
-pub fn combine(preset: ActionMap, configured: &ActionMap) -> Result<ActionMap, ActionsError> {
+/// trigger known and configurable, every placeholder known or kept by some
+/// action.
+pub fn combine(
+    preset: ActionMap,
+    configured: &ConfiguredActions,
+) -> Result<ActionMap, ActionsError> {
     let mut map = preset;
-    for (trigger, specs) in configured {
-        map.entry(trigger.clone())
+    for (name, specs) in configured {
+        let trigger = name
+            .parse::<Trigger>()
+            .ok()
+            .filter(|t| t.is_configurable())
+            .ok_or_else(|| ActionsError::UnknownTrigger(name.clone()))?;
+        map.entry(trigger)
             .or_default()
             .extend(specs.iter().cloned());
     }
@@ -240,12 +227,12 @@ pub fn validate(map: &ActionMap) -> Result<(), ActionsError> {
         .collect();
     let known: Vec<&str> = PLACEHOLDERS.iter().copied().chain(kept).collect();
     for (trigger, specs) in map {
-        if !TRIGGERS.contains(&trigger.as_str()) {
-            return Err(ActionsError::UnknownTrigger(trigger.clone()));
+        if !trigger.is_configurable() {
+            return Err(ActionsError::UnknownTrigger(trigger.to_string()));
         }
         for (index, spec) in specs.iter().enumerate() {
             template::validate(&spec.args, &known).map_err(|source| ActionsError::Template {
-                trigger: trigger.clone(),
+                trigger: trigger.to_string(),
                 index,
                 source,
             })?;
@@ -272,7 +259,7 @@ mod tests {
 
     #[test]
     fn configured_actions_follow_the_preset_and_are_checked() {
-        let extra: ActionMap = toml::from_str(
+        let extra: ConfiguredActions = toml::from_str(
             r#"
             [[session-created]]
             server = "memory"
@@ -282,23 +269,29 @@ mod tests {
         )
         .unwrap();
         let map = combine(preset("agent-runtime", "rt").unwrap(), &extra).unwrap();
-        let created: Vec<&str> = map["session-created"]
+        let created: Vec<&str> = map[&Trigger::SessionCreated]
             .iter()
             .map(|s| s.tool.as_str())
             .collect();
         assert_eq!(created, ["create_goal", "create_task", "note"]);
 
-        let bad: ActionMap = toml::from_str(
+        let bad: ConfiguredActions = toml::from_str(
             "[[session-created]]\nserver = \"m\"\ntool = \"t\"\nargs = { x = \"{nope}\" }",
         )
         .unwrap();
         let err = combine(ActionMap::new(), &bad).unwrap_err();
         assert!(err.to_string().contains("{nope}"), "{err}");
-        let bad: ActionMap =
-            toml::from_str("[[session-exploded]]\nserver = \"m\"\ntool = \"t\"").unwrap();
-        assert!(matches!(
-            combine(ActionMap::new(), &bad),
-            Err(ActionsError::UnknownTrigger(_))
-        ));
+        for name in ["session-exploded", "save"] {
+            let bad: ConfiguredActions =
+                toml::from_str(&format!("[[{name}]]\nserver = \"m\"\ntool = \"t\"")).unwrap();
+            let err = combine(ActionMap::new(), &bad).unwrap_err();
+            assert_eq!(err, ActionsError::UnknownTrigger(name.to_owned()));
+            assert!(
+                err.to_string().starts_with(&format!(
+                    "on.{name}: unknown event (known: session-created,"
+                )),
+                "{err}"
+            );
+        }
     }
 }

@@ -1,15 +1,27 @@
 //! The agent layer: what the daemon does about lifecycle events.
 //!
-//! - [`actions`]: which calls to make on which event; the presets.
-//! - [`reactor`]: events in, actions committed, calls dispatched.
-//! - [`settings`]: the reactor's settings from the config file.
+//! - [`trigger`]: what makes actions fire (lifecycle events, checkpoint, save).
+//! - [`actions`]: which calls to make on which trigger; the presets.
+//! - [`settings`]: the reactor's settings, checked, from the config file.
+//! - [`identity`]: the server's identity and the session key built from it.
+//! - [`reactor`]: the task loop: events in, actions committed.
+//! - `decide`: which calls an event causes, and the states they leave.
+//! - `vars`: the values templates are rendered with.
+//! - [`dispatch`]: one dispatcher per MCP server sending what is due.
 //! - [`template`]: argument templates rendered with JSON values.
 //! - [`context`]: what is saved about a session, captured through tmux.
 //! - [`outbox`]: the durable SQLite queue of MCP calls, and their history.
 
 pub mod actions;
 pub mod context;
+mod decide;
+pub mod dispatch;
+#[cfg(test)]
+mod fake;
+pub mod identity;
 pub mod outbox;
 pub mod reactor;
 pub mod settings;
 pub mod template;
+pub mod trigger;
+mod vars;

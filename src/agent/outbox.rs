@@ -43,6 +43,8 @@
 //! next daemon sends them again, under the same idempotency keys.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
@@ -918,6 +920,53 @@ fn copy_back(memory: &Connection, path: &Path) -> rusqlite::Result<()> {
     })
 }
 
+/// The one outbox of a daemon, shared by the reactor, its dispatchers and
+/// the status and save hooks.
+///
+/// A `std` mutex, not tokio's: it is held for single SQLite statements
+/// (each its own transaction), never across an `.await`, so no task ever
+/// waits on it for long. For the same reason a panic while it was held
+/// cannot have left the outbox half-written: SQLite rolled the statement
+/// back. So [`SharedOutbox::lock`] recovers from poisoning instead of
+/// passing the panic on, which would stop every dispatcher, one by one,
+/// at its next call.
+#[derive(Clone)]
+pub struct SharedOutbox {
+    inner: Arc<Mutex<Outbox>>,
+    /// Set once a poisoned lock has been logged: one line says it, not
+    /// one per lock.
+    poison_logged: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for SharedOutbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedOutbox").finish_non_exhaustive()
+    }
+}
+
+impl SharedOutbox {
+    pub fn new(outbox: Outbox) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(outbox)),
+            poison_logged: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// The outbox, for one statement or a few. Never panics: a lock
+    /// poisoned by a panic elsewhere is taken anyway (see the type's doc).
+    pub fn lock(&self) -> MutexGuard<'_, Outbox> {
+        self.inner.lock().unwrap_or_else(|poisoned| {
+            if !self.poison_logged.swap(true, Ordering::Relaxed) {
+                tracing::error!(
+                    "a task panicked while using the outbox; carrying on (every write is its own SQLite transaction)"
+                );
+            }
+            self.inner.clear_poison();
+            poisoned.into_inner()
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1218,5 +1267,21 @@ mod tests {
         }
         let mut outbox = Outbox::open(&path).unwrap();
         assert!(outbox.next_ready("builtin", 0).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_poisoned_lock_is_recovered() {
+        let shared = SharedOutbox::new(Outbox::in_memory().unwrap());
+        let clone = shared.clone();
+        let panicked = std::thread::spawn(move || {
+            let _held = clone.lock();
+            panic!("a task dies holding the lock");
+        })
+        .join();
+        assert!(panicked.is_err());
+        assert_eq!(shared.lock().open_count().unwrap(), 0);
+        // Recovered once, the lock is healthy again.
+        assert!(!shared.inner.is_poisoned());
+        assert!(shared.poison_logged.load(Ordering::Relaxed));
     }
 }

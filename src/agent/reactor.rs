@@ -1,10 +1,14 @@
 //! The reactor: lifecycle events become MCP calls that are never lost.
 //!
-//! One task turns each event into actions (the configured calls, with the
-//! event's values) and commits them to the [`Outbox`]; one dispatcher task
-//! per MCP server sends what is due, in order, and records the outcome. The
+//! One task turns each event into actions (`agent::decide` says which,
+//! `agent::vars` fills in their values) and commits them to the outbox;
+//! [`dispatch`](super::dispatch) sends them, one task per MCP server. The
 //! tracker only hands events over a channel, so a slow or dead MCP server
 //! delays nothing on the control connection: the outbox absorbs it.
+//!
+//! This file is the task loop: events in, the sessions that exist at start
+//! adopted, the checkpoint timer, settings reloads, and the CLI's save
+//! requests ([`ReactorCommand`]).
 //!
 //! What the daemon shows in tmux, all set by `$id`:
 //! `@agent-goal-id` (kept from the register call), `@agent-state`
@@ -13,26 +17,24 @@
 //! yet delivered) globally.
 //!
 //! The settings come through a `watch` channel: a reload takes effect for
-//! the next event, and a dispatcher starts for every newly named MCP server
-//! (dispatchers are never stopped: actions already in the outbox for a
-//! server no longer named are still delivered). Requests from the CLI come
-//! through [`ReactorCommand`]s.
+//! the next event, and a dispatcher starts for every newly named MCP server.
 
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
-use chrono::{SecondsFormat, Utc};
-use serde_json::{Map, Value, json};
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use chrono::Utc;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use super::actions::{ActionMap, ActionSpec, priority};
-use super::context::{self, CaptureOptions, SessionContext};
-use super::outbox::{Action, NewAction, Outbox, OutboxError, Priority};
-use super::template;
+use super::context::{self, SessionContext};
+use super::decide::{self, Decision};
+use super::dispatch::{Dispatchers, ToolCaller, publish_pending, set_session_option};
+use super::identity::{IDENTITY_FORMAT, ServerIdentity};
+use super::outbox::{OutboxError, SharedOutbox};
+use super::settings::ReactorSettings;
+use super::trigger::Trigger;
+use super::vars::{self, Memo};
 use crate::control::SessionId;
 use crate::control::command::Command;
 use crate::control::connection::{ControlError, ControlHandle};
@@ -40,81 +42,8 @@ use crate::control::options::parse_options;
 use crate::schema::{self, AgentState};
 use crate::state::{EventKind, LifecycleEvent, Model};
 
-/// Why a tool call failed, as the reactor needs to know it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CallFailure {
-    /// A failure that a retry cannot fix (`isError`, invalid arguments).
-    pub permanent: bool,
-    pub message: String,
-}
-
-/// Something that can call MCP tools: the MCP pool in the daemon.
-pub trait ToolCaller: Send + Sync + 'static {
-    /// Calls `tool` on `server`; the result is the tool's structured output.
-    fn call(
-        &self,
-        server: &str,
-        tool: &str,
-        args: Value,
-    ) -> impl Future<Output = Result<Value, CallFailure>> + Send;
-}
-
-impl ToolCaller for crate::mcp::McpPool {
-    async fn call(&self, server: &str, tool: &str, args: Value) -> Result<Value, CallFailure> {
-        use crate::mcp::CallError;
-        match self.call_tool(server, tool, args, Default::default()).await {
-            Ok(output) => Ok(output.value),
-            Err(err) => {
-                // Only what the server itself rejected is permanent. A server
-                // missing from the config stays pending: fixing the config
-                // and reloading delivers what waited.
-                let permanent = match &err {
-                    CallError::ToolError { .. } | CallError::BadArguments { .. } => true,
-                    // The same call would bring the same answer again.
-                    CallError::AnswerTooLarge { .. } => true,
-                    // Invalid params, method not found: the call as built
-                    // will never succeed.
-                    CallError::JsonRpc { code, .. } => (-32602..=-32600).contains(code),
-                    _ => false,
-                };
-                Err(CallFailure {
-                    permanent,
-                    message: err.to_string(),
-                })
-            }
-        }
-    }
-}
-
-/// What the reactor needs to know besides the actions.
-#[derive(Debug, Clone)]
-pub struct ReactorSettings {
-    pub actions: ActionMap,
-    pub capture: CaptureOptions,
-    /// Save a checkpoint of every attached session this often.
-    pub checkpoint_interval: Option<Duration>,
-    /// The most actions one MCP server may have waiting; past it new
-    /// checkpoints are dropped (never lifecycle calls).
-    pub max_pending: u64,
-    /// The defaults for a session without `@agent-goal` / `@agent-type`.
-    pub default_goal: String,
-    pub default_type: String,
-}
-
-impl Default for ReactorSettings {
-    fn default() -> Self {
-        Self {
-            actions: ActionMap::new(),
-            capture: CaptureOptions::default(),
-            checkpoint_interval: None,
-            max_pending: 10_000,
-            default_goal: "tmux session {session}".to_owned(),
-            default_type: "session".to_owned(),
-        }
-    }
-}
-
 /// What the reactor receives.
+#[derive(Debug)]
 pub struct Inputs {
     /// The settings in force; a new value applies from the next event.
     pub settings: watch::Receiver<Arc<ReactorSettings>>,
@@ -131,16 +60,13 @@ pub enum ReactorCommand {
     /// Save the session's context now: its `checkpoint` actions (or, when
     /// the config has none, the `session-detached` actions that carry the
     /// context: `{context}` or `{observations}`), committed at save
-    /// priority under the event name `save`. Answers with the idempotency
-    /// keys of the actions committed, or why nothing was.
+    /// priority under the trigger [`Trigger::Save`]. Answers with the
+    /// idempotency keys of the actions committed, or why nothing was.
     Save {
         session: SessionId,
         reply: oneshot::Sender<Result<Vec<String>, String>>,
     },
 }
-
-/// The event name under which a requested save is recorded.
-pub const SAVE_EVENT: &str = "save";
 
 /// Errors that stop the reactor.
 #[derive(Debug, thiserror::Error)]
@@ -151,98 +77,6 @@ pub enum ReactorError {
     Control(#[from] ControlError),
     #[error(transparent)]
     Command(#[from] crate::control::command::CommandError),
-}
-
-/// What the reactor remembers of a session: what close-time calls need
-/// after tmux has forgotten the session.
-#[derive(Debug, Clone, Default)]
-struct Memo {
-    name: String,
-    created: i64,
-    /// The `@agent-*` options as last read.
-    options: BTreeMap<String, String>,
-    /// The last context captured.
-    context: Option<SessionContext>,
-    attached: bool,
-}
-
-/// The identity of the tmux server the daemon serves: session ids are only
-/// unique within one server's lifetime, so keys include its start time.
-#[derive(Debug, Clone)]
-struct ServerIdentity {
-    host: String,
-    start_time: String,
-}
-
-impl ServerIdentity {
-    fn session_key(&self, id: SessionId) -> String {
-        format!("{}:{}:{}", self.host, self.start_time, id)
-    }
-}
-
-/// The state shared by the reactor task and the dispatchers.
-struct Shared<C> {
-    control: ControlHandle,
-    /// Shared with the daemon's status and save hooks.
-    outbox: Arc<Mutex<Outbox>>,
-    caller: Arc<C>,
-    identity: ServerIdentity,
-    /// One wake-up per MCP server with a dispatcher, poked when actions
-    /// are enqueued. Grows when a reload names new servers.
-    wake: Mutex<HashMap<String, Arc<Notify>>>,
-}
-
-impl<C> Shared<C> {
-    fn wake(&self, server: &str) {
-        if let Some(wake) = self.wake.lock().expect("wake lock").get(server) {
-            wake.notify_one();
-        }
-    }
-
-    fn servers(&self) -> Vec<String> {
-        self.wake
-            .lock()
-            .expect("wake lock")
-            .keys()
-            .cloned()
-            .collect()
-    }
-}
-
-/// The MCP servers the settings' actions name, sorted.
-pub fn named_servers(settings: &ReactorSettings) -> Vec<String> {
-    let mut names: Vec<String> = settings
-        .actions
-        .values()
-        .flatten()
-        .map(|s| s.server.clone())
-        .collect();
-    names.sort();
-    names.dedup();
-    names
-}
-
-/// Starts a dispatcher for each server in `servers` that has none yet.
-fn start_dispatchers<C: ToolCaller>(
-    shared: &Arc<Shared<C>>,
-    servers: &[String],
-    tasks: &TaskTracker,
-    shutdown: &CancellationToken,
-) {
-    let mut wake = shared.wake.lock().expect("wake lock");
-    for server in servers {
-        if wake.contains_key(server) {
-            continue;
-        }
-        let notify = Arc::new(Notify::new());
-        wake.insert(server.clone(), notify.clone());
-        tasks.spawn(dispatch(
-            shared.clone(),
-            server.clone(),
-            notify,
-            shutdown.clone(),
-        ));
-    }
 }
 
 /// The checkpoint timer of `settings`, if they ask for checkpoints.
@@ -262,7 +96,7 @@ fn checkpoint_timer(settings: &ReactorSettings) -> Option<tokio::time::Interval>
 pub async fn run<C: ToolCaller>(
     inputs: Inputs,
     control: ControlHandle,
-    outbox: Arc<Mutex<Outbox>>,
+    outbox: SharedOutbox,
     caller: Arc<C>,
     model: Model,
     shutdown: CancellationToken,
@@ -274,25 +108,27 @@ pub async fn run<C: ToolCaller>(
     } = inputs;
     let settings = settings_rx.borrow_and_update().clone();
     let identity = server_identity(&control, model.sidecar()).await?;
-    let recovered = outbox.lock().expect("outbox lock").recover()?;
+    let recovered = outbox.lock().recover()?;
     if recovered > 0 {
         tracing::warn!(
             recovered,
             "re-sending calls whose answer a previous daemon never saw"
         );
     }
-    let shared = Arc::new(Shared {
-        control,
-        outbox,
+    let dispatchers = Dispatchers::new(
+        control.clone(),
+        outbox.clone(),
         caller,
-        identity,
-        wake: Mutex::new(HashMap::new()),
-    });
-
-    let servers = named_servers(&settings);
+        identity.clone(),
+        shutdown.clone(),
+    );
+    let servers = settings.named_servers();
     let mut reactor = Reactor {
         settings,
-        shared: shared.clone(),
+        control,
+        outbox,
+        identity,
+        dispatchers,
         memos: HashMap::new(),
         sequence: 0,
     };
@@ -300,9 +136,8 @@ pub async fn run<C: ToolCaller>(
     // `@agent-pending` only reaches 0 once their registrations are done
     // (a dispatcher racing the adoption would show 0 in between).
     reactor.adopt(&model).await;
-    let tasks = TaskTracker::new();
-    start_dispatchers(&shared, &servers, &tasks, &shutdown);
-    publish_pending(&shared).await;
+    reactor.dispatchers.start(&servers);
+    publish_pending(&reactor.control, &reactor.outbox).await;
 
     let mut checkpoints = checkpoint_timer(&reactor.settings);
     let (mut settings_open, mut commands_open) = (true, true);
@@ -315,11 +150,12 @@ pub async fn run<C: ToolCaller>(
             changed = settings_rx.changed(), if settings_open => match changed {
                 Ok(()) => {
                     let settings = settings_rx.borrow_and_update().clone();
-                    start_dispatchers(&shared, &named_servers(&settings), &tasks, &shutdown);
+                    let servers = settings.named_servers();
+                    reactor.dispatchers.start(&servers);
                     if settings.checkpoint_interval != reactor.settings.checkpoint_interval {
                         checkpoints = checkpoint_timer(&settings);
                     }
-                    tracing::info!(servers = ?named_servers(&settings), "reactor settings reloaded");
+                    tracing::info!(?servers, "reactor settings reloaded");
                     reactor.settings = settings;
                 }
                 // The daemon keeps the sender while it runs; without it
@@ -340,43 +176,18 @@ pub async fn run<C: ToolCaller>(
     }
     // The events have ended (the server or the daemon is going): deliver
     // what is due while the caller's grace lasts, then stop the dispatchers.
-    // What is left stays in the outbox for the next daemon.
-    let servers = shared.servers();
-    if !shutdown.is_cancelled() {
-        drain(&shared, &servers, &shutdown).await;
-    }
-    shutdown.cancel();
-    for server in &servers {
-        shared.wake(server);
-    }
-    tasks.close();
-    tasks.wait().await;
+    reactor.dispatchers.stop().await;
     Ok(())
 }
 
-/// Waits until no action is due or in flight, or until `shutdown` fires.
-async fn drain<C>(shared: &Shared<C>, servers: &[String], shutdown: &CancellationToken) {
-    loop {
-        let busy = {
-            let outbox = shared.outbox.lock().expect("outbox lock");
-            let now = Utc::now().timestamp_millis();
-            servers
-                .iter()
-                .any(|server| outbox.has_due(server, now).unwrap_or(false))
-        };
-        if !busy {
-            return;
-        }
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_millis(20)) => {}
-            () = shutdown.cancelled() => return,
-        }
-    }
-}
-
+/// The reactor task's state.
 struct Reactor<C> {
     settings: Arc<ReactorSettings>,
-    shared: Arc<Shared<C>>,
+    control: ControlHandle,
+    /// Shared with the dispatchers and the daemon's status and save hooks.
+    outbox: SharedOutbox,
+    identity: ServerIdentity,
+    dispatchers: Dispatchers<C>,
     memos: HashMap<SessionId, Memo>,
     /// Makes idempotency keys unique among events of the same millisecond.
     sequence: u64,
@@ -394,14 +205,13 @@ impl<C: ToolCaller> Reactor<C> {
                 ..Memo::default()
             };
             memo.options = self.read_options(id).await.unwrap_or_default();
-            let key = self.shared.identity.session_key(id);
-            let known = {
-                let outbox = self.shared.outbox.lock().expect("outbox lock");
-                outbox
-                    .history(&key, 1)
-                    .map(|h| !h.is_empty())
-                    .unwrap_or(true)
-            };
+            let key = self.identity.session_key(id);
+            let known = self
+                .outbox
+                .lock()
+                .history(key.as_str(), 1)
+                .map(|h| !h.is_empty())
+                .unwrap_or(true);
             // A session the daemon has never marked gets its state now; one
             // it marked before a restart (an error, say) keeps it.
             if !memo.options.contains_key(schema::session::STATE) {
@@ -424,7 +234,11 @@ impl<C: ToolCaller> Reactor<C> {
                     old_name: None,
                     session_created: Some(session.info.created),
                 };
-                self.enqueue(&event, "session-created", None).await;
+                if let Some(decision) =
+                    decide::on_trigger(&self.settings.actions, Trigger::SessionCreated)
+                {
+                    let _ = self.commit(&event, &decision, None).await;
+                }
             }
         }
     }
@@ -433,47 +247,34 @@ impl<C: ToolCaller> Reactor<C> {
         let id = event.session_id;
         match event.kind {
             EventKind::SessionCreated => {
-                let options = self.read_options(id).await.unwrap_or_default();
-                self.memos.insert(
-                    id,
-                    Memo {
-                        name: event.session.clone(),
-                        created: event.session_created.unwrap_or_default(),
-                        options,
-                        ..Memo::default()
-                    },
-                );
-                self.set_state(id, AgentState::Active).await;
+                let mut memo = Memo::from_event(&event);
+                memo.options = self.read_options(id).await.unwrap_or_default();
+                self.memos.insert(id, memo);
             }
             EventKind::SessionRenamed => {
                 if let Some(memo) = self.memos.get_mut(&id) {
                     memo.name = event.session.clone();
                 }
             }
-            EventKind::SessionAttached => {
+            EventKind::SessionAttached | EventKind::SessionDetached => {
                 self.refresh_options(id).await;
                 if let Some(memo) = self.memos.get_mut(&id) {
-                    memo.attached = true;
+                    memo.attached = event.kind == EventKind::SessionAttached;
                 }
-                self.set_state(id, AgentState::Active).await;
             }
-            EventKind::SessionDetached => {
-                self.refresh_options(id).await;
-                if let Some(memo) = self.memos.get_mut(&id) {
-                    memo.attached = false;
-                }
-                self.set_state(id, AgentState::Detached).await;
-            }
-            _ => {}
+            EventKind::SessionClosed | EventKind::ClientAttached | EventKind::ClientDetached => {}
         }
-        let trigger = event.kind.as_str();
-        let needs_context = self.needs_context(trigger);
-        let context = if needs_context && event.kind != EventKind::SessionClosed {
-            self.capture(id).await
-        } else {
-            None
-        };
-        self.enqueue(&event, trigger, context).await;
+        if let Some(state) = decide::state_on(event.kind) {
+            self.set_state(id, state).await;
+        }
+        if let Some(decision) = decide::on_trigger(&self.settings.actions, event.kind.into()) {
+            let context = if decision.needs_context() && decide::captures_for(event.kind) {
+                self.capture(id).await
+            } else {
+                None
+            };
+            let _ = self.commit(&event, &decision, context).await;
+        }
         if event.kind == EventKind::SessionClosed {
             self.memos.remove(&id);
         }
@@ -481,9 +282,9 @@ impl<C: ToolCaller> Reactor<C> {
 
     /// Saves a checkpoint of every attached session.
     async fn checkpoint(&mut self) {
-        if !self.settings.actions.contains_key("checkpoint") {
+        let Some(decision) = decide::on_trigger(&self.settings.actions, Trigger::Checkpoint) else {
             return;
-        }
+        };
         let attached: Vec<(SessionId, String, i64)> = self
             .memos
             .iter()
@@ -491,38 +292,30 @@ impl<C: ToolCaller> Reactor<C> {
             .map(|(id, m)| (*id, m.name.clone(), m.created))
             .collect();
         for (id, name, created) in attached {
-            let server_backlog = self.backlogged();
-            if server_backlog {
+            if self.backlogged() {
                 tracing::warn!(session_id = %id, "queue full: skipping a checkpoint");
                 continue;
             }
-            let context = if self.needs_context("checkpoint") {
+            let context = if decision.needs_context() {
                 self.capture(id).await
             } else {
                 None
             };
-            let event = synthetic_event(id, name, created);
-            self.enqueue(&event, "checkpoint", context).await;
+            let event = decide::synthetic_event(id, name, created);
+            let _ = self.commit(&event, &decision, context).await;
         }
     }
 
     /// Whether any server's queue is over the bound.
     fn backlogged(&self) -> bool {
-        let servers = self.shared.servers();
-        let outbox = self.shared.outbox.lock().expect("outbox lock");
+        let servers = self.dispatchers.servers();
+        let outbox = self.outbox.lock();
         servers.iter().any(|server| {
             outbox
                 .counts(Some(server))
                 .map(|c| c.pending + c.inflight >= self.settings.max_pending)
                 .unwrap_or(false)
         })
-    }
-
-    fn needs_context(&self, trigger: &str) -> bool {
-        self.settings
-            .actions
-            .get(trigger)
-            .is_some_and(|specs| specs.iter().any(carries_context))
     }
 
     /// A save the CLI asked for (see [`ReactorCommand::Save`]).
@@ -533,28 +326,26 @@ impl<C: ToolCaller> Reactor<C> {
             ));
         };
         let (name, created) = (memo.name.clone(), memo.created);
-        let specs = save_actions(&self.settings.actions);
-        if specs.is_empty() {
+        let Some(decision) = decide::on_save(&self.settings.actions) else {
             return Err(
                 "nothing in the configuration saves a session: add [[on.checkpoint]] actions (or session-detached actions that use {context}); see `tmux-agent config check`"
                     .to_owned(),
             );
-        }
+        };
         self.refresh_options(id).await;
-        let context = if specs.iter().any(carries_context) {
+        let context = if decision.needs_context() {
             self.capture(id).await
         } else {
             None
         };
-        let event = synthetic_event(id, name, created);
-        self.commit(&event, SAVE_EVENT, &specs, Priority::Save, context)
-            .await
+        let event = decide::synthetic_event(id, name, created);
+        self.commit(&event, &decision, context).await
     }
 
     async fn capture(&mut self, id: SessionId) -> Option<SessionContext> {
         let memo = self.memos.get(&id)?;
         match context::capture(
-            &self.shared.control,
+            &self.control,
             id,
             &memo.name,
             memo.created,
@@ -576,12 +367,7 @@ impl<C: ToolCaller> Reactor<C> {
     }
 
     async fn read_options(&self, id: SessionId) -> Option<BTreeMap<String, String>> {
-        let reply = self
-            .shared
-            .control
-            .run(Command::show_options(id))
-            .await
-            .ok()?;
+        let reply = self.control.run(Command::show_options(id)).await.ok()?;
         parse_options(reply.lines.iter().map(|l| l.as_ref()), schema::PREFIX).ok()
     }
 
@@ -595,7 +381,7 @@ impl<C: ToolCaller> Reactor<C> {
 
     async fn set_state(&self, id: SessionId, state: AgentState) {
         set_session_option(
-            &self.shared.control,
+            &self.control,
             id,
             schema::session::STATE,
             &state.to_string(),
@@ -603,237 +389,65 @@ impl<C: ToolCaller> Reactor<C> {
         .await;
     }
 
-    /// Builds the event's values and commits its actions.
-    async fn enqueue(
-        &mut self,
-        event: &LifecycleEvent,
-        trigger: &str,
-        context: Option<SessionContext>,
-    ) {
-        let Some(specs) = self
-            .settings
-            .actions
-            .get(trigger)
-            .filter(|s| !s.is_empty())
-            .cloned()
-        else {
-            return;
-        };
-        let _ = self
-            .commit(event, trigger, &specs, priority(trigger), context)
-            .await;
-    }
-
-    /// Commits `specs` as actions of `event` under the name `trigger`;
-    /// returns their idempotency keys, or why they could not be committed.
+    /// Commits `decision`'s actions for `event`; returns their idempotency
+    /// keys, or why they could not be committed.
     async fn commit(
         &mut self,
         event: &LifecycleEvent,
-        trigger: &str,
-        specs: &[ActionSpec],
-        priority: Priority,
+        decision: &Decision,
         context: Option<SessionContext>,
     ) -> Result<Vec<String>, String> {
         let id = event.session_id;
-        let memo = self.memos.get(&id).cloned().unwrap_or_else(|| Memo {
-            name: event.session.clone(),
-            created: event.session_created.unwrap_or_default(),
-            ..Memo::default()
-        });
-        let key = self.shared.identity.session_key(id);
+        let memo = self
+            .memos
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| Memo::from_event(event));
+        let key = self.identity.session_key(id);
         let context = context
             .or_else(|| memo.context.clone())
-            .unwrap_or_else(|| minimal_context(id, &memo));
-        let vars = self.vars(event, trigger, &memo, &key, &context);
+            .unwrap_or_else(|| vars::minimal_context(id, &memo));
+        let vars = vars::vars(
+            event,
+            decision.trigger,
+            &memo,
+            &key,
+            &context,
+            &self.settings,
+            &self.identity.host,
+        );
         self.sequence += 1;
-        let stamp = format!("{}-{}", event.time.timestamp_millis(), self.sequence);
-        let actions: Vec<NewAction> = specs
-            .iter()
-            .enumerate()
-            .map(|(i, spec)| NewAction {
-                idempotency_key: format!("{key}/{trigger}/{stamp}/{i}"),
-                session_key: key.clone(),
-                session_id: id.to_string(),
-                event: trigger.to_owned(),
-                priority,
-                server: spec.server.clone(),
-                tool: spec.tool.clone(),
-                template: spec.args.clone(),
-                vars: vars.clone(),
-                keep: serde_json::to_value(&spec.keep).unwrap_or_default(),
-            })
-            .collect();
+        let actions = decide::actions(decision, event, &key, &vars, self.sequence);
         let now = Utc::now().timestamp_millis();
         let result = {
-            let mut outbox = self.shared.outbox.lock().expect("outbox lock");
-            if trigger == "session-created" {
+            let mut outbox = self.outbox.lock();
+            if decision.trigger == Trigger::SessionCreated {
                 // The entity name of memory presets is fixed at creation.
-                let _ = outbox.keep(&key, "created_name", &Value::String(memo.name.clone()));
+                let _ = outbox.keep(
+                    key.as_str(),
+                    "created_name",
+                    &Value::String(memo.name.clone()),
+                );
             }
             outbox.enqueue(&actions, now)
         };
-        let keys = actions.iter().map(|a| a.idempotency_key.clone()).collect();
         let outcome = match result {
             Ok(_) => {
-                for spec in specs {
-                    self.shared.wake(&spec.server);
+                for spec in &decision.specs {
+                    self.dispatchers.wake(&spec.server);
                 }
-                Ok(keys)
+                Ok(actions.into_iter().map(|a| a.idempotency_key).collect())
             }
             Err(err) => {
-                tracing::error!(%err, session_id = %id, trigger, "could not commit actions: they are lost");
-                set_session_option(
-                    &self.shared.control,
-                    id,
-                    schema::session::STATE,
-                    &AgentState::error(&err.to_string()).to_string(),
-                )
-                .await;
+                tracing::error!(%err, session_id = %id, trigger = %decision.trigger, "could not commit actions: they are lost");
+                self.set_state(id, AgentState::error(&err.to_string()))
+                    .await;
                 Err(format!("could not commit the actions: {err}"))
             }
         };
-        publish_pending(&self.shared).await;
+        publish_pending(&self.control, &self.outbox).await;
         outcome
     }
-
-    fn vars(
-        &self,
-        event: &LifecycleEvent,
-        trigger: &str,
-        memo: &Memo,
-        key: &str,
-        context: &SessionContext,
-    ) -> Value {
-        let option = |name: &str| memo.options.get(name).filter(|v| !v.is_empty()).cloned();
-        let goal = option(schema::session::GOAL)
-            .unwrap_or_else(|| self.settings.default_goal.replace("{session}", &memo.name));
-        let agent_type =
-            option(schema::session::TYPE).unwrap_or_else(|| self.settings.default_type.clone());
-        let time = event.time.to_rfc3339_opts(SecondsFormat::Millis, true);
-        let mut vars = Map::new();
-        vars.insert("session".into(), json!(event.session));
-        vars.insert("session_id".into(), json!(event.session_id.to_string()));
-        vars.insert("session_created".into(), json!(memo.created));
-        vars.insert("session_key".into(), json!(key));
-        vars.insert("goal".into(), json!(goal));
-        vars.insert("type".into(), json!(agent_type));
-        vars.insert("group".into(), json!(option(schema::session::GROUP)));
-        vars.insert("role".into(), json!(option(schema::session::ROLE)));
-        vars.insert("time".into(), json!(time));
-        vars.insert("host".into(), json!(self.shared.identity.host));
-        vars.insert("event".into(), json!(trigger));
-        vars.insert("client".into(), json!(event.client));
-        vars.insert("old_name".into(), json!(event.old_name));
-        // Not a placeholder: tells `deliver` which state a requested save
-        // leaves the session in.
-        vars.insert("attached".into(), json!(memo.attached));
-        vars.insert(
-            "context".into(),
-            serde_json::to_value(context).unwrap_or_default(),
-        );
-        vars.insert(
-            "observations".into(),
-            json!(observations(trigger, &time, &goal, &agent_type, context)),
-        );
-        Value::Object(vars)
-    }
-}
-
-/// Whether an action sends the session's context.
-fn carries_context(spec: &ActionSpec) -> bool {
-    let text = spec.args.to_string();
-    text.contains("{context}") || text.contains("{observations}")
-}
-
-/// The actions a requested save sends: the `checkpoint` actions, else the
-/// `session-detached` actions that carry the context.
-fn save_actions(actions: &ActionMap) -> Vec<ActionSpec> {
-    match actions.get("checkpoint").filter(|s| !s.is_empty()) {
-        Some(specs) => specs.clone(),
-        None => actions
-            .get("session-detached")
-            .into_iter()
-            .flatten()
-            .filter(|s| carries_context(s))
-            .cloned()
-            .collect(),
-    }
-}
-
-/// An event for calls tmux did not cause (a checkpoint, a requested save):
-/// it carries the session, and the time it was decided.
-fn synthetic_event(id: SessionId, name: String, created: i64) -> LifecycleEvent {
-    LifecycleEvent {
-        kind: EventKind::SessionAttached,
-        session_id: id,
-        session: name,
-        time: Utc::now(),
-        client: None,
-        old_name: None,
-        session_created: Some(created),
-    }
-}
-
-/// The context of a session that can no longer be read from tmux: what the
-/// reactor kept.
-fn minimal_context(id: SessionId, memo: &Memo) -> SessionContext {
-    let option = |name: &str| memo.options.get(name).cloned();
-    SessionContext {
-        session: memo.name.clone(),
-        session_id: id,
-        created: memo.created,
-        goal: option(schema::session::GOAL),
-        agent_type: option(schema::session::TYPE),
-        group: option(schema::session::GROUP),
-        role: option(schema::session::ROLE),
-        windows: Vec::new(),
-        captured_at: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
-        truncated: false,
-    }
-}
-
-/// One line per fact, for memory servers that store observations as text.
-fn observations(
-    trigger: &str,
-    time: &str,
-    goal: &str,
-    agent_type: &str,
-    context: &SessionContext,
-) -> Vec<String> {
-    let mut lines = vec![
-        format!("{trigger} at {time}"),
-        format!("goal: {goal}"),
-        format!("type: {agent_type}"),
-    ];
-    if let Some(group) = &context.group {
-        lines.push(format!(
-            "group: {group} ({})",
-            context.role.as_deref().unwrap_or("member")
-        ));
-    }
-    for window in &context.windows {
-        lines.push(format!(
-            "window {}: {} ({} panes)",
-            window.index,
-            window.name,
-            window.panes.len()
-        ));
-        for pane in &window.panes {
-            lines.push(format!(
-                "pane {}.{}: {} in {}",
-                window.index, pane.index, pane.command, pane.path
-            ));
-            if !pane.lines.is_empty() {
-                lines.push(format!(
-                    "pane {}.{} last lines:\n{}",
-                    window.index,
-                    pane.index,
-                    pane.lines.join("\n")
-                ));
-            }
-        }
-    }
-    lines
 }
 
 /// The server's host name and start time, which make session keys unique.
@@ -842,285 +456,221 @@ async fn server_identity(
     sidecar: SessionId,
 ) -> Result<ServerIdentity, ReactorError> {
     let reply = control
-        .run(Command::display_message(sidecar, "#{host}\t#{start_time}")?)
+        .run(Command::display_message(sidecar, IDENTITY_FORMAT)?)
         .await?;
     let text = reply.text();
-    let (host, start_time) = text.split_once('\t').unwrap_or((text.as_str(), "0"));
-    Ok(ServerIdentity {
-        host: host.to_owned(),
-        start_time: start_time.trim().to_owned(),
-    })
-}
-
-/// Sets a session option, ignoring a session that has gone away meanwhile.
-///
-/// The command is queued, not waited for: the next command on the
-/// connection sees the option set, and a dispatcher does not spend a tmux
-/// round trip per call (tmux is busiest exactly when calls pile up, in a
-/// burst of new sessions).
-async fn set_session_option(control: &ControlHandle, id: SessionId, name: &str, value: &str) {
-    let Ok(command) = Command::set_option(id, name, value) else {
-        return;
-    };
-    let Ok(answer) = control.queue(command).await else {
-        return;
-    };
-    let name = name.to_owned();
-    tokio::spawn(async move {
-        match answer.await {
-            Ok(Ok(_) | Err(ControlError::Command { .. } | ControlError::Closed)) | Err(_) => {}
-            Ok(Err(err)) => {
-                tracing::warn!(%err, session_id = %id, option = name, "could not set option")
-            }
-        }
-    });
-}
-
-/// Publishes the count of undelivered actions in `@agent-pending` (queued,
-/// as [`set_session_option`] does).
-async fn publish_pending<C>(shared: &Shared<C>) {
-    let pending = {
-        let outbox = shared.outbox.lock().expect("outbox lock");
-        outbox.open_count().unwrap_or(0)
-    };
-    if let Ok(command) = Command::set_global_option(schema::global::PENDING, &pending.to_string()) {
-        let _ = shared.control.queue(command).await;
-    }
-}
-
-/// The first retry waits this long; each further one twice as long.
-const RETRY_BASE: Duration = Duration::from_secs(1);
-/// The longest wait between retries.
-const RETRY_CAP: Duration = Duration::from_secs(60);
-
-fn retry_delay(attempts: u32) -> Duration {
-    let exp = RETRY_BASE.saturating_mul(1u32 << attempts.min(6));
-    let capped = exp.min(RETRY_CAP);
-    // Up to 20% jitter, so a fleet of retries does not arrive together.
-    let jitter = capped.as_millis() as u64 * u64::from(jitter_percent()) / 100;
-    capped + Duration::from_millis(jitter)
-}
-
-fn jitter_percent() -> u32 {
-    use std::hash::{BuildHasher, RandomState};
-    (RandomState::new().hash_one(std::time::Instant::now()) % 20) as u32
-}
-
-/// Sends the due actions of one MCP server, one at a time, in order.
-async fn dispatch<C: ToolCaller>(
-    shared: Arc<Shared<C>>,
-    server: String,
-    wake: Arc<Notify>,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let now = Utc::now().timestamp_millis();
-        let next = {
-            let mut outbox = shared.outbox.lock().expect("outbox lock");
-            outbox
-                .claim_next(&server, now)
-                .and_then(|a| Ok((a, outbox.next_due(&server, now)?)))
-        };
-        let action = match next {
-            Ok((Some(action), _)) => action,
-            Ok((None, due)) => {
-                let wait = due
-                    .filter(|due| *due > now)
-                    .map(|due| Duration::from_millis((due - now) as u64))
-                    .unwrap_or(RETRY_CAP);
-                tokio::select! {
-                    () = wake.notified() => {}
-                    () = tokio::time::sleep(wait) => {}
-                    () = shutdown.cancelled() => return,
-                }
-                continue;
-            }
-            Err(err) => {
-                tracing::error!(%err, server, "outbox unreadable; retrying in a second");
-                tokio::select! {
-                    () = tokio::time::sleep(RETRY_BASE) => continue,
-                    () = shutdown.cancelled() => return,
-                }
-            }
-        };
-        // A call is never cut short by shutdown: its own timeout bounds it,
-        // and the daemon bounds the whole drain. (One cut short anyway, by
-        // the daemon being killed, stays `inflight` and is re-sent.)
-        deliver(&shared, action).await;
-        publish_pending(&shared).await;
-        if shutdown.is_cancelled() {
-            return;
-        }
-    }
-}
-
-/// Renders, sends and records one action.
-async fn deliver<C: ToolCaller>(shared: &Shared<C>, action: Action) {
-    let Action { id, new, attempts } = action;
-    let session = new.session_id.parse::<SessionId>().ok();
-    // Options are only ever set on the server the action was decided on:
-    // after a tmux restart, `$3` is somebody else's session.
-    let here = new.session_key.starts_with(&format!(
-        "{}:{}:",
-        shared.identity.host, shared.identity.start_time
-    ));
-    let target = session.filter(|_| here);
-
-    let mut vars = new.vars.as_object().cloned().unwrap_or_default();
-    let kept = {
-        let outbox = shared.outbox.lock().expect("outbox lock");
-        outbox.kept(&new.session_key).unwrap_or_default()
-    };
-    vars.extend(kept);
-    vars.insert("idempotency_key".into(), json!(new.idempotency_key));
-    let now = || Utc::now().timestamp_millis();
-    let args = match template::render(&new.template, &vars) {
-        Ok(args) => args,
-        Err(err) => {
-            let reason = format!("cannot build the arguments of {}: {err}", new.tool);
-            tracing::warn!(action = id, %reason, "action failed");
-            let _ = shared
-                .outbox
-                .lock()
-                .expect("outbox lock")
-                .mark_failed(id, &reason, now());
-            if let Some(sid) = target {
-                set_session_option(
-                    &shared.control,
-                    sid,
-                    schema::session::STATE,
-                    &AgentState::error(&reason).to_string(),
-                )
-                .await;
-            }
-            return;
-        }
-    };
-    if new.priority == Priority::Save
-        && let Some(sid) = target
-    {
-        set_session_option(
-            &shared.control,
-            sid,
-            schema::session::STATE,
-            &AgentState::Saving.to_string(),
-        )
-        .await;
-    }
-    let started = std::time::Instant::now();
-    let outcome = shared.caller.call(&new.server, &new.tool, args).await;
-    let latency = started.elapsed().as_millis() as i64;
-    match outcome {
-        Ok(result) => {
-            let keep: BTreeMap<String, String> =
-                serde_json::from_value(new.keep.clone()).unwrap_or_default();
-            let kept: Vec<(String, Value)> = keep
-                .iter()
-                .filter_map(|(name, path)| {
-                    template::extract(&result, path).map(|v| (name.clone(), v.clone()))
-                })
-                .collect();
-            for name in keep.keys().filter(|n| !kept.iter().any(|(k, _)| k == *n)) {
-                tracing::warn!(
-                    action = id,
-                    tool = new.tool,
-                    keep = name,
-                    "the result has no value to keep"
-                );
-            }
-            if let Err(err) =
-                shared
-                    .outbox
-                    .lock()
-                    .expect("outbox lock")
-                    .mark_delivered(id, now(), latency, &kept)
-            {
-                tracing::error!(%err, action = id, "delivered, but could not record it: it may be sent again");
-            }
-            tracing::info!(
-                action = id,
-                server = new.server,
-                tool = new.tool,
-                latency_ms = latency,
-                "delivered"
-            );
-            if let Some(sid) = target {
-                for (name, value) in &kept {
-                    if name == "goal_id" {
-                        let text = value
-                            .as_str()
-                            .map(str::to_owned)
-                            .unwrap_or_else(|| value.to_string());
-                        set_session_option(&shared.control, sid, schema::session::GOAL_ID, &text)
-                            .await;
-                    }
-                }
-                if new.priority == Priority::Save || new.event == "checkpoint" {
-                    let saved = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
-                    set_session_option(&shared.control, sid, schema::session::SAVED, &saved).await;
-                    let state = match new.event.as_str() {
-                        "checkpoint" => AgentState::Active,
-                        SAVE_EVENT if new.vars["attached"] == json!(true) => AgentState::Active,
-                        _ => AgentState::Detached,
-                    };
-                    set_session_option(
-                        &shared.control,
-                        sid,
-                        schema::session::STATE,
-                        &state.to_string(),
-                    )
-                    .await;
-                }
-            }
-        }
-        Err(failure) if failure.permanent => {
-            tracing::warn!(
-                action = id,
-                server = new.server,
-                tool = new.tool,
-                reason = failure.message,
-                "call failed for good"
-            );
-            let _ =
-                shared
-                    .outbox
-                    .lock()
-                    .expect("outbox lock")
-                    .mark_failed(id, &failure.message, now());
-            if let Some(sid) = target {
-                set_session_option(
-                    &shared.control,
-                    sid,
-                    schema::session::STATE,
-                    &AgentState::error(&failure.message).to_string(),
-                )
-                .await;
-            }
-        }
-        Err(failure) => {
-            let delay = retry_delay(attempts);
-            tracing::info!(action = id, server = new.server, tool = new.tool, reason = failure.message, retry_in = ?delay, "call failed; will retry");
-            let retry_at = now() + delay.as_millis() as i64;
-            let _ = shared.outbox.lock().expect("outbox lock").mark_retry(
-                id,
-                &failure.message,
-                retry_at,
-            );
-        }
-    }
+    // A tmux that printed no tab still gets keys: unique per host only.
+    Ok(
+        ServerIdentity::parse(&text).unwrap_or_else(|| ServerIdentity {
+            host: text.trim().to_owned(),
+            start_time: "0".to_owned(),
+        }),
+    )
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::time::Duration;
 
-    #[test]
-    fn retries_back_off_to_a_cap() {
+    use serde_json::json;
+
+    use super::*;
+    use crate::agent::actions::ActionSpec;
+    use crate::agent::fake::ScriptedCaller;
+    use crate::agent::outbox::Outbox;
+
+    fn spec(tool: &str, args: Value, keep: &[(&str, &str)]) -> ActionSpec {
+        ActionSpec {
+            server: "srv".into(),
+            tool: tool.into(),
+            args,
+            keep: keep
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    fn event(kind: EventKind) -> LifecycleEvent {
+        event_of(kind, 1, "work")
+    }
+
+    fn event_of(kind: EventKind, id: u32, name: &str) -> LifecycleEvent {
+        LifecycleEvent {
+            kind,
+            session_id: SessionId(id),
+            session: name.into(),
+            time: Utc::now(),
+            client: None,
+            old_name: None,
+            session_created: Some(1_700_000_000),
+        }
+    }
+
+    /// Events in, calls out: from a session's creation to its close, with
+    /// a save asked for in between, through the real outbox and
+    /// dispatcher, to a scripted caller.
+    #[tokio::test]
+    async fn a_session_lifetime_becomes_calls_in_order() {
+        let actions = [
+            (
+                Trigger::SessionCreated,
+                vec![spec(
+                    "register",
+                    json!({"name": "{session}"}),
+                    &[("goal_id", "$.id")],
+                )],
+            ),
+            (
+                Trigger::SessionDetached,
+                vec![spec("save", json!({"context": "{context}"}), &[])],
+            ),
+            (
+                Trigger::SessionClosed,
+                vec![spec("complete", json!({"id": "{goal_id}"}), &[])],
+            ),
+        ]
+        .into_iter()
+        .collect();
+        let settings = ReactorSettings {
+            actions,
+            ..ReactorSettings::default()
+        };
+        let caller = Arc::new(ScriptedCaller::default());
+        caller.answer("srv", "register", Ok(json!({"id": "g-1"})));
+        let (control, _commands) = ControlHandle::recording();
+        let (_settings_tx, settings_rx) = watch::channel(Arc::new(settings));
+        let (events_tx, events) = mpsc::channel(16);
+        let (commands_tx, commands) = mpsc::channel(4);
+        let outbox = SharedOutbox::new(Outbox::in_memory().unwrap());
+        let reactor = tokio::spawn(run(
+            Inputs {
+                settings: settings_rx,
+                events,
+                commands,
+            },
+            control,
+            outbox.clone(),
+            caller.clone(),
+            Model::new("$0".parse().unwrap()),
+            CancellationToken::new(),
+        ));
+
+        events_tx
+            .send(event(EventKind::SessionCreated))
+            .await
+            .unwrap();
+        // The reactor takes events and commands in either order: wait until
+        // the creation has been acted on.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while caller.calls().is_empty() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the registration never went out");
+        // A save the CLI asks for sends the detach's save, recorded as `save`.
+        let (reply, answer) = oneshot::channel();
+        commands_tx
+            .send(ReactorCommand::Save {
+                session: "$1".parse().unwrap(),
+                reply,
+            })
+            .await
+            .unwrap();
+        let keys = answer.await.unwrap().unwrap();
+        assert_eq!(keys.len(), 1);
+        assert!(keys[0].contains("/save/"), "{keys:?}");
+        let (reply, answer) = oneshot::channel();
+        commands_tx
+            .send(ReactorCommand::Save {
+                session: "$9".parse().unwrap(),
+                reply,
+            })
+            .await
+            .unwrap();
+        assert!(answer.await.unwrap().unwrap_err().contains("not tracked"));
+
+        events_tx
+            .send(event(EventKind::SessionClosed))
+            .await
+            .unwrap();
+        // The end of the events drains what is due, then the reactor ends.
+        drop(events_tx);
+        tokio::time::timeout(Duration::from_secs(10), reactor)
+            .await
+            .expect("the reactor drains and ends")
+            .unwrap()
+            .unwrap();
+
+        let calls = caller.calls();
+        let tools: Vec<&str> = calls.iter().map(|c| c.tool.as_str()).collect();
+        assert_eq!(tools, ["register", "save", "complete"]);
+        assert_eq!(calls[0].args, json!({"name": "work"}));
+        assert_eq!(calls[1].args["context"]["session"], "work");
+        assert_eq!(calls[2].args, json!({"id": "g-1"}));
+        assert_eq!(outbox.lock().open_count().unwrap(), 0);
+    }
+
+    /// Checkpoints go to attached sessions only, under their own trigger.
+    #[tokio::test]
+    async fn checkpoints_save_attached_sessions_only() {
+        let actions = [(
+            Trigger::Checkpoint,
+            vec![spec(
+                "checkpoint",
+                json!({"name": "{session}", "event": "{event}"}),
+                &[],
+            )],
+        )]
+        .into_iter()
+        .collect();
+        let settings = ReactorSettings {
+            actions,
+            checkpoint_interval: Some(Duration::from_secs(1)),
+            ..ReactorSettings::default()
+        };
+        let caller = Arc::new(ScriptedCaller::default());
+        let (control, _commands) = ControlHandle::recording();
+        let (_settings_tx, settings_rx) = watch::channel(Arc::new(settings));
+        let (events_tx, events) = mpsc::channel(16);
+        let (_commands_tx, commands) = mpsc::channel(4);
+        let outbox = SharedOutbox::new(Outbox::in_memory().unwrap());
+        let shutdown = CancellationToken::new();
+        let reactor = tokio::spawn(run(
+            Inputs {
+                settings: settings_rx,
+                events,
+                commands,
+            },
+            control,
+            outbox.clone(),
+            caller.clone(),
+            Model::new(SessionId(0)),
+            shutdown.clone(),
+        ));
+        for event in [
+            event_of(EventKind::SessionCreated, 1, "here"),
+            event_of(EventKind::SessionAttached, 1, "here"),
+            event_of(EventKind::SessionCreated, 2, "away"),
+        ] {
+            events_tx.send(event).await.unwrap();
+        }
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while caller.calls().len() < 2 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("no second checkpoint");
+        shutdown.cancel();
+        reactor.await.unwrap().unwrap();
+        let calls = caller.calls();
         assert!(
-            retry_delay(0) >= Duration::from_secs(1)
-                && retry_delay(0) < Duration::from_millis(1200)
+            calls
+                .iter()
+                .all(|c| c.args == json!({"name": "here", "event": "checkpoint"})),
+            "{calls:#?}"
         );
-        assert!(retry_delay(3) >= Duration::from_secs(8));
-        assert!(retry_delay(30) <= RETRY_CAP + RETRY_CAP / 5);
     }
 }

@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use serde_json::{Map, Value, json};
 
 use super::GlobalArgs;
-use crate::mcp::discovery::Discovered;
+use crate::configuration::Configuration;
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
@@ -39,21 +39,22 @@ pub struct ShowArgs {
 
 /// Runs a `config` subcommand.
 pub async fn run(cmd: ConfigCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
-    let discovered = super::mcp::load_quietly(global).await?;
+    let configuration = Configuration::load(global.config.clone()).await?;
     match cmd {
-        ConfigCommand::Check => Ok(check(&discovered)),
-        ConfigCommand::Show(args) => show(&discovered, args),
+        ConfigCommand::Check => Ok(check(&configuration)),
+        ConfigCommand::Show(args) => show(&configuration, args),
     }
 }
 
-fn check(discovered: &Discovered) -> ExitCode {
-    for problem in &discovered.problems {
+fn check(configuration: &Configuration) -> ExitCode {
+    for problem in &configuration.problems {
         println!("{problem}");
     }
-    for warning in &discovered.warnings {
+    for warning in &configuration.warnings {
         println!("warning: {warning}");
     }
-    if discovered.problems.is_empty() {
+    let discovered = &configuration.servers;
+    if configuration.problems.is_empty() {
         let files: Vec<String> = discovered
             .files_read
             .iter()
@@ -75,7 +76,8 @@ fn check(discovered: &Discovered) -> ExitCode {
     }
 }
 
-fn show(discovered: &Discovered, args: ShowArgs) -> anyhow::Result<ExitCode> {
+fn show(configuration: &Configuration, args: ShowArgs) -> anyhow::Result<ExitCode> {
+    let discovered = &configuration.servers;
     let mut servers = Map::new();
     for spec in &discovered.servers {
         let masked = spec.masked();
@@ -104,7 +106,7 @@ fn show(discovered: &Discovered, args: ShowArgs) -> anyhow::Result<ExitCode> {
     } else {
         println!("{}", toml::to_string_pretty(&without_nulls(effective))?);
     }
-    Ok(if discovered.problems.is_empty() {
+    Ok(if configuration.problems.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

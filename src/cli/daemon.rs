@@ -94,9 +94,6 @@ fn explain(err: DaemonError, server: &ServerSocket) -> anyhow::Error {
         DaemonError::ConfigProblems(_) => anyhow::anyhow!(
             "{err}\n(`tmux-agent config check` lists them; fix them and start it again)"
         ),
-        DaemonError::ReactorConfig(_) => {
-            anyhow::anyhow!("{err}; run `tmux-agent config check`")
-        }
         // The message already says the cause: no chain to print after it.
         err => anyhow::anyhow!("{err}"),
     }

@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 
 use super::GlobalArgs;
 use crate::config::ConfigDuration;
-use crate::mcp::discovery::{Discovered, DiscoveryInput, discover};
+use crate::configuration::Configuration;
+use crate::mcp::discovery::Discovered;
 use crate::mcp::error::secs;
 use crate::mcp::{CallError, CallOptions, McpPool, OutputSource, ServerStatus};
 
@@ -151,26 +152,16 @@ async fn daemon_stats(global: &GlobalArgs) -> Option<Vec<crate::mcp::metrics::Se
     }
 }
 
-/// Discovers servers, without printing anything.
-pub(crate) async fn load_quietly(global: &GlobalArgs) -> anyhow::Result<Discovered> {
-    let input = DiscoveryInput::from_process(global.config.clone())
-        .context("cannot find the config files")?;
-    // Off the async threads: it reads files and may pause to re-read one.
-    tokio::task::spawn_blocking(move || discover(&input))
-        .await
-        .context("config discovery stopped unexpectedly")
-}
-
 /// Discovers servers, reporting config problems on stderr.
 async fn load(global: &GlobalArgs) -> anyhow::Result<Discovered> {
-    let discovered = load_quietly(global).await?;
-    for problem in &discovered.problems {
+    let configuration = Configuration::load(global.config.clone()).await?;
+    for problem in &configuration.problems {
         eprintln!("tmux-agent: config problem: {problem}");
     }
-    for warning in &discovered.warnings {
+    for warning in &configuration.warnings {
         tracing::debug!(%warning, "config warning");
     }
-    Ok(discovered)
+    Ok(configuration.servers)
 }
 
 async fn servers(discovered: Discovered, args: ServersArgs) -> anyhow::Result<ExitCode> {

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use super::GlobalArgs;
 use super::coordination::{TargetArgs, print_json, printable, who};
+use crate::agent::identity::{IDENTITY_FORMAT, ServerIdentity};
 use crate::agent::outbox::{Counts, HistoryEntry, Outbox};
 use crate::control::command::Command;
 use crate::group::direct::Direct;
@@ -60,29 +61,23 @@ pub async fn run(args: ShowArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode
         .resolve_session(args.target.target.as_deref())
         .await?;
     let options = direct.session_options(session.id).await?;
-    // Session keys are unique over time: `<host>:<server start>:<$id>`, as
-    // the reactor makes them.
+    // The outbox names sessions by key, unique over time, as the daemon
+    // makes them (agent::identity).
     let identity = direct
         .oneshot()
-        .run(&Command::display_message(
-            session.id,
-            "#{host}\t#{start_time}",
-        )?)
+        .run(&Command::display_message(session.id, IDENTITY_FORMAT)?)
         .await?;
-    let identity = String::from_utf8_lossy(&identity);
-    let (host, start) = identity
-        .trim_end()
-        .split_once('\t')
-        .context("tmux did not say its host and start time")?;
-    let key = format!("{host}:{start}:{}", session.id);
+    let key = ServerIdentity::parse(&String::from_utf8_lossy(&identity))
+        .context("tmux did not say its host and start time")?
+        .session_key(session.id);
 
     let outbox_path = crate::paths::outbox(&server);
     let outbox = Outbox::open_read_only(&outbox_path)
         .with_context(|| format!("reading the outbox {}", outbox_path.display()))?;
     let (counts, history) = match &outbox {
         Some(outbox) => (
-            Some(outbox.session_counts(&key)?),
-            outbox.history(&key, args.calls)?,
+            Some(outbox.session_counts(key.as_str())?),
+            outbox.history(key.as_str(), args.calls)?,
         ),
         None => (None, Vec::new()),
     };
@@ -92,7 +87,7 @@ pub async fn run(args: ShowArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode
         let mut out = json!({
             "session": session,
             "daemon": daemon.is_none(),
-            "session_key": key,
+            "session_key": key.as_str(),
         });
         for (name, option) in FIELDS {
             out[name] = option_value(&options, option).map_or(Value::Null, |v| json!(v));

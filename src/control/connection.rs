@@ -188,6 +188,33 @@ impl ControlHandle {
     }
 }
 
+#[cfg(test)]
+impl ControlHandle {
+    /// A handle with no tmux behind it, for unit tests of what sits on top
+    /// of a connection: every command's text goes to the returned channel,
+    /// and every command succeeds with an empty reply.
+    pub(crate) fn recording() -> (ControlHandle, mpsc::UnboundedReceiver<String>) {
+        let (requests, mut incoming) = mpsc::channel::<Request>(64);
+        let (seen, commands) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(Request { command, reply }) = incoming.recv().await {
+                let _ = seen.send(command.to_string());
+                let _ = reply.send(Ok(Reply {
+                    guard: super::message::Guard {
+                        time: 0,
+                        number: 0,
+                        flags: 1,
+                    },
+                    success: true,
+                    lines: Vec::new(),
+                    dropped_lines: 0,
+                }));
+            }
+        });
+        (ControlHandle { requests }, commands)
+    }
+}
+
 /// An open control connection.
 pub struct Connection {
     /// Sends commands.

@@ -7,7 +7,6 @@
 //! response) is the whole story. The CLI adds what a person should do next.
 
 use crate::agent::outbox::OutboxError;
-use crate::agent::settings::SettingsError;
 use crate::config::Problem;
 use crate::control::command::CommandError;
 use crate::control::connection::ControlError;
@@ -35,9 +34,6 @@ pub enum DaemonError {
     /// back to the default makes calls nobody asked for).
     #[error("the configuration has {} problem(s), so the daemon did not start:{}", .0.len(), one_per_line(.0))]
     ConfigProblems(Vec<Problem>),
-    /// The `[reactor]` and `[[on.*]]` sections cannot be acted on.
-    #[error("the reactor config is invalid: {0}")]
-    ReactorConfig(#[source] SettingsError),
     /// No tmux server listens on the socket.
     #[error("no tmux server is running for `{server}`")]
     NoServer { server: ServerSocket },
@@ -91,10 +87,6 @@ pub enum HandlerError {
     /// outbox written by a newer tmux-agent).
     #[error("the outbox holds a call in state {0:?}, which this daemon does not know")]
     UnknownCallState(String),
-    /// A task panicked while it held the outbox: what it was writing may be
-    /// half done, so the daemon does not read it.
-    #[error("the outbox is unavailable: a task failed while using it (see the log)")]
-    OutboxPoisoned,
 }
 
 /// Why a reload was refused. Each says that nothing changed.
@@ -106,9 +98,6 @@ pub enum ReloadError {
     /// The configuration has problems.
     #[error("the configuration has problems ({}); {KEPT} (see `tmux-agent config check`)", in_one_line(.0))]
     Problems(Vec<Problem>),
-    /// The reactor's sections cannot be acted on.
-    #[error("the reactor config is invalid ({0}); {KEPT}")]
-    Reactor(#[source] SettingsError),
 }
 
 /// The problems, each on a line of its own.

@@ -15,7 +15,8 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::reload::Reload;
-use super::{HandlerError, SharedOutbox, save};
+use super::{HandlerError, save};
+use crate::agent::outbox::SharedOutbox;
 use crate::agent::reactor::ReactorCommand;
 use crate::control::SessionId;
 use crate::control::server::ServerSocket;
@@ -61,7 +62,7 @@ impl DaemonHandler {
     /// The outbox's part of a status report; `None` when it cannot be read
     /// (the report then still says everything else).
     fn actions(&self, servers: &[McpServerStatus]) -> Option<ActionsStatus> {
-        let outbox = self.outbox.lock().ok()?;
+        let outbox = self.outbox.lock();
         let counts = outbox.counts(None).ok()?;
         Some(ActionsStatus {
             pending: counts.pending + counts.inflight,

@@ -16,8 +16,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{DaemonError, SharedOutbox};
-use crate::agent::reactor::{self, ReactorSettings};
+use super::DaemonError;
+use crate::agent::outbox::SharedOutbox;
+use crate::agent::settings::ReactorSettings;
 use crate::control::command::Command;
 use crate::control::connection::ControlHandle;
 use crate::mcp::McpPool;
@@ -71,11 +72,7 @@ pub(super) async fn publish(
         {
             shown = summary;
         }
-        // A poisoned lock reads as "on disk": the publisher has nothing
-        // better to show, and status says what is wrong.
-        let in_memory = outbox
-            .lock()
-            .is_ok_and(|outbox| outbox.degraded().is_some());
+        let in_memory = outbox.lock().degraded().is_some();
         if in_memory != shown_in_memory {
             let command = if in_memory {
                 Command::set_global_option(schema::global::OUTBOX, "memory")
@@ -94,7 +91,7 @@ pub(super) async fn publish(
 /// `name:health` for each server the reactor's actions name, in the pool's
 /// order: `ok`, `connecting`, `down`, or the pool's own word.
 fn mcp_summary(pool: &McpPool, settings: &ReactorSettings) -> String {
-    let named = reactor::named_servers(settings);
+    let named = settings.named_servers();
     pool.servers()
         .iter()
         .filter(|s| named.contains(&s.name))

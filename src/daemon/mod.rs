@@ -47,8 +47,10 @@ pub use error::{DaemonError, HandlerError, ReloadError};
 pub use ready::{READY_FD, READY_FD_ENV, ReadyReport, ReadyWait};
 pub use reload::{ReloadTrigger, Reloads, reload_channel};
 
-use crate::agent::outbox::Outbox;
-use crate::agent::reactor::{self, ReactorError, ReactorSettings};
+use crate::agent::outbox::{Outbox, SharedOutbox};
+use crate::agent::reactor::{self, ReactorError};
+use crate::agent::settings::ReactorSettings;
+use crate::configuration::Configuration;
 use crate::control::command::Command;
 use crate::control::connection::{
     ConnectOptions, Connection, ControlError, ControlHandle, ExitReason,
@@ -72,11 +74,6 @@ const EVENT_BACKLOG: usize = 4096;
 /// How many lifecycle events may wait between the tracker and the task
 /// that passes them on to the reactor.
 const TRACKER_BACKLOG: usize = 1024;
-
-/// The outbox, shared by the reactor, its dispatchers and the handler.
-/// Each holds the lock for single SQLite statements, never across an
-/// `.await`.
-type SharedOutbox = Arc<std::sync::Mutex<Outbox>>;
 
 /// Everything [`run`] needs from outside besides the tmux server: where the
 /// configuration is, where its files go, and the ways in from the process
@@ -255,22 +252,25 @@ impl Prepared {
         let lock = DaemonLock::acquire(&Endpoint::in_dir(runtime_dir, server))?;
         // The config before attaching: a daemon that could not act on
         // events says so before it shows itself as running.
-        let discovered = reload::discover_config(&config)
+        let configuration = reload::load_config(&config)
             .await
             .map_err(DaemonError::Discovery)?;
-        if !discovered.problems.is_empty() {
-            return Err(DaemonError::ConfigProblems(discovered.problems));
+        if !configuration.problems.is_empty() {
+            return Err(DaemonError::ConfigProblems(configuration.problems));
         }
-        for warning in &discovered.warnings {
+        for warning in &configuration.warnings {
             tracing::warn!(%warning, "config");
         }
-        let reactor_settings = crate::agent::settings::from_config(&discovered.config)
-            .map_err(DaemonError::ReactorConfig)?;
+        let Configuration {
+            servers: discovered,
+            reactor: reactor_settings,
+            ..
+        } = configuration;
         let ipc = IpcServer::bind(&lock)?;
         // An outbox that cannot be written does not stop the daemon: it
         // acts on events from memory and says so (status, log), see
         // agent::outbox.
-        let outbox = Arc::new(std::sync::Mutex::new(Outbox::open_or_memory(&outbox_path)));
+        let outbox = SharedOutbox::new(Outbox::open_or_memory(&outbox_path));
         let prepared = Self {
             _lock: lock,
             config,

@@ -14,18 +14,19 @@ use tokio_util::sync::CancellationToken;
 
 use super::handler::DaemonHandler;
 use super::{HandlerError, ReloadError};
-use crate::agent::reactor::ReactorSettings;
+use crate::agent::settings::ReactorSettings;
+use crate::configuration::Configuration;
 use crate::ipc::Handler;
 use crate::mcp::McpPool;
-use crate::mcp::discovery::{Discovered, DiscoveryInput, discover};
+use crate::mcp::discovery::DiscoveryInput;
 
-/// Reads the configuration files, off the async threads: discovery reads
-/// files and may pause to re-read one an editor is rewriting.
-pub(super) async fn discover_config(
+/// Reads and checks the configuration, off the async threads: discovery
+/// reads files and may pause to re-read one an editor is rewriting.
+pub(super) async fn load_config(
     input: &DiscoveryInput,
-) -> Result<Discovered, tokio::task::JoinError> {
+) -> Result<Configuration, tokio::task::JoinError> {
     let input = input.clone();
-    tokio::task::spawn_blocking(move || discover(&input)).await
+    tokio::task::spawn_blocking(move || Configuration::discover(&input)).await
 }
 
 /// What a reload changes: the pool's servers and the reactor's settings.
@@ -54,18 +55,17 @@ impl Reload {
     /// force. Answers with what changed, in words.
     pub(super) async fn apply(&self) -> Result<String, ReloadError> {
         let _turn = self.one_at_a_time.lock().await;
-        let discovered = discover_config(&self.config)
+        let configuration = load_config(&self.config)
             .await
             .map_err(ReloadError::Discovery)?;
-        if !discovered.problems.is_empty() {
-            return Err(ReloadError::Problems(discovered.problems));
+        if !configuration.problems.is_empty() {
+            return Err(ReloadError::Problems(configuration.problems));
         }
-        let new = crate::agent::settings::from_config(&discovered.config)
-            .map_err(ReloadError::Reactor)?;
-        for warning in &discovered.warnings {
+        for warning in &configuration.warnings {
             tracing::warn!(%warning, "config");
         }
-        let servers = self.pool.reconfigure(&discovered);
+        let new = configuration.reactor;
+        let servers = self.pool.reconfigure(&configuration.servers);
         let reactor = describe_reactor(&self.settings.borrow(), &new);
         self.settings.send_replace(Arc::new(new));
         let message = format!("servers: {}; reactor: {reactor}", servers.summary());
@@ -98,7 +98,7 @@ fn describe_reactor(old: &ReactorSettings, new: &ReactorSettings) -> String {
         .keys()
         .chain(new.actions.keys())
         .filter(|t| old.actions.get(*t) != new.actions.get(*t))
-        .cloned()
+        .map(|t| t.to_string())
         .collect();
     changed.sort();
     changed.dedup();

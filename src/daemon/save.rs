@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{HandlerError, SharedOutbox};
+use super::HandlerError;
 use crate::agent::outbox::HistoryEntry;
+use crate::agent::outbox::SharedOutbox;
 use crate::agent::reactor::ReactorCommand;
 use crate::control::SessionId;
 use crate::ipc::{CallState, SaveReport, SavedCall};
@@ -36,10 +37,7 @@ pub(super) async fn save(
         .map_err(HandlerError::NotSaved)?;
     loop {
         // The lock is held for one statement, never across the sleep.
-        let entries = outbox
-            .lock()
-            .map_err(|_| HandlerError::OutboxPoisoned)?
-            .by_keys(&keys)?;
+        let entries = outbox.lock().by_keys(&keys)?;
         let calls = entries
             .into_iter()
             .map(saved_call)

@@ -142,6 +142,31 @@ impl CallError {
             CallError::ShuttingDown { .. } => "shutting-down",
         }
     }
+
+    /// Whether the same call can never succeed, so retrying it is useless:
+    /// what the server itself rejected, or the call as built. Everything
+    /// else may pass: a server down, slow or busy, and also a server
+    /// missing from the config (fixing the config and reloading delivers
+    /// what waited).
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            CallError::ToolError { .. } | CallError::BadArguments { .. } => true,
+            // The same call would bring the same answer again.
+            CallError::AnswerTooLarge { .. } => true,
+            // Invalid request, method not found, invalid params: the call
+            // as built will never succeed.
+            CallError::JsonRpc { code, .. } => (-32602..=-32600).contains(code),
+            CallError::Timeout { .. }
+            | CallError::TransportLost { .. }
+            | CallError::NotConnected { .. }
+            | CallError::ConnectFailed { .. }
+            | CallError::QueueFull { .. }
+            | CallError::UnknownServer { .. }
+            | CallError::Config { .. }
+            | CallError::Unexpected { .. }
+            | CallError::ShuttingDown { .. } => false,
+        }
+    }
 }
 
 fn known_list(known: &[String]) -> String {
@@ -162,6 +187,90 @@ pub(crate) fn secs(d: Duration) -> String {
             format!("{}s", s.round())
         } else {
             format!("{s:.1}s")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_what_a_retry_cannot_fix_is_permanent() {
+        let server = || "s".to_owned();
+        let rpc = |code| CallError::JsonRpc {
+            server: server(),
+            code,
+            message: String::new(),
+            data: None,
+        };
+        let cases = [
+            (
+                CallError::ToolError {
+                    server: server(),
+                    tool: "t".into(),
+                    message: String::new(),
+                    structured: None,
+                },
+                true,
+            ),
+            (CallError::BadArguments { got: "a string" }, true),
+            (
+                CallError::AnswerTooLarge {
+                    server: server(),
+                    tool: "t".into(),
+                    limit: 1,
+                },
+                true,
+            ),
+            (rpc(-32600), true),
+            (rpc(-32601), true),
+            (rpc(-32602), true),
+            (rpc(-32603), false),
+            (rpc(-32000), false),
+            (
+                CallError::Timeout {
+                    server: server(),
+                    tool: "t".into(),
+                    after: Duration::from_secs(1),
+                    limit: "call_timeout".into(),
+                    hint: String::new(),
+                },
+                false,
+            ),
+            (
+                CallError::TransportLost {
+                    server: server(),
+                    detail: String::new(),
+                },
+                false,
+            ),
+            (
+                CallError::NotConnected {
+                    server: server(),
+                    retry_in: Duration::from_secs(1),
+                    last_error: None,
+                },
+                false,
+            ),
+            (
+                CallError::QueueFull {
+                    server: server(),
+                    limit: 1,
+                },
+                false,
+            ),
+            (
+                CallError::UnknownServer {
+                    server: server(),
+                    known: vec![],
+                },
+                false,
+            ),
+            (CallError::ShuttingDown { server: server() }, false),
+        ];
+        for (error, permanent) in cases {
+            assert_eq!(error.is_permanent(), permanent, "{}", error.kind());
         }
     }
 }

@@ -14,10 +14,10 @@
 //!      └──────────────────────────────────────────────────┘
 //! ```
 //!
-//! Backoff starts at 1 s and doubles up to 60 s, with ±20% jitter; the count
-//! resets once a connection has stayed up for 60 s. A lazy server does not
-//! reconnect by itself after a backoff: it returns to Idle and the next call
-//! connects it. Calls made during a backoff fail at once with the time until
+//! Backoff ([`crate::backoff`]) starts at 1 s and doubles up to 60 s, with
+//! ±20% jitter; the count resets once a connection has stayed up for 60 s.
+//! A lazy server does not reconnect by itself after a backoff: it returns
+//! to Idle and the next call connects it. Calls made during a backoff fail at once with the time until
 //! the next try (they never wait out a backoff).
 //!
 //! While Ready the supervisor pings the server after `ping_interval` without
@@ -26,8 +26,6 @@
 //! pool's cancellation token) closes the connection and stops the process
 //! group before the task ends.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -38,6 +36,7 @@ use rmcp::service::{PeerRequestOptions, RoleClient};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff;
 use crate::config::ConnectMode;
 use crate::mcp::connect::{self, Connection, ConnectionInfo};
 use crate::mcp::error::ConnectError;
@@ -45,10 +44,6 @@ use crate::mcp::metrics::ServerMetrics;
 use crate::mcp::process::{SharedReport, lock};
 use crate::mcp::spec::ServerSpec;
 
-/// First backoff delay.
-const BACKOFF_START: Duration = Duration::from_secs(1);
-/// Longest backoff delay.
-const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// A connection up this long resets the backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(60);
 /// Longest wait for a `ping` answer.
@@ -242,7 +237,7 @@ pub async fn run(
                 tracing::warn!(server = %name, %error, "connecting to MCP server failed");
                 lock(&shared.metrics).connect_failures += 1;
                 failures += 1;
-                let until = Instant::now() + backoff(failures);
+                let until = Instant::now() + backoff::delay(failures);
                 shared.link.send_modify(|link| {
                     link.phase = Phase::Backoff { until };
                     link.last_error = Some(error.to_string());
@@ -267,7 +262,7 @@ pub async fn run(
                 tracing::warn!(server = %name, %reason, "lost the MCP server");
                 lock(&shared.metrics).record_lost();
                 failures += 1;
-                let until = Instant::now() + backoff(failures);
+                let until = Instant::now() + backoff::delay(failures);
                 shared.link.send_modify(|link| {
                     link.phase = Phase::Backoff { until };
                     link.peer = None;
@@ -418,23 +413,6 @@ pub async fn ping(peer: &Peer<RoleClient>) -> Result<Duration, String> {
     }
 }
 
-/// The delay before try number `failures + 1`: 1 s doubling to 60 s, ±20%.
-pub fn backoff(failures: u32) -> Duration {
-    let doublings = failures.saturating_sub(1).min(16);
-    let base = BACKOFF_START
-        .saturating_mul(1u32 << doublings)
-        .min(BACKOFF_MAX);
-    base.mul_f64(0.8 + 0.4 * random_unit())
-}
-
-/// A number in [0, 1) that differs between calls and processes (jitter
-/// only: not for anything that needs real randomness).
-fn random_unit() -> f64 {
-    let mut hasher = RandomState::new().build_hasher();
-    hasher.write_u64(clock());
-    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
-}
-
 impl Connection {
     /// Closes a connection that stopped answering and says why.
     async fn lost_after(self, reason: String) -> String {
@@ -443,33 +421,5 @@ impl Connection {
             Some(status) => format!("{reason}; the server process was stopped ({status})"),
             None => reason,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_to_a_cap_with_jitter() {
-        for (failures, base) in [
-            (1, 1.0),
-            (2, 2.0),
-            (3, 4.0),
-            (6, 32.0),
-            (7, 60.0),
-            (40, 60.0),
-        ] {
-            let d = backoff(failures).as_secs_f64();
-            assert!(
-                d >= base * 0.8 - 1e-9 && d <= base * 1.2 + 1e-9,
-                "{failures}: {d}"
-            );
-        }
-        let samples: Vec<_> = (0..20).map(|_| backoff(3)).collect();
-        assert!(
-            samples.iter().any(|d| *d != samples[0]),
-            "no jitter: {samples:?}"
-        );
     }
 }

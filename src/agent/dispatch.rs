@@ -1,0 +1,663 @@
+//! Delivery: one dispatcher task per MCP server sends that server's due
+//! actions from the outbox, one at a time, in order, and records each
+//! outcome (delivered with the values to keep, failed for good, or pending
+//! again after a [`backoff`] delay).
+//!
+//! One task per server, not per call: per-session order to a server is the
+//! outbox's rule, and a server that is down holds up only its own queue.
+//! The dispatchers never stop for a reload (actions already committed for
+//! a server no longer named are still delivered); they stop at shutdown,
+//! after the call in flight.
+//!
+//! What the caller is, is the [`ToolCaller`] trait: the daemon's
+//! [`McpPool`](crate::mcp::McpPool), or a scripted fake in the unit tests.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use chrono::{SecondsFormat, Utc};
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::decide;
+use super::identity::ServerIdentity;
+use super::outbox::{Action, Priority, SharedOutbox};
+use super::template;
+use super::trigger::Trigger;
+use crate::backoff;
+use crate::control::SessionId;
+use crate::control::command::Command;
+use crate::control::connection::{ControlError, ControlHandle};
+use crate::mcp::CallError;
+use crate::schema::{self, AgentState};
+
+/// How long a dispatcher with nothing due sleeps before it looks again
+/// (it is woken at once when actions are committed for its server).
+const IDLE_WAIT: Duration = backoff::MAX;
+/// How long a dispatcher waits after the outbox could not be read.
+const UNREADABLE_WAIT: Duration = backoff::START;
+/// How often the drain at shutdown looks whether anything is still due.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
+
+/// Something that can call MCP tools: the MCP pool in the daemon.
+pub trait ToolCaller: Send + Sync + 'static {
+    /// Calls `tool` on `server`; the result is the tool's structured output.
+    /// [`CallError::is_permanent`] decides between failing and retrying.
+    fn call(
+        &self,
+        server: &str,
+        tool: &str,
+        args: Value,
+    ) -> impl Future<Output = Result<Value, CallError>> + Send;
+}
+
+impl ToolCaller for crate::mcp::McpPool {
+    async fn call(&self, server: &str, tool: &str, args: Value) -> Result<Value, CallError> {
+        self.call_tool(server, tool, args, Default::default())
+            .await
+            .map(|output| output.value)
+    }
+}
+
+/// What every dispatcher task shares.
+struct Link<C> {
+    control: ControlHandle,
+    outbox: SharedOutbox,
+    caller: Arc<C>,
+    identity: ServerIdentity,
+}
+
+/// The dispatchers of one reactor: one task per MCP server, started on
+/// demand, each with a wake-up the reactor pokes when it commits actions.
+pub(crate) struct Dispatchers<C> {
+    link: Arc<Link<C>>,
+    /// Grows when a reload names new servers; never shrinks.
+    wake: Mutex<HashMap<String, Arc<Notify>>>,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl<C: ToolCaller> Dispatchers<C> {
+    pub fn new(
+        control: ControlHandle,
+        outbox: SharedOutbox,
+        caller: Arc<C>,
+        identity: ServerIdentity,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            link: Arc::new(Link {
+                control,
+                outbox,
+                caller,
+                identity,
+            }),
+            wake: Mutex::new(HashMap::new()),
+            tasks: TaskTracker::new(),
+            shutdown,
+        }
+    }
+
+    /// Starts a dispatcher for each server in `servers` that has none yet.
+    pub fn start(&self, servers: &[String]) {
+        let mut wake = self.wakes();
+        for server in servers {
+            if wake.contains_key(server) {
+                continue;
+            }
+            let notify = Arc::new(Notify::new());
+            wake.insert(server.clone(), notify.clone());
+            self.tasks.spawn(dispatch(
+                self.link.clone(),
+                server.clone(),
+                notify,
+                self.shutdown.clone(),
+            ));
+        }
+    }
+}
+
+impl<C> Dispatchers<C> {
+    /// Tells `server`'s dispatcher that actions were committed.
+    pub fn wake(&self, server: &str) {
+        if let Some(wake) = self.wakes().get(server) {
+            wake.notify_one();
+        }
+    }
+
+    /// The servers with a dispatcher.
+    pub fn servers(&self) -> Vec<String> {
+        self.wakes().keys().cloned().collect()
+    }
+
+    /// The wake-ups. Held only to look up or insert; a panic cannot leave
+    /// the map half-changed, so a poisoned lock is taken as it is.
+    fn wakes(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Notify>>> {
+        self.wake.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Delivers what is due while the shutdown token allows (unless it has
+    /// fired already), then stops every dispatcher after its call in
+    /// flight. What is left stays in the outbox for the next daemon.
+    pub async fn stop(&self) {
+        let servers = self.servers();
+        if !self.shutdown.is_cancelled() {
+            self.drain(&servers).await;
+        }
+        self.shutdown.cancel();
+        for server in &servers {
+            self.wake(server);
+        }
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+
+    /// Waits until no action is due or in flight, or until shutdown.
+    async fn drain(&self, servers: &[String]) {
+        loop {
+            let busy = {
+                let outbox = self.link.outbox.lock();
+                let now = Utc::now().timestamp_millis();
+                servers
+                    .iter()
+                    .any(|server| outbox.has_due(server, now).unwrap_or(false))
+            };
+            if !busy {
+                return;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(DRAIN_POLL) => {}
+                () = self.shutdown.cancelled() => return,
+            }
+        }
+    }
+}
+
+/// Sends the due actions of one MCP server, one at a time, in order.
+async fn dispatch<C: ToolCaller>(
+    link: Arc<Link<C>>,
+    server: String,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let now = Utc::now().timestamp_millis();
+        let next = {
+            let mut outbox = link.outbox.lock();
+            outbox
+                .claim_next(&server, now)
+                .and_then(|a| Ok((a, outbox.next_due(&server, now)?)))
+        };
+        let action = match next {
+            Ok((Some(action), _)) => action,
+            Ok((None, due)) => {
+                let wait = due
+                    .filter(|due| *due > now)
+                    .map(|due| Duration::from_millis((due - now) as u64))
+                    .unwrap_or(IDLE_WAIT);
+                tokio::select! {
+                    () = wake.notified() => {}
+                    () = tokio::time::sleep(wait) => {}
+                    () = shutdown.cancelled() => return,
+                }
+                continue;
+            }
+            Err(err) => {
+                tracing::error!(%err, server, "outbox unreadable; retrying in a second");
+                tokio::select! {
+                    () = tokio::time::sleep(UNREADABLE_WAIT) => continue,
+                    () = shutdown.cancelled() => return,
+                }
+            }
+        };
+        // A call is never cut short by shutdown: its own timeout bounds it,
+        // and the daemon bounds the whole drain. (One cut short anyway, by
+        // the daemon being killed, stays `inflight` and is re-sent.)
+        deliver(&link, action).await;
+        publish_pending(&link.control, &link.outbox).await;
+        if shutdown.is_cancelled() {
+            return;
+        }
+    }
+}
+
+/// Renders, sends and records one action.
+async fn deliver<C: ToolCaller>(link: &Link<C>, action: Action) {
+    let Action { id, new, attempts } = action;
+    // Options are only ever set on the server the action was decided on:
+    // after a tmux restart, `$3` is somebody else's session.
+    let target = new
+        .session_id
+        .parse::<SessionId>()
+        .ok()
+        .filter(|_| link.identity.owns(&new.session_key));
+    let set_state = |state: AgentState| async move {
+        if let Some(sid) = target {
+            set_session_option(
+                &link.control,
+                sid,
+                schema::session::STATE,
+                &state.to_string(),
+            )
+            .await;
+        }
+    };
+
+    let mut vars = new.vars.as_object().cloned().unwrap_or_default();
+    let kept = link
+        .outbox
+        .lock()
+        .kept(&new.session_key)
+        .unwrap_or_default();
+    vars.extend(kept);
+    vars.insert("idempotency_key".into(), json!(new.idempotency_key));
+    let now = || Utc::now().timestamp_millis();
+    let args = match template::render(&new.template, &vars) {
+        Ok(args) => args,
+        Err(err) => {
+            let reason = format!("cannot build the arguments of {}: {err}", new.tool);
+            tracing::warn!(action = id, %reason, "action failed");
+            let _ = link.outbox.lock().mark_failed(id, &reason, now());
+            set_state(AgentState::error(&reason)).await;
+            return;
+        }
+    };
+    if new.priority == Priority::Save {
+        set_state(AgentState::Saving).await;
+    }
+    let started = std::time::Instant::now();
+    let outcome = link.caller.call(&new.server, &new.tool, args).await;
+    let latency = started.elapsed().as_millis() as i64;
+    match outcome {
+        Ok(result) => {
+            let keep: BTreeMap<String, String> =
+                serde_json::from_value(new.keep.clone()).unwrap_or_default();
+            let kept: Vec<(String, Value)> = keep
+                .iter()
+                .filter_map(|(name, path)| {
+                    template::extract(&result, path).map(|v| (name.clone(), v.clone()))
+                })
+                .collect();
+            for name in keep.keys().filter(|n| !kept.iter().any(|(k, _)| k == *n)) {
+                tracing::warn!(
+                    action = id,
+                    tool = new.tool,
+                    keep = name,
+                    "the result has no value to keep"
+                );
+            }
+            if let Err(err) = link.outbox.lock().mark_delivered(id, now(), latency, &kept) {
+                tracing::error!(%err, action = id, "delivered, but could not record it: it may be sent again");
+            }
+            tracing::info!(
+                action = id,
+                server = new.server,
+                tool = new.tool,
+                latency_ms = latency,
+                "delivered"
+            );
+            let Some(sid) = target else { return };
+            for (name, value) in &kept {
+                if name == "goal_id" {
+                    let text = value
+                        .as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| value.to_string());
+                    set_session_option(&link.control, sid, schema::session::GOAL_ID, &text).await;
+                }
+            }
+            let attached = new.vars["attached"] == json!(true);
+            let trigger = new.event.parse::<Trigger>().ok();
+            if let Some(state) = decide::state_after_delivery(trigger, new.priority, attached) {
+                let saved = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
+                set_session_option(&link.control, sid, schema::session::SAVED, &saved).await;
+                set_state(state).await;
+            }
+        }
+        Err(err) if err.is_permanent() => {
+            let reason = err.to_string();
+            tracing::warn!(
+                action = id,
+                server = new.server,
+                tool = new.tool,
+                reason,
+                "call failed for good"
+            );
+            let _ = link.outbox.lock().mark_failed(id, &reason, now());
+            set_state(AgentState::error(&reason)).await;
+        }
+        Err(err) => {
+            // `attempts` counts the sends before this one.
+            let delay = backoff::delay(attempts.saturating_add(1));
+            let reason = err.to_string();
+            tracing::info!(action = id, server = new.server, tool = new.tool, reason, retry_in = ?delay, "call failed; will retry");
+            let retry_at = now() + delay.as_millis() as i64;
+            let _ = link.outbox.lock().mark_retry(id, &reason, retry_at);
+        }
+    }
+}
+
+/// Sets a session option, ignoring a session that has gone away meanwhile.
+///
+/// The command is queued, not waited for: the next command on the
+/// connection sees the option set, and a dispatcher does not spend a tmux
+/// round trip per call (tmux is busiest exactly when calls pile up, in a
+/// burst of new sessions).
+pub(crate) async fn set_session_option(
+    control: &ControlHandle,
+    id: SessionId,
+    name: &str,
+    value: &str,
+) {
+    let Ok(command) = Command::set_option(id, name, value) else {
+        return;
+    };
+    let Ok(answer) = control.queue(command).await else {
+        return;
+    };
+    let name = name.to_owned();
+    tokio::spawn(async move {
+        match answer.await {
+            Ok(Ok(_) | Err(ControlError::Command { .. } | ControlError::Closed)) | Err(_) => {}
+            Ok(Err(err)) => {
+                tracing::warn!(%err, session_id = %id, option = name, "could not set option")
+            }
+        }
+    });
+}
+
+/// Publishes the count of undelivered actions in `@agent-pending` (queued,
+/// as [`set_session_option`] does).
+pub(crate) async fn publish_pending(control: &ControlHandle, outbox: &SharedOutbox) {
+    let pending = outbox.lock().open_count().unwrap_or(0);
+    if let Ok(command) = Command::set_global_option(schema::global::PENDING, &pending.to_string()) {
+        let _ = control.queue(command).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::agent::fake::{Call, ScriptedCaller};
+    use crate::agent::outbox::{HistoryEntry, NewAction, Outbox};
+
+    const SERVER: &str = "srv";
+
+    /// One action for `server`: `tool` with `template`, on session `$<session>`
+    /// of the server `box` started at 100.
+    fn action(session: u32, n: usize, tool: &str, template: Value, keep: Value) -> NewAction {
+        NewAction {
+            idempotency_key: format!("box:100:${session}/session-created/1-1/{n}"),
+            session_key: format!("box:100:${session}"),
+            session_id: format!("${session}"),
+            event: "session-created".into(),
+            priority: Priority::Register,
+            server: SERVER.into(),
+            tool: tool.into(),
+            template,
+            vars: json!({"session": format!("s{session}")}),
+            keep,
+        }
+    }
+
+    fn simple(session: u32, n: usize, tool: &str) -> NewAction {
+        action(session, n, tool, json!({}), json!({}))
+    }
+
+    struct Rig {
+        outbox: SharedOutbox,
+        caller: Arc<ScriptedCaller>,
+        dispatchers: Dispatchers<ScriptedCaller>,
+        commands: mpsc::UnboundedReceiver<String>,
+    }
+
+    impl Rig {
+        fn new(caller: ScriptedCaller) -> Rig {
+            let (control, commands) = ControlHandle::recording();
+            let outbox = SharedOutbox::new(Outbox::in_memory().unwrap());
+            let caller = Arc::new(caller);
+            let identity = ServerIdentity::parse("box\t100").unwrap();
+            let dispatchers = Dispatchers::new(
+                control,
+                outbox.clone(),
+                caller.clone(),
+                identity,
+                CancellationToken::new(),
+            );
+            Rig {
+                outbox,
+                caller,
+                dispatchers,
+                commands,
+            }
+        }
+
+        /// Commits `actions`, lets the dispatcher deliver them, and returns
+        /// their history once every one is delivered or failed.
+        async fn run(&mut self, actions: &[NewAction]) -> Vec<HistoryEntry> {
+            self.outbox
+                .lock()
+                .enqueue(actions, Utc::now().timestamp_millis())
+                .unwrap();
+            self.dispatchers.start(&[SERVER.to_owned()]);
+            self.dispatchers.wake(SERVER);
+            let keys: Vec<String> = actions.iter().map(|a| a.idempotency_key.clone()).collect();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let entries = self.outbox.lock().by_keys(&keys).unwrap();
+                if entries
+                    .iter()
+                    .all(|e| e.state == "delivered" || e.state == "failed")
+                {
+                    self.dispatchers.stop().await;
+                    return entries;
+                }
+                assert!(Instant::now() < deadline, "not done: {entries:#?}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+
+        /// The tmux commands the dispatcher sent so far.
+        fn tmux(&mut self) -> Vec<String> {
+            std::iter::from_fn(|| self.commands.try_recv().ok()).collect()
+        }
+    }
+
+    fn tools_of(calls: &[Call], session: &str) -> Vec<String> {
+        calls
+            .iter()
+            .filter(|c| c.args.get("session").is_none_or(|s| s == session))
+            .map(|c| c.tool.clone())
+            .collect()
+    }
+
+    fn by_tool<'a>(entries: &'a [HistoryEntry], tool: &str) -> &'a HistoryEntry {
+        entries.iter().find(|e| e.tool == tool).unwrap()
+    }
+
+    fn not_connected() -> CallError {
+        CallError::NotConnected {
+            server: SERVER.into(),
+            retry_in: Duration::from_secs(1),
+            last_error: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn calls_of_one_session_go_in_the_order_decided() {
+        let mut rig = Rig::new(ScriptedCaller::default());
+        let with_session = |session: u32, n, tool: &str| {
+            action(session, n, tool, json!({"session": "{session}"}), json!({}))
+        };
+        let actions = [
+            with_session(1, 0, "a"),
+            with_session(2, 0, "x"),
+            with_session(1, 1, "b"),
+            with_session(2, 1, "y"),
+            with_session(1, 2, "c"),
+        ];
+        let entries = rig.run(&actions).await;
+        assert!(
+            entries.iter().all(|e| e.state == "delivered"),
+            "{entries:#?}"
+        );
+        let calls = rig.caller.calls();
+        assert!(calls.iter().all(|c| c.server == SERVER), "{calls:#?}");
+        assert_eq!(tools_of(&calls, "s1"), ["a", "b", "c"]);
+        assert_eq!(tools_of(&calls, "s2"), ["x", "y"]);
+        // `@agent-pending` counts down to nothing.
+        let pending: Vec<String> = rig
+            .tmux()
+            .into_iter()
+            .filter(|c| c.contains(schema::global::PENDING))
+            .collect();
+        assert!(
+            pending.last().is_some_and(|c| c.ends_with(" 0")),
+            "{pending:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_retryable_failure_backs_off_and_holds_the_session_queue() {
+        let caller = ScriptedCaller::default();
+        caller
+            .answer(SERVER, "register", Err(not_connected()))
+            .answer(SERVER, "register", Ok(json!({})));
+        let mut rig = Rig::new(caller);
+        let entries = rig
+            .run(&[simple(1, 0, "register"), simple(1, 1, "update")])
+            .await;
+        let calls = rig.caller.calls();
+        let tools: Vec<&str> = calls.iter().map(|c| c.tool.as_str()).collect();
+        // The later call waits for the earlier one's retry.
+        assert_eq!(tools, ["register", "register", "update"]);
+        let waited = calls[1].at - calls[0].at;
+        assert!(
+            waited >= backoff::START.mul_f64(0.8),
+            "retried after {waited:?}"
+        );
+        let register = by_tool(&entries, "register");
+        assert_eq!(
+            (register.state.as_str(), register.attempts),
+            ("delivered", 2)
+        );
+        assert_eq!(by_tool(&entries, "update").state, "delivered");
+    }
+
+    #[tokio::test]
+    async fn a_permanent_failure_is_recorded_and_not_retried() {
+        let caller = ScriptedCaller::default();
+        caller.answer(
+            SERVER,
+            "register",
+            Err(CallError::ToolError {
+                server: SERVER.into(),
+                tool: "register".into(),
+                message: "no such goal".into(),
+                structured: None,
+            }),
+        );
+        let mut rig = Rig::new(caller);
+        let entries = rig
+            .run(&[simple(1, 0, "register"), simple(1, 1, "update")])
+            .await;
+        let register = by_tool(&entries, "register");
+        assert_eq!((register.state.as_str(), register.attempts), ("failed", 1));
+        assert!(
+            register
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("no such goal")),
+            "{register:?}"
+        );
+        // The session's next call still goes: a failure is final, not a block.
+        assert_eq!(by_tool(&entries, "update").state, "delivered");
+        let tools: Vec<String> = rig.caller.calls().into_iter().map(|c| c.tool).collect();
+        assert_eq!(tools, ["register", "update"]);
+        let tmux = rig.tmux();
+        assert!(
+            tmux.iter().any(|c| c.contains("-t '$1'")
+                && c.contains(schema::session::STATE)
+                && c.contains("error: ")
+                && c.contains("no such goal")),
+            "{tmux:#?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn kept_values_reach_later_calls_and_the_goal_id_option() {
+        let caller = ScriptedCaller::default();
+        caller.answer(SERVER, "register", Ok(json!({"id": "g-1", "other": 2})));
+        let mut rig = Rig::new(caller);
+        let entries = rig
+            .run(&[
+                action(1, 0, "register", json!({}), json!({"goal_id": "$.id"})),
+                action(
+                    1,
+                    1,
+                    "complete",
+                    json!({"id": "{goal_id}", "k": "{idempotency_key}"}),
+                    json!({}),
+                ),
+            ])
+            .await;
+        assert!(
+            entries.iter().all(|e| e.state == "delivered"),
+            "{entries:#?}"
+        );
+        let calls = rig.caller.calls();
+        assert_eq!(
+            calls[1].args,
+            json!({"id": "g-1", "k": "box:100:$1/session-created/1-1/1"})
+        );
+        let tmux = rig.tmux();
+        assert!(
+            tmux.iter().any(|c| c.contains("-t '$1'")
+                && c.contains(schema::session::GOAL_ID)
+                && c.contains("g-1")),
+            "{tmux:#?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn saves_mark_the_session_and_foreign_sessions_are_left_alone() {
+        let mut save = simple(1, 0, "save");
+        save.priority = Priority::Save;
+        save.event = Trigger::Save.as_str().into();
+        save.vars = json!({"attached": true});
+        // A session of an earlier tmux server: `$2` may be someone else now.
+        let mut foreign = simple(2, 0, "save");
+        foreign.session_key = "box:99:$2".into();
+        foreign.priority = Priority::Save;
+        let mut rig = Rig::new(ScriptedCaller::default());
+        rig.run(&[save, foreign]).await;
+        let tmux = rig.tmux();
+        let states: Vec<&String> = tmux
+            .iter()
+            .filter(|c| c.contains(schema::session::STATE))
+            .collect();
+        assert_eq!(states.len(), 2, "saving, then active: {tmux:#?}");
+        assert!(
+            states[0].contains("-t '$1'") && states[0].ends_with("saving"),
+            "{states:?}"
+        );
+        assert!(
+            states[1].contains("-t '$1'") && states[1].ends_with("active"),
+            "{states:?}"
+        );
+        assert!(
+            tmux.iter()
+                .any(|c| c.contains(schema::session::SAVED) && c.contains("-t '$1'")),
+            "{tmux:#?}"
+        );
+        assert!(!tmux.iter().any(|c| c.contains("-t '$2'")), "{tmux:#?}");
+    }
+}

@@ -221,7 +221,14 @@ server = "rec"
 tool = "echo"
 args = { step = "save", key = "{idempotency_key}" }
 "#;
-    let rig = Rig::new(actions);
+    // A call timeout far above the time a loaded machine takes to produce
+    // and refuse 50 MB: with the usual 5 s, a timed-out first attempt was
+    // retried and the test saw two `big` calls for a reason it is not about.
+    let rig = Rig::with_server_args(
+        &[],
+        "connect_timeout = \"5s\"\ncall_timeout = \"60s\"",
+        actions,
+    );
     let _daemon = rig.start_daemon();
     // The session shows the failure (shortened for a status line); status
     // says what to change.

@@ -299,13 +299,9 @@ fn a_server_that_never_initializes_holds_calls_until_fixed() {
     assert!(rig.calls().is_empty());
 
     // Fix the config (drop --hang-initialize) and reload.
-    let config = rig
-        .server
-        .home
-        .path()
-        .join(".config/tmux-agent/config.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, text.replace(", \"--hang-initialize\"", "")).unwrap();
+    let home = rig.server.home.path();
+    let text = std::fs::read_to_string(crate::support::config_path(home)).unwrap();
+    crate::support::write_config(home, &text.replace(", \"--hang-initialize\"", ""));
     let out = rig.server.agent().arg("reload").output().unwrap();
     assert!(
         out.status.success(),

@@ -17,18 +17,15 @@ impl Home {
     /// `rec.jsonl`) plus `extra` TOML.
     fn new(extra: &str) -> Home {
         let dir = tempdir();
-        let config = dir.path().join(".config/tmux-agent/config.toml");
-        std::fs::create_dir_all(config.parent().unwrap()).unwrap();
         let record = dir.path().join("rec.jsonl");
-        std::fs::write(
-            &config,
-            format!(
+        crate::support::write_config(
+            dir.path(),
+            &format!(
                 "[servers.t]\ncommand = {:?}\nargs = [\"--record\", {:?}]\n{extra}",
                 TEST_SERVER,
                 record.display().to_string()
             ),
-        )
-        .unwrap();
+        );
         Home { dir }
     }
 
@@ -155,7 +152,7 @@ fn mcp_call_failures_exit_1_with_the_error_on_stderr() {
             && stderr.contains("the request was cancelled"),
         "{stderr}"
     );
-    let cancelled = eventually(std::time::Duration::from_secs(5), "cancel recorded", || {
+    let cancelled = eventually(PATIENCE, "cancel recorded", || {
         events(
             &home.record(),
             "notification",

@@ -38,7 +38,7 @@ impl Fixture {
     }
 
     fn config_toml(&self, text: &str) {
-        self.write(&self.home.join(".config/tmux-agent/config.toml"), text);
+        crate::support::write_config(&self.home, text);
     }
 
     fn input(&self, vars: &[(&str, &str)]) -> DiscoveryInput {
@@ -72,8 +72,8 @@ fn precedence_is_config_then_local_then_project_then_user_then_desktop() {
     let f = Fixture::new();
     f.config_toml("[servers.a]\ncommand = \"from-config\"\n");
     let project = f.project_dir();
-    f.write(
-        &f.home.join(".claude.json"),
+    crate::support::write_claude_json(
+        &f.home,
         &json!({
             "mcpServers": {
                 "a": {"command": "from-user"}, "b": {"command": "from-user"},
@@ -86,8 +86,7 @@ fn precedence_is_config_then_local_then_project_then_user_then_desktop() {
                 },
                 "/somewhere/else": {"mcpServers": {"e": {"command": "other-project"}}}
             }
-        })
-        .to_string(),
+        }),
     );
     // .mcp.json in an ancestor of cwd (the project root).
     f.write(
@@ -151,9 +150,9 @@ fn project_servers_run_only_once_approved() {
     );
     // Approved in Claude Code (one by name), and one by our own config.
     let claude = |project: serde_json::Value| {
-        f.write(
-            &f.home.join(".claude.json"),
-            &json!({"projects": {f.cwd.display().to_string(): project}}).to_string(),
+        crate::support::write_claude_json(
+            &f.home,
+            &json!({"projects": {f.cwd.display().to_string(): project}}),
         );
     };
     claude(json!({"enabledMcpjsonServers": ["x"]}));
@@ -233,10 +232,9 @@ fn variables_are_expanded_and_a_missing_one_skips_the_server_with_a_warning() {
 #[test]
 fn config_overlays_tune_imported_servers_and_can_disable_them() {
     let f = Fixture::new();
-    f.write(
-        &f.home.join(".claude.json"),
-        &json!({"mcpServers": {"memory": {"command": "npx"}, "noisy": {"command": "x"}}})
-            .to_string(),
+    crate::support::write_claude_json(
+        &f.home,
+        &json!({"mcpServers": {"memory": {"command": "npx"}, "noisy": {"command": "x"}}}),
     );
     f.config_toml(
         r#"

@@ -47,11 +47,9 @@ fn start_http_everything(bin: &Path, port: u16) -> Killed {
         .spawn()
         .unwrap();
     let child = Killed(child);
-    eventually(
-        Duration::from_secs(20),
-        "server-everything listening",
-        || std::net::TcpStream::connect(("127.0.0.1", port)).ok(),
-    );
+    eventually(PATIENCE, "server-everything listening", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
     child
 }
 
@@ -66,15 +64,13 @@ fn memory_server_through_the_cli_creates_an_entity_and_lists_nine_tools() {
     std::fs::create_dir_all(&home).unwrap();
     std::fs::create_dir_all(&cwd).unwrap();
     let memory_file = dir.path().join("memory.jsonl");
-    std::fs::write(
-        home.join(".claude.json"),
-        json!({"mcpServers": {"memory": {
+    crate::support::write_claude_json(
+        &home,
+        &json!({"mcpServers": {"memory": {
             "command": bin,
             "env": {"MEMORY_FILE_PATH": "${MEM_DIR}/memory.jsonl"}
-        }}})
-        .to_string(),
-    )
-    .unwrap();
+        }}}),
+    );
     let run = |args: &[&str]| {
         let out = Command::new(TMUX_AGENT)
             .args(args)
@@ -277,23 +273,19 @@ async fn everything_server_over_streamable_http_and_a_restart_behind_our_back() 
     // after two in a row the client is rebuilt and calls work again.
     drop(server);
     let _server = start_http_everything(&bin, port);
-    let out = eventually_async(
-        Duration::from_secs(60),
-        "calls work after the restart",
-        || {
-            let pool = pool.clone();
-            async move {
-                pool.call_tool(
-                    "web",
-                    "echo",
-                    json!({"message": "again"}),
-                    CallOptions::default(),
-                )
-                .await
-                .ok()
-            }
-        },
-    )
+    let out = eventually_async(PATIENCE * 3, "calls work after the restart", || {
+        let pool = pool.clone();
+        async move {
+            pool.call_tool(
+                "web",
+                "echo",
+                json!({"message": "again"}),
+                CallOptions::default(),
+            )
+            .await
+            .ok()
+        }
+    })
     .await;
     assert_eq!(out.value, json!("Echo: again"));
     // Recovered by rebuilding the client after two timeouts in a row (rmcp

@@ -118,7 +118,7 @@ async fn a_server_that_never_answers_initialize_fails_the_connect_and_is_stopped
     // The half-started server is gone.
     let pids = started_pids(&record);
     assert_eq!(pids.len(), 1);
-    eventually(Duration::from_secs(5), "hung server stopped", || {
+    eventually(PATIENCE, "hung server stopped", || {
         (!alive(pids[0])).then_some(())
     });
     // The next call does not wait out the backoff: it fails at once.
@@ -214,18 +214,14 @@ async fn a_hung_call_times_out_and_the_server_sees_the_cancel() {
         other => panic!("expected a timeout, got {other:?}"),
     }
     let id = events(&record, "request", Some("tools/call"))[0]["id"].clone();
-    let cancel = eventually(
-        Duration::from_secs(5),
-        "notifications/cancelled recorded",
-        || {
-            events(&record, "notification", Some("notifications/cancelled"))
-                .into_iter()
-                .next()
-        },
-    );
+    let cancel = eventually(PATIENCE, "notifications/cancelled recorded", || {
+        events(&record, "notification", Some("notifications/cancelled"))
+            .into_iter()
+            .next()
+    });
     assert_eq!(cancel["params"]["requestId"], id);
     assert_eq!(cancel["params"]["reason"], "request timeout");
-    eventually(Duration::from_secs(5), "the tool saw the cancel", || {
+    eventually(PATIENCE, "the tool saw the cancel", || {
         events(&record, "tool-cancelled", None)
             .into_iter()
             .find(|e| e["id"] == id)
@@ -245,7 +241,7 @@ async fn a_hung_call_times_out_and_the_server_sees_the_cancel() {
     )
     .await;
     assert!(dropped.is_err());
-    let cancel = eventually(Duration::from_secs(5), "abandoned call cancelled", || {
+    let cancel = eventually(PATIENCE, "abandoned call cancelled", || {
         events(&record, "notification", Some("notifications/cancelled"))
             .into_iter()
             .nth(1)
@@ -326,7 +322,7 @@ async fn a_server_killed_mid_call_fails_the_call_then_comes_back() {
                 .await
         })
     };
-    eventually(Duration::from_secs(10), "sleep call arrived", || {
+    eventually(PATIENCE, "sleep call arrived", || {
         events(&record, "request", Some("tools/call"))
             .into_iter()
             .next()
@@ -341,7 +337,7 @@ async fn a_server_killed_mid_call_fails_the_call_then_comes_back() {
     }
     // During the backoff calls fail at once; afterwards the server is back
     // (connect = start reconnects by itself).
-    let out = eventually_async(Duration::from_secs(15), "server back after backoff", || {
+    let out = eventually_async(PATIENCE, "server back after backoff", || {
         let pool = pool.clone();
         async move {
             match pool
@@ -375,7 +371,7 @@ async fn the_crash_tool_is_a_transport_error_and_a_lazy_server_restarts_on_the_n
         .await
         .unwrap_err();
     assert!(matches!(err, CallError::TransportLost { .. }), "{err:?}");
-    let out = eventually_async(Duration::from_secs(15), "lazy server back", || {
+    let out = eventually_async(PATIENCE, "lazy server back", || {
         let pool = pool.clone();
         async move {
             pool.call_tool("c", "echo", json!({}), CallOptions::default())
@@ -449,7 +445,7 @@ async fn the_concurrency_limit_holds_and_a_full_queue_is_refused() {
             })
         })
         .collect();
-    eventually(Duration::from_secs(10), "first call running", || {
+    eventually(PATIENCE, "first call running", || {
         events(&record, "request", Some("tools/call"))
             .into_iter()
             .next()
@@ -481,9 +477,7 @@ async fn shutdown_stops_the_whole_process_group() {
     assert!(pids.iter().all(|p| alive(*p)));
     pool.shutdown().await;
     for pid in &pids {
-        eventually(Duration::from_secs(5), "process gone", || {
-            (!alive(*pid)).then_some(())
-        });
+        eventually(PATIENCE, "process gone", || (!alive(*pid)).then_some(()));
     }
 
     // A server that ignores stdin closing and SIGTERM is killed all the same.
@@ -504,7 +498,7 @@ async fn shutdown_stops_the_whole_process_group() {
     let pids = started_pids(&record);
     pool.shutdown().await;
     for pid in &pids {
-        eventually(Duration::from_secs(5), "stubborn process gone", || {
+        eventually(PATIENCE, "stubborn process gone", || {
             (!alive(*pid)).then_some(())
         });
     }
@@ -526,11 +520,9 @@ fn dropping_the_runtime_without_shutdown_leaks_no_process() {
     assert_eq!(pids.len(), 2);
     drop(runtime);
     for pid in &pids {
-        eventually(
-            Duration::from_secs(5),
-            "process gone after runtime drop",
-            || (!alive(*pid)).then_some(()),
-        );
+        eventually(PATIENCE, "process gone after runtime drop", || {
+            (!alive(*pid)).then_some(())
+        });
     }
 }
 
@@ -556,7 +548,7 @@ async fn an_idle_server_is_stopped_and_restarted_by_the_next_call() {
         .await
         .unwrap();
     let first = started_pids(&record)[0];
-    eventually(Duration::from_secs(10), "idled out", || {
+    eventually(PATIENCE, "idled out", || {
         (pool.servers()[0].state == "idle" && !alive(first)).then_some(())
     });
     pool.call_tool("i", "echo", json!({}), CallOptions::default())
@@ -581,14 +573,14 @@ async fn an_eager_server_connects_at_start_and_is_pinged_when_quiet() {
         ..Knobs::default()
     };
     let pool = pool_with("e", &record, &[], knobs);
-    eventually(Duration::from_secs(10), "ready without a call", || {
+    eventually(PATIENCE, "ready without a call", || {
         (pool.servers()[0].state == "ready").then_some(())
     });
     let status = &pool.servers()[0];
     let connection = status.connection.as_ref().unwrap();
     assert_eq!(connection.protocol_version, "2025-11-25");
     assert_eq!(connection.server_name.as_deref(), Some("mcp-test-server"));
-    eventually(Duration::from_secs(10), "a ping", || {
+    eventually(PATIENCE, "a ping", || {
         events(&record, "request", Some("ping")).into_iter().next()
     });
     // The handshake offered 2025-11-25 and named us.
@@ -616,7 +608,7 @@ async fn an_unsupported_protocol_version_is_refused() {
         "{err:?}"
     );
     let pid = started_pids(&record)[0];
-    eventually(Duration::from_secs(5), "refused server stopped", || {
+    eventually(PATIENCE, "refused server stopped", || {
         (!alive(pid)).then_some(())
     });
     pool.shutdown().await;
@@ -674,7 +666,7 @@ async fn unix_socket_servers_and_the_fallback_to_spawning() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    eventually(Duration::from_secs(10), "socket listening", || {
+    eventually(PATIENCE, "socket listening", || {
         socket.exists().then_some(())
     });
     let fallback_record = dir.path().join("fallback.jsonl");

@@ -384,17 +384,12 @@ fn calls_for_a_server_no_config_names_wait_and_status_says_so() {
     })
     .expect("base's register never waited");
     // The server is taken out of the config while its call waits.
-    let config = rig
-        .server
-        .home
-        .path()
-        .join(".config/tmux-agent/config.toml");
-    let full = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
+    let home = rig.server.home.path();
+    let full = std::fs::read_to_string(crate::support::config_path(home)).unwrap();
+    crate::support::write_config(
+        home,
         "[mcp]\nimport_claude = false\n\n[reactor]\npreset = \"none\"\n",
-    )
-    .unwrap();
+    );
     let out = rig.server.agent().arg("reload").output().unwrap();
     assert!(
         out.status.success(),
@@ -410,7 +405,7 @@ fn calls_for_a_server_no_config_names_wait_and_status_says_so() {
         "{text}"
     );
     // Put it back: the call goes out.
-    std::fs::write(&config, full).unwrap();
+    crate::support::write_config(home, &full);
     std::fs::remove_file(&rig.down).unwrap();
     let out = rig.server.agent().arg("reload").output().unwrap();
     assert!(

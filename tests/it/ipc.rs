@@ -90,8 +90,13 @@ fn the_socket_and_its_directory_are_private() {
 #[test]
 fn requests_from_another_uid_are_refused() {
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: switching to another uid needs root");
+    let root = unsafe { libc::geteuid() } == 0;
+    if !crate::support::require(
+        root,
+        "root (to run a client as uid 65534)",
+        "Run this test as root, e.g. in a container (CI does), or \
+         sudo -E cargo test --locked ipc::requests_from_another_uid_are_refused.",
+    ) {
         return;
     }
     let server = TmuxServer::start();

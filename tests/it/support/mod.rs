@@ -19,6 +19,7 @@ pub mod rig;
 pub mod serve;
 pub mod tmux;
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -86,7 +87,12 @@ pub fn require(present: bool, what: &str, how: &str) -> bool {
     if in_ci() {
         panic!("this test needs {what}, which is missing (CI=true: not skipping). {how}");
     }
-    eprintln!("\n!!! SKIPPED: this test needs {what}, which is missing. {how} !!!\n");
+    // Straight to the process's stderr: libtest captures `eprintln!` and
+    // shows it only for failing tests, and a skip must be seen.
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n!!! SKIPPED: this test needs {what}, which is missing. {how} !!!\n"
+    );
     false
 }
 

@@ -301,14 +301,170 @@ args = { step = "save", context = "{context}" }
     assert!(!canary(&rig).exists(), "a #() from a window name ran");
 }
 
+/// What a command must do with a value of the corpus.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Must {
+    /// Succeed (and the caller checks what tmux holds afterwards).
+    Accept,
+    /// Fail cleanly (exit 1 or 2, with a message).
+    Refuse,
+    /// The value is where clap may read it as an option (it starts with
+    /// `-`): a refusal, or `--help`'s usage on stdout with exit 0.
+    OptionLike,
+}
+
+/// A group name or a context key: 1 to 64 of `A-Z a-z 0-9 _ . -`
+/// (src/group/names.rs), as the value of a positional argument, where a
+/// leading `-` makes it an option instead.
+fn must_name(value: &OsStr) -> Must {
+    let bytes = value.as_bytes();
+    if bytes.first() == Some(&b'-') {
+        Must::OptionLike
+    } else if (1..=64).contains(&bytes.len())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(b))
+    {
+        Must::Accept
+    } else {
+        Must::Refuse
+    }
+}
+
+/// A shared value: valid UTF-8 (the CLI takes text), one line (no control
+/// character but tab) of at most 4096 bytes (src/group/names.rs).
+fn must_value(value: &OsStr) -> Must {
+    match value.to_str() {
+        Some(text) if text.len() <= 4096 && !text.chars().any(|c| c.is_control() && c != '\t') => {
+            Must::Accept
+        }
+        _ => Must::Refuse,
+    }
+}
+
+/// A positional argument that names nothing that exists (no tool, server
+/// or JSON object in the corpus): refused, unless clap reads it as an option.
+fn must_refuse_positional(value: &OsStr) -> Must {
+    if value.as_bytes().first() == Some(&b'-') {
+        Must::OptionLike
+    } else {
+        Must::Refuse
+    }
+}
+
+/// Checks `out` against `must` (on top of [`assert_clean`]); true when the
+/// command succeeded for the value itself (not as `--help`), so that the
+/// caller goes on to check what tmux holds.
+fn assert_must(what: &str, value: &OsStr, must: Must, out: &Output) -> bool {
+    assert_clean(what, value, out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    match must {
+        Must::Accept => {
+            assert!(
+                out.status.success(),
+                "{what} must accept {} but refused it: {stderr}",
+                short(value)
+            );
+            true
+        }
+        Must::Refuse => {
+            assert!(
+                !out.status.success(),
+                "{what} must refuse {} but accepted it: {}",
+                short(value),
+                String::from_utf8_lossy(&out.stdout)
+            );
+            false
+        }
+        Must::OptionLike => {
+            if out.status.success() {
+                let stdout = String::from_utf8_lossy(&out.stdout);
+                assert!(
+                    stdout.contains("Usage:"),
+                    "{what} took the option-like {} as a value: {stdout}",
+                    short(value)
+                );
+            }
+            false
+        }
+    }
+}
+
 /// Every command that takes a session, group, key or value, given each
-/// value of the corpus: a clean success or a clean refusal, nothing run,
-/// and the daemon still there.
+/// value of the corpus. Each value is also made a session name (with plain
+/// tmux), so that session targets name something that exists.
+///
+/// * A group name (`join VALUE`) or a key (`share VALUE=v`, `share --unset
+///   VALUE`) must be accepted when it is a valid name ([`must_name`]) and
+///   refused otherwise; once accepted, tmux holds it: `@agent-group` is the
+///   name, `@agent-ctx-VALUE` is set, then unset.
+/// * A shared value (`share k=VALUE`) must be accepted when it is one line
+///   of at most 4096 bytes of UTF-8 ([`must_value`]), and tmux then holds
+///   it byte for byte in `@agent-ctx-k`.
+/// * A tool, server or arguments that name nothing (`mcp call`) must be
+///   refused.
+/// * Every session, whatever its name, can be acted on by its exact name
+///   (`-t =NAME`, NAME as tmux stores it, or its id for a NAME starting
+///   with `$`, which tmux reads as an id even after `=`): `show`, `show --json` (which
+///   names it), `peers`, `join` (tmux then holds the group), `leave` (and the
+///   group is gone), and `save` (whose checkpoint call carries the name).
+///   A bare `-t VALUE` is a tmux target (`a:b.c` is session `a`, window `b`,
+///   pane `c`), so tmux decides what it names; those runs need only be
+///   clean.
+///
+/// Nothing from the corpus runs, and the daemon still answers at the end.
 #[test]
 fn every_command_takes_every_hostile_value_cleanly() {
-    let rig = Rig::new("");
+    let rig = Rig::new(
+        r#"
+[[on.checkpoint]]
+server = "rec"
+tool = "echo"
+args = { step = "checkpoint", id = "{session_id}", session = "{session}" }
+"#,
+    );
     let _daemon = rig.start_daemon();
     let values = corpus_in(rig.server.home.path());
+    // `base` is in a group, so that `share` has a group to share with; group
+    // names are tried on a session of their own, so `base` stays in `g`.
+    rig.server.tmux(&["new-session", "-d", "-s", "joiner"]);
+    let joined = agent(
+        &rig,
+        &[
+            "join".as_ref(),
+            "g".as_ref(),
+            "-t".as_ref(),
+            "base".as_ref(),
+        ],
+    );
+    assert!(
+        joined.status.success(),
+        "{}",
+        String::from_utf8_lossy(&joined.stderr)
+    );
+    // One session per value, named by it; tmux stores its own form of the
+    // name (`.` and `:` as `_`, control bytes escaped), read back by id.
+    let sessions: Vec<(String, String)> = values
+        .iter()
+        .map(|value| {
+            let out = rig
+                .server
+                .command()
+                .args(["new-session", "-d", "-P", "-F", "#{session_id}", "-s"])
+                .arg(tmux_arg(value, true))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "tmux refused session {}",
+                short(value)
+            );
+            let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            let name = rig.server.display(&id, "#{session_name}");
+            (id, name)
+        })
+        .collect();
+
     for value in &values {
         let assignment = {
             let mut a = OsString::from("k=");
@@ -320,19 +476,45 @@ fn every_command_takes_every_hostile_value_cleanly() {
             a.push("=v");
             a
         };
-        let runs: Vec<(&str, Vec<&OsStr>)> = vec![
-            ("show -t", vec!["show".as_ref(), "-t".as_ref(), value]),
+        let key_option = {
+            let mut name = b"@agent-ctx-".to_vec();
+            name.extend_from_slice(value.as_bytes());
+            String::from_utf8_lossy(&name).into_owned()
+        };
+        // (what, argv, what it must do, what tmux must then hold)
+        type Holds<'a> = Box<dyn Fn() + 'a>;
+        let nothing = || -> Holds { Box::new(|| ()) };
+        let runs: Vec<(&str, Vec<&OsStr>, Option<Must>, Holds)> = vec![
+            (
+                "show -t",
+                vec!["show".as_ref(), "-t".as_ref(), value],
+                None,
+                nothing(),
+            ),
             (
                 "show --json -t",
                 vec!["show".as_ref(), "--json".as_ref(), "-t".as_ref(), value],
+                None,
+                nothing(),
             ),
             (
                 "join",
-                vec!["join".as_ref(), value, "-t".as_ref(), "base".as_ref()],
+                vec!["join".as_ref(), value, "-t".as_ref(), "joiner".as_ref()],
+                Some(must_name(value)),
+                Box::new(|| {
+                    assert_eq!(
+                        rig.server.option("joiner", "@agent-group").as_deref(),
+                        value.to_str(),
+                        "join {}",
+                        short(value)
+                    )
+                }),
             ),
             (
                 "join -t",
                 vec!["join".as_ref(), "g".as_ref(), "-t".as_ref(), value],
+                None,
+                nothing(),
             ),
             (
                 "share value",
@@ -342,6 +524,15 @@ fn every_command_takes_every_hostile_value_cleanly() {
                     "-t".as_ref(),
                     "base".as_ref(),
                 ],
+                Some(must_value(value)),
+                Box::new(|| {
+                    assert_eq!(
+                        rig.server.option("base", "@agent-ctx-k").as_deref(),
+                        value.to_str(),
+                        "share k={}",
+                        short(value)
+                    )
+                }),
             ),
             (
                 "share key",
@@ -351,6 +542,15 @@ fn every_command_takes_every_hostile_value_cleanly() {
                     "-t".as_ref(),
                     "base".as_ref(),
                 ],
+                Some(must_name(value)),
+                Box::new(|| {
+                    assert_eq!(
+                        rig.server.option("base", &key_option).as_deref(),
+                        Some("v"),
+                        "share {}=v",
+                        short(value)
+                    )
+                }),
             ),
             (
                 "share --unset",
@@ -361,18 +561,51 @@ fn every_command_takes_every_hostile_value_cleanly() {
                     "-t".as_ref(),
                     "base".as_ref(),
                 ],
+                Some(must_name(value)),
+                Box::new(|| {
+                    assert_eq!(
+                        rig.server.option("base", &key_option),
+                        None,
+                        "share --unset {}",
+                        short(value)
+                    )
+                }),
             ),
-            ("peers -t", vec!["peers".as_ref(), "-t".as_ref(), value]),
-            ("leave -t", vec!["leave".as_ref(), "-t".as_ref(), value]),
-            ("save -t", vec!["save".as_ref(), "-t".as_ref(), value]),
-            ("groups", vec!["groups".as_ref(), "--json".as_ref()]),
+            (
+                "peers -t",
+                vec!["peers".as_ref(), "-t".as_ref(), value],
+                None,
+                nothing(),
+            ),
+            (
+                "leave -t",
+                vec!["leave".as_ref(), "-t".as_ref(), value],
+                None,
+                nothing(),
+            ),
+            (
+                "save -t",
+                vec!["save".as_ref(), "-t".as_ref(), value],
+                None,
+                nothing(),
+            ),
+            (
+                "groups",
+                vec!["groups".as_ref(), "--json".as_ref()],
+                Some(Must::Accept),
+                nothing(),
+            ),
             (
                 "mcp call tool",
                 vec!["mcp".as_ref(), "call".as_ref(), "builtin".as_ref(), value],
+                Some(must_refuse_positional(value)),
+                nothing(),
             ),
             (
                 "mcp call server",
                 vec!["mcp".as_ref(), "call".as_ref(), value, "whoami".as_ref()],
+                Some(must_refuse_positional(value)),
+                nothing(),
             ),
             (
                 "mcp call args",
@@ -383,11 +616,22 @@ fn every_command_takes_every_hostile_value_cleanly() {
                     "list_goals".as_ref(),
                     value,
                 ],
+                Some(must_refuse_positional(value)),
+                nothing(),
             ),
         ];
-        for (what, args) in runs {
+        for (what, args, must, holds) in runs {
             let out = agent(&rig, &args);
-            assert_clean(what, value, &out);
+            let accepted = match must {
+                Some(must) => assert_must(what, value, must, &out),
+                None => {
+                    assert_clean(what, value, &out);
+                    false
+                }
+            };
+            if accepted {
+                holds();
+            }
             if out.status.success() && args.iter().any(|a| *a == OsStr::new("--json")) {
                 serde_json::from_slice::<Value>(&out.stdout)
                     .unwrap_or_else(|e| panic!("{what} {}: not JSON ({e})", short(value)));
@@ -409,6 +653,48 @@ fn every_command_takes_every_hostile_value_cleanly() {
             assert_eq!(rig.option("base", "@agent-ctx-k"), value);
         }
     }
+
+    // Every session, by its exact name as tmux stores it; tmux reads a
+    // target starting with `$` as a session id even after `=`, so those
+    // sessions are named by their id (tmux's grammar, not ours).
+    for (id, name) in &sessions {
+        let exact = if name.starts_with('$') {
+            id.clone()
+        } else {
+            format!("={name}")
+        };
+        let run = |args: &[&str]| {
+            let mut argv: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+            argv.extend([OsStr::new("-t"), OsStr::new(&exact)]);
+            let out = agent(&rig, &argv);
+            assert!(
+                out.status.success(),
+                "{args:?} -t {} failed: {}",
+                short(exact.as_ref()),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            out
+        };
+        run(&["show"]);
+        let shown: Value =
+            serde_json::from_slice(&run(&["show", "--json"]).stdout).expect("show --json is JSON");
+        assert_eq!(shown["session"]["name"], name.as_str(), "{shown}");
+        assert_eq!(shown["session"]["id"], id.as_str(), "{shown}");
+        run(&["join", "g2"]);
+        assert_eq!(rig.server.option(id, "@agent-group").as_deref(), Some("g2"));
+        run(&["peers"]);
+        run(&["leave"]);
+        assert_eq!(rig.server.option(id, "@agent-group"), None);
+        run(&["save"]);
+        let call = wait_for(PATIENCE, || {
+            rig.calls()
+                .into_iter()
+                .find(|c| c["arguments"]["id"] == id.as_str())
+        })
+        .unwrap_or_else(|| panic!("no checkpoint call for {id}"));
+        assert_eq!(call["arguments"]["session"], name.as_str(), "{id}");
+    }
+
     let status = agent(&rig, &["status".as_ref(), "--json".as_ref()]);
     assert!(status.status.success(), "the daemon stopped answering");
     assert!(!canary(&rig).exists(), "a #() or $() from the corpus ran");

@@ -157,6 +157,7 @@ args = { step = "complete", id = "{session_id}", name = "{session}" }
     let _daemon = rig.start_daemon();
     let values = corpus_in(rig.server.home.path());
     let mut expected_goals = std::collections::HashMap::new();
+    let mut made_by_new = Vec::new();
     for value in &values {
         // As a name and a goal through `new`.
         let out = agent(
@@ -172,11 +173,30 @@ args = { step = "complete", id = "{session_id}", name = "{session}" }
                 "t".as_ref(),
             ],
         );
-        assert_clean("new -s/--goal", value, &out);
-        if out.status.success() {
+        // `new` must take every value that can be a goal (one line, UTF-8,
+        // at most 4096 bytes; a name has no rule of its own beyond
+        // non-empty), and the session must then exist under the name tmux
+        // makes of it, with the goal as given.
+        if assert_must("new -s/--goal", value, must_new(value), &out) {
             let made: Value = serde_json::from_slice(&out.stdout).expect("new --json is JSON");
             let id = made["session_id"].as_str().unwrap().to_owned();
-            expected_goals.insert(id, value.to_str().unwrap().to_owned());
+            let text = value.to_str().unwrap();
+            let name = tmux_session_name(text);
+            assert_eq!(made["session"], name.as_str(), "new -s {}", short(value));
+            assert_eq!(
+                rig.server.display(&id, "#{session_name}"),
+                name,
+                "new -s {}",
+                short(value)
+            );
+            assert_eq!(
+                rig.server.option(&id, "@agent-goal").as_deref(),
+                Some(text),
+                "new --goal {}",
+                short(value)
+            );
+            expected_goals.insert(id.clone(), text.to_owned());
+            made_by_new.push((id, name));
         }
         // As a goal set with plain tmux in the creating command (any bytes
         // tmux takes: newlines, invalid UTF-8).
@@ -217,6 +237,13 @@ args = { step = "complete", id = "{session_id}", name = "{session}" }
         if let Some(goal) = expected_goals.get(id) {
             assert_eq!(call["arguments"]["goal"], goal.as_str(), "{id}");
         }
+    }
+    // Among them, every session `new` made, under the name it reported.
+    for (id, name) in &made_by_new {
+        assert!(
+            stored.contains(&(id.clone(), name.clone())),
+            "{id} {name:?} made by new is not listed: {stored:?}"
+        );
     }
     // And every close completes, by the name tmux stored.
     for (id, _) in &stored {
@@ -350,6 +377,32 @@ fn must_refuse_positional(value: &OsStr) -> Must {
     } else {
         Must::Refuse
     }
+}
+
+/// `new -s VALUE --goal VALUE`: the goal's rule ([`must_value`]), the name
+/// being non-empty, and a leading `-` is clap's.
+fn must_new(value: &OsStr) -> Must {
+    if value.as_bytes().first() == Some(&b'-') {
+        Must::OptionLike
+    } else if value.is_empty() {
+        Must::Refuse
+    } else {
+        must_value(value)
+    }
+}
+
+/// The name tmux 3.3a stores for a session asked to be called `name` (one
+/// line, as [`must_value`] accepts): `.` and `:` become `_`, and its
+/// escaping (vis(3)) doubles `\` and writes a tab as `\t`.
+fn tmux_session_name(name: &str) -> String {
+    name.chars()
+        .map(|c| match c {
+            '.' | ':' => "_".to_owned(),
+            '\\' => "\\\\".to_owned(),
+            '\t' => "\\t".to_owned(),
+            c => c.to_string(),
+        })
+        .collect()
 }
 
 /// Checks `out` against `must` (on top of [`assert_clean`]); true when the

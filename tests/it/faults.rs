@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::os::unix::process::CommandExt as _;
+use std::time::{Duration, Instant};
 
 use crate::support::PATIENCE;
 use crate::support::rig::{LIFECYCLE, Rig, keys_by_step};
@@ -499,27 +500,92 @@ fn an_unusable_state_directory_does_not_stop_the_daemon() {
     .expect("@agent-outbox never said memory");
 }
 
-/// A pane flooding output: the sidecar's control client is `no-output`, so
-/// tmux sends it none of it, and events and commands go through.
+/// How long one session may take to be registered while a pane floods: the
+/// daemon takes milliseconds when idle, so this is slack for a loaded
+/// machine, well short of what a control connection drowning in `%output`
+/// would take.
+const FLOOD_LATENCY: Duration = Duration::from_secs(5);
+
+/// A pane flooding output does not slow the sidecar's control connection.
+///
+/// tmux sends a control client `%output` only for panes in its own session,
+/// and not at all when the client is `no-output`. So the flood runs in a
+/// window of the sidecar's own session, where `no-output` is the one thing
+/// between it and the daemon, and the test checks that tmux holds the
+/// daemon's client to `no-output` (`client_flags`) and that, during the
+/// flood, status answers and every new session is registered within
+/// [`FLOOD_LATENCY`]. A second flood in a session of its own (a pane whose
+/// output no control client is sent) must not change that either.
 #[test]
 fn an_output_flood_does_not_slow_the_control_connection() {
     let rig = Rig::new(REGISTER);
     let _daemon = rig.start_daemon();
+    let clients = rig.server.tmux(&[
+        "list-clients",
+        "-F",
+        "#{client_control_mode}\t#{session_name}\t#{client_flags}",
+    ]);
+    let (sidecar, flags) = clients
+        .lines()
+        .filter_map(|l| l.strip_prefix("1\t")?.split_once('\t'))
+        .next()
+        .unwrap_or_else(|| panic!("no control client: {clients:?}"));
+    assert!(
+        flags.split(',').any(|f| f == "no-output"),
+        "the daemon's control client is not no-output: {clients:?}"
+    );
+    let flood = format!("={sidecar}:flood");
+    rig.server.tmux(&[
+        "new-window",
+        "-d",
+        "-t",
+        &format!("={sidecar}:"),
+        "-n",
+        "flood",
+        "yes tmux-agent-flood",
+    ]);
     rig.server
         .tmux(&["new-session", "-d", "-s", "flood", "yes tmux-agent-flood"]);
-    // The pane is busy printing (its history fills up).
-    wait_for(PATIENCE, || {
-        let size = rig
-            .server
-            .tmux(&["display-message", "-p", "-t", "flood", "#{history_size}"]);
-        (size.trim().parse::<u64>().unwrap_or(0) > 1000).then_some(())
-    })
-    .expect("the flood never started");
+    // Both panes are busy printing (their history fills up).
+    for pane in [flood.as_str(), "flood"] {
+        wait_for(PATIENCE, || {
+            let size = rig
+                .server
+                .tmux(&["display-message", "-p", "-t", pane, "#{history_size}"]);
+            (size.trim().parse::<u64>().unwrap_or(0) > 1000).then_some(())
+        })
+        .unwrap_or_else(|| panic!("the flood in {pane} never started"));
+    }
     for i in 0..5 {
-        rig.server
-            .tmux(&["new-session", "-d", "-s", &format!("during-{i}")]);
+        let started = Instant::now();
+        let id = rig
+            .server
+            .tmux(&[
+                "new-session",
+                "-d",
+                "-P",
+                "-F",
+                "#{session_id}",
+                "-s",
+                &format!("during-{i}"),
+            ])
+            .trim()
+            .to_owned();
         let status = rig.status();
         assert_eq!(status["running"], true);
+        let goal = format!("goal-{id}");
+        wait_for(PATIENCE, || registers(&rig.calls()).get(&goal).map(|_| ()))
+            .unwrap_or_else(|| panic!("during-{i} was never registered"));
+        let took = started.elapsed();
+        assert!(
+            took < FLOOD_LATENCY,
+            "during-{i} took {took:?} to be registered during the flood"
+        );
     }
+    // The flood is still on: it was flooding the whole time.
+    let size = rig
+        .server
+        .tmux(&["display-message", "-p", "-t", &flood, "#{pane_dead}"]);
+    assert_eq!(size.trim(), "0", "the flooding pane died");
     assert_each_registered_once(&settle(&rig, 7), 7, 0);
 }

@@ -11,6 +11,7 @@
 use std::{collections::BTreeMap, fs, path::Path};
 
 use bytes::Bytes;
+use proptest::test_runner::FileFailurePersistence;
 use proptest::{collection::vec, prelude::*};
 use tmux_agent::control::codec::{ControlCodec, decode_stream};
 use tmux_agent::control::{ControlEvent, Notification, PaneId, SessionId};
@@ -330,7 +331,18 @@ fn chunked<'a>(input: &'a [u8], sizes: &[usize]) -> Vec<&'a [u8]> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    // Seeds of past failures are kept next to this file, in
+    // codec.proptest-regressions. proptest's default (SourceParallel) would
+    // look for them beside the directory holding main.rs, which for this
+    // one-binary suite is tests/proptest-regressions/codec.txt: it would
+    // silently stop replaying them.
+    #![proptest_config(ProptestConfig {
+        cases: 512,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions"
+        ))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn chunking_never_changes_the_events(

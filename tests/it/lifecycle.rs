@@ -196,14 +196,10 @@ fn hostile_session_names_arrive_intact_and_nothing_runs() {
     assert!(!canary.exists(), "a #() in a session name ran");
 }
 
-fn start_daemon(server: &TmuxServer) -> Daemon {
-    Daemon::attach(server)
-}
-
 #[test]
 fn the_daemon_is_not_a_client_of_user_sessions() {
     let server = TmuxServer::start();
-    let _daemon = start_daemon(&server);
+    let _daemon = Daemon::attach(&server);
     assert_eq!(
         server
             .tmux(&["display-message", "-p", "-t", "base", "#{session_attached}"])
@@ -223,7 +219,7 @@ fn the_daemon_is_not_a_client_of_user_sessions() {
 #[test]
 fn killing_the_last_session_ends_the_daemon_and_the_server() {
     let server = TmuxServer::start();
-    let mut daemon = start_daemon(&server);
+    let mut daemon = Daemon::attach(&server);
     server.tmux(&["kill-session", "-t", "base"]);
     let (status, stderr) = daemon.wait(PATIENCE).expect("the daemon did not exit");
     assert!(status.success(), "{status}: {stderr}");
@@ -237,7 +233,7 @@ fn killing_the_last_session_ends_the_daemon_and_the_server() {
 #[test]
 fn killing_the_server_ends_the_daemon_with_a_clear_message() {
     let server = TmuxServer::start();
-    let mut daemon = start_daemon(&server);
+    let mut daemon = Daemon::attach(&server);
     server.tmux(&["kill-server"]);
     let (status, stderr) = daemon.wait(PATIENCE).expect("the daemon did not exit");
     assert!(status.success(), "{status}: {stderr}");
@@ -275,7 +271,7 @@ fn sessions_that_go_down_with_the_server_are_closed_in_watch() {
 #[test]
 fn stopping_the_daemon_clears_its_option_and_leaves_the_server() {
     let server = TmuxServer::start();
-    let mut daemon = start_daemon(&server);
+    let mut daemon = Daemon::attach(&server);
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(daemon.child.id() as i32, libc::SIGTERM) };
     let (status, stderr) = daemon.wait(PATIENCE).expect("the daemon did not exit");

@@ -11,6 +11,7 @@ use serde_json::Value;
 use tmux_agent::config::Knobs;
 use tmux_agent::mcp::spec::{Scope, ServerSettings, ServerSpec, Source, StdioSpec, TransportSpec};
 
+// The MCP tests take everything from here (`use crate::support::mcp::*`).
 pub use super::{AGENT as TMUX_AGENT, PATIENCE, TEST_SERVER, eventually, eventually_async};
 
 /// A stdio spec running the test server with `args`, recording to `record`.

@@ -232,8 +232,9 @@ args = { step = "save", key = "{idempotency_key}" }
     );
     let _daemon = rig.start_daemon();
     // The session shows the failure (shortened for a status line); status
-    // says what to change.
-    let state = wait_for(PATIENCE, || {
+    // says what to change. Waiting as long as the call may take (its 60 s
+    // timeout): under load, making and refusing 50 MB took over PATIENCE.
+    let state = wait_for(PATIENCE * 3, || {
         let state = rig.option("base", "@agent-state");
         state.starts_with("error").then_some(state)
     })

@@ -262,13 +262,20 @@ async fn server_running_inside_a_real_pane_knows_its_session() {
         ])
         .trim_end()
         .to_owned();
-    let url = eventually(PATIENCE, "the server's address in the pane", || {
-        let screen = tmux.tmux(&["capture-pane", "-p", "-J", "-t", &pane]);
-        screen
-            .lines()
-            .find_map(|line| line.split("listening on ").nth(1))
-            .map(|url| url.trim().to_owned())
-    });
+    // Until the whole address is on screen: a capture can land while the
+    // line is still being drawn (it read `http://` once under load).
+    let url = eventually(
+        PATIENCE,
+        "the server's address (…/mcp) in the pane",
+        || {
+            let screen = tmux.tmux(&["capture-pane", "-p", "-J", "-t", &pane]);
+            screen
+                .lines()
+                .find_map(|line| line.split("listening on ").nth(1))
+                .map(|url| url.trim().to_owned())
+                .filter(|url| url.ends_with("/mcp"))
+        },
+    );
     assert!(
         url.starts_with("http://127.0.0.1:") && url.ends_with("/mcp"),
         "{url}"

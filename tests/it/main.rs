@@ -1,0 +1,35 @@
+//! The integration tests, as one test binary: every file here is a module
+//! rather than its own crate under `tests/`, because each such crate is a
+//! separate binary linking the whole library and rmcp, and on a 2-core
+//! machine 24 links took far longer than the tests themselves. Shared
+//! fixtures live in [`support`].
+//!
+//! Run one area with a filter on its module, e.g. `cargo test reactor::`.
+
+mod support;
+
+mod bad_input;
+mod builtin_default;
+mod codec;
+mod command_tmux;
+mod commands;
+mod daemon_run;
+mod faults;
+mod groups;
+mod ipc;
+mod lifecycle;
+mod mcp_cli;
+mod mcp_config;
+mod mcp_memory;
+mod mcp_npm;
+mod mcp_pool;
+mod mcp_reconfigure;
+mod options;
+mod reactor;
+mod reactor_memory;
+mod serve_agent;
+mod serve_concurrency;
+mod serve_contexts;
+mod serve_errors;
+mod serve_goals;
+mod serve_http;

@@ -1,0 +1,253 @@
+//! `tmux-agent mcp ...` as a user runs it: the built binary, a temporary
+//! HOME with a config.toml naming the test server.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::support::mcp::*;
+use serde_json::{Value, json};
+
+struct Home {
+    dir: tempfile::TempDir,
+}
+
+impl Home {
+    /// A HOME whose config.toml has the test server as `t` (recording to
+    /// `rec.jsonl`) plus `extra` TOML.
+    fn new(extra: &str) -> Home {
+        let dir = tempdir();
+        let record = dir.path().join("rec.jsonl");
+        crate::support::write_config(
+            dir.path(),
+            &format!(
+                "[servers.t]\ncommand = {:?}\nargs = [\"--record\", {:?}]\n{extra}",
+                TEST_SERVER,
+                record.display().to_string()
+            ),
+        );
+        Home { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn record(&self) -> PathBuf {
+        self.path().join("rec.jsonl")
+    }
+
+    fn run(&self, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+        let mut child = Command::new(TMUX_AGENT)
+            .args(args)
+            .env("HOME", self.path())
+            .env_remove("TMUX_AGENT_CONFIG")
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("CLAUDE_CONFIG_DIR")
+            .current_dir(self.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).unwrap();
+        }
+        drop(input);
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+#[test]
+fn mcp_call_prints_the_result_and_reads_arguments_from_stdin() {
+    let home = Home::new("");
+    let (code, stdout, stderr) = home.run(
+        &["mcp", "call", "t", "echo", r#"{"q": "ünï \"x\"; #(y)"}"#],
+        None,
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&stdout).unwrap(),
+        json!({"q": "ünï \"x\"; #(y)"})
+    );
+
+    let (code, stdout, stderr) = home.run(
+        &["mcp", "call", "t", "echo", "-"],
+        Some("{\"from\": \"stdin\"}\n"),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&stdout).unwrap(),
+        json!({"from": "stdin"})
+    );
+
+    // No arguments: an empty object.
+    let (code, stdout, _) = home.run(&["mcp", "call", "t", "echo"], None);
+    assert_eq!(code, 0);
+    assert_eq!(serde_json::from_str::<Value>(&stdout).unwrap(), json!({}));
+
+    // Plain text results print as text.
+    let (code, stdout, _) = home.run(&["mcp", "call", "t", "big", r#"{"bytes": 3}"#], None);
+    assert_eq!(code, 0);
+    assert_eq!(stdout, "xxx\n");
+
+    let (code, stdout, _) = home.run(&["mcp", "call", "t", "echo", r#"{"a":1}"#, "--json"], None);
+    assert_eq!(code, 0);
+    let full: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(full["value"], json!({"a": 1}));
+    assert_eq!(full["source"], "structured");
+    assert_eq!(full["result"]["structuredContent"], json!({"a": 1}));
+    assert!(full["latency"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn mcp_call_failures_exit_1_with_the_error_on_stderr() {
+    let home = Home::new("");
+    let (code, stdout, stderr) = home.run(
+        &["mcp", "call", "t", "fail", r#"{"message":"no disk"}"#],
+        None,
+    );
+    assert_eq!((code, stdout.as_str()), (1, ""));
+    assert_eq!(
+        stderr.trim_end(),
+        "tmux-agent: t/fail returned an error: no disk"
+    );
+
+    let (code, stdout, _) = home.run(
+        &[
+            "mcp",
+            "call",
+            "t",
+            "fail",
+            r#"{"message":"no disk"}"#,
+            "--json",
+        ],
+        None,
+    );
+    assert_eq!(code, 1);
+    let error: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(error["error"]["kind"], "tool-error");
+
+    let (code, _, stderr) = home.run(
+        &[
+            "mcp",
+            "call",
+            "t",
+            "sleep",
+            r#"{"ms": 30000}"#,
+            "--timeout",
+            "300ms",
+        ],
+        None,
+    );
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("t/sleep gave no answer within")
+            && stderr.contains("the request was cancelled"),
+        "{stderr}"
+    );
+    let cancelled = eventually(PATIENCE, "cancel recorded", || {
+        events(
+            &home.record(),
+            "notification",
+            Some("notifications/cancelled"),
+        )
+        .into_iter()
+        .next()
+    });
+    assert_eq!(cancelled["params"]["reason"], "request timeout");
+
+    let (code, _, stderr) = home.run(&["mcp", "call", "t", "echo", "{not json"], None);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("the arguments are not valid JSON"),
+        "{stderr}"
+    );
+
+    let (code, _, stderr) = home.run(&["mcp", "call", "nope", "echo"], None);
+    assert_eq!(code, 1);
+    assert_eq!(
+        stderr.trim_end(),
+        "tmux-agent: no MCP server named `nope`; configured: builtin, t"
+    );
+
+    let (code, _, stderr) = home.run(&["mcp", "call", "t", "echo", "--timeout", "soon"], None);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("--timeout: `soon` is not a duration"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn mcp_servers_and_tools_list_what_is_configured() {
+    let home = Home::new(
+        "[servers.broken]\ncommand = \"/nonexistent/server\"\n[servers.web]\ntype = \"sse\"\nurl = \"https://x/sse\"\n",
+    );
+    let (code, stdout, stderr) = home.run(&["mcp", "servers", "--json"], None);
+    assert_eq!(code, 1, "a server failed to connect: {stdout}{stderr}");
+    let servers: Value = serde_json::from_str(&stdout).unwrap();
+    let by_name = |name: &str| {
+        servers
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by_name("t")["state"], "ready");
+    assert_eq!(by_name("t")["transport"], "stdio");
+    assert_eq!(by_name("broken")["state"], "backoff");
+    assert!(
+        by_name("broken")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("could not start")
+    );
+    assert_eq!(by_name("web")["state"], "skipped");
+    // An sse entry in our own file is a problem, reported on stderr too.
+    assert!(stderr.contains("servers.web.type"), "{stderr}");
+
+    let (code, stdout, _) = home.run(&["mcp", "servers", "--offline"], None);
+    assert_eq!(code, 0);
+    assert!(stdout.starts_with("NAME"), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("t ") && l.contains("idle")),
+        "{stdout}"
+    );
+
+    let (code, stdout, _) = home.run(&["mcp", "tools", "t"], None);
+    assert_eq!(code, 0);
+    assert!(stdout.lines().any(|l| l.starts_with("echo")), "{stdout}");
+    let (code, stdout, _) = home.run(&["mcp", "tools", "t", "--json"], None);
+    assert_eq!(code, 0);
+    let tools: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(tools.as_array().unwrap().len(), 6);
+
+    let (code, stdout, _) = home.run(&["mcp", "stats", "t", "--json"], None);
+    assert_eq!(code, 0);
+    let stats: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(stats[0]["server"], "t");
+    assert_eq!(stats[0]["calls"], 0);
+}
+
+#[test]
+fn help_teaches_with_examples() {
+    let home = Home::new("");
+    let (code, stdout, _) = home.run(&["mcp", "call", "--help"], None);
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("tmux-agent mcp call memory search_nodes"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("~/.claude.json"), "{stdout}");
+}

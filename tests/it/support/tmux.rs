@@ -1,0 +1,190 @@
+//! The one private tmux server fixture: a tmux server per test, commands
+//! aimed at it (tmux itself and the tmux-agent CLI), and terminal clients.
+//!
+//! Every server runs on its own `-L` socket with `-f /dev/null` (so neither
+//! the developer's tmux nor their `~/.tmux.conf` is involved) and is killed
+//! when its guard drops, even when the test panics. Every process started
+//! through it gets a scratch HOME and XDG directories and never sees the
+//! developer's `$TMUX`, so a test run inside tmux cannot touch the real
+//! server, and tmux-agent's config, state and socket are the test's own.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::AGENT;
+
+/// A private tmux server, killed (and its socket removed) on drop.
+pub struct TmuxServer {
+    /// Its `-L` socket name.
+    pub name: String,
+    /// A scratch HOME for the processes of this test.
+    pub home: tempfile::TempDir,
+    /// Its socket file: tmux leaves it behind when killed, so drop removes
+    /// it rather than fill tmux's socket directory with dead sockets.
+    pub socket: PathBuf,
+}
+
+impl TmuxServer {
+    /// Starts a server holding one detached session called `base`.
+    pub fn start() -> Self {
+        Self::start_with_session("base")
+    }
+
+    /// Starts a server holding one detached 80x24 session called `first`.
+    pub fn start_with_session(first: &str) -> Self {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "ta-test-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut server = Self {
+            name,
+            // No dot in the path: tmux turns `.` in session names into `_`,
+            // and tests put paths into names.
+            home: tempfile::Builder::new()
+                .prefix("ta-home-")
+                .tempdir()
+                .expect("temp HOME"),
+            socket: PathBuf::new(),
+        };
+        server.tmux(&["new-session", "-d", "-s", first, "-x", "80", "-y", "24"]);
+        server.socket = server.display(first, "#{socket_path}").into();
+        server
+    }
+
+    /// A file (or directory) name in the test HOME.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.home.path().join(name)
+    }
+
+    /// `display-message -p -t TARGET FORMAT`, without the final newline.
+    pub fn display(&self, target: &str, format: &str) -> String {
+        let out = self.tmux(&["display-message", "-p", "-t", target, format]);
+        out.strip_suffix('\n').unwrap_or(&out).to_owned()
+    }
+
+    /// `$TMUX` as tmux sets it in a pane of this server.
+    pub fn tmux_env(&self) -> String {
+        let pid = self.tmux(&["display-message", "-p", "#{pid}"]);
+        format!("{},{},0", self.socket.display(), pid.trim_end())
+    }
+
+    /// A `tmux -L <name>` command with a clean environment.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new("tmux");
+        cmd.args(["-L", &self.name, "-f", "/dev/null"]);
+        clean_env(&mut cmd, self.home.path());
+        cmd
+    }
+
+    /// Runs tmux and returns its stdout; panics with stderr when it fails.
+    pub fn tmux(&self, args: &[&str]) -> String {
+        let out = self.try_tmux(args);
+        assert!(
+            out.status.success(),
+            "tmux {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn try_tmux(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().expect("run tmux")
+    }
+
+    /// Whether the server still answers.
+    pub fn is_running(&self) -> bool {
+        self.try_tmux(&["list-sessions"]).status.success()
+    }
+
+    /// A session option as `tmux show-options -v` prints it, without the
+    /// final newline; `None` when tmux refuses (no such session or option).
+    pub fn option(&self, target: &str, name: &str) -> Option<String> {
+        self.shown(&["show-options", "-v", "-t", target, name])
+    }
+
+    /// A global option as `tmux show-options -gv` prints it, likewise.
+    pub fn global_option(&self, name: &str) -> Option<String> {
+        self.shown(&["show-options", "-gv", name])
+    }
+
+    fn shown(&self, args: &[&str]) -> Option<String> {
+        let out = self.try_tmux(args);
+        out.status.success().then(|| {
+            String::from_utf8_lossy(&out.stdout)
+                .trim_end_matches('\n')
+                .to_owned()
+        })
+    }
+
+    /// The id (`$N`) of the session with exactly this name.
+    pub fn session_id(&self, name: &str) -> String {
+        let list = self.tmux(&["list-sessions", "-F", "#{session_id}\t#{session_name}"]);
+        list.lines()
+            .find_map(|line| {
+                let (id, n) = line.split_once('\t')?;
+                (n == name).then(|| id.to_owned())
+            })
+            .unwrap_or_else(|| panic!("no session named {name:?} in {list:?}"))
+    }
+
+    /// A `tmux-agent -L <name>` command with a clean environment.
+    pub fn agent(&self) -> Command {
+        let mut cmd = Command::new(AGENT);
+        cmd.args(["-L", &self.name]);
+        clean_env(&mut cmd, self.home.path());
+        cmd
+    }
+
+    /// Starts a terminal client attached to `target` inside a pseudo-terminal
+    /// (`script`), as a person at a terminal would be.
+    pub fn attach_terminal(&self, target: &str) -> TerminalClient {
+        let tmux = format!("tmux -L {} attach -t '{}'", self.name, target);
+        let mut cmd = Command::new("script");
+        cmd.args(["-qfc", &tmux, "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        clean_env(&mut cmd, self.home.path());
+        cmd.env("TERM", "xterm-256color");
+        TerminalClient {
+            child: cmd.spawn().expect("spawn script"),
+        }
+    }
+}
+
+impl Drop for TmuxServer {
+    fn drop(&mut self) {
+        let _ = self.try_tmux(&["kill-server"]);
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// Points `cmd` at the test HOME and away from any outer tmux. The locale is
+/// pinned to UTF-8 because tmux decides from it whether a client speaks
+/// UTF-8, and tests that send non-ASCII bytes must not depend on the
+/// developer's locale.
+pub fn clean_env(cmd: &mut Command, home: &std::path::Path) {
+    cmd.env_remove("TMUX")
+        .env("LC_ALL", "C.UTF-8")
+        .env_remove("TMUX_PANE")
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .env("XDG_STATE_HOME", home.join(".local/state"))
+        .env("XDG_DATA_HOME", home.join(".local/share"))
+        .env("XDG_RUNTIME_DIR", home.join("run"));
+}
+
+/// A terminal client; killed on drop.
+pub struct TerminalClient {
+    child: Child,
+}
+
+impl Drop for TerminalClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -137,6 +137,19 @@ pub enum OutboxError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot make {path} private (mode 0600): {source}")]
+    Permissions {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot take over the outbox {from} as {to}: {source}")]
+    TakeOver {
+        from: PathBuf,
+        to: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("outbox database: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("outbox row {id} holds invalid JSON: {source}")]
@@ -232,10 +245,26 @@ pub struct Outbox {
 
 impl Outbox {
     /// Opens (creating if needed) the outbox at `path`.
+    ///
+    /// The directory is made 0700 and the file 0600 before SQLite opens it
+    /// (SQLite gives its `-wal` and `-shm` files the main file's mode), and
+    /// files left more open by older builds are closed: the outbox holds
+    /// captured pane text.
     pub fn open(path: &Path) -> Result<Self, OutboxError> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| OutboxError::Directory {
+            crate::paths::private_dir(dir).map_err(|source| OutboxError::Directory {
                 path: dir.to_owned(),
+                source,
+            })?;
+        }
+        for file in sqlite_files(path) {
+            let made = if file == path {
+                crate::paths::private_file(&file)
+            } else {
+                crate::paths::restrict(&file, 0o600)
+            };
+            made.map_err(|source| OutboxError::Permissions {
+                path: file.clone(),
                 source,
             })?;
         }
@@ -838,6 +867,49 @@ struct NewActionRow {
     template: String,
     vars: String,
     keep: String,
+}
+
+/// The files of the SQLite database at `path`: the database, then its
+/// write-ahead log and shared-memory index.
+fn sqlite_files(path: &Path) -> [PathBuf; 3] {
+    let with = |suffix: &str| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    [path.to_owned(), with("-wal"), with("-shm")]
+}
+
+/// Renames the outbox at `legacy` (with its `-wal` and `-shm`) to `path`,
+/// when `path` does not exist yet and `legacy` does: how a daemon takes
+/// over the outbox an older build named by the socket's file name only.
+/// Returns whether it did. The caller holds the daemon lock of `path`'s
+/// server, so no other daemon of this build opens `path` meanwhile; a
+/// legacy file two servers shared goes to the first daemon that starts.
+///
+/// The log and index go first and the database last: a crash in between
+/// leaves the database at `legacy`, and the next start finishes the move
+/// (a missing log is then skipped, the one already moved is in place).
+pub fn take_over_legacy(legacy: &Path, path: &Path) -> Result<bool, OutboxError> {
+    if legacy == path || path.exists() || !legacy.exists() {
+        return Ok(false);
+    }
+    let from = sqlite_files(legacy);
+    let to = sqlite_files(path);
+    for (from, to) in from.iter().zip(&to).rev() {
+        match std::fs::rename(from, to) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound && from.as_path() != legacy => {}
+            Err(source) => {
+                return Err(OutboxError::TakeOver {
+                    from: from.clone(),
+                    to: to.clone(),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(true)
 }
 
 /// Whether an error means the storage under the database failed, rather

@@ -250,6 +250,7 @@ impl Prepared {
         } = settings;
         // One daemon per tmux server (src/ipc): taken before anything else.
         let lock = DaemonLock::acquire(&Endpoint::in_dir(runtime_dir, server))?;
+        take_over_legacy_outbox(server, &outbox_path);
         // The config before attaching: a daemon that could not act on
         // events says so before it shows itself as running.
         let configuration = reload::load_config(&config)
@@ -283,6 +284,24 @@ impl Prepared {
             reloads,
         };
         Ok((prepared, ready))
+    }
+}
+
+/// Renames the outbox an older build kept under the socket's file name
+/// alone to this server's full key (see [`crate::paths`]), under the
+/// daemon lock. A failure is logged and the daemon starts on a new outbox:
+/// the old one stays where it was, for the next start to try again.
+fn take_over_legacy_outbox(server: &ServerSocket, outbox: &std::path::Path) {
+    let Some(dir) = outbox.parent() else { return };
+    let legacy = crate::paths::legacy_outbox(server, dir);
+    match crate::agent::outbox::take_over_legacy(&legacy, outbox) {
+        Ok(true) => tracing::warn!(
+            from = %legacy.display(),
+            to = %outbox.display(),
+            "took over the outbox of an older tmux-agent"
+        ),
+        Ok(false) => {}
+        Err(err) => tracing::error!(%err, "could not take over the older outbox"),
     }
 }
 

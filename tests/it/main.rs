@@ -33,3 +33,4 @@ mod serve_contexts;
 mod serve_errors;
 mod serve_goals;
 mod serve_http;
+mod state_files;

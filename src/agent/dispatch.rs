@@ -255,6 +255,7 @@ async fn deliver<C: ToolCaller>(link: &Link<C>, action: Action) {
         .unwrap_or_default();
     vars.extend(kept);
     vars.insert("idempotency_key".into(), json!(new.idempotency_key));
+    super::vars::add_derived(&mut vars);
     let now = || Utc::now().timestamp_millis();
     let args = match template::render(&new.template, &vars) {
         Ok(args) => args,

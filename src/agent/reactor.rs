@@ -310,10 +310,11 @@ impl<C: ToolCaller> Reactor<C> {
     fn backlogged(&self) -> bool {
         let servers = self.dispatchers.servers();
         let outbox = self.outbox.lock();
+        // An indexed count of the server's open actions, not of its history.
         servers.iter().any(|server| {
             outbox
-                .counts(Some(server))
-                .map(|c| c.pending + c.inflight >= self.settings.max_pending)
+                .open_count_for(server)
+                .map(|open| open >= self.settings.max_pending)
                 .unwrap_or(false)
         })
     }

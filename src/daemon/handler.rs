@@ -62,11 +62,12 @@ impl DaemonHandler {
     /// The outbox's part of a status report; `None` when it cannot be read
     /// (the report then still says everything else).
     fn actions(&self, servers: &[McpServerStatus]) -> Option<ActionsStatus> {
+        // Indexed counts of open and failed actions only: the history of
+        // delivered ones is never read under the dispatchers' lock.
         let outbox = self.outbox.lock();
-        let counts = outbox.counts(None).ok()?;
         Some(ActionsStatus {
-            pending: counts.pending + counts.inflight,
-            failed: counts.failed,
+            pending: outbox.open_count().ok()?,
+            failed: outbox.failed_count().ok()?,
             recent_failures: outbox.recent_failures(RECENT_FAILURES).unwrap_or_default(),
             in_memory: outbox.degraded().map(str::to_owned),
             unconfigured: outbox

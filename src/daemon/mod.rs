@@ -14,6 +14,7 @@
 //! - `save`: a requested save, followed through the outbox.
 //! - `reload`: putting a new configuration in force.
 //! - `health`: `@agent-daemon`, `@agent-mcp`, `@agent-outbox`.
+//! - `prune`: delivered calls' payloads dropped after `[outbox] keep`.
 //! - `ready`: the `--detach` handshake on fd 3.
 //! - `error`: why the daemon failed, or a request did.
 //!
@@ -30,6 +31,7 @@
 mod error;
 mod handler;
 mod health;
+mod prune;
 mod ready;
 mod reload;
 mod save;
@@ -413,6 +415,7 @@ impl Running {
             tracker.model().clone(),
             reactor_stop.clone(),
         ));
+        let prune_settings = settings.clone();
         let health = tokio::spawn(health::publish(
             pool.clone(),
             settings,
@@ -422,6 +425,7 @@ impl Running {
         ));
 
         let services = CancellationToken::new();
+        let pruning = tokio::spawn(prune::run(prune_settings, outbox.clone(), services.clone()));
         let (groups, reconciling) =
             Reconciler::spawn(control.clone(), tracker.snapshots(), services.clone());
         let handler = Arc::new(handler::DaemonHandler {
@@ -443,7 +447,7 @@ impl Running {
         let running = Self {
             control,
             services,
-            service_tasks: vec![reconciling, serving, reloading],
+            service_tasks: vec![reconciling, serving, reloading, pruning],
             reacting,
             reactor_stop,
             health,

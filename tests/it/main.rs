@@ -25,6 +25,7 @@ mod mcp_npm;
 mod mcp_pool;
 mod mcp_reconfigure;
 mod options;
+mod outbox_cli;
 mod reactor;
 mod reactor_memory;
 mod serve_agent;

@@ -320,6 +320,9 @@ CREATE TABLE kept (
 );
 ";
 
+/// The most bytes the write-ahead log keeps once checkpointed.
+const WAL_SIZE_LIMIT: i64 = 4 * 1024 * 1024;
+
 /// How often an outbox that had to move to memory tries the disk again.
 pub const HEAL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -531,6 +534,9 @@ impl Outbox {
     fn init(db: Connection) -> Result<Self, OutboxError> {
         db.pragma_update(None, "journal_mode", "WAL")?;
         db.pragma_update(None, "synchronous", "NORMAL")?;
+        // The WAL is reset after each checkpoint but keeps its size; past
+        // this it is truncated back, so a burst does not leave the file big.
+        db.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
         db.busy_timeout(std::time::Duration::from_secs(5))?;
         let version: i64 = db.pragma_query_value(None, "user_version", |row| row.get(0))?;
         let steps = match version {
@@ -1238,8 +1244,32 @@ impl SharedOutbox {
         }
     }
 
-    /// The outbox, for one statement or a few. Never panics: a lock
-    /// poisoned by a panic elsewhere is taken anyway (see the type's doc).
+    /// Runs `f` on the outbox on tokio's blocking pool, never on an async
+    /// worker: a statement may wait for SQLite's file lock (another writer,
+    /// the busy timeout), fsync, or copy the whole outbox to memory and back
+    /// (`spill`, `heal`), and a worker blocked on that stalls every task
+    /// scheduled on it (the control connection's reader among them). Every
+    /// use of the outbox from async code goes through here; [`Self::lock`]
+    /// is for threads that may block.
+    ///
+    /// A panic in `f` is passed on to the caller, as if `f` had run inline.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Outbox) -> T + Send + 'static,
+    ) -> T {
+        let shared = self.clone();
+        match tokio::task::spawn_blocking(move || f(&mut shared.lock())).await {
+            Ok(value) => value,
+            Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+            // Only a runtime shutting down cancels a blocking task, and
+            // then nothing is left to carry on.
+            Err(err) => panic!("the outbox task was cancelled: {err}"),
+        }
+    }
+
+    /// The outbox, for one statement or a few, from a thread that may
+    /// block (see [`Self::run`]). Never panics: a lock poisoned by a panic
+    /// elsewhere is taken anyway (see the type's doc).
     pub fn lock(&self) -> MutexGuard<'_, Outbox> {
         self.inner.lock().unwrap_or_else(|poisoned| {
             if !self.poison_logged.swap(true, Ordering::Relaxed) {

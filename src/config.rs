@@ -35,7 +35,7 @@
 //! layers that use them, and [`crate::configuration`] gathers it all.
 //!
 //! Durations are a number of seconds (`10`, `0.5`) or a string with a unit
-//! (`"500ms"`, `"30s"`, `"5m"`, `"1h"`).
+//! (`"500ms"`, `"30s"`, `"5m"`, `"1h"`, `"30d"`).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -65,6 +65,20 @@ pub struct Config {
     /// `[context]`: what a saved session context holds.
     #[serde(default)]
     pub context: ContextSection,
+    /// `[outbox]`: how long the outbox keeps what it has delivered.
+    #[serde(default)]
+    pub outbox: OutboxSection,
+}
+
+/// `[outbox]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxSection {
+    /// How long a delivered call keeps its arguments and context (default
+    /// `"30d"`); after that only its history row stays (event, tool, state,
+    /// times). Failed calls are kept until `tmux-agent outbox` drops them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep: Option<ConfigDuration>,
 }
 
 /// `[reactor]`.
@@ -339,9 +353,10 @@ impl ConfigDuration {
             "" | "s" => 1.0,
             "m" | "min" => 60.0,
             "h" => 3600.0,
+            "d" => 86_400.0,
             other => {
                 return Err(format!(
-                    "unknown unit `{other}` in `{text}`: use ms, s, m or h"
+                    "unknown unit `{other}` in `{text}`: use ms, s, m, h or d"
                 ));
             }
         };
@@ -360,6 +375,8 @@ impl fmt::Display for ConfigDuration {
         let ms = self.0.as_millis();
         if !ms.is_multiple_of(1000) {
             write!(f, "{ms}ms")
+        } else if ms.is_multiple_of(86_400_000) && ms > 0 {
+            write!(f, "{}d", ms / 86_400_000)
         } else if ms.is_multiple_of(3_600_000) && ms > 0 {
             write!(f, "{}h", ms / 3_600_000)
         } else if ms.is_multiple_of(60_000) && ms > 0 {
@@ -624,6 +641,7 @@ mod tests {
             ("30s", Duration::from_secs(30)),
             ("5m", Duration::from_secs(300)),
             ("1h", Duration::from_secs(3600)),
+            ("30d", Duration::from_secs(30 * 86_400)),
             ("2.5", Duration::from_millis(2500)),
         ];
         for (text, want) in cases {
@@ -641,6 +659,16 @@ mod tests {
             "1500ms"
         );
         assert_eq!(ConfigDuration(Duration::from_secs(300)).to_string(), "5m");
+        assert_eq!(
+            ConfigDuration(Duration::from_secs(2 * 86_400)).to_string(),
+            "2d"
+        );
+        let bad = problems("[outbox]\nkeep = \"30 days\"\n");
+        assert!(
+            bad.iter()
+                .any(|p| p.starts_with("c.toml: outbox.keep: unknown unit `days`")),
+            "{bad:?}"
+        );
     }
 
     #[test]

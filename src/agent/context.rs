@@ -3,8 +3,13 @@
 //! pipelined commands.
 //!
 //! Pane text is only captured when asked for (`capture_lines > 0`): it can
-//! hold secrets. Captured lines pass through the redaction patterns, and the
-//! whole context is capped in size, oldest captured lines going first.
+//! hold secrets. Every text tmux gives about the session's windows and
+//! panes passes through the redaction patterns, not only pane lines: window
+//! names, pane titles and paths carry what programs put there (a shell
+//! sets its title to the command line, a token included). The session's
+//! name and its `@agent-*` values are the user's own labels, sent as they
+//! are by every call, and are not redacted. The whole context is capped in
+//! size, oldest captured lines going first.
 
 use chrono::{SecondsFormat, Utc};
 use futures::future::try_join_all;
@@ -150,7 +155,7 @@ pub async fn capture(
             let mut lines: Vec<String> = reply
                 .lines
                 .iter()
-                .map(|l| redact(&String::from_utf8_lossy(l), &options.redact))
+                .map(|l| String::from_utf8_lossy(l).into_owned())
                 .collect();
             // capture-pane pads the screen with blank lines below the cursor.
             while lines.last().is_some_and(|l| l.trim().is_empty()) {
@@ -177,8 +182,30 @@ pub async fn capture(
         captured_at: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
         truncated: false,
     };
+    redact_captured(&mut context, &options.redact);
     cap_size(&mut context, options.max_bytes);
     Ok(context)
+}
+
+/// Applies the redaction patterns to every captured text field (see the
+/// module doc for which, and why).
+fn redact_captured(context: &mut SessionContext, patterns: &[regex::Regex]) {
+    if patterns.is_empty() {
+        return;
+    }
+    let apply = |text: &mut String| {
+        let redacted = redact(text, patterns);
+        *text = redacted;
+    };
+    for window in &mut context.windows {
+        apply(&mut window.name);
+        for pane in &mut window.panes {
+            apply(&mut pane.command);
+            apply(&mut pane.title);
+            apply(&mut pane.path);
+            pane.lines.iter_mut().for_each(apply);
+        }
+    }
 }
 
 fn redact(text: &str, patterns: &[regex::Regex]) -> String {
@@ -319,6 +346,28 @@ mod tests {
             redact("key sk-abc123 and sk-x", &patterns),
             "key [redacted] and [redacted]"
         );
+    }
+
+    #[test]
+    fn redaction_covers_every_captured_field() {
+        let patterns = vec![regex::Regex::new(r"sk-[A-Za-z0-9]+").unwrap()];
+        let mut context = context_with_lines(1);
+        let window = &mut context.windows[0];
+        window.name = "deploy sk-window1".into();
+        let pane = &mut window.panes[0];
+        pane.command = "curl-sk-cmd2".into();
+        pane.title = "export KEY=sk-title3".into();
+        pane.path = "/tmp/sk-path4".into();
+        pane.lines = vec!["token sk-line5".into()];
+        context.session = "sk-session".into();
+        redact_captured(&mut context, &patterns);
+        let json = serde_json::to_string(&context.windows).unwrap();
+        for secret in ["sk-window1", "sk-cmd2", "sk-title3", "sk-path4", "sk-line5"] {
+            assert!(!json.contains(secret), "{secret} left in {json}");
+        }
+        assert_eq!(json.matches("[redacted]").count(), 5, "{json}");
+        // The session's name is its label, not captured text.
+        assert_eq!(context.session, "sk-session");
     }
 
     #[test]

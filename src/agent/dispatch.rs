@@ -159,13 +159,17 @@ impl<C> Dispatchers<C> {
     /// Waits until no action is due or in flight, or until shutdown.
     async fn drain(&self, servers: &[String]) {
         loop {
-            let busy = {
-                let outbox = self.link.outbox.lock();
-                let now = Utc::now().timestamp_millis();
-                servers
-                    .iter()
-                    .any(|server| outbox.has_due(server, now).unwrap_or(false))
-            };
+            let now = Utc::now().timestamp_millis();
+            let servers = servers.to_vec();
+            let busy = self
+                .link
+                .outbox
+                .run(move |outbox| {
+                    servers
+                        .iter()
+                        .any(|server| outbox.has_due(server, now).unwrap_or(false))
+                })
+                .await;
             if !busy {
                 return;
             }
@@ -186,12 +190,15 @@ async fn dispatch<C: ToolCaller>(
 ) {
     loop {
         let now = Utc::now().timestamp_millis();
-        let next = {
-            let mut outbox = link.outbox.lock();
-            outbox
-                .claim_next(&server, now)
-                .and_then(|a| Ok((a, outbox.next_due(&server, now)?)))
-        };
+        let name = server.clone();
+        let next = link
+            .outbox
+            .run(move |outbox| {
+                outbox
+                    .claim_next(&name, now)
+                    .and_then(|a| Ok((a, outbox.next_due(&name, now)?)))
+            })
+            .await;
         let action = match next {
             Ok((Some(action), _)) => action,
             Ok((None, due)) => {
@@ -248,20 +255,26 @@ async fn deliver<C: ToolCaller>(link: &Link<C>, action: Action) {
     };
 
     let mut vars = new.vars.as_object().cloned().unwrap_or_default();
+    let session_key = new.session_key.clone();
     let kept = link
         .outbox
-        .lock()
-        .kept(&new.session_key)
+        .run(move |outbox| outbox.kept(&session_key))
+        .await
         .unwrap_or_default();
     vars.extend(kept);
     vars.insert("idempotency_key".into(), json!(new.idempotency_key));
+    super::vars::add_derived(&mut vars);
     let now = || Utc::now().timestamp_millis();
     let args = match template::render(&new.template, &vars) {
         Ok(args) => args,
         Err(err) => {
             let reason = format!("cannot build the arguments of {}: {err}", new.tool);
             tracing::warn!(action = id, %reason, "action failed");
-            let _ = link.outbox.lock().mark_failed(id, &reason, now());
+            let (failed, at) = (reason.clone(), now());
+            let _ = link
+                .outbox
+                .run(move |outbox| outbox.mark_failed(id, &failed, at))
+                .await;
             set_state(AgentState::error(&reason)).await;
             return;
         }
@@ -290,7 +303,12 @@ async fn deliver<C: ToolCaller>(link: &Link<C>, action: Action) {
                     "the result has no value to keep"
                 );
             }
-            if let Err(err) = link.outbox.lock().mark_delivered(id, now(), latency, &kept) {
+            let (keep, at) = (kept.clone(), now());
+            let recorded = link
+                .outbox
+                .run(move |outbox| outbox.mark_delivered(id, at, latency, &keep))
+                .await;
+            if let Err(err) = recorded {
                 tracing::error!(%err, action = id, "delivered, but could not record it: it may be sent again");
             }
             tracing::info!(
@@ -327,7 +345,11 @@ async fn deliver<C: ToolCaller>(link: &Link<C>, action: Action) {
                 reason,
                 "call failed for good"
             );
-            let _ = link.outbox.lock().mark_failed(id, &reason, now());
+            let (failed, at) = (reason.clone(), now());
+            let _ = link
+                .outbox
+                .run(move |outbox| outbox.mark_failed(id, &failed, at))
+                .await;
             set_state(AgentState::error(&reason)).await;
         }
         Err(err) => {
@@ -336,7 +358,10 @@ async fn deliver<C: ToolCaller>(link: &Link<C>, action: Action) {
             let reason = err.to_string();
             tracing::info!(action = id, server = new.server, tool = new.tool, reason, retry_in = ?delay, "call failed; will retry");
             let retry_at = now() + delay.as_millis() as i64;
-            let _ = link.outbox.lock().mark_retry(id, &reason, retry_at);
+            let _ = link
+                .outbox
+                .run(move |outbox| outbox.mark_retry(id, &reason, retry_at))
+                .await;
         }
     }
 }
@@ -373,7 +398,7 @@ pub(crate) async fn set_session_option(
 /// Publishes the count of undelivered actions in `@agent-pending` (queued,
 /// as [`set_session_option`] does).
 pub(crate) async fn publish_pending(control: &ControlHandle, outbox: &SharedOutbox) {
-    let pending = outbox.lock().open_count().unwrap_or(0);
+    let pending = outbox.run(|outbox| outbox.open_count()).await.unwrap_or(0);
     if let Ok(command) = Command::set_global_option(schema::global::PENDING, &pending.to_string()) {
         let _ = control.queue(command).await;
     }

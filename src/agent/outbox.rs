@@ -137,6 +137,23 @@ pub enum OutboxError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot make {path} private (mode 0600): {source}")]
+    Permissions {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot take over the outbox {from} as {to}: {source}")]
+    TakeOver {
+        from: PathBuf,
+        to: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("there is no action {id} in the outbox")]
+    NoSuchAction { id: i64 },
+    #[error("action {id} is {state}, not failed: only failed actions can be retried or dropped")]
+    NotFailed { id: i64, state: &'static str },
     #[error("outbox database: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("outbox row {id} holds invalid JSON: {source}")]
@@ -156,6 +173,43 @@ pub struct Counts {
     pub failed: u64,
 }
 
+/// Which undelivered actions [`Outbox::undelivered`] lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Undelivered {
+    /// Pending or in flight.
+    Open,
+    Failed,
+    All,
+}
+
+/// Which failed actions a retry or a drop is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failed {
+    One(i64),
+    All,
+}
+
+impl Failed {
+    fn id(self) -> Option<i64> {
+        match self {
+            Failed::One(id) => Some(id),
+            Failed::All => None,
+        }
+    }
+}
+
+/// An undelivered action, for `tmux-agent outbox list`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct OutboxEntry {
+    #[serde(flatten)]
+    pub entry: HistoryEntry,
+    /// The session on its server (`$3`), and its key unique over time.
+    pub session_id: String,
+    pub session_key: String,
+    /// When a pending action is tried next (Unix ms; 0: at once).
+    pub next_attempt_at: i64,
+}
+
 /// One row of call history, for `show` and `stats`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct HistoryEntry {
@@ -172,7 +226,60 @@ pub struct HistoryEntry {
     pub error: Option<String>,
 }
 
-const SCHEMA_VERSION: i64 = 1;
+/// The schema's version, in SQLite's `user_version`:
+///
+/// - 1: the first.
+/// - 2: an action's context is stored once: `vars` no longer holds
+///   `observations`, which repeated the whole context as text (it is derived
+///   at render time, see [`crate::agent::vars`]). Migrating removes it from
+///   every stored action, in one transaction.
+const SCHEMA_VERSION: i64 = 2;
+
+/// From version 1 to 2 (see [`SCHEMA_VERSION`]).
+const MIGRATE_TO_2: &str = "
+UPDATE actions SET vars = json_remove(vars, '$.observations')
+    WHERE json_type(vars, '$.observations') IS NOT NULL;
+";
+
+/// The failed actions, newest last: what `status` counts and lists, and
+/// what `tmux-agent outbox list --failed` shows, without reading the
+/// history of delivered ones.
+const FAILED_INDEX: &str = "CREATE INDEX IF NOT EXISTS actions_failed
+    ON actions (id) WHERE state = 'failed';";
+
+/// The delivered actions that still carry their payloads, oldest delivery
+/// first: what [`Outbox::prune`] reads, so a pass over an outbox that is
+/// already pruned reads nothing.
+const PRUNABLE_INDEX: &str = "CREATE INDEX IF NOT EXISTS actions_prunable
+    ON actions (delivered_at) WHERE state = 'delivered' AND vars != 'null';";
+
+/// What a pruned action's payload columns hold: JSON `null`.
+const PRUNED: &str = "null";
+
+/// How many actions one pruning statement touches: a pass is many short
+/// transactions, so the dispatchers never wait long for the lock.
+pub const PRUNE_BATCH: usize = 500;
+
+/// How many actions are open (pending or in flight). Reads only the index
+/// of open actions, however long the history has grown.
+const OPEN_COUNT: &str = "SELECT COUNT(*) FROM actions INDEXED BY actions_open
+     WHERE state IN ('pending', 'inflight')";
+
+/// How many actions are open for one MCP server (`?1`): the backlog check.
+const OPEN_COUNT_FOR: &str = "SELECT COUNT(*) FROM actions INDEXED BY actions_open
+     WHERE state IN ('pending', 'inflight') AND server = ?1";
+
+/// How many actions failed for good.
+const FAILED_COUNT: &str = "SELECT COUNT(*) FROM actions INDEXED BY actions_failed
+     WHERE state = 'failed'";
+
+/// The latest `?1` failures, one line each.
+const RECENT_FAILURES: &str = "SELECT session_id, event, server, tool, COALESCE(last_error, '')
+     FROM actions INDEXED BY actions_failed WHERE state = 'failed' ORDER BY id DESC LIMIT ?1";
+
+/// Open actions per MCP server.
+const OPEN_BY_SERVER: &str = "SELECT server, COUNT(*) FROM actions INDEXED BY actions_open
+     WHERE state IN ('pending', 'inflight') GROUP BY server ORDER BY server";
 
 /// The pending actions in the order a dispatcher considers them, so
 /// [`Outbox::next_ready`] stops at the first that heads its session's queue
@@ -213,6 +320,9 @@ CREATE TABLE kept (
 );
 ";
 
+/// The most bytes the write-ahead log keeps once checkpointed.
+const WAL_SIZE_LIMIT: i64 = 4 * 1024 * 1024;
+
 /// How often an outbox that had to move to memory tries the disk again.
 pub const HEAL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -232,10 +342,26 @@ pub struct Outbox {
 
 impl Outbox {
     /// Opens (creating if needed) the outbox at `path`.
+    ///
+    /// The directory is made 0700 and the file 0600 before SQLite opens it
+    /// (SQLite gives its `-wal` and `-shm` files the main file's mode), and
+    /// files left more open by older builds are closed: the outbox holds
+    /// captured pane text.
     pub fn open(path: &Path) -> Result<Self, OutboxError> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| OutboxError::Directory {
+            crate::paths::private_dir(dir).map_err(|source| OutboxError::Directory {
                 path: dir.to_owned(),
+                source,
+            })?;
+        }
+        for file in sqlite_files(path) {
+            let made = if file == path {
+                crate::paths::private_file(&file)
+            } else {
+                crate::paths::restrict(&file, 0o600)
+            };
+            made.map_err(|source| OutboxError::Permissions {
+                path: file.clone(),
                 source,
             })?;
         }
@@ -347,7 +473,8 @@ impl Outbox {
         let inflight: i64 = self
             .db
             .query_row(
-                "SELECT COUNT(*) FROM actions WHERE state = 'inflight'",
+                "SELECT COUNT(*) FROM actions INDEXED BY actions_open
+                 WHERE state IN ('pending', 'inflight') AND state = 'inflight'",
                 [],
                 |row| row.get(0),
             )
@@ -391,8 +518,9 @@ impl Outbox {
         let version: i64 = db
             .pragma_query_value(None, "user_version", |row| row.get(0))
             .map_err(open)?;
-        if version < SCHEMA_VERSION {
-            // Created but never written: as good as no outbox.
+        if version == 0 {
+            // Created but never written: as good as no outbox. (Every later
+            // version has the columns a reader reads.)
             return Ok(None);
         }
         Ok(Some(Self::wrap(db)))
@@ -406,15 +534,30 @@ impl Outbox {
     fn init(db: Connection) -> Result<Self, OutboxError> {
         db.pragma_update(None, "journal_mode", "WAL")?;
         db.pragma_update(None, "synchronous", "NORMAL")?;
+        // The WAL is reset after each checkpoint but keeps its size; past
+        // this it is truncated back, so a burst does not leave the file big.
+        db.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
         db.busy_timeout(std::time::Duration::from_secs(5))?;
         let version: i64 = db.pragma_query_value(None, "user_version", |row| row.get(0))?;
-        if version < SCHEMA_VERSION {
-            db.execute_batch(&format!(
-                "BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-            ))?;
+        let steps = match version {
+            0 => SCHEMA,
+            1 => MIGRATE_TO_2,
+            // Current, or written by a newer build that kept these columns.
+            _ => "",
+        };
+        if !steps.is_empty() {
+            let done = db.execute_batch(&format!(
+                "BEGIN; {steps} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            ));
+            if done.is_err() {
+                let _ = db.execute_batch("ROLLBACK;");
+            }
+            done?;
         }
         // Added after version 1 shipped; harmless to repeat.
         db.execute_batch(READY_INDEX)?;
+        db.execute_batch(FAILED_INDEX)?;
+        db.execute_batch(PRUNABLE_INDEX)?;
         Ok(Self::wrap(db))
     }
 
@@ -675,16 +818,32 @@ impl Outbox {
     /// `@agent-pending`. Reads only the index of open actions, however long
     /// the history has grown.
     pub fn open_count(&self) -> Result<u64, OutboxError> {
-        let n: i64 = self.db.query_row(
-            "SELECT COUNT(*) FROM actions INDEXED BY actions_open
-             WHERE state IN ('pending', 'inflight')",
-            [],
-            |row| row.get(0),
-        )?;
+        self.count(OPEN_COUNT, [])
+    }
+
+    /// How many actions are open for `server`: whether its queue is over
+    /// `max_pending`. Reads only the index of open actions.
+    pub fn open_count_for(&self, server: &str) -> Result<u64, OutboxError> {
+        self.count(OPEN_COUNT_FOR, [server])
+    }
+
+    /// How many actions failed for good (kept until `tmux-agent outbox`
+    /// retries or drops them). Reads only the index of failed actions.
+    pub fn failed_count(&self) -> Result<u64, OutboxError> {
+        self.count(FAILED_COUNT, [])
+    }
+
+    fn count<P: rusqlite::Params>(&self, sql: &str, params: P) -> Result<u64, OutboxError> {
+        let n: i64 = self
+            .db
+            .prepare_cached(sql)?
+            .query_row(params, |row| row.get(0))?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    /// Counts by state, for one MCP server or all.
+    /// Counts by state, for one MCP server or all. Reads the whole table:
+    /// for the CLI's summaries and tests, never for the daemon's `status`,
+    /// which must not hold the lock the dispatchers need for that long.
     pub fn counts(&self, server: Option<&str>) -> Result<Counts, OutboxError> {
         self.count_states(
             "SELECT state, COUNT(*) FROM actions WHERE ?1 IS NULL OR server = ?1 GROUP BY state",
@@ -694,10 +853,7 @@ impl Outbox {
 
     /// How many actions are open (pending or in flight) per MCP server.
     pub fn open_by_server(&self) -> Result<Vec<(String, u64)>, OutboxError> {
-        let mut stmt = self.db.prepare_cached(
-            "SELECT server, COUNT(*) FROM actions INDEXED BY actions_open
-             WHERE state IN ('pending', 'inflight') GROUP BY server ORDER BY server",
-        )?;
+        let mut stmt = self.db.prepare_cached(OPEN_BY_SERVER)?;
         let rows = stmt.query_map([], |row| {
             Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
         })?;
@@ -732,10 +888,7 @@ impl Outbox {
 
     /// The latest `limit` permanent failures, newest first, one line each.
     pub fn recent_failures(&self, limit: usize) -> Result<Vec<String>, OutboxError> {
-        let mut stmt = self.db.prepare_cached(
-            "SELECT session_id, event, server, tool, COALESCE(last_error, '')
-             FROM actions WHERE state = 'failed' ORDER BY id DESC LIMIT ?1",
-        )?;
+        let mut stmt = self.db.prepare_cached(RECENT_FAILURES)?;
         let rows = stmt.query_map(params![limit as i64], |row| {
             Ok(format!(
                 "{} {}: {}/{}: {}",
@@ -784,6 +937,102 @@ impl Outbox {
         )?;
         let rows = stmt.query_map(params![session_key, limit as i64], history_entry)?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Drops the payloads (argument template, values, what to keep) of up
+    /// to `limit` actions delivered before `before_ms`, oldest first; their
+    /// history rows stay. Returns how many were pruned: fewer than `limit`
+    /// means nothing older is left. Failed actions are never pruned: they
+    /// wait for `tmux-agent outbox retry` or `drop`.
+    pub fn prune(&mut self, before_ms: i64, limit: usize) -> Result<usize, OutboxError> {
+        self.write(|db| {
+            db.prepare_cached(
+                "UPDATE actions SET template = ?3, vars = ?3, keep = ?3
+                 WHERE id IN (
+                     SELECT id FROM actions INDEXED BY actions_prunable
+                     WHERE state = 'delivered' AND vars != 'null' AND delivered_at < ?1
+                     ORDER BY delivered_at LIMIT ?2)",
+            )?
+            .execute(params![before_ms, limit as i64, PRUNED])
+        })
+    }
+
+    /// The actions not delivered, oldest first: open ones, failed ones, or
+    /// both; at most `limit`. Reads only the indexes of open and failed
+    /// actions.
+    pub fn undelivered(
+        &self,
+        which: Undelivered,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, OutboxError> {
+        const COLUMNS: &str = "id, event, server, tool, state, attempts, created_at, delivered_at, \
+            latency_ms, last_error, session_id, session_key, next_attempt_at";
+        let open = format!(
+            "SELECT {COLUMNS} FROM actions INDEXED BY actions_open
+             WHERE state IN ('pending', 'inflight')"
+        );
+        let failed = format!(
+            "SELECT {COLUMNS} FROM actions INDEXED BY actions_failed WHERE state = 'failed'"
+        );
+        let sql = match which {
+            Undelivered::Open => open,
+            Undelivered::Failed => failed,
+            Undelivered::All => format!("{open} UNION ALL {failed}"),
+        };
+        let mut stmt = self
+            .db
+            .prepare(&format!("SELECT * FROM ({sql}) ORDER BY id LIMIT ?1"))?;
+        let rows = stmt.query_map(params![limit as i64], |row| {
+            Ok(OutboxEntry {
+                entry: history_entry(row)?,
+                session_id: row.get(10)?,
+                session_key: row.get(11)?,
+                next_attempt_at: row.get(12)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Makes failed actions pending again, due now, keeping their attempts
+    /// and last error: `tmux-agent outbox retry`. Returns how many.
+    pub fn retry_failed(&mut self, which: Failed) -> Result<usize, OutboxError> {
+        self.check_failed(which)?;
+        self.write(|db| {
+            db.execute(
+                "UPDATE actions SET state = 'pending', next_attempt_at = 0, delivered_at = NULL
+                 WHERE state = 'failed' AND (?1 IS NULL OR id = ?1)",
+                params![which.id()],
+            )
+        })
+    }
+
+    /// Deletes failed actions, history and all: `tmux-agent outbox drop`.
+    /// Returns how many.
+    pub fn drop_failed(&mut self, which: Failed) -> Result<usize, OutboxError> {
+        self.check_failed(which)?;
+        self.write(|db| {
+            db.execute(
+                "DELETE FROM actions WHERE state = 'failed' AND (?1 IS NULL OR id = ?1)",
+                params![which.id()],
+            )
+        })
+    }
+
+    /// That the one action named exists and has failed: only failed ones
+    /// may be retried or dropped (an open one is still being worked on; a
+    /// delivered one is done).
+    fn check_failed(&self, which: Failed) -> Result<(), OutboxError> {
+        let Failed::One(id) = which else {
+            return Ok(());
+        };
+        match self.state(id)? {
+            Some(ActionState::Failed) => Ok(()),
+            Some(state) => Err(OutboxError::NotFailed {
+                id,
+                state: state.as_str(),
+            }),
+            None => Err(OutboxError::NoSuchAction { id }),
+        }
     }
 
     /// The state of one action (tests and diagnostics).
@@ -838,6 +1087,49 @@ struct NewActionRow {
     template: String,
     vars: String,
     keep: String,
+}
+
+/// The files of the SQLite database at `path`: the database, then its
+/// write-ahead log and shared-memory index.
+fn sqlite_files(path: &Path) -> [PathBuf; 3] {
+    let with = |suffix: &str| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    [path.to_owned(), with("-wal"), with("-shm")]
+}
+
+/// Renames the outbox at `legacy` (with its `-wal` and `-shm`) to `path`,
+/// when `path` does not exist yet and `legacy` does: how a daemon takes
+/// over the outbox an older build named by the socket's file name only.
+/// Returns whether it did. The caller holds the daemon lock of `path`'s
+/// server, so no other daemon of this build opens `path` meanwhile; a
+/// legacy file two servers shared goes to the first daemon that starts.
+///
+/// The log and index go first and the database last: a crash in between
+/// leaves the database at `legacy`, and the next start finishes the move
+/// (a missing log is then skipped, the one already moved is in place).
+pub fn take_over_legacy(legacy: &Path, path: &Path) -> Result<bool, OutboxError> {
+    if legacy == path || path.exists() || !legacy.exists() {
+        return Ok(false);
+    }
+    let from = sqlite_files(legacy);
+    let to = sqlite_files(path);
+    for (from, to) in from.iter().zip(&to).rev() {
+        match std::fs::rename(from, to) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound && from.as_path() != legacy => {}
+            Err(source) => {
+                return Err(OutboxError::TakeOver {
+                    from: from.clone(),
+                    to: to.clone(),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(true)
 }
 
 /// Whether an error means the storage under the database failed, rather
@@ -952,8 +1244,32 @@ impl SharedOutbox {
         }
     }
 
-    /// The outbox, for one statement or a few. Never panics: a lock
-    /// poisoned by a panic elsewhere is taken anyway (see the type's doc).
+    /// Runs `f` on the outbox on tokio's blocking pool, never on an async
+    /// worker: a statement may wait for SQLite's file lock (another writer,
+    /// the busy timeout), fsync, or copy the whole outbox to memory and back
+    /// (`spill`, `heal`), and a worker blocked on that stalls every task
+    /// scheduled on it (the control connection's reader among them). Every
+    /// use of the outbox from async code goes through here; [`Self::lock`]
+    /// is for threads that may block.
+    ///
+    /// A panic in `f` is passed on to the caller, as if `f` had run inline.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Outbox) -> T + Send + 'static,
+    ) -> T {
+        let shared = self.clone();
+        match tokio::task::spawn_blocking(move || f(&mut shared.lock())).await {
+            Ok(value) => value,
+            Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+            // Only a runtime shutting down cancels a blocking task, and
+            // then nothing is left to carry on.
+            Err(err) => panic!("the outbox task was cancelled: {err}"),
+        }
+    }
+
+    /// The outbox, for one statement or a few, from a thread that may
+    /// block (see [`Self::run`]). Never panics: a lock poisoned by a panic
+    /// elsewhere is taken anyway (see the type's doc).
     pub fn lock(&self) -> MutexGuard<'_, Outbox> {
         self.inner.lock().unwrap_or_else(|poisoned| {
             if !self.poison_logged.swap(true, Ordering::Relaxed) {
@@ -1253,6 +1569,31 @@ mod tests {
     }
 
     #[test]
+    fn a_version_1_outbox_is_migrated_to_store_each_context_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.db");
+        {
+            // What version 1 wrote: the context twice.
+            let mut old = Outbox::open(&path).unwrap();
+            let mut a = action("k", "A", "session-detached", Priority::Save);
+            a.vars = json!({"session": "s", "context": {"windows": []}, "observations": ["x"]});
+            old.enqueue(&[a], 0).unwrap();
+            old.db.pragma_update(None, "user_version", 1).unwrap();
+        }
+        let mut outbox = Outbox::open(&path).unwrap();
+        let version: i64 = outbox
+            .db
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let next = outbox.next_ready("builtin", 0).unwrap().unwrap();
+        assert_eq!(
+            next.new.vars,
+            json!({"session": "s", "context": {"windows": []}})
+        );
+    }
+
+    #[test]
     fn survives_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state/outbox.db");
@@ -1267,6 +1608,140 @@ mod tests {
         }
         let mut outbox = Outbox::open(&path).unwrap();
         assert!(outbox.next_ready("builtin", 0).unwrap().is_some());
+    }
+
+    /// `status` and the reactor's backlog check run under the lock every
+    /// dispatcher needs: each of their queries must read an index (of open
+    /// or failed actions), never the whole table, whose history grows with
+    /// every call.
+    #[test]
+    fn the_queries_status_and_the_backlog_check_run_read_an_index() {
+        let outbox = Outbox::in_memory().unwrap();
+        let queries: [(&str, &[&dyn rusqlite::ToSql]); 5] = [
+            (OPEN_COUNT, &[]),
+            (OPEN_COUNT_FOR, &[&"builtin"]),
+            (FAILED_COUNT, &[]),
+            (RECENT_FAILURES, &[&5]),
+            (OPEN_BY_SERVER, &[]),
+        ];
+        for (sql, params) in queries {
+            let mut stmt = outbox
+                .db
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap();
+            let plan: Vec<String> = stmt
+                .query_map(params, |row| row.get::<_, String>(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            let on_actions: Vec<&String> = plan.iter().filter(|l| l.contains("actions")).collect();
+            assert!(!on_actions.is_empty(), "{sql}: {plan:?}");
+            for line in on_actions {
+                assert!(line.contains("INDEX"), "{sql} scans the table: {plan:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn delivered_payloads_are_pruned_after_the_retention_and_history_stays() {
+        let mut outbox = Outbox::in_memory().unwrap();
+        outbox
+            .enqueue(
+                &[
+                    big_action("old", "A", "session-detached", Priority::Save),
+                    big_action("new", "B", "session-detached", Priority::Save),
+                    big_action("bad", "C", "session-detached", Priority::Save),
+                ],
+                0,
+            )
+            .unwrap();
+        for (at, fail) in [(1_000, false), (5_000, false), (1_000, true)] {
+            let a = outbox.claim_next("builtin", 0).unwrap().unwrap();
+            if fail {
+                outbox.mark_failed(a.id, "no", at).unwrap();
+            } else {
+                outbox.mark_delivered(a.id, at, 1, &[]).unwrap();
+            }
+        }
+        // Delivered before 2 s: only "old" (the failed one is kept whole).
+        assert_eq!(outbox.prune(2_000, PRUNE_BATCH).unwrap(), 1);
+        assert_eq!(outbox.prune(2_000, PRUNE_BATCH).unwrap(), 0, "pruned twice");
+        let payload = |key: &str| -> String {
+            outbox
+                .db
+                .query_row(
+                    "SELECT vars || template FROM actions WHERE idempotency_key = ?1",
+                    [key],
+                    |r| r.get(0),
+                )
+                .unwrap()
+        };
+        assert_eq!(payload("old"), "nullnull");
+        assert!(payload("new").len() > 60_000);
+        assert!(payload("bad").len() > 60_000);
+        let history = outbox.history("A", 10).unwrap();
+        assert_eq!((history.len(), history[0].state.as_str()), (1, "delivered"));
+        // Batches: one at a time, oldest first.
+        assert_eq!(outbox.prune(i64::MAX, 1).unwrap(), 1);
+        assert_eq!(outbox.prune(i64::MAX, 1).unwrap(), 0);
+    }
+
+    #[test]
+    fn failed_actions_are_listed_retried_and_dropped_and_nothing_else_is() {
+        let mut outbox = Outbox::in_memory().unwrap();
+        outbox
+            .enqueue(
+                &[
+                    action("f1", "A", "session-created", Priority::Register),
+                    action("f2", "B", "session-created", Priority::Register),
+                    action("ok", "C", "session-created", Priority::Register),
+                    action("open", "D", "session-created", Priority::Register),
+                ],
+                0,
+            )
+            .unwrap();
+        let mut ids = Vec::new();
+        for n in 0..3 {
+            let a = outbox.claim_next("builtin", 0).unwrap().unwrap();
+            if n < 2 {
+                outbox.mark_failed(a.id, "tool said no", 1).unwrap();
+            } else {
+                outbox.mark_delivered(a.id, 1, 1, &[]).unwrap();
+            }
+            ids.push(a.id);
+        }
+        let listed = |which| -> Vec<String> {
+            outbox
+                .undelivered(which, 100)
+                .unwrap()
+                .into_iter()
+                .map(|e| format!("{}:{}", e.session_key, e.entry.state))
+                .collect()
+        };
+        assert_eq!(listed(Undelivered::Failed), ["A:failed", "B:failed"]);
+        assert_eq!(listed(Undelivered::Open), ["D:pending"]);
+        assert_eq!(
+            listed(Undelivered::All),
+            ["A:failed", "B:failed", "D:pending"]
+        );
+        assert_eq!(outbox.failed_count().unwrap(), 2);
+
+        let err = outbox.retry_failed(Failed::One(ids[2])).unwrap_err();
+        assert!(
+            err.to_string().contains("is delivered, not failed"),
+            "{err}"
+        );
+        let err = outbox.drop_failed(Failed::One(999)).unwrap_err();
+        assert!(err.to_string().contains("no action 999"), "{err}");
+
+        assert_eq!(outbox.retry_failed(Failed::One(ids[0])).unwrap(), 1);
+        assert_eq!(outbox.state(ids[0]).unwrap(), Some(ActionState::Pending));
+        assert_eq!(outbox.drop_failed(Failed::All).unwrap(), 1);
+        assert_eq!(outbox.state(ids[1]).unwrap(), None);
+        assert_eq!(outbox.failed_count().unwrap(), 0);
+        // The retried action goes out again.
+        let again = outbox.claim_next("builtin", 0).unwrap().unwrap();
+        assert_eq!(again.new.idempotency_key, "f1");
     }
 
     #[test]

@@ -108,7 +108,7 @@ pub async fn run<C: ToolCaller>(
     } = inputs;
     let settings = settings_rx.borrow_and_update().clone();
     let identity = server_identity(&control, model.sidecar()).await?;
-    let recovered = outbox.lock().recover()?;
+    let recovered = outbox.run(|outbox| outbox.recover()).await?;
     if recovered > 0 {
         tracing::warn!(
             recovered,
@@ -205,11 +205,11 @@ impl<C: ToolCaller> Reactor<C> {
                 ..Memo::default()
             };
             memo.options = self.read_options(id).await.unwrap_or_default();
-            let key = self.identity.session_key(id);
+            let key = self.identity.session_key(id).to_string();
             let known = self
                 .outbox
-                .lock()
-                .history(key.as_str(), 1)
+                .run(move |outbox| outbox.history(&key, 1))
+                .await
                 .map(|h| !h.is_empty())
                 .unwrap_or(true);
             // A session the daemon has never marked gets its state now; one
@@ -292,7 +292,7 @@ impl<C: ToolCaller> Reactor<C> {
             .map(|(id, m)| (*id, m.name.clone(), m.created))
             .collect();
         for (id, name, created) in attached {
-            if self.backlogged() {
+            if self.backlogged().await {
                 tracing::warn!(session_id = %id, "queue full: skipping a checkpoint");
                 continue;
             }
@@ -307,15 +307,20 @@ impl<C: ToolCaller> Reactor<C> {
     }
 
     /// Whether any server's queue is over the bound.
-    fn backlogged(&self) -> bool {
+    async fn backlogged(&self) -> bool {
         let servers = self.dispatchers.servers();
-        let outbox = self.outbox.lock();
-        servers.iter().any(|server| {
-            outbox
-                .counts(Some(server))
-                .map(|c| c.pending + c.inflight >= self.settings.max_pending)
-                .unwrap_or(false)
-        })
+        let max_pending = self.settings.max_pending;
+        // An indexed count of the server's open actions, not of its history.
+        self.outbox
+            .run(move |outbox| {
+                servers.iter().any(|server| {
+                    outbox
+                        .open_count_for(server)
+                        .map(|open| open >= max_pending)
+                        .unwrap_or(false)
+                })
+            })
+            .await
     }
 
     /// A save the CLI asked for (see [`ReactorCommand::Save`]).
@@ -419,18 +424,19 @@ impl<C: ToolCaller> Reactor<C> {
         self.sequence += 1;
         let actions = decide::actions(decision, event, &key, &vars, self.sequence);
         let now = Utc::now().timestamp_millis();
-        let result = {
-            let mut outbox = self.outbox.lock();
-            if decision.trigger == Trigger::SessionCreated {
-                // The entity name of memory presets is fixed at creation.
-                let _ = outbox.keep(
-                    key.as_str(),
-                    "created_name",
-                    &Value::String(memo.name.clone()),
-                );
-            }
-            outbox.enqueue(&actions, now)
-        };
+        let created = decision.trigger == Trigger::SessionCreated;
+        let (key_text, name) = (key.to_string(), memo.name.clone());
+        let committed = actions.clone();
+        let result = self
+            .outbox
+            .run(move |outbox| {
+                if created {
+                    // The entity name of memory presets is fixed at creation.
+                    let _ = outbox.keep(&key_text, "created_name", &Value::String(name));
+                }
+                outbox.enqueue(&committed, now)
+            })
+            .await;
         let outcome = match result {
             Ok(_) => {
                 for spec in &decision.specs {

@@ -26,7 +26,12 @@ pub struct ReactorSettings {
     /// The defaults for a session without `@agent-goal` / `@agent-type`.
     pub default_goal: String,
     pub default_type: String,
+    /// How long delivered actions keep their payloads (`[outbox] keep`).
+    pub outbox_keep: Duration,
 }
+
+/// `[outbox] keep` when the config says nothing.
+pub const DEFAULT_OUTBOX_KEEP: Duration = Duration::from_secs(30 * 86_400);
 
 impl Default for ReactorSettings {
     /// No actions at all: what a config with problems leaves (see
@@ -40,6 +45,7 @@ impl Default for ReactorSettings {
             max_pending: 10_000,
             default_goal: "tmux session {session}".to_owned(),
             default_type: "session".to_owned(),
+            outbox_keep: DEFAULT_OUTBOX_KEEP,
         }
     }
 }
@@ -116,6 +122,11 @@ impl ReactorSettings {
                 .default_type
                 .clone()
                 .unwrap_or(defaults.default_type),
+            outbox_keep: config
+                .outbox
+                .keep
+                .map(|d| d.0)
+                .unwrap_or(defaults.outbox_keep),
         })
     }
 }

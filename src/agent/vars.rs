@@ -8,6 +8,11 @@
 //! event happened, not when the call went out. Only values kept from an
 //! earlier result (`{goal_id}`) are added at delivery, because they do not
 //! exist yet at commit time.
+//!
+//! Each action stores the session's context once, in `context`.
+//! `{observations}` repeats all of it as text lines (pane text included),
+//! so it is not stored but derived from the stored values when the action
+//! is rendered ([`add_derived`]): the same lines, from the same values.
 
 use std::collections::BTreeMap;
 
@@ -91,11 +96,25 @@ pub(crate) fn vars(
         "context".into(),
         serde_json::to_value(context).unwrap_or_default(),
     );
-    vars.insert(
-        "observations".into(),
-        json!(observations(trigger, &time, &goal, &agent_type, context)),
-    );
     Value::Object(vars)
+}
+
+/// Adds the values derived from the stored ones, at render time:
+/// `{observations}` (see the module doc). An action stored by an older
+/// build already has it, and keeps it.
+pub(crate) fn add_derived(vars: &mut Map<String, Value>) {
+    if vars.contains_key("observations") {
+        return;
+    }
+    let text = |name: &str| vars.get(name).and_then(Value::as_str).unwrap_or_default();
+    let lines = observations(
+        text("event"),
+        text("time"),
+        text("goal"),
+        text("type"),
+        vars.get("context").unwrap_or(&Value::Null),
+    );
+    vars.insert("observations".into(), json!(lines));
 }
 
 /// The context of a session that can no longer be read from tmux: what the
@@ -116,43 +135,52 @@ pub(crate) fn minimal_context(id: SessionId, memo: &Memo) -> SessionContext {
     }
 }
 
-/// One line per fact, for memory servers that store observations as text.
+/// One line per fact, for memory servers that store observations as text,
+/// read from the stored context (a [`SessionContext`] as JSON).
 fn observations(
-    trigger: Trigger,
+    trigger: &str,
     time: &str,
     goal: &str,
     agent_type: &str,
-    context: &SessionContext,
+    context: &Value,
 ) -> Vec<String> {
+    let text = |v: &Value, name: &str| v[name].as_str().unwrap_or_default().to_owned();
+    let number = |v: &Value, name: &str| v[name].as_u64().unwrap_or_default();
+    let list = |v: &Value, name: &str| v[name].as_array().cloned().unwrap_or_default();
     let mut lines = vec![
         format!("{trigger} at {time}"),
         format!("goal: {goal}"),
         format!("type: {agent_type}"),
     ];
-    if let Some(group) = &context.group {
+    if let Some(group) = context["group"].as_str() {
         lines.push(format!(
             "group: {group} ({})",
-            context.role.as_deref().unwrap_or("member")
+            context["role"].as_str().unwrap_or("member")
         ));
     }
-    for window in &context.windows {
+    for window in list(context, "windows") {
+        let panes = list(&window, "panes");
+        let index = number(&window, "index");
         lines.push(format!(
-            "window {}: {} ({} panes)",
-            window.index,
-            window.name,
-            window.panes.len()
+            "window {index}: {} ({} panes)",
+            text(&window, "name"),
+            panes.len()
         ));
-        for pane in &window.panes {
+        for pane in &panes {
+            let pane_index = number(pane, "index");
             lines.push(format!(
-                "pane {}.{}: {} in {}",
-                window.index, pane.index, pane.command, pane.path
+                "pane {index}.{pane_index}: {} in {}",
+                text(pane, "command"),
+                text(pane, "path")
             ));
-            if !pane.lines.is_empty() {
+            let captured: Vec<String> = list(pane, "lines")
+                .iter()
+                .filter_map(|l| l.as_str().map(str::to_owned))
+                .collect();
+            if !captured.is_empty() {
                 lines.push(format!(
-                    "pane {}.{} last lines:\n{}",
-                    window.index,
-                    pane.index,
-                    pane.lines.join("\n")
+                    "pane {index}.{pane_index} last lines:\n{}",
+                    captured.join("\n")
                 ));
             }
         }
@@ -253,6 +281,9 @@ mod tests {
             &ReactorSettings::default(),
             "box",
         );
+        assert!(vars.get("observations").is_none(), "stored twice");
+        let mut vars = vars.as_object().unwrap().clone();
+        add_derived(&mut vars);
         let cases = [
             ("session", json!("work")),
             ("session_id", json!("$3")),
@@ -280,6 +311,61 @@ mod tests {
             assert_eq!(vars[name], want, "{name}");
         }
         assert_eq!(vars["context"]["session"], "work");
+    }
+
+    #[test]
+    fn observations_are_derived_from_the_stored_context_with_pane_text_once() {
+        let memo = memo(&[]);
+        let key = ServerIdentity::parse("box\t100")
+            .unwrap()
+            .session_key("$3".parse().unwrap());
+        let mut context = minimal_context("$3".parse().unwrap(), &memo);
+        context.windows = vec![super::super::context::WindowContext {
+            index: 1,
+            id: "@1".into(),
+            name: "edit".into(),
+            layout: "l".into(),
+            active: true,
+            panes: vec![super::super::context::PaneContext {
+                index: 0,
+                id: "%1".into(),
+                command: "vim".into(),
+                path: "/src".into(),
+                title: "t".into(),
+                pid: 1,
+                active: true,
+                lines: vec!["secret-ish line".into(), "two".into()],
+            }],
+        }];
+        let stored = vars(
+            &event(),
+            Trigger::SessionDetached,
+            &memo,
+            &key,
+            &context,
+            &ReactorSettings::default(),
+            "box",
+        );
+        let text = stored.to_string();
+        assert_eq!(text.matches("secret-ish line").count(), 1, "{text}");
+        let mut vars = stored.as_object().unwrap().clone();
+        add_derived(&mut vars);
+        assert_eq!(
+            vars["observations"],
+            json!([
+                "session-detached at 2023-11-14T22:13:20.123Z",
+                "goal: tmux session work",
+                "type: session",
+                "window 1: edit (1 panes)",
+                "pane 1.0: vim in /src",
+                "pane 1.0 last lines:\nsecret-ish line\ntwo",
+            ])
+        );
+        // An action stored by an older build keeps its own.
+        let mut old = serde_json::Map::new();
+        old.insert("observations".into(), json!(["kept"]));
+        add_derived(&mut old);
+        assert_eq!(old["observations"], json!(["kept"]));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! finds the configuration, and says how it ended. The daemon is
 //! [`crate::daemon::run`].
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::{ExitCode, Stdio};
 use std::time::Duration;
@@ -133,12 +134,17 @@ pub(crate) async fn spawn_detached(
 ) -> anyhow::Result<(u32, std::path::PathBuf)> {
     let server = global.server();
     let log_path = crate::paths::daemon_log(&server);
+    // The log names sessions and servers: 0600 in a 0700 directory, like
+    // the outbox beside it (an existing log is closed too).
     if let Some(dir) = log_path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        crate::paths::private_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    crate::paths::restrict(&log_path, 0o600)
+        .with_context(|| format!("making {} private", log_path.display()))?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(&log_path)
         .with_context(|| format!("opening the log file {}", log_path.display()))?;
     // Where this daemon's output starts in a log earlier daemons wrote too.

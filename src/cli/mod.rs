@@ -21,6 +21,7 @@ pub mod join;
 pub mod leave;
 pub mod mcp;
 pub mod new;
+pub mod outbox;
 pub mod peers;
 pub mod reload;
 pub mod save;
@@ -93,6 +94,9 @@ pub enum Command {
     Save(save::SaveArgs),
     /// Show a session's agent metadata: goal, state, group, saves, calls.
     Show(show::ShowArgs),
+    /// List, retry or drop the calls the daemon has not delivered.
+    #[command(subcommand)]
+    Outbox(outbox::OutboxCommand),
     /// Create a session with its agent options (goal, type, group) set.
     New(new::NewArgs),
     /// Put a session in a coordination group.
@@ -120,6 +124,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Reload(args) => reload::run(args, &cli.global).await,
         Command::Save(args) => save::run(args, &cli.global).await,
         Command::Show(args) => show::run(args, &cli.global).await,
+        Command::Outbox(cmd) => outbox::run(cmd, &cli.global).await,
         Command::New(args) => new::run(args, &cli.global).await,
         Command::Join(args) => join::run(args, &cli.global).await,
         Command::Leave(args) => leave::run(args, &cli.global).await,

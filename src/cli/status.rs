@@ -86,6 +86,11 @@ fn print_running(report: &StatusReport) {
         for failure in &actions.recent_failures {
             println!("  {}", printable(failure));
         }
+        if actions.failed > 0 {
+            println!(
+                "  failed calls are kept: `tmux-agent outbox list --failed`, then `outbox retry` or `outbox drop`"
+            );
+        }
         for (server, count) in &actions.unconfigured {
             println!(
                 "  {count} call(s) wait for `{}`, which no config names any more: configure it and `tmux-agent reload` to send them",

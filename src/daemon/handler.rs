@@ -61,21 +61,26 @@ impl DaemonHandler {
 
     /// The outbox's part of a status report; `None` when it cannot be read
     /// (the report then still says everything else).
-    fn actions(&self, servers: &[McpServerStatus]) -> Option<ActionsStatus> {
-        let outbox = self.outbox.lock();
-        let counts = outbox.counts(None).ok()?;
-        Some(ActionsStatus {
-            pending: counts.pending + counts.inflight,
-            failed: counts.failed,
-            recent_failures: outbox.recent_failures(RECENT_FAILURES).unwrap_or_default(),
-            in_memory: outbox.degraded().map(str::to_owned),
-            unconfigured: outbox
-                .open_by_server()
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|(server, _)| !servers.iter().any(|s| s.name == *server))
-                .collect(),
-        })
+    async fn actions(&self, servers: &[McpServerStatus]) -> Option<ActionsStatus> {
+        // Indexed counts of open and failed actions only: the history of
+        // delivered ones is never read under the dispatchers' lock.
+        let names: Vec<String> = servers.iter().map(|s| s.name.clone()).collect();
+        self.outbox
+            .run(move |outbox| {
+                Some(ActionsStatus {
+                    pending: outbox.open_count().ok()?,
+                    failed: outbox.failed_count().ok()?,
+                    recent_failures: outbox.recent_failures(RECENT_FAILURES).unwrap_or_default(),
+                    in_memory: outbox.degraded().map(str::to_owned),
+                    unconfigured: outbox
+                        .open_by_server()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|(server, _)| !names.contains(server))
+                        .collect(),
+                })
+            })
+            .await
     }
 }
 
@@ -84,7 +89,7 @@ impl Handler for DaemonHandler {
 
     async fn status(&self) -> StatusReport {
         let mcp_servers = self.mcp_servers();
-        let actions = self.actions(&mcp_servers);
+        let actions = self.actions(&mcp_servers).await;
         StatusReport {
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").to_owned(),

@@ -72,7 +72,7 @@ pub(super) async fn publish(
         {
             shown = summary;
         }
-        let in_memory = outbox.lock().degraded().is_some();
+        let in_memory = outbox.run(|outbox| outbox.degraded().is_some()).await;
         if in_memory != shown_in_memory {
             let command = if in_memory {
                 Command::set_global_option(schema::global::OUTBOX, "memory")

@@ -14,6 +14,7 @@
 //! - `save`: a requested save, followed through the outbox.
 //! - `reload`: putting a new configuration in force.
 //! - `health`: `@agent-daemon`, `@agent-mcp`, `@agent-outbox`.
+//! - `prune`: delivered calls' payloads dropped after `[outbox] keep`.
 //! - `ready`: the `--detach` handshake on fd 3.
 //! - `error`: why the daemon failed, or a request did.
 //!
@@ -30,6 +31,7 @@
 mod error;
 mod handler;
 mod health;
+mod prune;
 mod ready;
 mod reload;
 mod save;
@@ -250,6 +252,7 @@ impl Prepared {
         } = settings;
         // One daemon per tmux server (src/ipc): taken before anything else.
         let lock = DaemonLock::acquire(&Endpoint::in_dir(runtime_dir, server))?;
+        take_over_legacy_outbox(server, &outbox_path);
         // The config before attaching: a daemon that could not act on
         // events says so before it shows itself as running.
         let configuration = reload::load_config(&config)
@@ -283,6 +286,24 @@ impl Prepared {
             reloads,
         };
         Ok((prepared, ready))
+    }
+}
+
+/// Renames the outbox an older build kept under the socket's file name
+/// alone to this server's full key (see [`crate::paths`]), under the
+/// daemon lock. A failure is logged and the daemon starts on a new outbox:
+/// the old one stays where it was, for the next start to try again.
+fn take_over_legacy_outbox(server: &ServerSocket, outbox: &std::path::Path) {
+    let Some(dir) = outbox.parent() else { return };
+    let legacy = crate::paths::legacy_outbox(server, dir);
+    match crate::agent::outbox::take_over_legacy(&legacy, outbox) {
+        Ok(true) => tracing::warn!(
+            from = %legacy.display(),
+            to = %outbox.display(),
+            "took over the outbox of an older tmux-agent"
+        ),
+        Ok(false) => {}
+        Err(err) => tracing::error!(%err, "could not take over the older outbox"),
     }
 }
 
@@ -394,6 +415,7 @@ impl Running {
             tracker.model().clone(),
             reactor_stop.clone(),
         ));
+        let prune_settings = settings.clone();
         let health = tokio::spawn(health::publish(
             pool.clone(),
             settings,
@@ -403,6 +425,7 @@ impl Running {
         ));
 
         let services = CancellationToken::new();
+        let pruning = tokio::spawn(prune::run(prune_settings, outbox.clone(), services.clone()));
         let (groups, reconciling) =
             Reconciler::spawn(control.clone(), tracker.snapshots(), services.clone());
         let handler = Arc::new(handler::DaemonHandler {
@@ -424,7 +447,7 @@ impl Running {
         let running = Self {
             control,
             services,
-            service_tasks: vec![reconciling, serving, reloading],
+            service_tasks: vec![reconciling, serving, reloading, pruning],
             reacting,
             reactor_stop,
             health,

@@ -37,7 +37,8 @@ pub(super) async fn save(
         .map_err(HandlerError::NotSaved)?;
     loop {
         // The lock is held for one statement, never across the sleep.
-        let entries = outbox.lock().by_keys(&keys)?;
+        let wanted = keys.clone();
+        let entries = outbox.run(move |outbox| outbox.by_keys(&wanted)).await?;
         let calls = entries
             .into_iter()
             .map(saved_call)

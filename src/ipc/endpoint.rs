@@ -13,9 +13,9 @@
 //!
 //! `<key>` names the tmux server: a readable part (the socket's file name)
 //! and a hash of the socket's full path, so `-S /a/x` and `-S /b/x` are two
-//! servers while `-L work` and `$TMUX` naming the same socket are one. The
-//! hash is FNV-1a, fixed here, so a CLI and a daemon from different builds
-//! agree on it.
+//! servers while `-L work` and `$TMUX` naming the same socket are one. It is
+//! [`crate::paths::server_key`], the same key as the outbox and the log, so
+//! a socket and the state files it goes with always agree.
 //!
 //! A socket file left by a daemon that was killed (SIGKILL) is stale: the
 //! lock is free, so the next daemon takes the lock, removes the file and binds
@@ -33,10 +33,6 @@ use crate::control::server::ServerSocket;
 /// How long a starting daemon retries a lock held only for a moment (a CLI
 /// probing whether a daemon runs holds it for microseconds).
 const LOCK_PATIENCE: Duration = Duration::from_millis(300);
-
-/// The longest readable part of a key; Unix socket paths are limited to
-/// about 108 bytes.
-const KEY_NAME_MAX: usize = 32;
 
 /// Errors finding or claiming the daemon's files.
 #[derive(Debug, thiserror::Error)]
@@ -142,33 +138,9 @@ pub fn runtime_dir() -> PathBuf {
     }
 }
 
-/// The file-name key of a tmux server: readable name, then a hash of the
-/// socket's full path.
-pub fn server_key(server: &ServerSocket) -> String {
-    let path = server.socket_path();
-    let path = std::fs::canonicalize(&path)
-        .or_else(|_| std::path::absolute(&path))
-        .unwrap_or(path);
-    let mut name = crate::paths::server_key(server);
-    if name.len() > KEY_NAME_MAX {
-        let mut cut = KEY_NAME_MAX;
-        while !name.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        name.truncate(cut);
-    }
-    format!("{name}-{:016x}", fnv1a(path.as_os_str().as_encoded_bytes()))
-}
-
-/// 64-bit FNV-1a: small, and the same in every build.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash
-}
+/// The file-name key of a tmux server; the one key of every per-server
+/// file, defined in [`crate::paths::server_key`].
+pub use crate::paths::server_key;
 
 pub(crate) fn effective_uid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -262,22 +234,6 @@ fn read_pid(file: &mut File) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn keys_are_stable_distinct_and_short() {
-        let a = server_key(&ServerSocket::Path("/a/x".into()));
-        let b = server_key(&ServerSocket::Path("/b/x".into()));
-        assert_ne!(a, b);
-        assert!(a.starts_with("x-"), "{a}");
-        assert_eq!(a, server_key(&ServerSocket::Path("/a/x".into())));
-        // The published FNV-1a 64 test vectors: the key must not change
-        // between builds, or a new CLI would not find an old daemon.
-        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
-        assert_eq!(fnv1a(b"foobar"), 0x8594_4171_f739_67e8);
-        let long = server_key(&ServerSocket::Name("é".repeat(100)));
-        assert!(long.len() <= KEY_NAME_MAX + 17, "{long}");
-    }
 
     #[test]
     fn one_lock_holder_at_a_time() {

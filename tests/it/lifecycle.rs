@@ -356,11 +356,20 @@ fn daemon_detach_returns_once_attached_and_logs_to_a_file() {
         wait_for(PATIENCE, || (!server.is_running()).then_some(())).is_some(),
         "the detached daemon kept the server alive"
     );
-    let log = server
-        .home
-        .path()
-        .join(".local/state/tmux-agent")
-        .join(format!("daemon-{}.log", server.name));
+    // The log is named by the server's full key (paths::server_key), as
+    // --detach says.
+    let log = std::path::PathBuf::from(
+        stdout
+            .trim()
+            .rsplit_once("log: ")
+            .unwrap_or_else(|| panic!("no log path in {stdout:?}"))
+            .1,
+    );
+    assert!(
+        log.starts_with(server.home.path().join(".local/state/tmux-agent")),
+        "{}",
+        log.display()
+    );
     let log = wait_for(PATIENCE, || {
         std::fs::read_to_string(&log)
             .ok()

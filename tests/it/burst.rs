@@ -16,7 +16,10 @@ use tmux_agent::control::connection::{ConnectOptions, Connection, Empty, Incomin
 use tmux_agent::control::server::ServerSocket;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{PATIENCE, TmuxServer};
+use serde_json::Value;
+
+use crate::support::rig::Rig;
+use crate::support::{LineReader, PATIENCE, TmuxServer, eventually};
 
 /// Writes `lines` as a tmux command file in the server's HOME; returns its path.
 fn command_file(server: &TmuxServer, name: &str, lines: impl Iterator<Item = String>) -> String {
@@ -83,4 +86,67 @@ fn the_connection_reads_on_while_its_consumer_reads_nothing() {
         shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), connection.closed).await;
     });
+}
+
+/// A session created and killed between two listings leaves only a
+/// skipped id: the daemon reports it as `session-missed` (in `watch
+/// --json`) and counts it in `status`. The sidecar's own id and the ids
+/// before the daemon started are no misses.
+#[test]
+fn a_session_that_lived_between_two_listings_is_reported_missed() {
+    let rig = Rig::new("");
+    let server = &rig.server;
+    // Ids $1, $2 go before the daemon: neither is a miss.
+    server.tmux(&["new-session", "-d", "-s", "early"]);
+    server.tmux(&["kill-session", "-t", "early"]);
+    let _daemon = rig.start_daemon();
+    let mut cmd = server.agent();
+    cmd.args(["watch", "--json"]);
+    let mut watcher = LineReader::spawn(cmd);
+    assert!(
+        watcher.wait_stderr("following", PATIENCE),
+        "watch did not start: {}",
+        watcher.stderr()
+    );
+    // One source-file runs as one item of tmux's queue: no listing can
+    // come between the ghost's creation and its end.
+    let file = command_file(
+        server,
+        "ghost.tmux",
+        [
+            "new-session -d -s ghost",
+            "kill-session -t ghost",
+            "new-session -d -s real",
+        ]
+        .into_iter()
+        .map(str::to_owned),
+    );
+    server.tmux(&["source-file", &file]);
+    let real = server.session_id("real");
+    let ghost = format!("${}", real[1..].parse::<u32>().unwrap() - 1);
+    let mut seen = Vec::new();
+    loop {
+        let line = watcher
+            .next_line(PATIENCE)
+            .unwrap_or_else(|| panic!("no session-created for {real}; saw {seen:#?}"));
+        let event: Value = serde_json::from_str(&line).unwrap();
+        let done = event["event"] == "session-created" && event["session_id"] == real;
+        seen.push(event);
+        if done {
+            break;
+        }
+    }
+    let missed: Vec<_> = seen
+        .iter()
+        .filter(|e| e["event"] == "session-missed")
+        .collect();
+    assert_eq!(missed.len(), 1, "{seen:#?}");
+    assert_eq!(missed[0]["session_id"], ghost.as_str());
+    let status = eventually(PATIENCE, "status counts the miss", || {
+        let status = rig.status();
+        (status["sessions_missed"] == 1).then_some(status)
+    });
+    assert_eq!(status["sessions"], 2, "{status}");
+    let text = crate::support::text(&server.agent().arg("status").output().unwrap().stdout);
+    assert!(text.contains("sessions missed: 1"), "{text}");
 }

@@ -273,3 +273,47 @@ fn a_burst_of_grouped_sessions_is_followed_to_the_end() {
     let sessions = if full() { 10_000 } else { 1_000 };
     burst(sessions, "g", |n| format!("new-session -d -t base -s g{n}"));
 }
+
+/// A stop ends the daemon within its stated bound (8 s:
+/// `daemon::SHUTDOWN_BOUND`) whatever it was doing: here every call hangs
+/// in an MCP server that ignores SIGTERM and stdin's end, with a burst of
+/// events still coming.
+#[test]
+fn sigterm_ends_the_daemon_within_its_bound_while_every_call_hangs() {
+    let rig = Rig::with_server_args(
+        &["--ignore-sigterm", "--ignore-stdin-eof"],
+        "connect_timeout = \"5s\"\ncall_timeout = \"600s\"",
+        r#"
+[[on.session-created]]
+server = "rec"
+tool = "sleep"
+args = { ms = 600000 }
+"#,
+    );
+    let server = &rig.server;
+    let mut daemon = rig.start_daemon();
+    let file = command_file(
+        server,
+        "some.tmux",
+        (0..300).map(|n| format!("new-session -d -t base -s s{n}")),
+    );
+    server.tmux(&["source-file", &file]);
+    // The first call has reached the server, which will never answer it.
+    eventually(PATIENCE, "a call hangs", || {
+        (!rig.calls().is_empty()).then_some(())
+    });
+    let bound = tmux_agent::daemon::SHUTDOWN_BOUND;
+    let asked = std::time::Instant::now();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &daemon.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // Two seconds of slack for a loaded machine's scheduling.
+    let (status, stderr) = daemon
+        .process
+        .wait(bound + Duration::from_secs(2))
+        .unwrap_or_else(|| panic!("the daemon outlived its shutdown bound of {bound:?}"));
+    eprintln!("stopped in {:?}", asked.elapsed());
+    assert!(status.success(), "{status:?}: {stderr}");
+}

@@ -75,7 +75,8 @@ fn carries_context(spec: &ActionSpec) -> bool {
 /// Whether the context is captured from tmux for `kind`: not for a closed
 /// session, which tmux no longer has (the last capture is used).
 pub(crate) fn captures_for(kind: EventKind) -> bool {
-    kind != EventKind::SessionClosed
+    // Nor for a missed one, which tmux never showed.
+    !matches!(kind, EventKind::SessionClosed | EventKind::SessionMissed)
 }
 
 /// The `@agent-state` a lifecycle event puts its session in, if any.
@@ -86,7 +87,8 @@ pub(crate) fn state_on(kind: EventKind) -> Option<AgentState> {
         EventKind::SessionRenamed
         | EventKind::SessionClosed
         | EventKind::ClientAttached
-        | EventKind::ClientDetached => None,
+        | EventKind::ClientDetached
+        | EventKind::SessionMissed => None,
     }
 }
 

@@ -262,7 +262,10 @@ impl<C: ToolCaller> Reactor<C> {
                     memo.attached = event.kind == EventKind::SessionAttached;
                 }
             }
-            EventKind::SessionClosed | EventKind::ClientAttached | EventKind::ClientDetached => {}
+            EventKind::SessionClosed
+            | EventKind::ClientAttached
+            | EventKind::ClientDetached
+            | EventKind::SessionMissed => {}
         }
         if let Some(state) = decide::state_on(event.kind) {
             self.set_state(id, state).await;

@@ -1,4 +1,4 @@
-//! What makes actions fire: the seven lifecycle events, the checkpoint
+//! What makes actions fire: the lifecycle events, the checkpoint
 //! timer, and a save the CLI asked for.
 //!
 //! A closed enum rather than strings, so a misspelt trigger is a compile
@@ -23,6 +23,9 @@ pub enum Trigger {
     SessionClosed,
     ClientAttached,
     ClientDetached,
+    /// A session that lived and died between two listings (no preset acts
+    /// on it; a config may).
+    SessionMissed,
     /// Every `checkpoint_interval`, for each attached session.
     Checkpoint,
     /// `tmux-agent save`: not configurable; it sends the `checkpoint`
@@ -33,7 +36,7 @@ pub enum Trigger {
 impl Trigger {
     /// The triggers a config may attach actions to (`[[on.NAME]]`), in
     /// lifecycle order.
-    pub const CONFIGURABLE: [Trigger; 8] = [
+    pub const CONFIGURABLE: [Trigger; 9] = [
         Self::SessionCreated,
         Self::SessionRenamed,
         Self::SessionAttached,
@@ -41,6 +44,7 @@ impl Trigger {
         Self::SessionClosed,
         Self::ClientAttached,
         Self::ClientDetached,
+        Self::SessionMissed,
         Self::Checkpoint,
     ];
 
@@ -54,6 +58,7 @@ impl Trigger {
             Self::SessionClosed => EventKind::SessionClosed.as_str(),
             Self::ClientAttached => EventKind::ClientAttached.as_str(),
             Self::ClientDetached => EventKind::ClientDetached.as_str(),
+            Self::SessionMissed => EventKind::SessionMissed.as_str(),
             Self::Checkpoint => "checkpoint",
             Self::Save => "save",
         }
@@ -75,7 +80,8 @@ impl Trigger {
             | Self::SessionRenamed
             | Self::SessionAttached
             | Self::ClientAttached
-            | Self::ClientDetached => Priority::Register,
+            | Self::ClientDetached
+            | Self::SessionMissed => Priority::Register,
         }
     }
 
@@ -95,6 +101,7 @@ impl From<EventKind> for Trigger {
             EventKind::SessionClosed => Self::SessionClosed,
             EventKind::ClientAttached => Self::ClientAttached,
             EventKind::ClientDetached => Self::ClientDetached,
+            EventKind::SessionMissed => Self::SessionMissed,
         }
     }
 }
@@ -141,7 +148,7 @@ mod tests {
             err.to_string(),
             "unknown event `session-exploded` (known: session-created, session-renamed, \
              session-attached, session-detached, session-closed, client-attached, \
-             client-detached, checkpoint)"
+             client-detached, session-missed, checkpoint)"
         );
     }
 

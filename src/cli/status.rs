@@ -69,6 +69,7 @@ fn print_running(report: &StatusReport) {
         report.server,
         count(report.sessions, "session")
     );
+    println!("sessions missed: {}", report.sessions_missed);
     print_groups(&report.groups);
     for server in &report.mcp_servers {
         let detail = server

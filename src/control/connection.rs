@@ -18,15 +18,35 @@
 //! replies; [`ControlHandle`]s talk to it through a channel. That task is the
 //! only place where a command is written and its reply slot queued, so the
 //! two orders cannot diverge.
+//!
+//! # It never stops reading tmux
+//!
+//! The task's only waits are on tmux itself (its stdout, its stdin) and on
+//! new requests; it never waits for a consumer. Notifications that only say
+//! "something changed" (`%sessions-changed`, `%window-*`,
+//! `%client-detached`, …) set one flag in the [`Notifications`] inbox and
+//! are never queued one by one: the consumer re-reads the server, which is
+//! the whole truth however many of them came. The few that carry data in
+//! order (`%subscription-changed`, `%exit`, `%config-error`, …) are queued,
+//! but that queue is bounded without holding the reader back: when it is
+//! full the notification is dropped and the inbox says it overflowed, and
+//! the consumer re-reads the server. Commands are written from a buffer in
+//! the same `select!` as the reads, so a tmux that is slow to take our input
+//! does not stop us taking its output either. Whatever tmux sends, this
+//! task's memory stays bounded, and a reply the consumer is waiting for is
+//! always read (the daemon wedged on exactly that: the reader waited to push
+//! a notification into a full queue while the tracker, the queue's one
+//! reader, waited for a reply the reader would never read).
 
 use std::collections::VecDeque;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, ChildStdin};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
@@ -38,12 +58,23 @@ use super::server::ServerSocket;
 /// The default name of the sidecar's own session.
 pub const DEFAULT_SESSION_NAME: &str = "tmux-agent";
 
-/// How many notifications may wait for the consumer before the connection
-/// stops reading from tmux (tmux then buffers on its side).
-const NOTIFICATION_BACKLOG: usize = 4096;
+/// How many data-carrying notifications may wait for the consumer; past
+/// this they are dropped and the inbox is marked overflowed (see
+/// [`Notifications`]). Only a few kinds are queued at all, so in practice
+/// the queue holds a handful.
+pub const NOTIFICATION_BACKLOG: usize = 1024;
 
-/// How many commands may wait to be written.
+/// How many commands may wait to be taken by the connection task.
 const COMMAND_BACKLOG: usize = 1024;
+
+/// How many commands may be written and not yet answered. Past this the
+/// task stops taking new requests (their senders wait) but goes on reading
+/// tmux, whose replies make room: it bounds the reply slots' memory.
+const MAX_IN_FLIGHT: usize = 4096;
+
+/// How many bytes of commands may wait to be written to tmux's stdin before
+/// the task stops taking new requests (it goes on reading meanwhile).
+const MAX_UNWRITTEN: usize = 1 << 20;
 
 /// How long to wait for tmux to attach the control client.
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -219,8 +250,9 @@ impl ControlHandle {
 pub struct Connection {
     /// Sends commands.
     pub handle: ControlHandle,
-    /// Every notification, in wire order (`%exit` included, as the last one).
-    pub notifications: mpsc::Receiver<Notification>,
+    /// What tmux notified: change signals coalesced, data in order
+    /// (`%exit` included, as the last one).
+    pub notifications: Notifications,
     /// The sidecar's own session, from `%session-changed`.
     pub session: SessionId,
     /// The sidecar session's name as tmux reported it.
@@ -260,8 +292,8 @@ impl Connection {
         };
         let mut events = FramedRead::new(stdout, codec);
 
-        let (notify_tx, notifications) = mpsc::channel(NOTIFICATION_BACKLOG);
-        let attach = tokio::time::timeout(ATTACH_TIMEOUT, wait_for_attach(&mut events, &notify_tx));
+        let (inbox, notifications) = inbox(NOTIFICATION_BACKLOG);
+        let attach = tokio::time::timeout(ATTACH_TIMEOUT, wait_for_attach(&mut events, &inbox));
         let (session, session_name) = match attach.await {
             Ok(Ok(attached)) => attached,
             Ok(Err(err)) => {
@@ -280,8 +312,11 @@ impl Connection {
             stdin: Some(stdin),
             events,
             requests: request_rx,
+            unwritten: Vec::new(),
+            written: 0,
+            unsent: VecDeque::new(),
             pending: VecDeque::new(),
-            notifications: notify_tx,
+            inbox,
         };
         let closed = tokio::spawn(task.run(shutdown));
         Ok(Self {
@@ -321,7 +356,7 @@ type Events = FramedRead<tokio::process::ChildStdout, ControlCodec>;
 /// command comes first; if it is an `%error` block the attach failed.
 async fn wait_for_attach(
     events: &mut Events,
-    notifications: &mpsc::Sender<Notification>,
+    inbox: &Inbox,
 ) -> Result<(SessionId, String), ControlError> {
     while let Some(event) = events.next().await {
         match event? {
@@ -336,7 +371,7 @@ async fn wait_for_attach(
             ControlEvent::Notification(other) => {
                 // Early notifications (`%window-add`, `%sessions-changed`, a
                 // 3.4+ `%config-error`) still matter to the consumer.
-                let _ = notifications.send(other).await;
+                inbox.push(other);
             }
             ControlEvent::Reply(reply) if !reply.success => {
                 return Err(ControlError::AttachRefused {
@@ -357,6 +392,177 @@ async fn wait_for_attach(
     })
 }
 
+/// What [`Notifications::recv`] yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming {
+    /// At least one notification that only says "something changed" came
+    /// since the last `Changed` (`%sessions-changed`, `%window-*`,
+    /// `%client-detached`, …; see [`is_change_signal`]): however many came,
+    /// this is said once. Re-read the server to learn what.
+    Changed,
+    /// The queue of data-carrying notifications was full and `dropped` of
+    /// them were lost. Re-read the server: its listing is the whole truth.
+    Overflowed { dropped: u64 },
+    /// A notification that carries data, in wire order among its kind.
+    Notification(Notification),
+}
+
+/// Whether a notification only means "something changed", which a
+/// listing of the server tells in full: these are coalesced into one flag,
+/// never queued. The data they carry (a window id, a client name) is not
+/// what a consumer of this connection acts on; a `%session-renamed`'s new
+/// name and a `%client-session-changed`'s session are in the next listing.
+pub fn is_change_signal(notification: &Notification) -> bool {
+    matches!(
+        notification,
+        Notification::SessionsChanged
+            | Notification::SessionRenamed { .. }
+            | Notification::SessionWindowChanged { .. }
+            | Notification::ClientSessionChanged { .. }
+            | Notification::ClientDetached { .. }
+            | Notification::WindowAdd { .. }
+            | Notification::UnlinkedWindowAdd { .. }
+            | Notification::WindowClose { .. }
+            | Notification::UnlinkedWindowClose { .. }
+            | Notification::WindowRenamed { .. }
+            | Notification::UnlinkedWindowRenamed { .. }
+            | Notification::WindowPaneChanged { .. }
+            | Notification::PaneModeChanged { .. }
+            | Notification::LayoutChange { .. }
+            // No pane output reaches us (`no-output`); if some did, it is
+            // not ours to keep, and queueing it is how memory would grow.
+            | Notification::Output { .. }
+            | Notification::ExtendedOutput { .. }
+            | Notification::Pause { .. }
+            | Notification::Continue { .. }
+    )
+}
+
+/// The inbox both ends share: a flag, a bounded queue, and a wake-up.
+/// Its lock is a `std` mutex held for a push or a take, never across an
+/// `.await`, so the connection task never waits on the consumer.
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<InboxState>,
+    wake: Notify,
+}
+
+#[derive(Debug, Default)]
+struct InboxState {
+    changed: bool,
+    dropped: u64,
+    queue: VecDeque<Notification>,
+    capacity: usize,
+    /// The connection task has ended: nothing more will come.
+    closed: bool,
+}
+
+/// The connection task's end of the inbox.
+#[derive(Debug)]
+struct Inbox(Arc<Shared>);
+
+/// The consumer's end of a connection's notifications.
+#[derive(Debug)]
+pub struct Notifications(Arc<Shared>);
+
+fn inbox(capacity: usize) -> (Inbox, Notifications) {
+    let shared = Arc::new(Shared {
+        state: Mutex::new(InboxState {
+            capacity,
+            ..InboxState::default()
+        }),
+        wake: Notify::new(),
+    });
+    (Inbox(shared.clone()), Notifications(shared))
+}
+
+/// A poisoned lock only means a panic elsewhere mid-push; the state is
+/// still a flag, a counter and a queue, each valid on its own.
+fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, InboxState> {
+    shared
+        .state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Inbox {
+    /// Takes one notification without ever waiting.
+    fn push(&self, notification: Notification) {
+        {
+            let mut state = lock(&self.0);
+            if is_change_signal(&notification) {
+                state.changed = true;
+            } else if state.queue.len() < state.capacity
+                || matches!(notification, Notification::Exit { .. })
+            {
+                // `%exit` is the last line tmux sends, so keeping it past
+                // the bound costs one entry, once.
+                state.queue.push_back(notification);
+            } else {
+                state.dropped += 1;
+            }
+        }
+        // One consumer: a stored permit wakes it even if it is not yet
+        // waiting.
+        self.0.wake.notify_one();
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        lock(&self.0).closed = true;
+        self.0.wake.notify_one();
+    }
+}
+
+impl Notifications {
+    /// Waits for the next thing to act on; `None` once the connection has
+    /// ended and everything it sent was taken. Overflow comes first, then
+    /// the change flag, then queued notifications: each of the first two
+    /// asks for a re-read, which also covers what was dropped.
+    pub async fn recv(&mut self) -> Option<Incoming> {
+        loop {
+            match self.try_recv() {
+                Ok(incoming) => return Some(incoming),
+                Err(Empty::Closed) => return None,
+                Err(Empty::Waiting) => self.0.wake.notified().await,
+            }
+        }
+    }
+
+    /// [`Notifications::recv`] without waiting.
+    pub fn try_recv(&mut self) -> Result<Incoming, Empty> {
+        let mut state = lock(&self.0);
+        if state.dropped > 0 {
+            let dropped = std::mem::take(&mut state.dropped);
+            return Ok(Incoming::Overflowed { dropped });
+        }
+        if std::mem::take(&mut state.changed) {
+            return Ok(Incoming::Changed);
+        }
+        if let Some(notification) = state.queue.pop_front() {
+            return Ok(Incoming::Notification(notification));
+        }
+        Err(if state.closed {
+            Empty::Closed
+        } else {
+            Empty::Waiting
+        })
+    }
+}
+
+/// Why [`Notifications::try_recv`] had nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Empty {
+    /// Nothing yet.
+    Waiting,
+    /// The connection has ended and everything was taken.
+    Closed,
+}
+
+/// A command's reply slot.
+type Slot = oneshot::Sender<Result<Reply, ControlError>>;
+
 /// The task that owns the child process and the protocol state.
 struct ConnectionTask {
     child: Child,
@@ -364,64 +570,111 @@ struct ConnectionTask {
     stdin: Option<ChildStdin>,
     events: Events,
     requests: mpsc::Receiver<Request>,
+    /// Command bytes not yet taken by tmux's stdin.
+    unwritten: Vec<u8>,
+    /// How many bytes have been written since the start.
+    written: u64,
+    /// Commands in `unwritten`, each with the stream position just past its
+    /// newline; they move to `pending` once written that far.
+    unsent: VecDeque<(u64, String, Slot)>,
     /// Reply slots in the order their commands were written.
-    pending: VecDeque<(String, oneshot::Sender<Result<Reply, ControlError>>)>,
-    notifications: mpsc::Sender<Notification>,
+    pending: VecDeque<(String, Slot)>,
+    inbox: Inbox,
 }
 
 impl ConnectionTask {
     async fn run(mut self, shutdown: CancellationToken) -> ExitReason {
         let reason = loop {
+            let can_take = self.stdin.is_some()
+                && self.unwritten.len() < MAX_UNWRITTEN
+                && self.pending.len() + self.unsent.len() < MAX_IN_FLIGHT;
+            let can_write = self.stdin.is_some() && !self.unwritten.is_empty();
             tokio::select! {
+                // Reading comes first in every round: it is never behind
+                // anything but tmux itself.
+                biased;
                 event = self.events.next() => match event {
                     Some(Ok(event)) => {
-                        if let Some(reason) = self.on_event(event).await {
+                        if let Some(reason) = self.on_event(event) {
                             break reason;
                         }
                     }
                     Some(Err(err)) => break ExitReason::Protocol(err.to_string()),
                     None => break ExitReason::Eof,
                 },
-                request = self.requests.recv(), if self.stdin.is_some() => match request {
-                    Some(request) => self.write(request).await,
+                () = shutdown.cancelled() => break ExitReason::Cancelled,
+                // `write` is cancel-safe: when another branch wins, no byte
+                // of this one was written.
+                wrote = write_some(self.stdin.as_mut(), &self.unwritten), if can_write => {
+                    self.wrote(wrote);
+                }
+                request = self.requests.recv(), if can_take => match request {
+                    Some(request) => self.take(request),
                     // Every handle is gone: nobody can ask anything any more.
                     None => break ExitReason::Cancelled,
                 },
-                () = shutdown.cancelled() => break ExitReason::Cancelled,
             }
         };
         self.finish(&reason).await;
         reason
     }
 
-    /// Writes one command and queues its reply slot.
-    async fn write(&mut self, request: Request) {
-        let Some(stdin) = self.stdin.as_mut() else {
-            let _ = request.reply.send(Err(ControlError::Closed));
-            return;
-        };
+    /// Appends one command to the bytes to write, and queues its slot.
+    fn take(&mut self, request: Request) {
         let line = request.command.to_string();
-        let mut bytes = Vec::with_capacity(line.len() + 1);
-        bytes.extend_from_slice(line.as_bytes());
-        bytes.push(b'\n');
-        match stdin.write_all(&bytes).await {
-            Ok(()) => self.pending.push_back((line, request.reply)),
+        self.unwritten.extend_from_slice(line.as_bytes());
+        self.unwritten.push(b'\n');
+        let end = self.written + self.unwritten.len() as u64;
+        self.unsent.push_back((end, line, request.reply));
+    }
+
+    /// Accounts for one write: written commands await their replies.
+    fn wrote(&mut self, wrote: std::io::Result<usize>) {
+        match wrote {
+            // A write of nothing from a non-empty buffer: tmux is gone.
+            Ok(0) => self.wrote(Err(std::io::ErrorKind::BrokenPipe.into())),
+            Ok(n) => {
+                self.unwritten.drain(..n);
+                self.written += n as u64;
+                while self
+                    .unsent
+                    .front()
+                    .is_some_and(|(end, ..)| *end <= self.written)
+                {
+                    let (_, line, slot) = self.unsent.pop_front().expect("checked");
+                    self.pending.push_back((line, slot));
+                }
+            }
             // tmux closed its end (the server was killed, or `%exit` is on
             // its way): the reader will see why, so callers get `Closed` and
             // wait for that reason rather than fail on a broken pipe.
             Err(err) if is_peer_gone(&err) => {
                 tracing::debug!(error = %err, "tmux closed its input");
                 self.stdin = None;
-                let _ = request.reply.send(Err(ControlError::Closed));
+                self.fail_unsent(|| ControlError::Closed);
             }
             Err(err) => {
-                let _ = request.reply.send(Err(ControlError::Io(err)));
+                // Which bytes tmux took is unknown, so the stream is no
+                // longer in step with the slots: stop writing; the reader
+                // still sees how the connection ends.
+                tracing::warn!(error = %err, "writing to tmux failed");
+                self.stdin = None;
+                let message = err.to_string();
+                self.fail_unsent(|| ControlError::Io(std::io::Error::other(message.clone())));
             }
         }
     }
 
+    fn fail_unsent(&mut self, error: impl Fn() -> ControlError) {
+        self.unwritten.clear();
+        for (_, _, slot) in self.unsent.drain(..) {
+            let _ = slot.send(Err(error()));
+        }
+    }
+
     /// Handles one decoded event; returns the exit reason on `%exit`.
-    async fn on_event(&mut self, event: ControlEvent) -> Option<ExitReason> {
+    /// Never waits: notifications go to the inbox, replies to their slots.
+    fn on_event(&mut self, event: ControlEvent) -> Option<ExitReason> {
         match event {
             ControlEvent::Reply(reply) if reply.guard.is_ours() => self.resolve(reply),
             ControlEvent::Reply(reply) => {
@@ -433,19 +686,14 @@ impl ConnectionTask {
                 );
             }
             ControlEvent::Notification(Notification::Exit { reason }) => {
-                let _ = self
-                    .notifications
-                    .send(Notification::Exit {
-                        reason: reason.clone(),
-                    })
-                    .await;
+                self.inbox.push(Notification::Exit {
+                    reason: reason.clone(),
+                });
                 return Some(ExitReason::Exit(reason));
             }
-            ControlEvent::Notification(notification) => {
-                // The receiver may be gone (a consumer that only sends
-                // commands); notifications are then dropped, not an error.
-                let _ = self.notifications.send(notification).await;
-            }
+            // A consumer that never reads (one that only sends commands)
+            // costs a flag and at most NOTIFICATION_BACKLOG entries.
+            ControlEvent::Notification(notification) => self.inbox.push(notification),
             ControlEvent::Stray(line) => {
                 tracing::debug!(line = %String::from_utf8_lossy(&line), "stray line from tmux");
             }
@@ -477,6 +725,7 @@ impl ConnectionTask {
     /// waiting command, and reaps the child.
     async fn finish(&mut self, reason: &ExitReason) {
         self.stdin = None;
+        self.fail_unsent(|| ControlError::Closed);
         for (_, slot) in self.pending.drain(..) {
             let _ = slot.send(Err(ControlError::Closed));
         }
@@ -486,12 +735,76 @@ impl ConnectionTask {
         }
         // tmux prints `%exit` and leaves within milliseconds of EOF; a child
         // that does not is killed rather than waited on forever.
-        if tokio::time::timeout(Duration::from_secs(2), self.child.wait())
+        if tokio::time::timeout(CHILD_EXIT_GRACE, self.child.wait())
             .await
             .is_err()
         {
             tracing::warn!(%reason, "tmux control client did not exit; killing it");
             let _ = self.child.kill().await;
         }
+    }
+}
+
+/// How long a closing connection waits for its `tmux -C` child to leave
+/// before killing it: part of the daemon's shutdown bound.
+pub const CHILD_EXIT_GRACE: Duration = Duration::from_secs(2);
+
+/// One write of as much of `bytes` as stdin takes now.
+async fn write_some(stdin: Option<&mut ChildStdin>, bytes: &[u8]) -> std::io::Result<usize> {
+    match stdin {
+        Some(stdin) => stdin.write(bytes).await,
+        // Not reached: the branch is disabled without stdin.
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::message::WindowId;
+
+    fn subscription(n: u8) -> Notification {
+        Notification::SubscriptionChanged {
+            name: "s".into(),
+            session: SessionId(1),
+            window: None,
+            window_index: None,
+            pane: None,
+            value: bytes::Bytes::from(vec![n]),
+        }
+    }
+
+    #[test]
+    fn change_signals_are_one_flag_and_the_queue_drops_past_its_bound() {
+        let (inbox, mut notifications) = inbox(3);
+        for n in 0..10_000 {
+            inbox.push(Notification::SessionsChanged);
+            inbox.push(Notification::UnlinkedWindowRenamed {
+                window: WindowId(n),
+                name: "x".into(),
+            });
+        }
+        for n in 0..5 {
+            inbox.push(subscription(n));
+        }
+        assert_eq!(lock(&inbox.0).queue.len(), 3, "memory stays bounded");
+        inbox.push(Notification::Exit { reason: None });
+        drop(inbox);
+        let mut seen = Vec::new();
+        while let Ok(incoming) = notifications.try_recv() {
+            seen.push(incoming);
+        }
+        assert_eq!(
+            seen,
+            [
+                Incoming::Overflowed { dropped: 2 },
+                Incoming::Changed,
+                Incoming::Notification(subscription(0)),
+                Incoming::Notification(subscription(1)),
+                Incoming::Notification(subscription(2)),
+                Incoming::Notification(Notification::Exit { reason: None }),
+            ]
+        );
+        assert_eq!(notifications.try_recv(), Err(Empty::Closed));
     }
 }

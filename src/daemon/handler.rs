@@ -98,6 +98,7 @@ impl Handler for DaemonHandler {
             started: self.started,
             uptime_secs: self.started_at.elapsed().as_secs(),
             sessions: self.snapshots.borrow().sessions().count(),
+            sessions_missed: self.snapshots.borrow().missed(),
             groups: self.groups.latest(),
             mcp_servers,
             actions,

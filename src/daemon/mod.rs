@@ -27,6 +27,15 @@
 //! next daemon), then the MCP pool stops (children's process groups
 //! terminated), then `@agent-daemon` is cleared over the still-open
 //! connection, and last the connection closes.
+//!
+//! # Shutdown bound
+//!
+//! Once asked to stop, the daemon is gone within [`SHUTDOWN_BOUND`] (8 s
+//! with the default 5 s drain grace), whatever it was doing: the tracker
+//! and the event forwarder end at once on the token, and every step after
+//! them has its own deadline ([`STEP_GRACE`], one second for the MCP pool),
+//! past which its task is abandoned and the order goes on. What was not
+//! delivered by then stays in the outbox.
 
 mod error;
 mod handler;
@@ -67,6 +76,19 @@ use crate::state::{LifecycleEvent, TrackEnd, Tracker};
 
 /// How long a stopping daemon keeps delivering the calls that are due.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
+
+/// How long each step of the shutdown besides the drain may take before it
+/// is abandoned (the services, the reactor after its drain, clearing
+/// `@agent-daemon`); the MCP pool gets two of these to end its children.
+pub const STEP_GRACE: Duration = Duration::from_millis(500);
+
+/// The longest a shutdown takes, from the token's cancellation to
+/// [`run`]'s return, with the default drain grace: services, drain,
+/// reactor stop, pool, `@agent-daemon` (0.5 + 5 + 0.5 + 1 + 0.5 s), rounded
+/// up. The connection's `tmux -C` child is then killed if it has not left
+/// ([`crate::control::connection::CHILD_EXIT_GRACE`]), without holding up
+/// the return.
+pub const SHUTDOWN_BOUND: Duration = Duration::from_secs(DRAIN_GRACE.as_secs() + 3);
 
 /// How many lifecycle events may wait between the tracker and the reactor.
 /// The reactor never waits on an MCP server, so this is only a buffer for
@@ -196,8 +218,8 @@ pub async fn run(
     }
 
     let (events_tx, events) = mpsc::channel(TRACKER_BACKLOG);
-    let tracking = tokio::spawn(tracker.run(events_tx, stopping));
-    forward_events(events, to_reactor).await;
+    let tracking = tokio::spawn(tracker.run(events_tx, stopping.clone()));
+    forward_events(events, to_reactor, &stopping).await;
     match tracking.await {
         Ok(Ok(end)) => {
             running.shut_down(Some(&end)).await;
@@ -340,18 +362,48 @@ async fn tmux_version(control: &ControlHandle, tracker: &Tracker) -> String {
 /// Passes the tracker's events on to the reactor, in order, until the
 /// tracker ends. The reactor's channel is deep and the reactor never waits
 /// on an MCP server, so this does not hold up the tracker; a reactor that
-/// has stopped is said once, and tracking goes on (groups, status).
+/// has stopped is said once, and tracking goes on (groups, status). A stop
+/// ends it at once: events not yet forwarded are dropped, and what the
+/// reactor already committed stays in the outbox.
 async fn forward_events(
     mut events: mpsc::Receiver<LifecycleEvent>,
     reactor: mpsc::Sender<LifecycleEvent>,
+    stopping: &CancellationToken,
 ) {
     let mut reactor = Some(reactor);
-    while let Some(event) = events.recv().await {
-        if let Some(to_reactor) = &reactor
-            && to_reactor.send(event).await.is_err()
-        {
-            tracing::error!("the reactor stopped; events are no longer acted on");
-            reactor = None;
+    let forwarding = async {
+        while let Some(event) = events.recv().await {
+            if let Some(to_reactor) = &reactor
+                && to_reactor.send(event).await.is_err()
+            {
+                tracing::error!("the reactor stopped; events are no longer acted on");
+                reactor = None;
+            }
+        }
+    };
+    tokio::select! {
+        () = forwarding => {}
+        () = stopping.cancelled() => {}
+    }
+}
+
+/// Waits for `task` at most `grace`; a task still running then is aborted
+/// and named in the log, so that no step can hold up the shutdown.
+async fn join_within<T>(what: &str, task: &mut JoinHandle<T>, grace: Duration) -> Option<T> {
+    match tokio::time::timeout(grace, &mut *task).await {
+        Ok(Ok(value)) => Some(value),
+        Ok(Err(err)) => {
+            tracing::error!(%err, task = what, "a task panicked");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(
+                task = what,
+                ?grace,
+                "a task did not stop in time; abandoned"
+            );
+            task.abort();
+            None
         }
     }
 }
@@ -479,8 +531,10 @@ impl Running {
         // socket file; a `stop` request being answered gets its answer
         // first) and the group reconciler.
         services.cancel();
-        for task in service_tasks {
-            let _ = task.await;
+        let services_deadline = tokio::time::Instant::now() + STEP_GRACE;
+        for mut task in service_tasks {
+            let left = services_deadline.saturating_duration_since(tokio::time::Instant::now());
+            join_within("service", &mut task, left).await;
         }
 
         // The tracker has dropped its sender, so the reactor sees the end
@@ -489,21 +543,33 @@ impl Running {
         let drained = tokio::time::timeout(drain_grace, &mut reacting).await;
         reactor_stop.cancel();
         let reacted = match drained {
-            Ok(reacted) => reacted,
-            Err(_) => reacting.await,
+            Ok(reacted) => Some(reacted),
+            Err(_) => join_within("reactor", &mut reacting, STEP_GRACE)
+                .await
+                .map(Ok),
         };
         match reacted {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => tracing::error!(%err, "the reactor failed"),
-            Err(err) => tracing::error!(%err, "the reactor panicked"),
+            Some(Ok(Ok(()))) | None => {}
+            Some(Ok(Err(err))) => tracing::error!(%err, "the reactor failed"),
+            Some(Err(err)) => tracing::error!(%err, "the reactor panicked"),
         }
-        let _ = health.await;
-        pool.shutdown().await;
+        let mut health = health;
+        join_within("health", &mut health, STEP_GRACE).await;
+        if tokio::time::timeout(2 * STEP_GRACE, pool.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the MCP servers did not stop in time; abandoned");
+        }
 
         // When the last session closed the server is exiting: nothing to
         // clear, and the connection may already be gone.
-        if !matches!(end, Some(TrackEnd::LastSessionClosed)) {
-            health::withdraw(&control).await;
+        if !matches!(end, Some(TrackEnd::LastSessionClosed))
+            && tokio::time::timeout(STEP_GRACE, health::withdraw(&control))
+                .await
+                .is_err()
+        {
+            tracing::warn!("could not clear @agent-daemon in time");
         }
         // Last, the connection; then the lock goes, and a next daemon may
         // start.

@@ -128,6 +128,10 @@ pub struct StatusReport {
     pub uptime_secs: u64,
     /// User sessions the tracker follows (the sidecar's own not counted).
     pub sessions: usize,
+    /// Sessions that lived and died between two listings, seen only as a
+    /// skipped id (each was a `session-missed` event).
+    #[serde(default)]
+    pub sessions_missed: u64,
     /// The groups as of the reconciler's last pass.
     pub groups: GroupsReport,
     /// Each configured MCP server's state (filled by the reactor).
@@ -326,6 +330,7 @@ mod tests {
             started: "2026-11-21T16:00:00Z".parse().unwrap(),
             uptime_secs: 5,
             sessions: 2,
+            sessions_missed: 0,
             groups: GroupsReport::default(),
             mcp_servers: vec![],
             actions: None,

@@ -23,6 +23,10 @@ pub enum EventKind {
     ClientAttached,
     /// A (non-control) client went away or switched away from a session.
     ClientDetached,
+    /// A session lived and died between two listings: its id was skipped
+    /// (tmux's ids only grow). Its name is not known (`session` is empty),
+    /// nor its creation time.
+    SessionMissed,
 }
 
 impl EventKind {
@@ -36,11 +40,12 @@ impl EventKind {
             Self::SessionClosed => "session-closed",
             Self::ClientAttached => "client-attached",
             Self::ClientDetached => "client-detached",
+            Self::SessionMissed => "session-missed",
         }
     }
 
     /// Every kind, in a stable order.
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 8] = [
         Self::SessionCreated,
         Self::SessionRenamed,
         Self::SessionAttached,
@@ -48,6 +53,7 @@ impl EventKind {
         Self::SessionClosed,
         Self::ClientAttached,
         Self::ClientDetached,
+        Self::SessionMissed,
     ];
 }
 

@@ -8,6 +8,13 @@
 //! while a server lives, so "new id" means created and "missing id" means
 //! closed. A session counts as attached while at least one non-control client
 //! is on it: control clients (ours, iTerm2's, other tools') are not people.
+//!
+//! Ids also only grow, so a gap says something the listings could not: a
+//! session that was created and killed between two of them. Ids above the
+//! highest seen so far that the new listing skips are such sessions, and
+//! each becomes a `session-missed` event. Ids below the first listing's
+//! highest are not: those sessions ended before we looked. Nor is the
+//! sidecar's own session.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -66,6 +73,11 @@ pub struct Model {
     sessions: BTreeMap<SessionId, Session>,
     /// Non-control clients by name, with the session they are on.
     clients: BTreeMap<String, SessionId>,
+    /// The highest session id any listing showed (the sidecar's included);
+    /// `None` before the first listing.
+    highest: Option<u32>,
+    /// How many sessions were missed (see the module doc).
+    missed: u64,
 }
 
 impl Model {
@@ -75,7 +87,14 @@ impl Model {
             sidecar,
             sessions: BTreeMap::new(),
             clients: BTreeMap::new(),
+            highest: None,
+            missed: 0,
         }
+    }
+
+    /// How many sessions lived and died between two listings, unseen.
+    pub fn missed(&self) -> u64 {
+        self.missed
     }
 
     /// The sidecar's own session, which never appears in the model.
@@ -140,6 +159,21 @@ impl Model {
                 events.push(event(EventKind::SessionClosed, &old.info, None));
             }
         }
+        for id in self.skipped(listing) {
+            events.push(LifecycleEvent {
+                kind: EventKind::SessionMissed,
+                session_id: id,
+                session: String::new(),
+                time: now,
+                client: None,
+                old_name: None,
+                session_created: None,
+            });
+        }
+        self.missed += events
+            .iter()
+            .filter(|e| e.kind == EventKind::SessionMissed)
+            .count() as u64;
         for (id, new) in &sessions {
             match self.sessions.get(id) {
                 None => events.push(event(EventKind::SessionCreated, &new.info, None)),
@@ -173,6 +207,28 @@ impl Model {
         self.sessions = sessions;
         self.clients = clients;
         events
+    }
+
+    /// The ids `listing` skips above the highest seen before it, and moves
+    /// the highest up. An empty listing (the server exited) skips nothing.
+    fn skipped(&mut self, listing: &Listing) -> Vec<SessionId> {
+        let Some(top) = listing.sessions.iter().map(|s| s.id.0).max() else {
+            return Vec::new();
+        };
+        let before = self.highest;
+        self.highest = Some(before.map_or(top, |before| before.max(top)));
+        let Some(before) = before else {
+            // The first listing: what it skips ended before we looked.
+            return Vec::new();
+        };
+        if top <= before {
+            return Vec::new();
+        }
+        let listed: BTreeSet<u32> = listing.sessions.iter().map(|s| s.id.0).collect();
+        (before + 1..top)
+            .filter(|id| !listed.contains(id) && *id != self.sidecar.0)
+            .map(SessionId)
+            .collect()
     }
 
     /// The listing as this model sees it: the sidecar's session left out,
@@ -391,6 +447,60 @@ mod tests {
                 (SessionAttached, 2)
             ]
         );
+    }
+
+    #[test]
+    fn a_skipped_id_is_a_missed_session_but_not_before_the_first_listing() {
+        use EventKind::*;
+        let mut model = Model::new(SessionId(4));
+        // $0..$2 ended before we looked; $4 is the sidecar's own.
+        model.reconcile(
+            &listing(vec![session(3, "a"), session(4, "tmux-agent")], vec![]),
+            Utc::now(),
+        );
+        assert_eq!(model.missed(), 0);
+        // $5 and $7 lived and died unseen; $6 is still there.
+        let events = model.reconcile(
+            &listing(
+                vec![session(3, "a"), session(6, "b"), session(8, "c")],
+                vec![],
+            ),
+            Utc::now(),
+        );
+        assert_eq!(
+            kinds(&events),
+            [
+                (SessionMissed, 5),
+                (SessionMissed, 7),
+                (SessionCreated, 6),
+                (SessionCreated, 8)
+            ]
+        );
+        assert_eq!(events[0].session, "");
+        assert_eq!(model.missed(), 2);
+        // A listing that only loses sessions skips nothing, nor does the
+        // empty listing of a server that exited.
+        assert!(
+            kinds(&model.reconcile(&listing(vec![session(8, "c")], vec![]), Utc::now()))
+                .iter()
+                .all(|(kind, _)| *kind == SessionClosed)
+        );
+        model.reconcile(&Listing::default(), Utc::now());
+        assert_eq!(model.missed(), 2);
+    }
+
+    #[test]
+    fn the_sidecar_skipping_an_id_is_no_miss() {
+        // The sidecar's session ($2) was made between the user's $1 and $3
+        // and is never listed as the model's.
+        let mut model = Model::new(SessionId(2));
+        model.reconcile(&listing(vec![session(1, "a")], vec![]), Utc::now());
+        let events = model.reconcile(
+            &listing(vec![session(1, "a"), session(3, "b")], vec![]),
+            Utc::now(),
+        );
+        assert_eq!(kinds(&events), [(EventKind::SessionCreated, 3)]);
+        assert_eq!(model.missed(), 0);
     }
 
     #[test]

@@ -9,7 +9,11 @@
 //! (sessions created by hooks, `tmux set @agent-group ...`) and anything
 //! missed. Notifications that arrive while a listing is in flight are
 //! coalesced into the next listing: a listing is the whole truth, so one is
-//! enough however many notifications asked for it.
+//! enough however many notifications asked for it. The connection does the
+//! coalescing (a flag, see [`crate::control::connection::Notifications`]),
+//! so however long a listing or a slow reactor keeps the tracker busy, the
+//! connection goes on reading tmux: the tracker waits on the connection
+//! (replies) and on the reactor (room for events), and neither waits on it.
 
 use chrono::Utc;
 use tokio::sync::{mpsc, watch};
@@ -18,7 +22,9 @@ use tokio_util::sync::CancellationToken;
 use super::LifecycleEvent;
 use super::model::{ClientInfo, Listing, Model, SessionInfo};
 use crate::control::command::{Command, CommandError, SubscriptionScope};
-use crate::control::connection::{Connection, ControlError, ControlHandle, ExitReason};
+use crate::control::connection::{
+    Connection, ControlError, ControlHandle, ExitReason, Incoming, Notifications,
+};
 use crate::control::server::ServerSocket;
 use crate::control::{Notification, SessionId};
 use crate::schema;
@@ -78,7 +84,7 @@ impl std::fmt::Display for TrackEnd {
 /// Follows one tmux server through its control connection.
 pub struct Tracker {
     control: ControlHandle,
-    notifications: mpsc::Receiver<Notification>,
+    notifications: Notifications,
     closed: tokio::task::JoinHandle<ExitReason>,
     model: Model,
     snapshots: watch::Sender<Model>,
@@ -135,31 +141,55 @@ impl Tracker {
 
     /// Runs until the connection ends or `shutdown` fires, sending events to
     /// `events` in the order they happened.
+    ///
+    /// `shutdown` ends it at once, whatever it was waiting for (a listing's
+    /// reply, room in `events`): events not yet sent are dropped, which is
+    /// what a stop means (the outbox holds what was already decided).
     pub async fn run(
         mut self,
         events: mpsc::Sender<LifecycleEvent>,
         shutdown: CancellationToken,
     ) -> Result<TrackEnd, TrackError> {
+        let tracking = async {
+            let reason = self.track(&events).await?;
+            Ok(self.end(reason, &events).await)
+        };
+        tokio::select! {
+            end = tracking => end,
+            () = shutdown.cancelled() => Ok(TrackEnd::Connection(ExitReason::Cancelled)),
+        }
+    }
+
+    /// Re-lists whenever the inbox says something may have changed, until
+    /// the connection ends; returns why it ended.
+    async fn track(
+        &mut self,
+        events: &mpsc::Sender<LifecycleEvent>,
+    ) -> Result<ExitReason, TrackError> {
         self.leave_if_alone().await?;
         loop {
-            let notification = tokio::select! {
-                n = self.notifications.recv() => n,
-                () = shutdown.cancelled() => return Ok(self.end(ExitReason::Cancelled, &events).await),
+            let Some(first) = self.notifications.recv().await else {
+                return Ok((&mut self.closed).await.unwrap_or(ExitReason::Eof));
             };
-            let Some(notification) = notification else {
-                let reason = (&mut self.closed).await.unwrap_or(ExitReason::Eof);
-                return Ok(self.end(reason, &events).await);
-            };
-            let mut dirty = is_trigger(&notification);
-            if let Notification::Exit { reason } = notification {
-                return Ok(self.end(ExitReason::Exit(reason), &events).await);
-            }
-            // Coalesce what is already queued into one listing.
-            while let Ok(more) = self.notifications.try_recv() {
-                if let Notification::Exit { reason } = more {
-                    return Ok(self.end(ExitReason::Exit(reason), &events).await);
+            // Everything already in the inbox is answered by one listing.
+            let mut dirty = false;
+            let mut next = Some(first);
+            while let Some(incoming) = next {
+                match incoming {
+                    Incoming::Changed => dirty = true,
+                    Incoming::Overflowed { dropped } => {
+                        tracing::warn!(
+                            dropped,
+                            "notifications from tmux were dropped; re-reading the server"
+                        );
+                        dirty = true;
+                    }
+                    Incoming::Notification(Notification::Exit { reason }) => {
+                        return Ok(ExitReason::Exit(reason));
+                    }
+                    Incoming::Notification(notification) => dirty |= is_trigger(&notification),
                 }
-                dirty |= is_trigger(&more);
+                next = self.notifications.try_recv().ok();
             }
             if !dirty {
                 continue;
@@ -205,7 +235,7 @@ impl Tracker {
     /// tells which. Sessions that went down with their server are closed in
     /// the model, so their `session-closed` actions (complete the goal, save
     /// the context) still happen.
-    async fn end(mut self, reason: ExitReason, events: &mpsc::Sender<LifecycleEvent>) -> TrackEnd {
+    async fn end(&mut self, reason: ExitReason, events: &mpsc::Sender<LifecycleEvent>) -> TrackEnd {
         if !matches!(reason, ExitReason::Exit(_) | ExitReason::Eof) {
             return TrackEnd::Connection(reason);
         }
@@ -236,7 +266,9 @@ impl Tracker {
     }
 }
 
-/// Whether a notification may mean the sessions or clients changed.
+/// Whether a queued notification may mean the sessions or clients changed
+/// (the change signals never reach here: the inbox turns them into
+/// [`Incoming::Changed`]).
 fn is_trigger(notification: &Notification) -> bool {
     match notification {
         Notification::SessionsChanged

@@ -21,6 +21,7 @@ pub mod join;
 pub mod leave;
 pub mod mcp;
 pub mod new;
+pub mod output;
 pub mod peers;
 pub mod reload;
 pub mod save;

@@ -35,9 +35,9 @@ pub async fn run(args: StatusArgs, global: &GlobalArgs) -> anyhow::Result<ExitCo
             if args.json {
                 let mut value = serde_json::to_value(&report)?;
                 value["running"] = json!(true);
-                println!("{}", serde_json::to_string(&value)?);
+                crate::outln!("{}", serde_json::to_string(&value)?);
             } else {
-                print_running(&report);
+                print_running(&report)?;
             }
             return Ok(ExitCode::SUCCESS);
         }
@@ -56,55 +56,57 @@ pub async fn run(args: StatusArgs, global: &GlobalArgs) -> anyhow::Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_running(report: &StatusReport) {
-    println!(
+fn print_running(report: &StatusReport) -> Result<(), crate::cli::output::OutputError> {
+    crate::outln!(
         "daemon: running, pid {}, up {}, tmux-agent {}",
         report.pid,
         duration(report.uptime_secs),
         report.version
     );
-    println!(
+    crate::outln!(
         "tmux:   {} on `{}`, {} tracked",
         report.tmux_version,
         report.server,
         count(report.sessions, "session")
     );
-    print_groups(&report.groups);
+    print_groups(&report.groups)?;
     for server in &report.mcp_servers {
         let detail = server
             .detail
             .as_deref()
             .map(|d| format!(" ({})", printable(d)))
             .unwrap_or_default();
-        println!("mcp:    {} {}{detail}", server.name, server.state);
+        crate::outln!("mcp:    {} {}{detail}", server.name, server.state);
     }
     if let Some(actions) = &report.actions {
-        println!(
+        crate::outln!(
             "actions: {} pending, {} failed",
-            actions.pending, actions.failed
+            actions.pending,
+            actions.failed
         );
         for failure in &actions.recent_failures {
-            println!("  {}", printable(failure));
+            crate::outln!("  {}", printable(failure));
         }
         for (server, count) in &actions.unconfigured {
-            println!(
+            crate::outln!(
                 "  {count} call(s) wait for `{}`, which no config names any more: configure it and `tmux-agent reload` to send them",
                 printable(server)
             );
         }
         if let Some(reason) = &actions.in_memory {
-            println!(
+            crate::outln!(
                 "outbox: IN MEMORY ({}): calls still go out but are lost if the daemon dies; once the disk is fixed the outbox moves back by itself",
                 printable(reason)
             );
         }
     }
+    Ok(())
 }
 
-fn print_groups(groups: &GroupsReport) {
+fn print_groups(groups: &GroupsReport) -> Result<(), crate::cli::output::OutputError> {
     if groups.groups.is_empty() {
-        println!("groups: none");
-        return;
+        crate::outln!("groups: none");
+        return Ok(());
     }
     let parts: Vec<String> = groups
         .groups
@@ -118,7 +120,8 @@ fn print_groups(groups: &GroupsReport) {
             )
         })
         .collect();
-    println!("groups: {}", parts.join("; "));
+    crate::outln!("groups: {}", parts.join("; "));
+    Ok(())
 }
 
 fn duration(secs: u64) -> String {
@@ -135,13 +138,13 @@ async fn print_from_tmux(groups: &Groups, why_not: &str, json: bool) -> anyhow::
     let server = groups.direct.server().clone();
     if !groups.direct.is_running().await {
         if json {
-            println!(
+            crate::outln!(
                 "{}",
                 json!({"running": false, "daemon": why_not, "server": server.to_string(), "tmux_running": false})
             );
         } else {
-            println!("daemon: {why_not}");
-            println!("tmux:   no server running on `{server}`");
+            crate::outln!("daemon: {why_not}");
+            crate::outln!("tmux:   no server running on `{server}`");
         }
         return Ok(());
     }
@@ -161,7 +164,7 @@ async fn print_from_tmux(groups: &Groups, why_not: &str, json: bool) -> anyhow::
         .filter(|v| v == "running")
         .is_some();
     if json {
-        println!(
+        crate::outln!(
             "{}",
             json!({
                 "running": false,
@@ -176,14 +179,14 @@ async fn print_from_tmux(groups: &Groups, why_not: &str, json: bool) -> anyhow::
         );
         return Ok(());
     }
-    println!("daemon: {why_not} (start it: tmux-agent ensure)");
-    println!(
+    crate::outln!("daemon: {why_not} (start it: tmux-agent ensure)");
+    crate::outln!(
         "tmux:   {version} on `{server}`, {}",
         count(observation.sessions.len(), "session")
     );
-    print_groups(&report);
+    print_groups(&report)?;
     if stale {
-        println!(
+        crate::outln!(
             "note:   @agent-daemon still says \"running\": the last daemon did not stop cleanly"
         );
     }

@@ -10,6 +10,7 @@ mod support;
 
 mod bad_input;
 mod builtin_default;
+mod closed_stdout;
 mod codec;
 mod command_tmux;
 mod commands;

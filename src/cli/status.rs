@@ -28,6 +28,9 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
+/// What `status` says when no daemon holds the server's lock.
+const NOT_RUNNING: &str = "not running";
+
 pub async fn run(args: StatusArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let groups = Groups::new(global);
     let why_not = match crate::ipc::request(&groups.endpoint, &Request::Status).await {
@@ -48,7 +51,7 @@ pub async fn run(args: StatusArgs, global: &GlobalArgs) -> anyhow::Result<ExitCo
                 "starting or stuck (it holds the lock{}, but its socket does not answer)",
                 pid.map(|p| format!(" as pid {p}")).unwrap_or_default()
             ),
-            None => "not running".to_owned(),
+            None => NOT_RUNNING.to_owned(),
         },
         Err(err) => format!("not answering ({err})"),
     };
@@ -163,6 +166,17 @@ async fn print_from_tmux(groups: &Groups, why_not: &str, json: bool) -> anyhow::
         .await?
         .filter(|v| v == "running")
         .is_some();
+    // Nobody holds the daemon's lock, so no daemon is attached or starting:
+    // a `running` left by one that was SIGKILLed would only mislead status
+    // lines. Clear it (a daemon that starts sets it again).
+    let cleared = stale
+        && why_not == NOT_RUNNING
+        && groups
+            .direct
+            .oneshot()
+            .run(&Command::unset_global_option(schema::global::DAEMON)?)
+            .await
+            .is_ok();
     if json {
         crate::outln!(
             "{}",
@@ -175,6 +189,7 @@ async fn print_from_tmux(groups: &Groups, why_not: &str, json: bool) -> anyhow::
                 "sessions": observation.sessions.len(),
                 "groups": report,
                 "stale_daemon_option": stale,
+                "stale_daemon_option_cleared": cleared,
             })
         );
         return Ok(());
@@ -185,7 +200,11 @@ async fn print_from_tmux(groups: &Groups, why_not: &str, json: bool) -> anyhow::
         count(observation.sessions.len(), "session")
     );
     print_groups(&report)?;
-    if stale {
+    if cleared {
+        crate::outln!(
+            "note:   @agent-daemon said \"running\", left by a daemon that did not stop cleanly; cleared it"
+        );
+    } else if stale {
         crate::outln!(
             "note:   @agent-daemon still says \"running\": the last daemon did not stop cleanly"
         );

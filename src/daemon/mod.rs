@@ -30,6 +30,7 @@
 mod error;
 mod handler;
 mod health;
+mod link;
 mod ready;
 mod reload;
 mod save;
@@ -176,7 +177,7 @@ pub async fn run(
     // the daemon in a process that goes on.
     let closing = CancellationToken::new();
     let close_connection = closing.clone().drop_guard();
-    let tracker = attach(&server, closing).await?;
+    let tracker = attach(&server, closing.child_token()).await?;
     health::announce(&tracker.control()).await?;
     tracing::info!(
         server = %server,
@@ -194,22 +195,29 @@ pub async fn run(
     }
 
     let (events_tx, events) = mpsc::channel(TRACKER_BACKLOG);
-    let tracking = tokio::spawn(tracker.run(events_tx, stopping));
-    forward_events(events, to_reactor).await;
-    match tracking.await {
-        Ok(Ok(end)) => {
-            running.shut_down(Some(&end)).await;
+    let forwarding = tokio::spawn(forward_events(events, to_reactor));
+    // The tracker, on one connection after another (see `link`): the link
+    // holds the only events sender, so forwarding ends with it.
+    let link = link::Link {
+        server: server.clone(),
+        control: running.control.clone(),
+        snapshots: tracker.snapshot_sender(),
+        closing: closing.clone(),
+        stopping,
+        events: events_tx,
+    };
+    let followed = link.follow(tracker).await;
+    let _ = forwarding.await;
+    match followed {
+        Ok(end) => {
+            running.shut_down(Some(&end), &server).await;
             let exit = Exit::from(end);
             tracing::info!(%exit, "tmux-agent daemon stopped");
             Ok(exit)
         }
-        Ok(Err(source)) => {
-            running.shut_down(None).await;
-            Err(DaemonError::Tracking { server, source })
-        }
-        Err(panicked) => {
-            running.shut_down(None).await;
-            Err(DaemonError::TrackerPanicked(panicked))
+        Err(err) => {
+            running.shut_down(None, &server).await;
+            Err(err)
         }
     }
 }
@@ -439,7 +447,7 @@ impl Running {
     /// The shutdown order (see the module doc), once tracking has ended:
     /// `end` is how, `None` when it failed. The connection closes when
     /// [`run`] returns.
-    async fn shut_down(self, end: Option<&TrackEnd>) {
+    async fn shut_down(self, end: Option<&TrackEnd>, server: &ServerSocket) {
         let Self {
             control,
             services,
@@ -477,9 +485,14 @@ impl Running {
         let _ = health.await;
         pool.shutdown().await;
 
-        // When the last session closed the server is exiting: nothing to
-        // clear, and the connection may already be gone.
-        if !matches!(end, Some(TrackEnd::LastSessionClosed)) {
+        // When the last session closed the connection is gone with our
+        // session, and the server is exiting; but a session created since
+        // the link looked would keep it alive, and `@agent-daemon` must
+        // not say `running` there (a one-shot fails harmlessly if the
+        // server is gone).
+        if matches!(end, Some(TrackEnd::LastSessionClosed)) {
+            health::withdraw_oneshot(server).await;
+        } else {
             health::withdraw(&control).await;
         }
         // Last, the connection; then the lock goes, and a next daemon may

@@ -28,6 +28,7 @@ mod mcp_reconfigure;
 mod options;
 mod reactor;
 mod reactor_memory;
+mod reconnect;
 mod serve_agent;
 mod serve_concurrency;
 mod serve_contexts;

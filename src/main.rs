@@ -25,6 +25,9 @@ async fn main() -> ExitCode {
         .init();
     match cli::run(cli).await {
         Ok(code) => code,
+        // The reader of our output has gone (`| head`): it saw what it
+        // wanted, so this is a success, and nothing is said.
+        Err(err) if cli::output::is_closed_stdout(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("tmux-agent: {err:#}");
             ExitCode::FAILURE

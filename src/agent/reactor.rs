@@ -79,10 +79,13 @@ pub enum ReactorError {
     Command(#[from] crate::control::command::CommandError),
 }
 
-/// The checkpoint timer of `settings`, if they ask for checkpoints.
+/// The checkpoint timer of `settings`, if they ask for checkpoints. Its
+/// first tick is one interval away (`interval` would tick at once): a
+/// daemon that starts, or a reload, must not save every attached session
+/// right then, and "every N" means N after start too.
 fn checkpoint_timer(settings: &ReactorSettings) -> Option<tokio::time::Interval> {
     settings.checkpoint_interval.map(|every| {
-        let mut timer = tokio::time::interval(every);
+        let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         timer
     })
@@ -619,6 +622,19 @@ mod tests {
         assert_eq!(calls[1].args["context"]["session"], "work");
         assert_eq!(calls[2].args, json!({"id": "g-1"}));
         assert_eq!(outbox.lock().open_count().unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_first_checkpoint_comes_one_interval_after_start() {
+        let every = Duration::from_millis(300);
+        let settings = ReactorSettings {
+            checkpoint_interval: Some(every),
+            ..ReactorSettings::default()
+        };
+        let start = tokio::time::Instant::now();
+        let mut timer = checkpoint_timer(&settings).expect("a timer");
+        timer.tick().await;
+        assert!(start.elapsed() >= every, "{:?}", start.elapsed());
     }
 
     /// Checkpoints go to attached sessions only, under their own trigger.

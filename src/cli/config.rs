@@ -41,17 +41,17 @@ pub struct ShowArgs {
 pub async fn run(cmd: ConfigCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let configuration = Configuration::load(global.config.clone()).await?;
     match cmd {
-        ConfigCommand::Check => Ok(check(&configuration)),
+        ConfigCommand::Check => check(&configuration),
         ConfigCommand::Show(args) => show(&configuration, args),
     }
 }
 
-fn check(configuration: &Configuration) -> ExitCode {
+fn check(configuration: &Configuration) -> anyhow::Result<ExitCode> {
     for problem in &configuration.problems {
-        println!("{problem}");
+        crate::outln!("{problem}");
     }
     for warning in &configuration.warnings {
-        println!("warning: {warning}");
+        crate::outln!("warning: {warning}");
     }
     let discovered = &configuration.servers;
     if configuration.problems.is_empty() {
@@ -60,7 +60,7 @@ fn check(configuration: &Configuration) -> ExitCode {
             .iter()
             .map(|f| f.display().to_string())
             .collect();
-        println!(
+        crate::outln!(
             "config OK: {} MCP server(s), {} skipped; files read: {}",
             discovered.servers.len(),
             discovered.skipped.len(),
@@ -70,9 +70,9 @@ fn check(configuration: &Configuration) -> ExitCode {
                 files.join(", ")
             }
         );
-        ExitCode::SUCCESS
+        Ok(ExitCode::SUCCESS)
     } else {
-        ExitCode::FAILURE
+        Ok(ExitCode::FAILURE)
     }
 }
 
@@ -102,9 +102,9 @@ fn show(configuration: &Configuration, args: ShowArgs) -> anyhow::Result<ExitCod
         "skipped": skipped,
     });
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&effective)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&effective)?);
     } else {
-        println!("{}", toml::to_string_pretty(&without_nulls(effective))?);
+        crate::outln!("{}", toml::to_string_pretty(&without_nulls(effective))?);
     }
     Ok(if configuration.problems.is_empty() {
         ExitCode::SUCCESS

@@ -164,6 +164,6 @@ pub fn session_json(session: &SessionRef, group: Option<&GroupView>, daemon: boo
 
 /// Prints a JSON value on one line.
 pub fn print_json(value: &Value) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string(value)?);
+    crate::outln!("{}", serde_json::to_string(value)?);
     Ok(())
 }

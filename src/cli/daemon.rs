@@ -118,7 +118,7 @@ fn describe(exit: &Exit, server: &ServerSocket) -> String {
 /// `daemon --detach`: starts a background daemon and says where it runs.
 async fn detach(global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let (pid, log_path) = spawn_detached(global).await?;
-    println!(
+    crate::outln!(
         "tmux-agent daemon running on `{}` (pid {pid}); log: {}",
         global.server(),
         log_path.display()

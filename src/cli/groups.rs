@@ -37,10 +37,10 @@ pub async fn run(args: GroupsArgs, global: &GlobalArgs) -> anyhow::Result<ExitCo
         return Ok(ExitCode::SUCCESS);
     }
     if report.groups.is_empty() {
-        println!("no groups (join one: tmux-agent join GROUP)");
+        crate::outln!("no groups (join one: tmux-agent join GROUP)");
     }
     for group in &report.groups {
-        println!("{} ({})", group.name, count(group.members.len(), "member"));
+        crate::outln!("{} ({})", group.name, count(group.members.len(), "member"));
         let width = group
             .members
             .iter()
@@ -48,18 +48,18 @@ pub async fn run(args: GroupsArgs, global: &GlobalArgs) -> anyhow::Result<ExitCo
             .max()
             .unwrap_or(0);
         for member in &group.members {
-            println!(
+            crate::outln!(
                 "  {:<width$}  {}",
                 who(member.id, &member.name),
                 member.role
             );
         }
         for line in context_lines(group) {
-            println!("{line}");
+            crate::outln!("{line}");
         }
     }
     for ignored in &report.ignored {
-        println!(
+        crate::outln!(
             "ignored: {} has @agent-group {:?}: {}",
             who(ignored.id, &ignored.name),
             printable(&ignored.group),

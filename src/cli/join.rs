@@ -46,15 +46,15 @@ pub async fn run(args: JoinArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode
     }
     let me = who(session.id, &session.name);
     match before.as_deref() {
-        Some(old) if old == group.as_str() => println!("{me} is already in {group}"),
-        Some(old) => println!(
+        Some(old) if old == group.as_str() => crate::outln!("{me} is already in {group}"),
+        Some(old) => crate::outln!(
             "{me} left {} and joined {group}",
             super::coordination::printable(old)
         ),
-        None => println!("{me} joined {group}"),
+        None => crate::outln!("{me} joined {group}"),
     }
     for line in session_lines(&session, view) {
-        println!("{line}");
+        crate::outln!("{line}");
     }
     Ok(ExitCode::SUCCESS)
 }

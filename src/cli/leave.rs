@@ -44,18 +44,18 @@ pub async fn run(args: LeaveArgs, global: &GlobalArgs) -> anyhow::Result<ExitCod
     }
     let me = who(session.id, &session.name);
     let Some(old) = before else {
-        println!("{me} is in no group; nothing to leave");
+        crate::outln!("{me} is in no group; nothing to leave");
         return Ok(ExitCode::SUCCESS);
     };
     let old = printable(&old);
-    println!("{me} left {old}");
+    crate::outln!("{me} left {old}");
     match remaining {
-        Some(group) => println!(
+        Some(group) => crate::outln!(
             "{old} now has {}, coordinated by {}",
             count(group.members.len(), "member"),
             who(group.coordinator.id, &group.coordinator.name)
         ),
-        None => println!("{old} has no members left and is gone"),
+        None => crate::outln!("{old} has no members left and is gone"),
     }
     Ok(ExitCode::SUCCESS)
 }

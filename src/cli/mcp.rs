@@ -181,11 +181,11 @@ async fn servers(discovered: Discovered, args: ServersArgs) -> anyhow::Result<Ex
     let list = pool.servers();
     pool.shutdown().await;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&list)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&list)?);
     } else if list.is_empty() {
-        println!("No MCP servers configured.\n\n{SOURCES}");
+        crate::outln!("No MCP servers configured.\n\n{SOURCES}");
     } else {
-        print_servers(&list);
+        print_servers(&list)?;
     }
     Ok(if failed {
         ExitCode::FAILURE
@@ -194,18 +194,23 @@ async fn servers(discovered: Discovered, args: ServersArgs) -> anyhow::Result<Ex
     })
 }
 
-fn print_servers(list: &[ServerStatus]) {
+fn print_servers(list: &[ServerStatus]) -> Result<(), crate::cli::output::OutputError> {
     let width = |f: &dyn Fn(&ServerStatus) -> usize| list.iter().map(f).max().unwrap_or(0);
     let name_w = width(&|s| s.name.len()).max(4);
     let state_w = width(&|s| s.state.len()).max(5);
-    println!(
+    crate::outln!(
         "{:name_w$}  {:9}  {:state_w$}  SOURCE",
-        "NAME", "TRANSPORT", "STATE"
+        "NAME",
+        "TRANSPORT",
+        "STATE"
     );
     for s in list {
-        println!(
+        crate::outln!(
             "{:name_w$}  {:9}  {:state_w$}  {}",
-            s.name, s.transport, s.state, s.source
+            s.name,
+            s.transport,
+            s.state,
+            s.source
         );
         if let Some(c) = &s.connection {
             let server = match (&c.server_name, &c.server_version) {
@@ -213,16 +218,17 @@ fn print_servers(list: &[ServerStatus]) {
                 (Some(n), None) => format!("{n}, "),
                 _ => String::new(),
             };
-            println!(
+            crate::outln!(
                 "{:name_w$}  {server}protocol {}, connected in {}",
                 "",
                 c.protocol_version,
                 secs(c.connect_time)
             );
         } else if let Some(detail) = &s.detail {
-            println!("{:name_w$}  {detail}", "");
+            crate::outln!("{:name_w$}  {detail}", "");
         }
     }
+    Ok(())
 }
 
 /// A pool with only `server` in it (so other servers set to connect at
@@ -250,7 +256,7 @@ async fn tools(discovered: Discovered, args: ToolsArgs) -> anyhow::Result<ExitCo
         Err(err) => return fail(&err, args.json),
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&tools)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&tools)?);
         return Ok(ExitCode::SUCCESS);
     }
     let width = tools.iter().map(|t| t.name.len()).max().unwrap_or(0);
@@ -260,7 +266,7 @@ async fn tools(discovered: Discovered, args: ToolsArgs) -> anyhow::Result<ExitCo
             .as_deref()
             .and_then(|d| d.lines().next())
             .unwrap_or("");
-        println!("{:width$}  {description}", tool.name);
+        crate::outln!("{:width$}  {description}", tool.name);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -303,12 +309,12 @@ async fn call(discovered: Discovered, args: CallArgs) -> anyhow::Result<ExitCode
     match result {
         Ok(output) => {
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&output)?);
+                crate::outln!("{}", serde_json::to_string_pretty(&output)?);
             } else {
                 match (&output.source, &output.value) {
-                    (OutputSource::Text, Value::String(text)) => println!("{text}"),
+                    (OutputSource::Text, Value::String(text)) => crate::outln!("{text}"),
                     (OutputSource::Empty, _) => {}
-                    (_, value) => println!("{}", serde_json::to_string_pretty(value)?),
+                    (_, value) => crate::outln!("{}", serde_json::to_string_pretty(value)?),
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -329,7 +335,7 @@ fn fail(err: &CallError, json: bool) -> anyhow::Result<ExitCode> {
         {
             body["structured"] = s.clone();
         }
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string_pretty(&json!({ "error": body }))?
         );
@@ -373,15 +379,15 @@ async fn stats(
         }
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&stats)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&stats)?);
         return Ok(ExitCode::SUCCESS);
     }
     if stats.is_empty() {
-        println!("No MCP servers configured.");
+        crate::outln!("No MCP servers configured.");
     }
     for s in &stats {
         let c = &s.counters;
-        println!(
+        crate::outln!(
             "{}: {} calls, {} ok, {} tool errors, {} JSON-RPC errors, {} timeouts, {} transport errors, {} rejected; {} connects, {} reconnects",
             s.server,
             c.calls,
@@ -396,20 +402,26 @@ async fn stats(
         );
         let l = &s.latency;
         if l.count > 0 {
-            println!(
+            crate::outln!(
                 "  latency ms: min {:.3}  p50 {:.3}  p95 {:.3}  p99 {:.3}  max {:.3}",
-                l.min_ms, l.p50_ms, l.p95_ms, l.p99_ms, l.max_ms
+                l.min_ms,
+                l.p50_ms,
+                l.p95_ms,
+                l.p99_ms,
+                l.max_ms
             );
         }
         for (tool, t) in &s.tools {
-            println!(
+            crate::outln!(
                 "  {tool}: {} calls, p50 {:.3} ms, p95 {:.3} ms",
-                t.counters.calls, t.latency.p50_ms, t.latency.p95_ms
+                t.counters.calls,
+                t.latency.p50_ms,
+                t.latency.p95_ms
             );
         }
     }
     if args.server.is_none() && !stats.is_empty() {
-        println!("(figures of this process only; the daemon will serve live ones)");
+        crate::outln!("(figures of this process only; the daemon will serve live ones)");
     }
     Ok(ExitCode::SUCCESS)
 }

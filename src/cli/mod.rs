@@ -22,6 +22,7 @@ pub mod leave;
 pub mod mcp;
 pub mod new;
 pub mod outbox;
+pub mod output;
 pub mod peers;
 pub mod reload;
 pub mod save;

@@ -167,18 +167,18 @@ pub async fn run(args: NewArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode>
         }))?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!("created session {}", who(id, &session.name));
+    crate::outln!("created session {}", who(id, &session.name));
     if let Some(goal) = &args.goal {
-        println!("  goal: {}", super::coordination::printable(goal));
+        crate::outln!("  goal: {}", super::coordination::printable(goal));
     }
     if let Some(kind) = &args.agent_type {
-        println!("  type: {}", super::coordination::printable(kind));
+        crate::outln!("  type: {}", super::coordination::printable(kind));
     }
     if args.group.is_some() {
         for line in session_lines(&session, view) {
-            println!("  {line}");
+            crate::outln!("  {line}");
         }
     }
-    println!("attach: {attach}");
+    crate::outln!("attach: {attach}");
     Ok(ExitCode::SUCCESS)
 }

@@ -111,7 +111,7 @@ fn run_blocking(cmd: OutboxCommand, path: &Path, server: &str) -> anyhow::Result
             if args.json {
                 print_json(&serde_json::json!([]))?;
             } else {
-                println!(
+                crate::outln!(
                     "no outbox yet for `{server}` ({}): no daemon has run on this server",
                     path.display()
                 );
@@ -143,12 +143,12 @@ fn run_blocking(cmd: OutboxCommand, path: &Path, server: &str) -> anyhow::Result
             if args.json {
                 print_json(&serde_json::to_value(&entries)?)?;
             } else {
-                print_entries(&entries, which);
+                print_entries(&entries, which)?;
             }
         }
         OutboxCommand::Retry(pick) => {
             let n = open()?.retry_failed(pick.which())?;
-            println!(
+            crate::outln!(
                 "{}; a running daemon sends {} within a minute, or the next one at start",
                 match n {
                     0 => "no failed calls to retry".to_owned(),
@@ -160,7 +160,7 @@ fn run_blocking(cmd: OutboxCommand, path: &Path, server: &str) -> anyhow::Result
         }
         OutboxCommand::Drop(pick) => {
             let n = open()?.drop_failed(pick.which())?;
-            println!(
+            crate::outln!(
                 "{}",
                 match n {
                     0 => "no failed calls to drop".to_owned(),
@@ -173,9 +173,12 @@ fn run_blocking(cmd: OutboxCommand, path: &Path, server: &str) -> anyhow::Result
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_entries(entries: &[OutboxEntry], which: Undelivered) {
+fn print_entries(
+    entries: &[OutboxEntry],
+    which: Undelivered,
+) -> Result<(), super::output::OutputError> {
     if entries.is_empty() {
-        println!(
+        crate::outln!(
             "{}",
             match which {
                 Undelivered::Failed => "no failed calls",
@@ -183,7 +186,7 @@ fn print_entries(entries: &[OutboxEntry], which: Undelivered) {
                 Undelivered::All => "nothing undelivered: every call was delivered",
             }
         );
-        return;
+        return Ok(());
     }
     for e in entries {
         let when = DateTime::<Utc>::from_timestamp_millis(e.entry.created_at)
@@ -199,7 +202,7 @@ fn print_entries(entries: &[OutboxEntry], which: Undelivered) {
             .as_deref()
             .map(|err| format!(": {}", printable(err)))
             .unwrap_or_default();
-        println!(
+        crate::outln!(
             "{:>6} {:<9} {} {} {}/{} attempts {} at {when}{error}",
             e.entry.id,
             e.entry.state,
@@ -211,8 +214,9 @@ fn print_entries(entries: &[OutboxEntry], which: Undelivered) {
         );
     }
     if entries.iter().any(|e| e.entry.state == "failed") {
-        println!(
+        crate::outln!(
             "retry with `tmux-agent outbox retry ID` (or --all-failed), or drop with `tmux-agent outbox drop ID`"
         );
     }
+    Ok(())
 }

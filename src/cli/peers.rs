@@ -42,7 +42,7 @@ pub async fn run(args: PeersArgs, global: &GlobalArgs) -> anyhow::Result<ExitCod
         }
         print_json(&out)?;
     } else if let Some(ignored) = ignored {
-        println!(
+        crate::outln!(
             "{}: in no group: its @agent-group {:?} is ignored: {}",
             who(session.id, &session.name),
             printable(&ignored.group),
@@ -50,7 +50,7 @@ pub async fn run(args: PeersArgs, global: &GlobalArgs) -> anyhow::Result<ExitCod
         );
     } else {
         for line in session_lines(&session, view) {
-            println!("{line}");
+            crate::outln!("{line}");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -27,7 +27,7 @@ pub async fn run(_args: ReloadArgs, global: &GlobalArgs) -> anyhow::Result<ExitC
     let endpoint = Endpoint::for_server(&global.server());
     match crate::ipc::request(&endpoint, &Request::Reload).await {
         Ok(Response::Reloaded { message }) => {
-            println!("reloaded: {message}");
+            crate::outln!("reloaded: {message}");
             Ok(ExitCode::SUCCESS)
         }
         Ok(Response::Error { message }) => bail!("reload failed: {message}"),

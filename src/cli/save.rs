@@ -69,7 +69,7 @@ pub async fn run(args: SaveArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode
     } else {
         let me = who(session.id, &session.name);
         if ok {
-            println!("saved {me}");
+            crate::outln!("saved {me}");
         } else if report.complete {
             eprintln!("tmux-agent: saving {me} failed:");
         } else {
@@ -81,7 +81,7 @@ pub async fn run(args: SaveArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode
         for call in &report.calls {
             let line = format!("  {}", call_line(call));
             if ok {
-                println!("{line}");
+                crate::outln!("{line}");
             } else {
                 eprintln!("{line}");
             }

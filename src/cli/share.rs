@@ -73,8 +73,8 @@ pub async fn run(args: ShareArgs, global: &GlobalArgs) -> anyhow::Result<ExitCod
         })
         .unwrap_or_default();
     match &value {
-        Some(value) => println!("shared {key}={} with {group} ({members})", printable(value)),
-        None => println!("removed {key} from {group}'s shared context ({members})"),
+        Some(value) => crate::outln!("shared {key}={} with {group} ({members})", printable(value)),
+        None => crate::outln!("removed {key} from {group}'s shared context ({members})"),
     }
     Ok(ExitCode::SUCCESS)
 }

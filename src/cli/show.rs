@@ -105,16 +105,16 @@ pub async fn run(args: ShowArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode
         return Ok(ExitCode::SUCCESS);
     }
 
-    println!("{}", who(session.id, &session.name));
+    crate::outln!("{}", who(session.id, &session.name));
     let shown = |option: &str| {
         option_value(&options, option)
             .map(|v| printable(v).into_owned())
             .unwrap_or_else(|| "-".to_owned())
     };
-    println!("  goal:    {}", shown(schema::session::GOAL));
-    println!("  type:    {}", shown(schema::session::TYPE));
-    println!("  goal id: {}", shown(schema::session::GOAL_ID));
-    println!(
+    crate::outln!("  goal:    {}", shown(schema::session::GOAL));
+    crate::outln!("  type:    {}", shown(schema::session::TYPE));
+    crate::outln!("  goal id: {}", shown(schema::session::GOAL_ID));
+    crate::outln!(
         "  state:   {}",
         state_line(option_value(&options, schema::session::STATE))
     );
@@ -128,7 +128,7 @@ pub async fn run(args: ShowArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode
         ),
         None => "-".to_owned(),
     };
-    println!("  group:   {group}");
+    crate::outln!("  group:   {group}");
     let saved = match option_value(&options, schema::session::SAVED) {
         Some(saved) => match saved.parse::<DateTime<Utc>>() {
             Ok(at) => format!("{} ({})", printable(saved), ago(at)),
@@ -136,16 +136,16 @@ pub async fn run(args: ShowArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode
         },
         None => "never".to_owned(),
     };
-    println!("  saved:   {saved}");
-    println!("  calls:   {}", calls_line(counts.as_ref()));
+    crate::outln!("  saved:   {saved}");
+    crate::outln!("  calls:   {}", calls_line(counts.as_ref()));
     if !history.is_empty() {
-        println!("  recent calls, newest first:");
+        crate::outln!("  recent calls, newest first:");
         for entry in &history {
-            println!("    {}", history_line(entry));
+            crate::outln!("    {}", history_line(entry));
         }
     }
     if let Some(why) = daemon {
-        println!(
+        crate::outln!(
             "  daemon:  {why}: nothing is sent and the state is as it left it (start it: tmux-agent ensure)"
         );
     }

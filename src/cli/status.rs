@@ -28,6 +28,9 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
+/// What `status` says when no daemon holds the server's lock.
+const NOT_RUNNING: &str = "not running";
+
 pub async fn run(args: StatusArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let groups = Groups::new(global);
     let why_not = match crate::ipc::request(&groups.endpoint, &Request::Status).await {
@@ -35,9 +38,9 @@ pub async fn run(args: StatusArgs, global: &GlobalArgs) -> anyhow::Result<ExitCo
             if args.json {
                 let mut value = serde_json::to_value(&report)?;
                 value["running"] = json!(true);
-                println!("{}", serde_json::to_string(&value)?);
+                crate::outln!("{}", serde_json::to_string(&value)?);
             } else {
-                print_running(&report);
+                print_running(&report)?;
             }
             return Ok(ExitCode::SUCCESS);
         }
@@ -48,7 +51,7 @@ pub async fn run(args: StatusArgs, global: &GlobalArgs) -> anyhow::Result<ExitCo
                 "starting or stuck (it holds the lock{}, but its socket does not answer)",
                 pid.map(|p| format!(" as pid {p}")).unwrap_or_default()
             ),
-            None => "not running".to_owned(),
+            None => NOT_RUNNING.to_owned(),
         },
         Err(err) => format!("not answering ({err})"),
     };
@@ -56,61 +59,63 @@ pub async fn run(args: StatusArgs, global: &GlobalArgs) -> anyhow::Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_running(report: &StatusReport) {
-    println!(
+fn print_running(report: &StatusReport) -> Result<(), crate::cli::output::OutputError> {
+    crate::outln!(
         "daemon: running, pid {}, up {}, tmux-agent {}",
         report.pid,
         duration(report.uptime_secs),
         report.version
     );
-    println!(
+    crate::outln!(
         "tmux:   {} on `{}`, {} tracked",
         report.tmux_version,
         report.server,
         count(report.sessions, "session")
     );
-    println!("sessions missed: {}", report.sessions_missed);
-    print_groups(&report.groups);
+    crate::outln!("sessions missed: {}", report.sessions_missed);
+    print_groups(&report.groups)?;
     for server in &report.mcp_servers {
         let detail = server
             .detail
             .as_deref()
             .map(|d| format!(" ({})", printable(d)))
             .unwrap_or_default();
-        println!("mcp:    {} {}{detail}", server.name, server.state);
+        crate::outln!("mcp:    {} {}{detail}", server.name, server.state);
     }
     if let Some(actions) = &report.actions {
-        println!(
+        crate::outln!(
             "actions: {} pending, {} failed",
-            actions.pending, actions.failed
+            actions.pending,
+            actions.failed
         );
         for failure in &actions.recent_failures {
-            println!("  {}", printable(failure));
+            crate::outln!("  {}", printable(failure));
         }
         if actions.failed > 0 {
-            println!(
+            crate::outln!(
                 "  failed calls are kept: `tmux-agent outbox list --failed`, then `outbox retry` or `outbox drop`"
             );
         }
         for (server, count) in &actions.unconfigured {
-            println!(
+            crate::outln!(
                 "  {count} call(s) wait for `{}`, which no config names any more: configure it and `tmux-agent reload` to send them",
                 printable(server)
             );
         }
         if let Some(reason) = &actions.in_memory {
-            println!(
+            crate::outln!(
                 "outbox: IN MEMORY ({}): calls still go out but are lost if the daemon dies; once the disk is fixed the outbox moves back by itself",
                 printable(reason)
             );
         }
     }
+    Ok(())
 }
 
-fn print_groups(groups: &GroupsReport) {
+fn print_groups(groups: &GroupsReport) -> Result<(), crate::cli::output::OutputError> {
     if groups.groups.is_empty() {
-        println!("groups: none");
-        return;
+        crate::outln!("groups: none");
+        return Ok(());
     }
     let parts: Vec<String> = groups
         .groups
@@ -124,7 +129,8 @@ fn print_groups(groups: &GroupsReport) {
             )
         })
         .collect();
-    println!("groups: {}", parts.join("; "));
+    crate::outln!("groups: {}", parts.join("; "));
+    Ok(())
 }
 
 fn duration(secs: u64) -> String {
@@ -141,13 +147,13 @@ async fn print_from_tmux(groups: &Groups, why_not: &str, json: bool) -> anyhow::
     let server = groups.direct.server().clone();
     if !groups.direct.is_running().await {
         if json {
-            println!(
+            crate::outln!(
                 "{}",
                 json!({"running": false, "daemon": why_not, "server": server.to_string(), "tmux_running": false})
             );
         } else {
-            println!("daemon: {why_not}");
-            println!("tmux:   no server running on `{server}`");
+            crate::outln!("daemon: {why_not}");
+            crate::outln!("tmux:   no server running on `{server}`");
         }
         return Ok(());
     }
@@ -166,8 +172,19 @@ async fn print_from_tmux(groups: &Groups, why_not: &str, json: bool) -> anyhow::
         .await?
         .filter(|v| v == "running")
         .is_some();
+    // Nobody holds the daemon's lock, so no daemon is attached or starting:
+    // a `running` left by one that was SIGKILLed would only mislead status
+    // lines. Clear it (a daemon that starts sets it again).
+    let cleared = stale
+        && why_not == NOT_RUNNING
+        && groups
+            .direct
+            .oneshot()
+            .run(&Command::unset_global_option(schema::global::DAEMON)?)
+            .await
+            .is_ok();
     if json {
-        println!(
+        crate::outln!(
             "{}",
             json!({
                 "running": false,
@@ -178,18 +195,23 @@ async fn print_from_tmux(groups: &Groups, why_not: &str, json: bool) -> anyhow::
                 "sessions": observation.sessions.len(),
                 "groups": report,
                 "stale_daemon_option": stale,
+                "stale_daemon_option_cleared": cleared,
             })
         );
         return Ok(());
     }
-    println!("daemon: {why_not} (start it: tmux-agent ensure)");
-    println!(
+    crate::outln!("daemon: {why_not} (start it: tmux-agent ensure)");
+    crate::outln!(
         "tmux:   {version} on `{server}`, {}",
         count(observation.sessions.len(), "session")
     );
-    print_groups(&report);
-    if stale {
-        println!(
+    print_groups(&report)?;
+    if cleared {
+        crate::outln!(
+            "note:   @agent-daemon said \"running\", left by a daemon that did not stop cleanly; cleared it"
+        );
+    } else if stale {
+        crate::outln!(
             "note:   @agent-daemon still says \"running\": the last daemon did not stop cleanly"
         );
     }

@@ -32,7 +32,7 @@ pub async fn run(_args: StopArgs, global: &GlobalArgs) -> anyhow::Result<ExitCod
                     "a daemon holds the lock for `{server}` but does not answer ({pid}); kill it to stop it"
                 );
             }
-            println!("no tmux-agent daemon is running for `{server}`");
+            crate::outln!("no tmux-agent daemon is running for `{server}`");
             return Ok(ExitCode::SUCCESS);
         }
         Err(err) => return Err(err.into()),
@@ -48,6 +48,6 @@ pub async fn run(_args: StopArgs, global: &GlobalArgs) -> anyhow::Result<ExitCod
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    println!("stopped the tmux-agent daemon (pid {pid})");
+    crate::outln!("stopped the tmux-agent daemon (pid {pid})");
     Ok(ExitCode::SUCCESS)
 }

@@ -1,14 +1,17 @@
 //! `tmux-agent watch`: print lifecycle events as they happen, through a
 //! control connection of its own.
 
-use std::io::Write;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Args;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{GlobalArgs, attach, describe_end, shutdown_on_signal};
+use super::{GlobalArgs, attach, describe_end, output, shutdown_on_signal};
+
+/// How often `watch` looks whether anyone still reads its output.
+const READER_CHECK: Duration = Duration::from_millis(250);
 
 /// Print session lifecycle events as they happen.
 ///
@@ -35,28 +38,53 @@ pub async fn run(args: WatchArgs, global: &GlobalArgs) -> anyhow::Result<ExitCod
         tracker.model().sessions().count(),
         global.server()
     );
-    let shutdown = shutdown_on_signal();
+    let signalled = shutdown_on_signal();
+    // A reader that goes away (`watch | head -1`) stops watching as a
+    // signal does: the tracker ends cleanly and the command exits 0.
+    let shutdown = signalled.child_token();
     let (events_tx, mut events) = mpsc::channel(1024);
-    let tracking = tokio::spawn(tracker.run(events_tx, shutdown));
+    let tracking = tokio::spawn(tracker.run(events_tx, shutdown.clone()));
 
-    let mut stdout = std::io::stdout().lock();
-    while let Some(event) = events.recv().await {
+    // Events may be far apart: look for a closed stdout between them too,
+    // so a `| head -1` ends now and not at the next event.
+    let mut check_reader = tokio::time::interval(READER_CHECK);
+    let mut reader_gone = false;
+    loop {
+        let event = tokio::select! {
+            event = events.recv() => event,
+            _ = check_reader.tick() => {
+                if output::stdout_reader_gone() {
+                    reader_gone = true;
+                    shutdown.cancel();
+                }
+                continue;
+            }
+        };
+        let Some(event) = event else { break };
         let line = if args.json {
             serde_json::to_string(&event)?
         } else {
             event.to_string()
         };
-        // A closed pipe (`watch | head`) is a normal way to stop watching.
-        if writeln!(stdout, "{line}")
-            .and_then(|()| stdout.flush())
-            .is_err()
-        {
-            break;
+        match output::write(format_args!("{line}\n")) {
+            Ok(()) => {}
+            Err(output::OutputError::Closed) => {
+                reader_gone = true;
+                shutdown.cancel();
+            }
+            Err(err) => {
+                shutdown.cancel();
+                let _ = tracking.await;
+                return Err(err.into());
+            }
         }
     }
-    drop(stdout);
     let end = tracking.await??;
     connection_token.cancel();
-    eprintln!("tmux-agent watch: {}", describe_end(&end, global));
+    // Whoever closed the pipe asked for no more; the start line on stderr
+    // said where we were watching, and that is all.
+    if !reader_gone {
+        eprintln!("tmux-agent watch: {}", describe_end(&end, global));
+    }
     Ok(ExitCode::SUCCESS)
 }

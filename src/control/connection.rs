@@ -40,7 +40,7 @@
 
 use std::collections::VecDeque;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -79,9 +79,19 @@ const MAX_UNWRITTEN: usize = 1 << 20;
 /// How long to wait for tmux to attach the control client.
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What the pane of the sidecar's session runs. It only has to stay alive
-/// quietly; the message is for a person who attaches to it by mistake.
-const SIDECAR_PANE_COMMAND: &str = "printf 'This session carries tmux-agent'\\''s control connection. Detach with prefix d.\\n'; exec cat >/dev/null";
+/// What the pane of the sidecar's session runs: a message for a person who
+/// attaches to it by mistake, then a loop that ends the pane, and with it
+/// the session, once no client is attached to it (checked every second).
+///
+/// So the sidecar's session does not outlive its control client: after a
+/// SIGKILLed daemon (its `tmux -C` child sees stdin close and exits) it
+/// would otherwise keep the server alive once the user's last session
+/// closed. tmux's own `destroy-unattached` would do the same at once, but
+/// on tmux 3.3a destroying a session whose control client is still
+/// detaching crashed the server (about 1 run in 10 by hand; more under the
+/// tests): the pane waits until the client is long gone. A daemon that
+/// reconnects within the second joins the same session (`new-session -A`).
+const SIDECAR_PANE_COMMAND: &str = "printf 'This session carries tmux-agent'\\''s control connection. Detach with prefix d.\\n'; while sleep 1; do [ \"$(tmux display-message -p -t \"$TMUX_PANE\" '#{session_attached}' 2>/dev/null)\" = 0 ] && exit; done";
 
 /// Errors of the control connection.
 #[derive(Debug, thiserror::Error)]
@@ -175,9 +185,14 @@ impl ConnectOptions {
 }
 
 /// A cheap, cloneable way to send commands over the connection.
+///
+/// Every clone shares one slot for the connection's queue, so that
+/// [`ControlHandle::follow`] moves all of them to a new connection at once:
+/// the daemon reconnects after tmux dropped its client, and the tasks
+/// holding a handle (reactor, reconciler, health) go on unchanged.
 #[derive(Debug, Clone)]
 pub struct ControlHandle {
-    requests: mpsc::Sender<Request>,
+    requests: Arc<RwLock<mpsc::Sender<Request>>>,
 }
 
 struct Request {
@@ -186,11 +201,36 @@ struct Request {
 }
 
 impl ControlHandle {
+    fn new(requests: mpsc::Sender<Request>) -> Self {
+        Self {
+            requests: Arc::new(RwLock::new(requests)),
+        }
+    }
+
+    /// The queue of the connection this handle points at now.
+    fn sender(&self) -> mpsc::Sender<Request> {
+        self.requests
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Points this handle, and every clone of it, at `other`'s connection.
+    /// Commands already queued on the old one get its answer (or
+    /// [`ControlError::Closed`]).
+    pub fn follow(&self, other: &ControlHandle) {
+        let to = other.sender();
+        *self
+            .requests
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = to;
+    }
+
     /// Sends one command and waits for its reply. A `%error` reply becomes
     /// [`ControlError::Command`] carrying tmux's message.
     pub async fn run(&self, command: Command) -> Result<Reply, ControlError> {
         let (reply, answer) = oneshot::channel();
-        self.requests
+        self.sender()
             .send(Request { command, reply })
             .await
             .map_err(|_| ControlError::Closed)?;
@@ -206,7 +246,7 @@ impl ControlHandle {
         command: Command,
     ) -> Result<oneshot::Receiver<Result<Reply, ControlError>>, ControlError> {
         let (reply, answer) = oneshot::channel();
-        self.requests
+        self.sender()
             .send(Request { command, reply })
             .await
             .map_err(|_| ControlError::Closed)?;
@@ -215,7 +255,7 @@ impl ControlHandle {
 
     /// Whether the connection task has ended.
     pub fn is_closed(&self) -> bool {
-        self.requests.is_closed()
+        self.sender().is_closed()
     }
 }
 
@@ -242,7 +282,7 @@ impl ControlHandle {
                 }));
             }
         });
-        (ControlHandle { requests }, commands)
+        (ControlHandle::new(requests), commands)
     }
 }
 
@@ -320,7 +360,7 @@ impl Connection {
         };
         let closed = tokio::spawn(task.run(shutdown));
         Ok(Self {
-            handle: ControlHandle { requests },
+            handle: ControlHandle::new(requests),
             notifications,
             session,
             session_name,

@@ -1,8 +1,9 @@
 //! What the daemon shows of itself in global tmux options, so a status line
 //! (or a script) can see it without asking the daemon:
 //!
-//! - `@agent-daemon`: `running` from attach until the daemon stops, unset
-//!   then (left alone when the server is exiting anyway);
+//! - `@agent-daemon`: `running` while the daemon is attached, unset when it
+//!   stops or loses its control connection (`link`), set again when it
+//!   reattaches;
 //! - `@agent-mcp`: the health of the MCP servers the reactor calls, e.g.
 //!   `builtin:ok memory:down`;
 //! - `@agent-outbox`: `memory` while the outbox is off the disk.
@@ -21,8 +22,13 @@ use crate::agent::outbox::SharedOutbox;
 use crate::agent::settings::ReactorSettings;
 use crate::control::command::Command;
 use crate::control::connection::ControlHandle;
+use crate::control::oneshot::OneShot;
+use crate::control::server::ServerSocket;
 use crate::mcp::McpPool;
 use crate::schema;
+
+/// How long a one-shot `tmux` may take to clear `@agent-daemon`.
+const ONESHOT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How often `@agent-mcp` and `@agent-outbox` are brought up to date.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
@@ -45,6 +51,18 @@ pub(super) async fn withdraw(control: &ControlHandle) {
     for option in [schema::global::DAEMON, schema::global::OUTBOX] {
         if let Ok(unset) = Command::unset_global_option(option) {
             let _ = control.run(unset).await;
+        }
+    }
+}
+
+/// [`withdraw`] through a one-shot `tmux`, for when the control connection
+/// is gone but the server may live on (`@agent-outbox` stays: it is about
+/// the outbox, still true). A failure means the server is gone too.
+pub(super) async fn withdraw_oneshot(server: &ServerSocket) {
+    if let Ok(unset) = Command::unset_global_option(schema::global::DAEMON) {
+        let oneshot = OneShot::new(server.clone()).with_timeout(ONESHOT_TIMEOUT);
+        if let Err(err) = oneshot.run(&unset).await {
+            tracing::debug!(%err, "could not clear @agent-daemon");
         }
     }
 }

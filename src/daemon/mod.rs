@@ -40,6 +40,7 @@
 mod error;
 mod handler;
 mod health;
+mod link;
 mod prune;
 mod ready;
 mod reload;
@@ -200,7 +201,7 @@ pub async fn run(
     // the daemon in a process that goes on.
     let closing = CancellationToken::new();
     let close_connection = closing.clone().drop_guard();
-    let tracker = attach(&server, closing).await?;
+    let tracker = attach(&server, closing.child_token()).await?;
     health::announce(&tracker.control()).await?;
     tracing::info!(
         server = %server,
@@ -218,22 +219,29 @@ pub async fn run(
     }
 
     let (events_tx, events) = mpsc::channel(TRACKER_BACKLOG);
-    let tracking = tokio::spawn(tracker.run(events_tx, stopping.clone()));
-    forward_events(events, to_reactor, &stopping).await;
-    match tracking.await {
-        Ok(Ok(end)) => {
-            running.shut_down(Some(&end)).await;
+    let forwarding = tokio::spawn(forward_events(events, to_reactor, stopping.clone()));
+    // The tracker, on one connection after another (see `link`): the link
+    // holds the only events sender, so forwarding ends with it.
+    let link = link::Link {
+        server: server.clone(),
+        control: running.control.clone(),
+        snapshots: tracker.snapshot_sender(),
+        closing: closing.clone(),
+        stopping,
+        events: events_tx,
+    };
+    let followed = link.follow(tracker).await;
+    let _ = forwarding.await;
+    match followed {
+        Ok(end) => {
+            running.shut_down(Some(&end), &server).await;
             let exit = Exit::from(end);
             tracing::info!(%exit, "tmux-agent daemon stopped");
             Ok(exit)
         }
-        Ok(Err(source)) => {
-            running.shut_down(None).await;
-            Err(DaemonError::Tracking { server, source })
-        }
-        Err(panicked) => {
-            running.shut_down(None).await;
-            Err(DaemonError::TrackerPanicked(panicked))
+        Err(err) => {
+            running.shut_down(None, &server).await;
+            Err(err)
         }
     }
 }
@@ -368,7 +376,7 @@ async fn tmux_version(control: &ControlHandle, tracker: &Tracker) -> String {
 async fn forward_events(
     mut events: mpsc::Receiver<LifecycleEvent>,
     reactor: mpsc::Sender<LifecycleEvent>,
-    stopping: &CancellationToken,
+    stopping: CancellationToken,
 ) {
     let mut reactor = Some(reactor);
     let forwarding = async {
@@ -514,7 +522,7 @@ impl Running {
     /// The shutdown order (see the module doc), once tracking has ended:
     /// `end` is how, `None` when it failed. The connection closes when
     /// [`run`] returns.
-    async fn shut_down(self, end: Option<&TrackEnd>) {
+    async fn shut_down(self, end: Option<&TrackEnd>, server: &ServerSocket) {
         let Self {
             control,
             services,
@@ -562,13 +570,17 @@ impl Running {
             tracing::warn!("the MCP servers did not stop in time; abandoned");
         }
 
-        // When the last session closed the server is exiting: nothing to
-        // clear, and the connection may already be gone.
-        if !matches!(end, Some(TrackEnd::LastSessionClosed))
-            && tokio::time::timeout(STEP_GRACE, health::withdraw(&control))
-                .await
-                .is_err()
-        {
+        // When the last session closed the connection is gone with our
+        // session, and the server is exiting; but a session created since
+        // the link looked would keep it alive, and `@agent-daemon` must
+        // not say `running` there (a one-shot fails harmlessly if the
+        // server is gone). Either way within a step's grace.
+        let withdrawn = if matches!(end, Some(TrackEnd::LastSessionClosed)) {
+            tokio::time::timeout(STEP_GRACE, health::withdraw_oneshot(server)).await
+        } else {
+            tokio::time::timeout(STEP_GRACE, health::withdraw(&control)).await
+        };
+        if withdrawn.is_err() {
             tracing::warn!("could not clear @agent-daemon in time");
         }
         // Last, the connection; then the lock goes, and a next daemon may

@@ -102,6 +102,15 @@ impl Model {
         self.sidecar
     }
 
+    /// Changes which session is the sidecar's: a reconnected daemon's
+    /// client may be in a new one (the old one ends a second after its
+    /// client; within that second the daemon joins it again). Neither is
+    /// ever in the model.
+    pub fn set_sidecar(&mut self, sidecar: SessionId) {
+        self.sidecar = sidecar;
+        self.sessions.remove(&sidecar);
+    }
+
     /// The user's sessions, by id.
     pub fn sessions(&self) -> impl Iterator<Item = &Session> {
         self.sessions.values()

@@ -3,9 +3,9 @@
 //! lifecycle events the diff yields.
 //!
 //! Triggers are `%sessions-changed`, `%session-renamed`,
-//! `%client-session-changed`, `%client-detached`, and a 1 Hz subscription
-//! over every session's id, attached count, name and user-editable `@agent-*`
-//! options. The subscription catches what tmux does not notify at all
+//! `%client-session-changed`, `%client-detached`, and a 1 Hz poll of a
+//! digest of every session's id, attached count, name and user-editable
+//! `@agent-*` options ([`watch_format`]). The poll catches what tmux does not notify at all
 //! (sessions created by hooks, `tmux set @agent-group ...`) and anything
 //! missed. Notifications that arrive while a listing is in flight are
 //! coalesced into the next listing: a listing is the whole truth, so one is
@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::LifecycleEvent;
 use super::model::{ClientInfo, Listing, Model, SessionInfo};
-use crate::control::command::{Command, CommandError, SubscriptionScope};
+use crate::control::command::{Command, CommandError};
 use crate::control::connection::{
     Connection, ControlError, ControlHandle, ExitReason, Incoming, Notifications,
 };
@@ -29,8 +29,9 @@ use crate::control::server::ServerSocket;
 use crate::control::{Notification, SessionId};
 use crate::schema;
 
-/// The name of the reconciliation subscription (`refresh-client -B`).
-pub const SUBSCRIPTION: &str = "tmux-agent-sessions";
+/// How often the tracker compares the sessions' digest ([`watch_format`])
+/// with the last one, to catch what tmux does not notify.
+const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// `list-sessions` format: fields whose values never hold a tab or newline
 /// first, the (vis-escaped) name last, so a tab in it cannot shift fields.
@@ -92,12 +93,30 @@ pub struct Tracker {
     server: ServerSocket,
     /// Set once we have asked tmux to kill the sidecar's session.
     leaving: bool,
+    /// The last [`watch_format`] digest read, `None` if it could not be.
+    digest: Option<Vec<u8>>,
 }
 
 impl Tracker {
     /// Subscribes, reads the server once, and returns a tracker whose model
     /// already holds every existing session (no events for those).
     pub async fn start(connection: Connection, server: ServerSocket) -> Result<Self, TrackError> {
+        let session = connection.session;
+        let (snapshots, _) = watch::channel(Model::new(session));
+        let (tracker, _) = Self::resume(connection, server, snapshots).await?;
+        Ok(tracker)
+    }
+
+    /// [`Tracker::start`] on a new connection to a server this model has
+    /// already followed (the daemon reconnecting after tmux dropped its
+    /// client): the model is the last one `snapshots` holds, its receivers
+    /// keep receiving, and what changed while no connection watched comes
+    /// back as events from the diff, to send before [`Tracker::run`].
+    pub async fn resume(
+        connection: Connection,
+        server: ServerSocket,
+        snapshots: watch::Sender<Model>,
+    ) -> Result<(Self, Vec<LifecycleEvent>), TrackError> {
         let Connection {
             handle,
             notifications,
@@ -105,11 +124,16 @@ impl Tracker {
             closed,
             ..
         } = connection;
-        handle.run(subscription()?).await?;
-        let mut model = Model::new(session);
-        model.reconcile(&list(&handle).await?, Utc::now());
-        let (snapshots, _) = watch::channel(model.clone());
-        Ok(Self {
+        let mut model = snapshots.borrow().clone();
+        // A new client may sit in a new sidecar session (the old one ends
+        // a second after its client).
+        model.set_sidecar(session);
+        // The digest before the listing: a change between the two is in the
+        // listing, and the first poll then lists once more, harmlessly.
+        let digest = read_digest(&handle, session).await;
+        let missed = model.reconcile(&list(&handle).await?, Utc::now());
+        snapshots.send_replace(model.clone());
+        let tracker = Self {
             control: handle,
             notifications,
             closed,
@@ -117,7 +141,15 @@ impl Tracker {
             snapshots,
             server,
             leaving: false,
-        })
+            digest,
+        };
+        Ok((tracker, missed))
+    }
+
+    /// The sender of [`Tracker::snapshots`], to hand to
+    /// [`Tracker::resume`] after this tracker has ended.
+    pub fn snapshot_sender(&self) -> watch::Sender<Model> {
+        self.snapshots.clone()
     }
 
     /// The model as it stands.
@@ -132,7 +164,7 @@ impl Tracker {
 
     /// Snapshots of the model, updated after every reconcile. Receivers are
     /// woken after *every* listing, even one that changed nothing in the
-    /// model: a listing follows each change of the subscription (which
+    /// model: a listing follows each change of the poll (which
     /// watches `@agent-group`), so this is also the group reconciler's
     /// "something may have changed" signal.
     pub fn snapshots(&self) -> watch::Receiver<Model> {
@@ -167,9 +199,20 @@ impl Tracker {
         events: &mpsc::Sender<LifecycleEvent>,
     ) -> Result<ExitReason, TrackError> {
         self.leave_if_alone().await?;
+        let mut poll =
+            tokio::time::interval_at(tokio::time::Instant::now() + POLL_INTERVAL, POLL_INTERVAL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let Some(first) = self.notifications.recv().await else {
-                return Ok((&mut self.closed).await.unwrap_or(ExitReason::Eof));
+            let first = tokio::select! {
+                incoming = self.notifications.recv() => match incoming {
+                    Some(incoming) => incoming,
+                    None => return Ok((&mut self.closed).await.unwrap_or(ExitReason::Eof)),
+                },
+                _ = poll.tick() => match self.poll_changed().await {
+                    // Something no notification reported: list as if one had.
+                    true => Incoming::Changed,
+                    false => continue,
+                },
             };
             // Everything already in the inbox is answered by one listing.
             let mut dirty = false;
@@ -208,6 +251,18 @@ impl Tracker {
             self.snapshots.send_replace(self.model.clone());
             self.leave_if_alone().await?;
         }
+    }
+
+    /// Reads the [`watch_format`] digest of all sessions; whether it changed
+    /// since the last read. A failed read is not a change: the connection's
+    /// end, if that is why, comes through the notifications.
+    async fn poll_changed(&mut self) -> bool {
+        let Some(now) = read_digest(&self.control, self.model.sidecar()).await else {
+            return false;
+        };
+        let changed = self.digest.as_ref() != Some(&now);
+        self.digest = Some(now);
+        changed
     }
 
     /// When only the sidecar's session is left it is the one thing keeping
@@ -270,19 +325,29 @@ impl Tracker {
 /// (the change signals never reach here: the inbox turns them into
 /// [`Incoming::Changed`]).
 fn is_trigger(notification: &Notification) -> bool {
-    match notification {
+    matches!(
+        notification,
         Notification::SessionsChanged
-        | Notification::SessionRenamed { .. }
-        | Notification::ClientSessionChanged { .. }
-        | Notification::ClientDetached { .. }
-        | Notification::SessionChanged { .. } => true,
-        Notification::SubscriptionChanged { name, .. } => name == SUBSCRIPTION,
-        _ => false,
-    }
+            | Notification::SessionRenamed { .. }
+            | Notification::ClientSessionChanged { .. }
+            | Notification::ClientDetached { .. }
+            | Notification::SessionChanged { .. }
+    )
 }
 
-/// The 1 Hz reconciliation subscription over all sessions.
-fn subscription() -> Result<Command, CommandError> {
+/// The 1 Hz reconciliation digest over all sessions: their ids, attached
+/// counts, names and user-editable `@agent-*` options, in one
+/// `display-message`.
+///
+/// This was a `refresh-client -B` subscription, which tmux evaluates
+/// itself; but tmux ≤ 3.6 crashes (tmux#4916: the subscription timer reads
+/// the client's session without a NULL check) when the session of a
+/// control client with a subscription is destroyed before the client is
+/// gone: `kill-session -t tmux-agent` took the whole server down about one
+/// time in two on 3.3a (10 tries by hand), and tmux-agent reconnects after
+/// exactly that.
+/// Polling costs one command a second (≈0.1 ms) and has no such window.
+fn watch_format() -> String {
     let mut format = String::from("#{S:#{session_id}=#{session_attached}=#{session_name}");
     for option in schema::session::USER_EDITABLE {
         // `\x01-\x1f` travel as real control characters inside the bracket
@@ -290,7 +355,13 @@ fn subscription() -> Result<Command, CommandError> {
         format.push_str(&format!("=#{{s/[\x01-\x1f]/?/:{option}}}"));
     }
     format.push_str(";}");
-    Command::subscribe(SUBSCRIPTION, SubscriptionScope::Session, &format)
+    format
+}
+
+/// The [`watch_format`] digest, `None` if tmux would not give it.
+async fn read_digest(control: &ControlHandle, sidecar: SessionId) -> Option<Vec<u8>> {
+    let command = Command::display_message(sidecar, &watch_format()).ok()?;
+    Some(control.run(command).await.ok()?.lines.concat())
 }
 
 /// Lists sessions and clients; the two commands go out back to back.

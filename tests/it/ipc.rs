@@ -67,8 +67,12 @@ fn a_stale_socket_from_a_killed_daemon_is_detected_and_replaced() {
     let out = agent_ok(&server, &["status"]);
     assert!(out.contains("daemon: not running"), "{out}");
     assert!(
-        out.contains("@agent-daemon still says \"running\""),
-        "the stale global option is pointed out: {out}"
+        out.contains("@agent-daemon said \"running\"") && out.contains("cleared it"),
+        "the stale global option is pointed out, and cleared: {out}"
+    );
+    assert_eq!(
+        server.global_option("@agent-daemon").unwrap_or_default(),
+        ""
     );
 
     let second = Daemon::start(&server);

@@ -1,0 +1,177 @@
+//! tmux ends the daemon's control client while the server lives on: the
+//! daemon reconnects (src/daemon/link.rs), the changes made meanwhile make
+//! their calls, and `@agent-daemon` says `running` only while a daemon is
+//! attached. And the sidecar's session ends after its client, so a SIGKILLed
+//! daemon leaves nothing that keeps the server alive.
+
+use std::time::Duration;
+
+use crate::support::rig::{LIFECYCLE, Rig};
+use crate::support::{PATIENCE, TmuxServer, eventually, wait_for};
+
+/// How soon the daemon must be back after tmux dropped its client.
+const BACK_WITHIN: Duration = Duration::from_secs(10);
+
+/// `@agent-daemon`, the number of control clients and whether the sidecar's
+/// session exists, read by one `tmux` invocation.
+fn daemon_view(server: &TmuxServer) -> (String, usize, bool) {
+    let out = server.try_tmux(&[
+        "display-message",
+        "-p",
+        "#{@agent-daemon}",
+        ";",
+        "list-clients",
+        "-F",
+        "c#{client_control_mode}",
+        ";",
+        "list-sessions",
+        "-F",
+        "s#{session_name}",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines = text.lines();
+    let option = lines.next().unwrap_or_default().to_owned();
+    let rest: Vec<&str> = lines.collect();
+    let controls = rest.iter().filter(|l| **l == "c1").count();
+    let sidecar = rest.contains(&"stmux-agent");
+    (option, controls, sidecar)
+}
+
+/// Waits until the daemon is attached again: `@agent-daemon` running, its
+/// control client and session there.
+fn wait_attached(server: &TmuxServer, what: &str) {
+    eventually(
+        BACK_WITHIN,
+        &format!("the daemon back after {what}"),
+        || {
+            let (option, controls, sidecar) = daemon_view(server);
+            (option == "running" && controls == 1 && sidecar).then_some(())
+        },
+    );
+}
+
+/// Calls with `step` naming session `name`.
+fn calls_for(rig: &Rig, step: &str, name: &str) -> usize {
+    rig.calls()
+        .iter()
+        .filter(|c| c["arguments"]["step"] == step && c["arguments"]["name"] == name)
+        .count()
+}
+
+fn wait_call(rig: &Rig, step: &str, name: &str) {
+    eventually(PATIENCE, &format!("{step} call for {name}"), || {
+        (calls_for(rig, step, name) >= 1).then_some(())
+    });
+}
+
+#[test]
+fn the_daemon_comes_back_after_tmux_drops_its_client_and_acts_on_what_changed_meanwhile() {
+    let rig = Rig::new(LIFECYCLE);
+    let mut daemon = rig.start_daemon();
+    let server = &rig.server;
+    wait_call(&rig, "register", "base");
+
+    // A real terminal client, for `detach-client -a` run from it (what a
+    // plugin or a person typing it does: every client but this one goes).
+    server.tmux(&["new-session", "-d", "-s", "desk"]);
+    let _terminal = server.attach_terminal("desk");
+    eventually(PATIENCE, "the terminal client", || {
+        server
+            .tmux(&["list-clients", "-F", "#{client_control_mode}"])
+            .lines()
+            .any(|l| l == "0")
+            .then_some(())
+    });
+    let terminal = server
+        .tmux(&[
+            "list-clients",
+            "-F",
+            "#{client_control_mode} #{client_name}",
+        ])
+        .lines()
+        .find_map(|l| l.strip_prefix("0 ").map(str::to_owned))
+        .expect("terminal client name");
+
+    let ways: [(&str, Vec<&str>); 3] = [
+        (
+            "detach-client -s",
+            vec!["detach-client", "-s", "tmux-agent"],
+        ),
+        (
+            "detach-client -a",
+            vec!["detach-client", "-a", "-t", &terminal],
+        ),
+        ("kill-session", vec!["kill-session", "-t", "tmux-agent"]),
+    ];
+    for (round, (what, command)) in ways.iter().enumerate() {
+        let before = format!("before{round}");
+        let during = format!("during{round}");
+        server.tmux(&["new-session", "-d", "-s", &before]);
+        wait_call(&rig, "register", &before);
+
+        // Drop the client, and change sessions at once, before the daemon
+        // can be back.
+        server.tmux(command);
+        server.tmux(&["new-session", "-d", "-s", &during]);
+        server.tmux(&["kill-session", "-t", &before]);
+
+        wait_attached(server, what);
+        wait_call(&rig, "register", &during);
+        wait_call(&rig, "complete", &before);
+        // Each once: the reconnect's diff and the tracker's own events do
+        // not both fire.
+        assert_eq!(calls_for(&rig, "register", &during), 1, "{what}");
+        assert_eq!(calls_for(&rig, "complete", &before), 1, "{what}");
+        // The terminal client survived all of it.
+        assert!(
+            server
+                .tmux(&["list-clients", "-F", "#{client_control_mode}"])
+                .lines()
+                .any(|l| l == "0"),
+            "{what}"
+        );
+    }
+    assert!(
+        daemon.process.child.try_wait().unwrap().is_none(),
+        "the daemon exited: {}",
+        daemon.stderr()
+    );
+    assert!(daemon.stderr().contains("attached again"));
+    daemon.stop(server);
+    eventually(PATIENCE, "nothing of the daemon left", || {
+        (daemon_view(server) == (String::new(), 0, false)).then_some(())
+    });
+}
+
+/// SIGKILL: no shutdown runs, but the `tmux -C` child sees its stdin close
+/// and exits, and the sidecar's pane ends its session once it is
+/// unattached (src/control/connection.rs, `SIDECAR_PANE_COMMAND`).
+#[test]
+fn a_sigkilled_daemon_takes_its_session_with_it_and_keeps_no_server_alive() {
+    let rig = Rig::new(LIFECYCLE);
+    let daemon = rig.start_daemon();
+    let server = &rig.server;
+    wait_call(&rig, "register", "base");
+
+    let pid = daemon.pid();
+    // SAFETY: a plain kill(2) of the child we spawned.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    eventually(PATIENCE, "the sidecar session gone", || {
+        let (_, controls, sidecar) = daemon_view(server);
+        (controls == 0 && !sidecar).then_some(())
+    });
+    // The option is left behind (nobody could clear it) but `status` says
+    // it is stale and clears it.
+    let status = rig.status();
+    assert_eq!(status["running"], false);
+    assert_eq!(daemon_view(server).0, "", "status cleared the stale option");
+
+    // The user's last session closes: nothing keeps the server alive.
+    server.tmux(&["kill-session", "-t", "base"]);
+    let exited = wait_for(PATIENCE, || (!server.is_running()).then_some(()));
+    assert!(
+        exited.is_some(),
+        "the tmux server outlived its last session"
+    );
+    drop(daemon);
+}

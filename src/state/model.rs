@@ -112,6 +112,7 @@ impl Model {
             client: client.map(str::to_owned),
             old_name: None,
             session_created: Some(session.created),
+            late: false,
         };
 
         // Clients that went away, or moved off a session.

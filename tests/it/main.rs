@@ -17,6 +17,7 @@ mod daemon_run;
 mod faults;
 mod groups;
 mod ipc;
+mod journal;
 mod lifecycle;
 mod mcp_cli;
 mod mcp_config;

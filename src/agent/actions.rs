@@ -11,7 +11,7 @@ use super::trigger::Trigger;
 
 /// The placeholders every template may use. Names declared by a `keep`
 /// become placeholders too.
-pub const PLACEHOLDERS: [&str; 18] = [
+pub const PLACEHOLDERS: [&str; 19] = [
     "session",
     "created_name",
     "session_id",
@@ -30,6 +30,7 @@ pub const PLACEHOLDERS: [&str; 18] = [
     "client",
     "old_name",
     "idempotency_key",
+    "late",
 ];
 
 /// One MCP call to make on an event.

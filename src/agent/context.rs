@@ -13,7 +13,7 @@
 
 use chrono::{SecondsFormat, Utc};
 use futures::future::try_join_all;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::control::command::Command;
 use crate::control::connection::{ControlError, ControlHandle};
@@ -43,7 +43,8 @@ impl Default for CaptureOptions {
 }
 
 /// A session's context, as sent to MCP servers (`{context}`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// Deserialize too: the journal keeps the last one (`agent::journal`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionContext {
     pub session: String,
     pub session_id: SessionId,
@@ -58,11 +59,11 @@ pub struct SessionContext {
     /// When the context was captured (RFC 3339, UTC).
     pub captured_at: String,
     /// Captured lines were dropped to respect the size cap.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WindowContext {
     pub index: u32,
     pub id: String,
@@ -72,7 +73,7 @@ pub struct WindowContext {
     pub panes: Vec<PaneContext>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PaneContext {
     pub index: u32,
     pub id: String,
@@ -81,7 +82,7 @@ pub struct PaneContext {
     pub title: String,
     pub pid: u32,
     pub active: bool,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lines: Vec<String>,
 }
 

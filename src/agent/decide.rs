@@ -119,6 +119,7 @@ pub(crate) fn actions(
             template: spec.args.clone(),
             vars: vars.clone(),
             keep: serde_json::to_value(&spec.keep).unwrap_or_default(),
+            late: event.late,
         })
         .collect()
 }
@@ -134,6 +135,7 @@ pub(crate) fn synthetic_event(id: SessionId, name: String, created: i64) -> Life
         client: None,
         old_name: None,
         session_created: Some(created),
+        late: false,
     }
 }
 
@@ -335,6 +337,7 @@ mod tests {
             client: None,
             old_name: None,
             session_created: Some(1),
+            late: false,
         };
         let key = ServerIdentity::parse("box\t100")
             .unwrap()

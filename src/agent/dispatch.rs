@@ -69,6 +69,42 @@ struct Link<C> {
     outbox: SharedOutbox,
     caller: Arc<C>,
     identity: ServerIdentity,
+    stamps: StateStamps,
+}
+
+/// When each session's `@agent-state` was last set by a lifecycle event
+/// (Unix ms of the event), so that a save or checkpoint decided before it
+/// and delivered after it (late: a backlog, a server down, a restart)
+/// does not overwrite the newer state with its own. The reactor records
+/// what events set; the dispatchers only read.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StateStamps(Arc<Mutex<HashMap<SessionId, i64>>>);
+
+impl StateStamps {
+    /// An event of `at_ms` set the session's state (a later stamp stays).
+    pub fn set_by_event(&self, id: SessionId, at_ms: i64) {
+        let mut stamps = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let stamp = stamps.entry(id).or_insert(at_ms);
+        *stamp = (*stamp).max(at_ms);
+    }
+
+    /// The session is gone: `$id` may be another session's one day.
+    pub fn forget(&self, id: SessionId) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+    }
+
+    /// Whether an action decided at `decided_ms` is older than the state
+    /// an event has set since.
+    fn is_stale(&self, id: SessionId, decided_ms: i64) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+            .is_some_and(|&stamp| stamp > decided_ms)
+    }
 }
 
 /// The dispatchers of one reactor: one task per MCP server, started on
@@ -95,6 +131,7 @@ impl<C: ToolCaller> Dispatchers<C> {
                 outbox,
                 caller,
                 identity,
+                stamps: StateStamps::default(),
             }),
             wake: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
@@ -122,6 +159,12 @@ impl<C: ToolCaller> Dispatchers<C> {
 }
 
 impl<C> Dispatchers<C> {
+    /// The state stamps the dispatchers guard `@agent-state` with: the
+    /// reactor records in them what its events set.
+    pub fn stamps(&self) -> StateStamps {
+        self.link.stamps.clone()
+    }
+
     /// Tells `server`'s dispatcher that actions were committed.
     pub fn wake(&self, server: &str) {
         if let Some(wake) = self.wakes().get(server) {
@@ -234,7 +277,12 @@ async fn dispatch<C: ToolCaller>(
 
 /// Renders, sends and records one action.
 async fn deliver<C: ToolCaller>(link: &Link<C>, action: Action) {
-    let Action { id, new, attempts } = action;
+    let Action {
+        id,
+        new,
+        attempts,
+        decided_at,
+    } = action;
     // Options are only ever set on the server the action was decided on:
     // after a tmux restart, `$3` is somebody else's session.
     let target = new
@@ -279,7 +327,10 @@ async fn deliver<C: ToolCaller>(link: &Link<C>, action: Action) {
             return;
         }
     };
-    if new.priority == Priority::Save {
+    // A save decided before the session's latest event says nothing about
+    // its state now: that event's state stays.
+    let stale = target.is_some_and(|sid| link.stamps.is_stale(sid, decided_at));
+    if new.priority == Priority::Save && !stale {
         set_state(AgentState::Saving).await;
     }
     let started = std::time::Instant::now();
@@ -333,7 +384,11 @@ async fn deliver<C: ToolCaller>(link: &Link<C>, action: Action) {
             if let Some(state) = decide::state_after_delivery(trigger, new.priority, attached) {
                 let saved = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
                 set_session_option(&link.control, sid, schema::session::SAVED, &saved).await;
-                set_state(state).await;
+                if stale {
+                    tracing::debug!(action = id, "a late save: the newer @agent-state stays");
+                } else {
+                    set_state(state).await;
+                }
             }
         }
         Err(err) if err.is_permanent() => {
@@ -430,6 +485,7 @@ mod tests {
             template,
             vars: json!({"session": format!("s{session}")}),
             keep,
+            late: false,
         }
     }
 
@@ -684,5 +740,45 @@ mod tests {
             "{tmux:#?}"
         );
         assert!(!tmux.iter().any(|c| c.contains("-t '$2'")), "{tmux:#?}");
+    }
+
+    /// A save decided before the session's latest event (a detach, say)
+    /// and delivered after it leaves that event's `@agent-state` alone.
+    #[tokio::test]
+    async fn a_late_save_never_overwrites_a_newer_state() {
+        let mut late = simple(1, 0, "save");
+        late.priority = Priority::Save;
+        late.event = Trigger::Checkpoint.as_str().into();
+        let mut fresh = simple(2, 0, "save");
+        fresh.priority = Priority::Save;
+        fresh.event = Trigger::Checkpoint.as_str().into();
+        let mut rig = Rig::new(ScriptedCaller::default());
+        // $1 was detached after its checkpoint was decided; $2's last event
+        // is older than its checkpoint.
+        let now = Utc::now().timestamp_millis();
+        rig.dispatchers
+            .stamps()
+            .set_by_event(SessionId(1), now + 60_000);
+        rig.dispatchers.stamps().set_by_event(SessionId(2), now - 1);
+        let entries = rig.run(&[late, fresh]).await;
+        assert!(
+            entries.iter().all(|e| e.state == "delivered"),
+            "{entries:#?}"
+        );
+        let tmux = rig.tmux();
+        let states = |session: &str| -> Vec<String> {
+            tmux.iter()
+                .filter(|c| c.contains(schema::session::STATE) && c.contains(session))
+                .cloned()
+                .collect()
+        };
+        assert!(states("-t '$1'").is_empty(), "{tmux:#?}");
+        assert_eq!(states("-t '$2'").len(), 2, "saving, then active: {tmux:#?}");
+        // The save happened all the same: its time is shown.
+        assert!(
+            tmux.iter()
+                .any(|c| c.contains(schema::session::SAVED) && c.contains("-t '$1'")),
+            "{tmux:#?}"
+        );
     }
 }

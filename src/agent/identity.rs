@@ -54,6 +54,13 @@ impl ServerIdentity {
 pub struct SessionKey(String);
 
 impl SessionKey {
+    /// A key read back from storage (the journal), which this module built
+    /// when it was first stored: a session of an earlier server keeps the
+    /// key it had, whatever `$id` means now.
+    pub(crate) fn stored(key: String) -> SessionKey {
+        SessionKey(key)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -11,6 +11,8 @@
 //! - [`template`]: argument templates rendered with JSON values.
 //! - [`context`]: what is saved about a session, captured through tmux.
 //! - [`outbox`]: the durable SQLite queue of MCP calls, and their history.
+//! - [`journal`]: the daemon's model of each session, committed with the
+//!   actions, and the diff at start that finds what happened meanwhile.
 
 pub mod actions;
 pub mod context;
@@ -19,6 +21,7 @@ pub mod dispatch;
 #[cfg(test)]
 mod fake;
 pub mod identity;
+pub mod journal;
 pub mod outbox;
 pub mod reactor;
 pub mod settings;

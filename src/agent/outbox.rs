@@ -49,6 +49,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
+use super::journal::{self, Journal, JournalChange, JournalError};
+
 /// How urgent an action is when the queue is backed up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Priority {
@@ -92,6 +94,9 @@ pub struct NewAction {
     pub vars: Value,
     /// Values to keep from the result: name → path (`goal_id` → `id`).
     pub keep: Value,
+    /// Caused by an event that happened while no daemon watched (found in
+    /// the journal at start), shown as such in the history.
+    pub late: bool,
 }
 
 /// An action read back from the outbox.
@@ -100,6 +105,9 @@ pub struct Action {
     pub id: i64,
     pub new: NewAction,
     pub attempts: u32,
+    /// When it was committed (Unix ms): a delivery's effects on tmux are
+    /// weighed against newer events by it.
+    pub decided_at: i64,
 }
 
 /// Where an action stands.
@@ -224,6 +232,9 @@ pub struct HistoryEntry {
     pub delivered_at: Option<i64>,
     pub latency_ms: Option<i64>,
     pub error: Option<String>,
+    /// Its event happened while no daemon watched.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub late: bool,
 }
 
 /// The schema's version, in SQLite's `user_version`:
@@ -306,7 +317,8 @@ CREATE TABLE actions (
     last_error      TEXT,
     created_at      INTEGER NOT NULL,
     delivered_at    INTEGER,
-    latency_ms      INTEGER
+    latency_ms      INTEGER,
+    late            INTEGER NOT NULL DEFAULT 0
 );
 -- The open actions, in the order a dispatcher looks at them.
 CREATE INDEX actions_open ON actions (server, session_key, id)
@@ -558,12 +570,26 @@ impl Outbox {
         db.execute_batch(READY_INDEX)?;
         db.execute_batch(FAILED_INDEX)?;
         db.execute_batch(PRUNABLE_INDEX)?;
+        add_late_column(&db)?;
+        db.execute_batch(journal::SCHEMA)?;
         Ok(Self::wrap(db))
     }
 
     /// Commits new actions, all or none. Keys seen before are skipped.
     /// Returns how many were new.
     pub fn enqueue(&mut self, actions: &[NewAction], now_ms: i64) -> Result<usize, OutboxError> {
+        self.enqueue_journaled(actions, &[], now_ms)
+    }
+
+    /// [`Outbox::enqueue`] with the journal's changes for the same event,
+    /// in one transaction: the journal never says a session is detached
+    /// unless the detach's save is committed too, and the other way round.
+    pub fn enqueue_journaled(
+        &mut self,
+        actions: &[NewAction],
+        changes: &[JournalChange],
+        now_ms: i64,
+    ) -> Result<usize, OutboxError> {
         self.heal();
         self.write(|db| {
             let tx = db.transaction()?;
@@ -572,8 +598,8 @@ impl Outbox {
                 let mut insert = tx.prepare_cached(
                     "INSERT OR IGNORE INTO actions
                  (idempotency_key, session_key, session_id, event, priority, server, tool,
-                  template, vars, keep, state, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'pending', ?11)",
+                  template, vars, keep, state, created_at, late)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'pending', ?11, ?12)",
                 )?;
                 for a in actions {
                     added += insert.execute(params![
@@ -588,12 +614,19 @@ impl Outbox {
                         a.vars.to_string(),
                         a.keep.to_string(),
                         now_ms,
+                        a.late,
                     ])?;
                 }
             }
+            journal::apply(&tx, changes, now_ms)?;
             tx.commit()?;
             Ok(added)
         })
+    }
+
+    /// The lifecycle journal (see [`journal`]), as the last commit left it.
+    pub fn journal(&self) -> Result<Journal, JournalError> {
+        journal::read(&self.db)
     }
 
     /// After a restart: whatever was in flight when the last daemon died is
@@ -622,7 +655,7 @@ impl Outbox {
     pub fn next_ready(&mut self, server: &str, now_ms: i64) -> Result<Option<Action>, OutboxError> {
         let mut stmt = self.db.prepare_cached(
             "SELECT a.id, a.idempotency_key, a.session_key, a.session_id, a.event, a.priority,
-                    a.server, a.tool, a.template, a.vars, a.keep, a.attempts
+                    a.server, a.tool, a.template, a.vars, a.keep, a.attempts, a.late, a.created_at
              FROM actions a INDEXED BY actions_ready
              WHERE a.server = ?1 AND a.state = 'pending' AND a.next_attempt_at <= ?2
                -- Only the head of a session's queue (its oldest open
@@ -650,12 +683,14 @@ impl Outbox {
                         template: row.get(8)?,
                         vars: row.get(9)?,
                         keep: row.get(10)?,
+                        late: row.get(12)?,
                     },
                     row.get::<_, u32>(11)?,
+                    row.get::<_, i64>(13)?,
                 ))
             })
             .optional()?;
-        let Some((id, raw, attempts)) = row else {
+        let Some((id, raw, attempts, decided_at)) = row else {
             return Ok(None);
         };
         let json = |text: &str| {
@@ -674,8 +709,10 @@ impl Outbox {
                 template: json(&raw.template)?,
                 vars: json(&raw.vars)?,
                 keep: json(&raw.keep)?,
+                late: raw.late,
             },
             attempts,
+            decided_at,
         }))
     }
 
@@ -914,7 +951,7 @@ impl Outbox {
     /// not found are left out): how a requested save follows its calls.
     pub fn by_keys(&self, keys: &[String]) -> Result<Vec<HistoryEntry>, OutboxError> {
         let mut stmt = self.db.prepare_cached(
-            "SELECT id, event, server, tool, state, attempts, created_at, delivered_at, latency_ms, last_error
+            "SELECT id, event, server, tool, state, attempts, created_at, delivered_at, latency_ms, last_error, late
              FROM actions WHERE idempotency_key = ?1",
         )?;
         let mut entries = Vec::with_capacity(keys.len());
@@ -932,7 +969,7 @@ impl Outbox {
         limit: usize,
     ) -> Result<Vec<HistoryEntry>, OutboxError> {
         let mut stmt = self.db.prepare_cached(
-            "SELECT id, event, server, tool, state, attempts, created_at, delivered_at, latency_ms, last_error
+            "SELECT id, event, server, tool, state, attempts, created_at, delivered_at, latency_ms, last_error, late
              FROM actions WHERE session_key = ?1 ORDER BY id DESC LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![session_key, limit as i64], history_entry)?;
@@ -1059,7 +1096,7 @@ impl Outbox {
 }
 
 /// A history row: `id, event, server, tool, state, attempts, created_at,
-/// delivered_at, latency_ms, last_error`.
+/// delivered_at, latency_ms, last_error, late`.
 fn history_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<HistoryEntry> {
     Ok(HistoryEntry {
         id: row.get(0)?,
@@ -1072,6 +1109,7 @@ fn history_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<HistoryEntry> {
         delivered_at: row.get(7)?,
         latency_ms: row.get(8)?,
         error: row.get(9)?,
+        late: row.get(10)?,
     })
 }
 
@@ -1087,6 +1125,21 @@ struct NewActionRow {
     template: String,
     vars: String,
     keep: String,
+    late: bool,
+}
+
+/// Adds `actions.late` to an outbox made before it existed (SQLite has no
+/// `ADD COLUMN IF NOT EXISTS`).
+fn add_late_column(db: &Connection) -> rusqlite::Result<()> {
+    let has: bool = db.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('actions') WHERE name = 'late')",
+        [],
+        |row| row.get(0),
+    )?;
+    if !has {
+        db.execute_batch("ALTER TABLE actions ADD COLUMN late INTEGER NOT NULL DEFAULT 0;")?;
+    }
+    Ok(())
 }
 
 /// The files of the SQLite database at `path`: the database, then its
@@ -1180,7 +1233,14 @@ fn copy_open_actions(memory: &Connection, path: &Path) -> rusqlite::Result<usize
             "INSERT OR REPLACE INTO main.kept SELECT * FROM disk.kept",
             [],
         );
+        // The journal comes along: the reactor goes on writing it in memory,
+        // and a daemon that dies there leaves the file's as it was.
+        let journaled = db.execute_batch(
+            "INSERT OR REPLACE INTO main.journal SELECT * FROM disk.journal;
+             INSERT OR REPLACE INTO main.journal_server SELECT * FROM disk.journal_server;",
+        );
         kept?;
+        journaled?;
         copied
     })
 }
@@ -1192,7 +1252,7 @@ fn copy_open_actions(memory: &Connection, path: &Path) -> rusqlite::Result<usize
 fn copy_back(memory: &Connection, path: &Path) -> rusqlite::Result<()> {
     const COLUMNS: &str = "idempotency_key, session_key, session_id, event, priority, server, \
         tool, template, vars, keep, state, attempts, next_attempt_at, last_error, created_at, \
-        delivered_at, latency_ms";
+        delivered_at, latency_ms, late";
     with_file_attached(memory, path, |db| {
         let copied = db.execute_batch(&format!(
             "BEGIN;
@@ -1203,6 +1263,9 @@ fn copy_back(memory: &Connection, path: &Path) -> rusqlite::Result<()> {
                      next_attempt_at = excluded.next_attempt_at, last_error = excluded.last_error,
                      delivered_at = excluded.delivered_at, latency_ms = excluded.latency_ms;
              INSERT OR REPLACE INTO disk.kept SELECT * FROM main.kept;
+             DELETE FROM disk.journal;
+             INSERT INTO disk.journal SELECT * FROM main.journal;
+             INSERT OR REPLACE INTO disk.journal_server SELECT * FROM main.journal_server;
              COMMIT;"
         ));
         if copied.is_err() {
@@ -1300,6 +1363,7 @@ mod tests {
             template: json!({"a": "{session}"}),
             vars: json!({"session": "s"}),
             keep: json!({}),
+            late: false,
         }
     }
 

@@ -21,6 +21,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::Value;
@@ -30,7 +31,8 @@ use tokio_util::sync::CancellationToken;
 use super::context::{self, SessionContext};
 use super::decide::{self, Decision};
 use super::dispatch::{Dispatchers, ToolCaller, publish_pending, set_session_option};
-use super::identity::{IDENTITY_FORMAT, ServerIdentity};
+use super::identity::{IDENTITY_FORMAT, ServerIdentity, SessionKey};
+use super::journal::{self, Journal, JournalChange, JournalEntry, Listed};
 use super::outbox::{OutboxError, SharedOutbox};
 use super::settings::ReactorSettings;
 use super::trigger::Trigger;
@@ -78,6 +80,10 @@ pub enum ReactorError {
     #[error(transparent)]
     Command(#[from] crate::control::command::CommandError),
 }
+
+/// How often the journal records that a daemon still watches, when no
+/// event does: the bound on how wrong the next daemon's "away for" is.
+const JOURNAL_HEARTBEAT: Duration = Duration::from_secs(10);
 
 /// The checkpoint timer of `settings`, if they ask for checkpoints. Its
 /// first tick is one interval away (`interval` would tick at once): a
@@ -143,6 +149,11 @@ pub async fn run<C: ToolCaller>(
     publish_pending(&reactor.control, &reactor.outbox).await;
 
     let mut checkpoints = checkpoint_timer(&reactor.settings);
+    let mut heartbeat = tokio::time::interval_at(
+        tokio::time::Instant::now() + JOURNAL_HEARTBEAT,
+        JOURNAL_HEARTBEAT,
+    );
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (mut settings_open, mut commands_open) = (true, true);
     loop {
         tokio::select! {
@@ -174,6 +185,9 @@ pub async fn run<C: ToolCaller>(
             _ = async { checkpoints.as_mut().expect("guarded").tick().await }, if checkpoints.is_some() => {
                 reactor.checkpoint().await;
             }
+            _ = heartbeat.tick() => {
+                reactor.heartbeat(vec![JournalChange::Seen(reactor.identity.clone())]).await;
+            }
             () = shutdown.cancelled() => break,
         }
     }
@@ -197,28 +211,89 @@ struct Reactor<C> {
 }
 
 impl<C: ToolCaller> Reactor<C> {
-    /// Takes over the sessions that exist at start.
+    /// Takes over the sessions that exist at start: diffs the journal
+    /// against the tracker's first listing and acts on what happened while
+    /// no daemon watched (see [`journal`](super::journal)), marked late;
+    /// sessions the journal does not know are registered as if just
+    /// created (unless an outbox from before the journal already has their
+    /// calls). Ends by journaling every session as it now is.
     async fn adopt(&mut self, model: &Model) {
+        let journal = match self.outbox.run(|outbox| outbox.journal()).await {
+            Ok(journal) => journal,
+            Err(err) => {
+                tracing::error!(%err, "the journal cannot be read: what happened while no daemon ran is not known");
+                Journal::default()
+            }
+        };
+        let listing: Vec<Listed> = model
+            .sessions()
+            .map(|s| Listed {
+                id: s.info.id,
+                name: s.info.name.clone(),
+                created: s.info.created,
+                attached: s.is_attached(),
+            })
+            .collect();
+        let now = Utc::now();
+        let gap = journal::diff(&journal, &self.identity, &listing, now);
+        if let Some(mark) = &journal.server {
+            let away = Duration::from_millis(
+                u64::try_from(now.timestamp_millis() - mark.seen_at).unwrap_or(0),
+            );
+            tracing::info!(
+                away_secs = away.as_secs(),
+                server_restarted = gap.restarted,
+                closed = gap.closed.len(),
+                changed = gap.changed.len(),
+                new = gap.unknown.len(),
+                "no daemon watched this server for a while: acting on what happened meanwhile"
+            );
+        }
+
+        // Gone first: after a server restart their `$id`s may name the new
+        // server's sessions, whose memos come next.
+        for entry in &gap.closed {
+            let event = journal::closed_event(entry, now);
+            tracing::info!(session_id = %entry.session_id, session = %entry.name, "a session closed while no daemon watched");
+            self.memos.insert(entry.session_id, entry.memo());
+            let key = SessionKey::stored(entry.session_key.clone());
+            self.act(event, key).await;
+        }
+
+        let entries: HashMap<&str, &JournalEntry> = journal
+            .entries
+            .iter()
+            .map(|e| (e.session_key.as_str(), e))
+            .collect();
+        let mut journaled = Vec::new();
         for session in model.sessions() {
             let id = session.info.id;
+            let key = self.identity.session_key(id);
+            let entry = entries
+                .get(key.as_str())
+                .filter(|_| gap.unknown.iter().all(|u| *u != id));
             let mut memo = Memo {
                 name: session.info.name.clone(),
                 created: session.info.created,
                 attached: session.is_attached(),
                 ..Memo::default()
             };
+            if let Some(entry) = entry {
+                // A save left by the last daemon, decided before its last
+                // event, must not undo that event's state either.
+                self.dispatchers.stamps().set_by_event(id, entry.changed_at);
+                // What the last daemon believed: the late events below
+                // bring it up to date, as live ones would have.
+                memo = Memo {
+                    created: session.info.created,
+                    ..entry.memo()
+                };
+            }
             memo.options = self.read_options(id).await.unwrap_or_default();
-            let key = self.identity.session_key(id).to_string();
-            let known = self
-                .outbox
-                .run(move |outbox| outbox.history(&key, 1))
-                .await
-                .map(|h| !h.is_empty())
-                .unwrap_or(true);
             // A session the daemon has never marked gets its state now; one
             // it marked before a restart (an error, say) keeps it.
             if !memo.options.contains_key(schema::session::STATE) {
-                let state = if memo.attached {
+                let state = if session.is_attached() {
                     AgentState::Active
                 } else {
                     AgentState::Detached
@@ -226,27 +301,86 @@ impl<C: ToolCaller> Reactor<C> {
                 self.set_state(id, state).await;
             }
             self.memos.insert(id, memo);
-            if !known {
-                tracing::info!(session_id = %id, session = %session.info.name, "tracking a session that existed before the daemon");
-                let event = LifecycleEvent {
-                    kind: EventKind::SessionCreated,
-                    session_id: id,
-                    session: session.info.name.clone(),
-                    time: Utc::now(),
-                    client: None,
-                    old_name: None,
-                    session_created: Some(session.info.created),
-                };
-                if let Some(decision) =
-                    decide::on_trigger(&self.settings.actions, Trigger::SessionCreated)
-                {
-                    let _ = self.commit(&event, &decision, None).await;
-                }
+            if entry.is_some() {
+                continue;
             }
+            let key_text = key.to_string();
+            let known = self
+                .outbox
+                .run(move |outbox| outbox.history(&key_text, 1))
+                .await
+                .map(|h| !h.is_empty())
+                .unwrap_or(true);
+            if known {
+                // An outbox from before the journal: journal it as it is.
+                journaled.push(id);
+                continue;
+            }
+            tracing::info!(session_id = %id, session = %session.info.name, "tracking a session that existed before the daemon");
+            let event = LifecycleEvent {
+                kind: EventKind::SessionCreated,
+                session_id: id,
+                session: session.info.name.clone(),
+                time: now,
+                client: None,
+                old_name: None,
+                session_created: Some(session.info.created),
+                // Late when a daemon watched this server before: it was
+                // created while none did.
+                late: journal.server.is_some(),
+            };
+            let decision = decide::on_trigger(&self.settings.actions, Trigger::SessionCreated);
+            let memo = self.memos.get(&id).cloned().unwrap_or_default();
+            let changes = vec![self.journal_change(&event, key.as_str(), &memo)];
+            let _ = self
+                .commit(&event, decision.as_ref(), &memo, &key, None, changes)
+                .await;
+        }
+        for event in gap.changed {
+            tracing::info!(session_id = %event.session_id, session = %event.session, event = %event.kind, "a session changed while no daemon watched");
+            let key = self.identity.session_key(event.session_id);
+            self.act(event, key).await;
+        }
+        // The journal now says what the model says, for the next daemon.
+        let mut changes: Vec<JournalChange> = journaled
+            .into_iter()
+            .filter_map(|id| {
+                let memo = self.memos.get(&id)?;
+                let key = self.identity.session_key(id);
+                Some(JournalChange::Session(Box::new(JournalEntry::of(
+                    key.as_str(),
+                    id,
+                    memo,
+                    now.timestamp_millis(),
+                ))))
+            })
+            .collect();
+        changes.push(JournalChange::Seen(self.identity.clone()));
+        self.heartbeat(changes).await;
+    }
+
+    /// Records that a daemon watches this server, now (with `changes`):
+    /// the next daemon's log says how long it was away.
+    async fn heartbeat(&self, changes: Vec<JournalChange>) {
+        let now = Utc::now().timestamp_millis();
+        let written = self
+            .outbox
+            .run(move |outbox| outbox.enqueue_journaled(&[], &changes, now))
+            .await;
+        if let Err(err) = written {
+            tracing::warn!(%err, "could not write the journal");
         }
     }
 
     async fn on_event(&mut self, event: LifecycleEvent) {
+        let key = self.identity.session_key(event.session_id);
+        self.act(event, key).await;
+    }
+
+    /// Acts on one event of the session `key`: the memo, `@agent-state`,
+    /// the context capture, then the actions committed with the journal's
+    /// change, in one transaction.
+    async fn act(&mut self, event: LifecycleEvent, key: SessionKey) {
         let id = event.session_id;
         match event.kind {
             EventKind::SessionCreated => {
@@ -271,18 +405,52 @@ impl<C: ToolCaller> Reactor<C> {
             | EventKind::SessionMissed => {}
         }
         if let Some(state) = decide::state_on(event.kind) {
+            // Before the write: a save decided earlier and delivered later
+            // must not undo it (see `dispatch::StateStamps`).
+            self.dispatchers
+                .stamps()
+                .set_by_event(id, event.time.timestamp_millis());
             self.set_state(id, state).await;
         }
-        if let Some(decision) = decide::on_trigger(&self.settings.actions, event.kind.into()) {
-            let context = if decision.needs_context() && decide::captures_for(event.kind) {
+        let decision = decide::on_trigger(&self.settings.actions, event.kind.into());
+        let context = match &decision {
+            Some(decision) if decision.needs_context() && decide::captures_for(event.kind) => {
                 self.capture(id).await
-            } else {
-                None
-            };
-            let _ = self.commit(&event, &decision, context).await;
-        }
+            }
+            _ => None,
+        };
+        let memo = self
+            .memos
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| Memo::from_event(&event));
+        let change = self.journal_change(&event, key.as_str(), &memo);
+        let _ = self
+            .commit(
+                &event,
+                decision.as_ref(),
+                &memo,
+                &key,
+                context,
+                vec![change],
+            )
+            .await;
         if event.kind == EventKind::SessionClosed {
             self.memos.remove(&id);
+            self.dispatchers.stamps().forget(id);
+        }
+    }
+
+    /// What the journal says of the session after `event`.
+    fn journal_change(&self, event: &LifecycleEvent, key: &str, memo: &Memo) -> JournalChange {
+        match event.kind {
+            EventKind::SessionClosed => JournalChange::Closed(key.to_owned()),
+            _ => JournalChange::Session(Box::new(JournalEntry::of(
+                key,
+                event.session_id,
+                memo,
+                Utc::now().timestamp_millis(),
+            ))),
         }
     }
 
@@ -308,7 +476,7 @@ impl<C: ToolCaller> Reactor<C> {
                 None
             };
             let event = decide::synthetic_event(id, name, created);
-            let _ = self.commit(&event, &decision, context).await;
+            self.commit_save(&event, &decision, context).await.ok();
         }
     }
 
@@ -350,7 +518,32 @@ impl<C: ToolCaller> Reactor<C> {
             None
         };
         let event = decide::synthetic_event(id, name, created);
-        self.commit(&event, &decision, context).await
+        self.commit_save(&event, &decision, context).await
+    }
+
+    /// Commits a checkpoint's or a save's actions, journaling the context
+    /// they captured (what a late close would send).
+    async fn commit_save(
+        &mut self,
+        event: &LifecycleEvent,
+        decision: &Decision,
+        context: Option<SessionContext>,
+    ) -> Result<Vec<String>, String> {
+        let id = event.session_id;
+        let key = self.identity.session_key(id);
+        let memo = self
+            .memos
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| Memo::from_event(event));
+        let changes = vec![JournalChange::Session(Box::new(JournalEntry::of(
+            key.as_str(),
+            id,
+            &memo,
+            Utc::now().timestamp_millis(),
+        )))];
+        self.commit(event, Some(decision), &memo, &key, context, changes)
+            .await
     }
 
     async fn capture(&mut self, id: SessionId) -> Option<SessionContext> {
@@ -400,35 +593,47 @@ impl<C: ToolCaller> Reactor<C> {
         .await;
     }
 
-    /// Commits `decision`'s actions for `event`; returns their idempotency
-    /// keys, or why they could not be committed.
+    /// Commits `decision`'s actions for `event` of the session `key`
+    /// (remembered as `memo`) with the journal's `changes`, in one
+    /// transaction; returns the actions' idempotency keys, or why they
+    /// could not be committed. Without a decision only the journal is
+    /// written.
     async fn commit(
         &mut self,
         event: &LifecycleEvent,
-        decision: &Decision,
+        decision: Option<&Decision>,
+        memo: &Memo,
+        key: &SessionKey,
         context: Option<SessionContext>,
+        mut changes: Vec<JournalChange>,
     ) -> Result<Vec<String>, String> {
         let id = event.session_id;
-        let memo = self
-            .memos
-            .get(&id)
-            .cloned()
-            .unwrap_or_else(|| Memo::from_event(event));
-        let key = self.identity.session_key(id);
+        changes.push(JournalChange::Seen(self.identity.clone()));
+        let Some(decision) = decision else {
+            let now = Utc::now().timestamp_millis();
+            let written = self
+                .outbox
+                .run(move |outbox| outbox.enqueue_journaled(&[], &changes, now))
+                .await;
+            if let Err(err) = written {
+                tracing::warn!(%err, session_id = %id, "could not write the journal");
+            }
+            return Ok(Vec::new());
+        };
         let context = context
             .or_else(|| memo.context.clone())
-            .unwrap_or_else(|| vars::minimal_context(id, &memo));
+            .unwrap_or_else(|| vars::minimal_context(id, memo));
         let vars = vars::vars(
             event,
             decision.trigger,
-            &memo,
-            &key,
+            memo,
+            key,
             &context,
             &self.settings,
             &self.identity.host,
         );
         self.sequence += 1;
-        let actions = decide::actions(decision, event, &key, &vars, self.sequence);
+        let actions = decide::actions(decision, event, key, &vars, self.sequence);
         let now = Utc::now().timestamp_millis();
         let created = decision.trigger == Trigger::SessionCreated;
         let (key_text, name) = (key.to_string(), memo.name.clone());
@@ -440,7 +645,7 @@ impl<C: ToolCaller> Reactor<C> {
                     // The entity name of memory presets is fixed at creation.
                     let _ = outbox.keep(&key_text, "created_name", &Value::String(name));
                 }
-                outbox.enqueue(&committed, now)
+                outbox.enqueue_journaled(&committed, &changes, now)
             })
             .await;
         let outcome = match result {
@@ -516,6 +721,7 @@ mod tests {
             client: None,
             old_name: None,
             session_created: Some(1_700_000_000),
+            late: false,
         }
     }
 

@@ -89,6 +89,9 @@ pub(crate) fn vars(
     vars.insert("event".into(), json!(trigger.as_str()));
     vars.insert("client".into(), json!(event.client));
     vars.insert("old_name".into(), json!(event.old_name));
+    // True when the event happened while no daemon watched (see
+    // `agent::journal`): the call is made late, on the daemon's return.
+    vars.insert("late".into(), json!(event.late));
     // Not a placeholder: tells the dispatcher which state a requested save
     // leaves the session in.
     vars.insert("attached".into(), json!(memo.attached));
@@ -205,6 +208,7 @@ mod tests {
             client: Some("/dev/pts/1".into()),
             old_name: None,
             session_created: Some(1_699_999_000),
+            late: false,
         }
     }
 
@@ -296,6 +300,7 @@ mod tests {
             ("event", json!("save")),
             ("client", json!("/dev/pts/1")),
             ("old_name", Value::Null),
+            ("late", json!(false)),
             ("attached", json!(true)),
             (
                 "observations",

@@ -211,7 +211,13 @@ fn history_line(entry: &HistoryEntry) -> String {
         state if error.is_empty() => state.to_owned(),
         state => format!("{state} (attempt {}: {error})", entry.attempts),
     };
-    format!("{time}  {:<16} {call:<28} {outcome}", entry.event)
+    // A late call's event happened while no daemon watched (agent::journal).
+    let event = if entry.late {
+        format!("{} (late)", entry.event)
+    } else {
+        entry.event.clone()
+    };
+    format!("{time}  {event:<16} {call:<28} {outcome}")
 }
 
 /// `3m ago`.

@@ -83,6 +83,11 @@ pub struct LifecycleEvent {
     /// When tmux created the session (Unix seconds), as tmux reports it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session_created: Option<i64>,
+    /// The event happened while no daemon watched: the daemon made it at
+    /// start from its journal (`agent::journal`), so `time` is when it was
+    /// found, not when it happened. Shown as `"late":true`, absent otherwise.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub late: bool,
 }
 
 fn rfc3339_millis<S: Serializer>(time: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
@@ -106,6 +111,9 @@ impl std::fmt::Display for LifecycleEvent {
         if let Some(client) = &self.client {
             write!(f, " client {client}")?;
         }
+        if self.late {
+            f.write_str(" (late)")?;
+        }
         Ok(())
     }
 }
@@ -126,10 +134,20 @@ mod tests {
             client: None,
             old_name: None,
             session_created: None,
+            late: false,
         };
         assert_eq!(
             serde_json::to_string(&event).unwrap(),
             r#"{"event":"session-created","session_id":"$3","session":"work","time":"2026-11-21T16:00:00.123Z"}"#
+        );
+        let late = LifecycleEvent {
+            late: true,
+            ..event
+        };
+        assert!(
+            serde_json::to_string(&late)
+                .unwrap()
+                .ends_with(r#","late":true}"#)
         );
     }
 }

@@ -140,6 +140,7 @@ impl Model {
             client: client.map(str::to_owned),
             old_name: None,
             session_created: Some(session.created),
+            late: false,
         };
 
         // Clients that went away, or moved off a session.
@@ -177,6 +178,7 @@ impl Model {
                 client: None,
                 old_name: None,
                 session_created: None,
+                late: false,
             });
         }
         self.missed += events

@@ -19,6 +19,7 @@ mod daemon_run;
 mod faults;
 mod groups;
 mod ipc;
+mod journal;
 mod lifecycle;
 mod mcp_cli;
 mod mcp_config;

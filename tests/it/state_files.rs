@@ -202,6 +202,7 @@ fn an_outbox_under_the_old_name_is_taken_over_with_its_open_calls() {
                 template: serde_json::json!({"step": "left-over", "key": "{idempotency_key}"}),
                 vars: serde_json::json!({"session": "gone"}),
                 keep: serde_json::json!({}),
+                late: false,
             }],
             0,
         )

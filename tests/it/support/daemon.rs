@@ -78,6 +78,16 @@ impl Daemon {
         self.process.child.id()
     }
 
+    /// SIGKILLs it and waits until it is gone: a daemon that dies at any
+    /// point, with no chance to finish what it was doing.
+    pub fn kill(mut self) {
+        // SAFETY: kill(2) on our own child, which has not been reaped.
+        unsafe { libc::kill(self.process.child.id() as i32, libc::SIGKILL) };
+        self.process
+            .wait(PATIENCE)
+            .expect("the daemon survived SIGKILL");
+    }
+
     /// Stops it with `tmux-agent stop` and waits for it to exit.
     pub fn stop(mut self, server: &TmuxServer) {
         let out = agent(server, &["stop"]);

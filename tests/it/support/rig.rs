@@ -11,6 +11,8 @@ use super::daemon::Daemon;
 use super::tmux::TmuxServer;
 use super::{PATIENCE, TEST_SERVER, wait_for, write_config};
 use serde_json::Value;
+use tmux_agent::agent::journal::Journal;
+use tmux_agent::agent::outbox::Outbox;
 
 /// Register, attach, save and complete, each an `echo` to `rec` carrying
 /// its step and idempotency key (so tests can count every action once).
@@ -147,6 +149,21 @@ impl Rig {
         .unwrap_or_else(|| panic!("expected {n} calls, got {:#?}", self.calls()))
     }
 
+    /// The daemon's lifecycle journal as its outbox holds it now (empty
+    /// before the first daemon wrote one). The outbox is found under the
+    /// test HOME's state directory by its name, whatever the file is called
+    /// per server.
+    pub fn journal(&self) -> Journal {
+        let Some(path) = find_outbox(&self.server.home.path().join(".local/state")) else {
+            return Journal::default();
+        };
+        Outbox::open_read_only(&path)
+            .ok()
+            .flatten()
+            .and_then(|outbox| outbox.journal().ok())
+            .unwrap_or_default()
+    }
+
     /// Waits until the daemon says no action is open.
     pub fn wait_settled(&self) {
         wait_for(PATIENCE, || {
@@ -159,6 +176,22 @@ impl Rig {
             )
         });
     }
+}
+
+/// The one outbox database (`outbox*.db`) under `dir`, searched in depth.
+fn find_outbox(dir: &Path) -> Option<PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if path.is_dir() {
+            if let Some(found) = find_outbox(&path) {
+                return Some(found);
+            }
+        } else if name.starts_with("outbox") && name.ends_with(".db") {
+            return Some(path);
+        }
+    }
+    None
 }
 
 fn read_record(record: &Path) -> Vec<Value> {

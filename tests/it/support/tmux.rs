@@ -94,6 +94,31 @@ impl TmuxServer {
         self.command().args(args).output().expect("run tmux")
     }
 
+    /// Kills the server and starts a new one on the same socket, holding one
+    /// detached session called `first`: a tmux restarted while its sessions'
+    /// calls are remembered elsewhere. tmux's `start_time` has one-second
+    /// steps, and a server is told apart from its predecessor by it, so the
+    /// new one starts in a later second than the old one did.
+    pub fn restart(&mut self, first: &str) {
+        let started: i64 = self
+            .tmux(&["display-message", "-p", "#{start_time}"])
+            .trim()
+            .parse()
+            .expect("start_time is a number");
+        let _ = self.try_tmux(&["kill-server"]);
+        super::eventually(super::PATIENCE, "the old tmux server to go", || {
+            (!self.is_running()).then_some(())
+        });
+        super::eventually(super::PATIENCE, "a later second", || {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64;
+            (now > started).then_some(())
+        });
+        self.tmux(&["new-session", "-d", "-s", first, "-x", "80", "-y", "24"]);
+    }
+
     /// Whether the server still answers.
     pub fn is_running(&self) -> bool {
         self.try_tmux(&["list-sessions"]).status.success()

@@ -1002,8 +1002,10 @@ impl Outbox {
         which: Undelivered,
         limit: usize,
     ) -> Result<Vec<OutboxEntry>, OutboxError> {
+        // The history columns first, in `history_entry`'s order (`late` is
+        // its last), then this listing's own.
         const COLUMNS: &str = "id, event, server, tool, state, attempts, created_at, delivered_at, \
-            latency_ms, last_error, session_id, session_key, next_attempt_at";
+            latency_ms, last_error, late, session_id, session_key, next_attempt_at";
         let open = format!(
             "SELECT {COLUMNS} FROM actions INDEXED BY actions_open
              WHERE state IN ('pending', 'inflight')"
@@ -1022,9 +1024,9 @@ impl Outbox {
         let rows = stmt.query_map(params![limit as i64], |row| {
             Ok(OutboxEntry {
                 entry: history_entry(row)?,
-                session_id: row.get(10)?,
-                session_key: row.get(11)?,
-                next_attempt_at: row.get(12)?,
+                session_id: row.get(11)?,
+                session_key: row.get(12)?,
+                next_attempt_at: row.get(13)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

@@ -331,7 +331,10 @@ impl<C: ToolCaller> Reactor<C> {
             };
             let decision = decide::on_trigger(&self.settings.actions, Trigger::SessionCreated);
             let memo = self.memos.get(&id).cloned().unwrap_or_default();
-            let changes = vec![self.journal_change(&event, key.as_str(), &memo)];
+            let changes = self
+                .journal_change(&event, key.as_str(), &memo)
+                .into_iter()
+                .collect();
             let _ = self
                 .commit(&event, decision.as_ref(), &memo, &key, None, changes)
                 .await;
@@ -424,16 +427,12 @@ impl<C: ToolCaller> Reactor<C> {
             .get(&id)
             .cloned()
             .unwrap_or_else(|| Memo::from_event(&event));
-        let change = self.journal_change(&event, key.as_str(), &memo);
+        let changes = self
+            .journal_change(&event, key.as_str(), &memo)
+            .into_iter()
+            .collect();
         let _ = self
-            .commit(
-                &event,
-                decision.as_ref(),
-                &memo,
-                &key,
-                context,
-                vec![change],
-            )
+            .commit(&event, decision.as_ref(), &memo, &key, context, changes)
             .await;
         if event.kind == EventKind::SessionClosed {
             self.memos.remove(&id);
@@ -441,16 +440,24 @@ impl<C: ToolCaller> Reactor<C> {
         }
     }
 
-    /// What the journal says of the session after `event`.
-    fn journal_change(&self, event: &LifecycleEvent, key: &str, memo: &Memo) -> JournalChange {
+    /// What the journal says of the session after `event`; nothing for a
+    /// missed session, which was never seen alive (journaled, it would be
+    /// closed again, nameless, by the next daemon).
+    fn journal_change(
+        &self,
+        event: &LifecycleEvent,
+        key: &str,
+        memo: &Memo,
+    ) -> Option<JournalChange> {
         match event.kind {
-            EventKind::SessionClosed => JournalChange::Closed(key.to_owned()),
-            _ => JournalChange::Session(Box::new(JournalEntry::of(
+            EventKind::SessionMissed => None,
+            EventKind::SessionClosed => Some(JournalChange::Closed(key.to_owned())),
+            _ => Some(JournalChange::Session(Box::new(JournalEntry::of(
                 key,
                 event.session_id,
                 memo,
                 Utc::now().timestamp_millis(),
-            ))),
+            )))),
         }
     }
 

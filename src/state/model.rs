@@ -10,10 +10,13 @@
 //! is on it: control clients (ours, iTerm2's, other tools') are not people.
 //!
 //! Ids also only grow, so a gap says something the listings could not: a
-//! session that was created and killed between two of them. Ids above the
-//! highest seen so far that the new listing skips are such sessions, and
-//! each becomes a `session-missed` event. Ids below the first listing's
-//! highest are not: those sessions ended before we looked. Nor is the
+//! session that was created and killed between two of them. Each listing
+//! carries tmux's `#{next_session_id}`, so the model knows which ids tmux
+//! had handed out by then: an id handed out since the previous listing
+//! that the new listing does not show is such a session, and becomes a
+//! `session-missed` event. Ids handed out before the first listing are
+//! not: those sessions ended before we looked (a daemon that starts on a
+//! server whose sessions came and went knows nothing of them). Nor is the
 //! sidecar's own session.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -50,6 +53,10 @@ pub struct ClientInfo {
 pub struct Listing {
     pub sessions: Vec<SessionInfo>,
     pub clients: Vec<ClientInfo>,
+    /// tmux's `#{next_session_id}` read just before the sessions: every id
+    /// below it had been handed out. `None` when not read (then the highest
+    /// id listed stands in for it).
+    pub next_id: Option<u32>,
 }
 
 /// A tracked session.
@@ -73,9 +80,9 @@ pub struct Model {
     sessions: BTreeMap<SessionId, Session>,
     /// Non-control clients by name, with the session they are on.
     clients: BTreeMap<String, SessionId>,
-    /// The highest session id any listing showed (the sidecar's included);
-    /// `None` before the first listing.
-    highest: Option<u32>,
+    /// The first id tmux had not handed out at the last listing: ids below
+    /// it are accounted for. `None` before the first listing.
+    allocated: Option<u32>,
     /// How many sessions were missed (see the module doc).
     missed: u64,
 }
@@ -87,7 +94,7 @@ impl Model {
             sidecar,
             sessions: BTreeMap::new(),
             clients: BTreeMap::new(),
-            highest: None,
+            allocated: None,
             missed: 0,
         }
     }
@@ -220,23 +227,22 @@ impl Model {
         events
     }
 
-    /// The ids `listing` skips above the highest seen before it, and moves
-    /// the highest up. An empty listing (the server exited) skips nothing.
+    /// The ids handed out since the last listing that `listing` does not
+    /// show, and what is handed out now. An empty listing (the server
+    /// exited) skips nothing.
     fn skipped(&mut self, listing: &Listing) -> Vec<SessionId> {
         let Some(top) = listing.sessions.iter().map(|s| s.id.0).max() else {
             return Vec::new();
         };
-        let before = self.highest;
-        self.highest = Some(before.map_or(top, |before| before.max(top)));
+        let now = listing.next_id.unwrap_or(0).max(top + 1);
+        let before = self.allocated;
+        self.allocated = Some(before.map_or(now, |before| before.max(now)));
         let Some(before) = before else {
             // The first listing: what it skips ended before we looked.
             return Vec::new();
         };
-        if top <= before {
-            return Vec::new();
-        }
         let listed: BTreeSet<u32> = listing.sessions.iter().map(|s| s.id.0).collect();
-        (before + 1..top)
+        (before..now)
             .filter(|id| !listed.contains(id) && *id != self.sidecar.0)
             .map(SessionId)
             .collect()
@@ -307,7 +313,11 @@ mod tests {
     }
 
     fn listing(sessions: Vec<SessionInfo>, clients: Vec<ClientInfo>) -> Listing {
-        Listing { sessions, clients }
+        Listing {
+            sessions,
+            clients,
+            next_id: None,
+        }
     }
 
     #[test]
@@ -498,6 +508,30 @@ mod tests {
         );
         model.reconcile(&Listing::default(), Utc::now());
         assert_eq!(model.missed(), 2);
+    }
+
+    #[test]
+    fn ids_handed_out_before_the_first_listing_are_no_misses() {
+        use EventKind::*;
+        // A daemon starting after $4 and $5 came and went: tmux says $6 is
+        // next, though the highest id listed is $3.
+        let mut model = Model::new(SessionId(1));
+        let at = |sessions, next_id| Listing {
+            sessions,
+            clients: vec![],
+            next_id: Some(next_id),
+        };
+        model.reconcile(
+            &at(vec![session(1, "tmux-agent"), session(3, "a")], 6),
+            Utc::now(),
+        );
+        // $6 is created: nothing in between was missed by this model.
+        let events = model.reconcile(&at(vec![session(3, "a"), session(6, "b")], 7), Utc::now());
+        assert_eq!(kinds(&events), [(SessionCreated, 6)]);
+        // $7 made and gone between listings, known only from the next id.
+        let events = model.reconcile(&at(vec![session(3, "a"), session(6, "b")], 8), Utc::now());
+        assert_eq!(kinds(&events), [(SessionMissed, 7)]);
+        assert_eq!(model.missed(), 1);
     }
 
     #[test]

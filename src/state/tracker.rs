@@ -37,6 +37,9 @@ const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// first, the (vis-escaped) name last, so a tab in it cannot shift fields.
 const SESSION_FORMAT: &str = "#{session_id}\t#{session_created}\t#{session_name}";
 
+/// The id tmux will give the next session (`$N`).
+const NEXT_SESSION_ID: &str = "#{next_session_id}";
+
 /// `list-clients` format.
 const CLIENT_FORMAT: &str = "#{client_name}\t#{client_pid}\t#{client_control_mode}\t#{session_id}";
 
@@ -366,10 +369,19 @@ async fn read_digest(control: &ControlHandle, sidecar: SessionId) -> Option<Vec<
 
 /// Lists sessions and clients; the two commands go out back to back.
 async fn list(control: &ControlHandle) -> Result<Listing, TrackError> {
-    let (sessions, clients) = tokio::join!(
+    // The next id first: a session made between the two commands is then
+    // listed with an id at or above it, or, if already gone, counted as
+    // missed at the next listing (see `Model`).
+    let (next_id, sessions, clients) = tokio::join!(
+        control.run(Command::display_server(NEXT_SESSION_ID)?),
         control.run(Command::list_sessions(SESSION_FORMAT)?),
         control.run(Command::list_clients(CLIENT_FORMAT)?),
     );
+    let next_id = next_id?
+        .text()
+        .trim()
+        .strip_prefix('$')
+        .and_then(|n| n.parse().ok());
     let sessions = sessions?
         .lines
         .iter()
@@ -380,7 +392,11 @@ async fn list(control: &ControlHandle) -> Result<Listing, TrackError> {
         .iter()
         .map(|line| parse_client(&String::from_utf8_lossy(line)))
         .collect::<Result<_, _>>()?;
-    Ok(Listing { sessions, clients })
+    Ok(Listing {
+        sessions,
+        clients,
+        next_id,
+    })
 }
 
 fn parse_session(line: &str) -> Result<SessionInfo, TrackError> {

@@ -19,7 +19,7 @@
 //! The settings come through a `watch` channel: a reload takes effect for
 //! the next event, and a dispatcher starts for every newly named MCP server.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -473,10 +473,12 @@ impl<C: ToolCaller> Reactor<C> {
             .map(|(id, m)| (*id, m.name.clone(), m.created))
             .collect();
         for (id, name, created) in attached {
-            if self.backlogged().await {
-                tracing::warn!(session_id = %id, "queue full: skipping a checkpoint");
+            // `max_pending` bounds each server's own queue: a server that is
+            // down and piling up calls loses its checkpoints, not the
+            // others' (their calls are separate actions, delivered apart).
+            let Some(decision) = self.unbacklogged(id, &decision).await else {
                 continue;
-            }
+            };
             let context = if decision.needs_context() {
                 self.capture(id).await
             } else {
@@ -487,21 +489,39 @@ impl<C: ToolCaller> Reactor<C> {
         }
     }
 
-    /// Whether any server's queue is over the bound.
-    async fn backlogged(&self) -> bool {
-        let servers = self.dispatchers.servers();
+    /// `decision` without the calls to servers whose queue is at
+    /// `max_pending`, or `None` when no call is left.
+    async fn unbacklogged(&self, id: SessionId, decision: &Decision) -> Option<Decision> {
+        let servers: Vec<String> = decision.specs.iter().map(|s| s.server.clone()).collect();
         let max_pending = self.settings.max_pending;
-        // An indexed count of the server's open actions, not of its history.
-        self.outbox
+        // An indexed count of each server's open actions, not of its history.
+        let full: HashSet<String> = self
+            .outbox
             .run(move |outbox| {
-                servers.iter().any(|server| {
-                    outbox
-                        .open_count_for(server)
-                        .map(|open| open >= max_pending)
-                        .unwrap_or(false)
-                })
+                servers
+                    .into_iter()
+                    .filter(|server| {
+                        outbox
+                            .open_count_for(server)
+                            .map(|open| open >= max_pending)
+                            .unwrap_or(false)
+                    })
+                    .collect()
             })
-            .await
+            .await;
+        for server in &full {
+            tracing::warn!(session_id = %id, %server, max_pending, "queue full: skipping a checkpoint call");
+        }
+        let specs: Vec<_> = decision
+            .specs
+            .iter()
+            .filter(|s| !full.contains(&s.server))
+            .cloned()
+            .collect();
+        (!specs.is_empty()).then(|| Decision {
+            specs,
+            ..decision.clone()
+        })
     }
 
     /// A save the CLI asked for (see [`ReactorCommand::Save`]).
@@ -702,6 +722,7 @@ mod tests {
     use crate::agent::actions::ActionSpec;
     use crate::agent::fake::ScriptedCaller;
     use crate::agent::outbox::Outbox;
+    use crate::mcp::CallError;
 
     fn spec(tool: &str, args: Value, keep: &[(&str, &str)]) -> ActionSpec {
         ActionSpec {
@@ -910,5 +931,73 @@ mod tests {
                 .all(|c| c.args == json!({"name": "here", "event": "checkpoint"})),
             "{calls:#?}"
         );
+    }
+
+    /// `max_pending` is per server: a server that is down and has a full
+    /// queue loses its own checkpoint calls, and another server still gets
+    /// every checkpoint.
+    #[tokio::test]
+    async fn a_full_queue_skips_only_its_own_servers_checkpoints() {
+        let on = |server: &str| ActionSpec {
+            server: server.into(),
+            ..spec("checkpoint", json!({"name": "{session}"}), &[])
+        };
+        let actions = [(Trigger::Checkpoint, vec![on("down"), on("up")])]
+            .into_iter()
+            .collect();
+        let settings = ReactorSettings {
+            actions,
+            checkpoint_interval: Some(Duration::from_millis(100)),
+            max_pending: 1,
+            ..ReactorSettings::default()
+        };
+        let caller = Arc::new(ScriptedCaller::default());
+        for _ in 0..100 {
+            caller.answer(
+                "down",
+                "checkpoint",
+                Err(CallError::NotConnected {
+                    server: "down".into(),
+                    retry_in: Duration::from_secs(60),
+                    last_error: None,
+                }),
+            );
+        }
+        let (control, _commands) = ControlHandle::recording();
+        let (_settings_tx, settings_rx) = watch::channel(Arc::new(settings));
+        let (events_tx, events) = mpsc::channel(16);
+        let (_commands_tx, commands) = mpsc::channel(4);
+        let outbox = SharedOutbox::new(Outbox::in_memory().unwrap());
+        let shutdown = CancellationToken::new();
+        let reactor = tokio::spawn(run(
+            Inputs {
+                settings: settings_rx,
+                events,
+                commands,
+            },
+            control,
+            outbox.clone(),
+            caller.clone(),
+            Model::new(SessionId(0)),
+            shutdown.clone(),
+        ));
+        for event in [
+            event_of(EventKind::SessionCreated, 1, "here"),
+            event_of(EventKind::SessionAttached, 1, "here"),
+        ] {
+            events_tx.send(event).await.unwrap();
+        }
+        let to_up = || caller.calls().iter().filter(|c| c.server == "up").count();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while to_up() < 3 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the full queue of `down` stopped the checkpoints to `up`");
+        shutdown.cancel();
+        reactor.await.unwrap().unwrap();
+        // `down` kept its first checkpoint and was given no more.
+        assert_eq!(outbox.lock().open_count_for("down").unwrap(), 1);
     }
 }

@@ -21,7 +21,8 @@ pub struct ReactorSettings {
     /// Save a checkpoint of every attached session this often.
     pub checkpoint_interval: Option<Duration>,
     /// The most actions one MCP server may have waiting; past it new
-    /// checkpoints are dropped (never lifecycle calls).
+    /// checkpoint calls to that server are dropped (never lifecycle calls,
+    /// never another server's).
     pub max_pending: u64,
     /// The defaults for a session without `@agent-goal` / `@agent-type`.
     pub default_goal: String,

@@ -91,7 +91,8 @@ pub struct Link {
     pub report: Option<SharedReport>,
     /// Why the last connect failed.
     pub connect_error: Option<ConnectError>,
-    /// Why the last connection ended, or the last connect error.
+    /// Why the last connection ended, or the last connect error; cleared
+    /// when a connection becomes ready.
     pub last_error: Option<String>,
     /// Connect attempts started so far.
     pub attempts: u64,
@@ -316,6 +317,14 @@ async fn ready(
     let settings = &shared.spec.settings;
     shared.http_failures.store(0, Ordering::Relaxed);
     shared.touch();
+    // The server has recovered: the failure before this connection is no
+    // longer its state, and `status` must not show a ready (or, later,
+    // idled-out) server as still failing. Cleared before Ready is
+    // published, so no reader sees Ready with the old error.
+    shared.link.send_modify(|link| {
+        link.last_error = None;
+        link.connect_error = None;
+    });
     set_phase(shared, Phase::Ready, Some(&connection));
 
     let idle_timeout = settings

@@ -361,6 +361,51 @@ async fn a_server_killed_mid_call_fails_the_call_then_comes_back() {
     pool.shutdown().await;
 }
 
+/// `status` tells a recovered server from a failing one: the failed
+/// handshake is the detail while the server is down, and is gone once a
+/// connection is ready again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovered_server_reports_no_stale_error() {
+    let dir = tempdir();
+    let record = dir.path().join("rec.jsonl");
+    let down = dir.path().join("down");
+    std::fs::write(&down, "").unwrap();
+    let pool = pool_with(
+        "r",
+        &record,
+        &["--down-if-exists", down.to_str().unwrap()],
+        Knobs::default(),
+    );
+    let err = pool
+        .call_tool("r", "echo", json!({}), CallOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CallError::ConnectFailed { .. }), "{err:?}");
+    let status = &pool.servers()[0];
+    assert_eq!(status.state, "backoff");
+    assert!(status.detail.is_some(), "{status:?}");
+
+    std::fs::remove_file(&down).unwrap();
+    eventually_async(PATIENCE, "server back after the backoff", || {
+        let pool = pool.clone();
+        async move {
+            match pool
+                .call_tool("r", "echo", json!({}), CallOptions::default())
+                .await
+            {
+                Ok(out) => Some(out),
+                Err(CallError::NotConnected { .. } | CallError::ConnectFailed { .. }) => None,
+                Err(other) => panic!("unexpected error while recovering: {other:?}"),
+            }
+        }
+    })
+    .await;
+    let status = &pool.servers()[0];
+    assert_eq!(status.state, "ready");
+    assert_eq!(status.detail, None, "{status:?}");
+    pool.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_crash_tool_is_a_transport_error_and_a_lazy_server_restarts_on_the_next_call() {
     let dir = tempdir();

@@ -21,6 +21,7 @@
 //! - [`ipc`]: the CLI ↔ daemon socket.
 //! - [`cli`]: one file per subcommand of the `tmux-agent` binary.
 //! - [`backoff`]: the one retry delay (doubling, capped, jittered).
+//! - [`supervise`]: long-lived tasks restarted, logged and counted when they panic.
 //! - [`paths`]: where files live (XDG directories).
 //! - [`schema`]: the name of every `@agent-*` tmux option, and `@agent-state`'s values.
 
@@ -37,3 +38,4 @@ pub mod mcp;
 pub mod paths;
 pub mod schema;
 pub mod state;
+pub mod supervise;

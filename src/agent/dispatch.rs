@@ -23,6 +23,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::supervise::{Restarts, supervise};
+
 use super::decide;
 use super::identity::ServerIdentity;
 use super::outbox::{Action, Priority, SharedOutbox};
@@ -115,6 +117,8 @@ pub(crate) struct Dispatchers<C> {
     wake: Mutex<HashMap<String, Arc<Notify>>>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
+    /// Counts the dispatchers restarted after a panic (`status`).
+    restarts: Restarts,
 }
 
 impl<C: ToolCaller> Dispatchers<C> {
@@ -124,6 +128,7 @@ impl<C: ToolCaller> Dispatchers<C> {
         caller: Arc<C>,
         identity: ServerIdentity,
         shutdown: CancellationToken,
+        restarts: Restarts,
     ) -> Self {
         Self {
             link: Arc::new(Link {
@@ -136,6 +141,7 @@ impl<C: ToolCaller> Dispatchers<C> {
             wake: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
             shutdown,
+            restarts,
         }
     }
 
@@ -148,11 +154,23 @@ impl<C: ToolCaller> Dispatchers<C> {
             }
             let notify = Arc::new(Notify::new());
             wake.insert(server.clone(), notify.clone());
-            self.tasks.spawn(dispatch(
-                self.link.clone(),
-                server.clone(),
-                notify,
+            // A dispatcher that panicked would leave its server's calls
+            // undelivered: it is started again, on the same wake-up. (An
+            // action it had claimed stays `inflight`, for the next daemon's
+            // recovery to send again.)
+            let (link, name, shutdown) = (self.link.clone(), server.clone(), self.shutdown.clone());
+            self.tasks.spawn(supervise(
+                format!("dispatcher {server}"),
+                self.restarts.clone(),
                 self.shutdown.clone(),
+                move || {
+                    let run =
+                        dispatch(link.clone(), name.clone(), notify.clone(), shutdown.clone());
+                    async move {
+                        run.await;
+                        Ok::<(), std::convert::Infallible>(())
+                    }
+                },
             ));
         }
     }
@@ -512,6 +530,7 @@ mod tests {
                 caller.clone(),
                 identity,
                 CancellationToken::new(),
+                Default::default(),
             );
             Rig {
                 outbox,

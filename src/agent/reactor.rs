@@ -54,6 +54,8 @@ pub struct Inputs {
     pub events: mpsc::Receiver<LifecycleEvent>,
     /// Requests from the CLI, through the daemon.
     pub commands: mpsc::Receiver<ReactorCommand>,
+    /// Counts the dispatchers restarted after a panic (`status`).
+    pub restarts: crate::supervise::Restarts,
 }
 
 /// A request to the reactor.
@@ -114,6 +116,7 @@ pub async fn run<C: ToolCaller>(
         settings: mut settings_rx,
         mut events,
         mut commands,
+        restarts,
     } = inputs;
     let settings = settings_rx.borrow_and_update().clone();
     let identity = server_identity(&control, model.sidecar()).await?;
@@ -130,6 +133,7 @@ pub async fn run<C: ToolCaller>(
         caller,
         identity.clone(),
         shutdown.clone(),
+        restarts,
     );
     let servers = settings.named_servers();
     let mut reactor = Reactor {
@@ -794,6 +798,7 @@ mod tests {
                 settings: settings_rx,
                 events,
                 commands,
+                restarts: Default::default(),
             },
             control,
             outbox.clone(),
@@ -901,6 +906,7 @@ mod tests {
                 settings: settings_rx,
                 events,
                 commands,
+                restarts: Default::default(),
             },
             control,
             outbox.clone(),

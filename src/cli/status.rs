@@ -73,6 +73,7 @@ fn print_running(report: &StatusReport) -> Result<(), crate::cli::output::Output
         count(report.sessions, "session")
     );
     crate::outln!("sessions missed: {}", report.sessions_missed);
+    crate::outln!("tasks restarted: {}", report.tasks_restarted);
     print_groups(&report.groups)?;
     for server in &report.mcp_servers {
         let detail = server

@@ -43,6 +43,8 @@ pub(super) struct DaemonHandler {
     pub(super) reload: Reload,
     /// Cancelled by a `stop` request: the daemon's own shutdown token.
     pub(super) stopping: CancellationToken,
+    /// The supervised tasks' restarts (see [`crate::supervise`]).
+    pub(super) restarts: crate::supervise::Restarts,
 }
 
 impl DaemonHandler {
@@ -99,6 +101,7 @@ impl Handler for DaemonHandler {
             uptime_secs: self.started_at.elapsed().as_secs(),
             sessions: self.snapshots.borrow().sessions().count(),
             sessions_missed: self.snapshots.borrow().missed(),
+            tasks_restarted: self.restarts.load(std::sync::atomic::Ordering::Relaxed),
             groups: self.groups.latest(),
             mcp_servers,
             actions,

@@ -459,6 +459,9 @@ impl Running {
         let control = tracker.control();
         let pool = McpPool::new(&discovered);
         let reactor_stop = CancellationToken::new();
+        // One count for every supervised task: the dispatchers and the group
+        // reconciler (see `crate::supervise`).
+        let restarts = crate::supervise::Restarts::default();
         let (to_reactor, events) = mpsc::channel(EVENT_BACKLOG);
         let (settings_tx, settings) = watch::channel(Arc::new(reactor_settings));
         // Save requests from the CLI: each waits for its answer, so few.
@@ -468,6 +471,7 @@ impl Running {
                 settings: settings.clone(),
                 events,
                 commands,
+                restarts: restarts.clone(),
             },
             control.clone(),
             outbox.clone(),
@@ -486,8 +490,12 @@ impl Running {
 
         let services = CancellationToken::new();
         let pruning = tokio::spawn(prune::run(prune_settings, outbox.clone(), services.clone()));
-        let (groups, reconciling) =
-            Reconciler::spawn(control.clone(), tracker.snapshots(), services.clone());
+        let (groups, reconciling) = Reconciler::spawn(
+            control.clone(),
+            tracker.snapshots(),
+            services.clone(),
+            restarts.clone(),
+        );
         let handler = Arc::new(handler::DaemonHandler {
             started: Utc::now(),
             started_at: Instant::now(),
@@ -500,6 +508,7 @@ impl Running {
             reactor: reactor_commands,
             reload: reload::Reload::new(config, pool.clone(), settings_tx),
             stopping: stopping.clone(),
+            restarts,
         });
         tracing::info!(socket = %ipc.path().display(), "listening for tmux-agent commands");
         let serving = tokio::spawn(ipc.serve(handler.clone(), services.clone()));

@@ -23,6 +23,8 @@
 //! a session created a moment ago (and joined by the CLI) is already there.
 //! Only this task writes derived options, so two passes never race.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -38,6 +40,11 @@ use crate::control::connection::{ControlError, ControlHandle};
 use crate::control::options::parse_options;
 use crate::schema;
 use crate::state::Model;
+use crate::supervise::{Restarts, supervise};
+
+/// Whether the fault of [`FAULT_PANIC_ONCE_ENV`] has happened in this
+/// process.
+static FAULTED: AtomicBool = AtomicBool::new(false);
 
 /// How often a pass runs when nothing asks for one.
 pub const RESYNC: Duration = Duration::from_secs(5);
@@ -134,11 +141,19 @@ impl GroupHandle {
     }
 }
 
-/// The reconciler task's state.
+/// Makes the reconciler panic once at its start, for the test that it is
+/// restarted (`tests/it/groups.rs`); never set outside tests.
+pub const FAULT_PANIC_ONCE_ENV: &str = "TMUX_AGENT_FAULT_RECONCILER_PANIC_ONCE";
+
+/// The reconciler task's state. Everything in it outlives one run of the
+/// task (the task is restarted after a panic, see [`crate::supervise`]):
+/// the requests' receiver is shared behind a lock so that a new run takes
+/// over the requests waiting for the one that panicked.
+#[derive(Clone)]
 pub struct Reconciler {
     control: ControlHandle,
     snapshots: watch::Receiver<Model>,
-    requests: mpsc::Receiver<Request>,
+    requests: Arc<tokio::sync::Mutex<mpsc::Receiver<Request>>>,
     reports: watch::Sender<GroupsReport>,
     sidecar: SessionId,
 }
@@ -147,11 +162,13 @@ impl Reconciler {
     /// Starts the reconciler on the daemon's control connection. `snapshots`
     /// is [`crate::state::Tracker::snapshots`]; the task ends when
     /// `shutdown` fires, when the tracker is gone, or when the connection
-    /// closes.
+    /// closes. A run that panics is logged, counted in `restarts` and started
+    /// again after a backoff.
     pub fn spawn(
         control: ControlHandle,
         snapshots: watch::Receiver<Model>,
         shutdown: CancellationToken,
+        restarts: Restarts,
     ) -> (GroupHandle, JoinHandle<()>) {
         let (requests_tx, requests) = mpsc::channel(64);
         let (reports, reports_rx) = watch::channel(GroupsReport::default());
@@ -159,11 +176,23 @@ impl Reconciler {
         let reconciler = Reconciler {
             control,
             snapshots,
-            requests,
+            requests: Arc::new(tokio::sync::Mutex::new(requests)),
             reports,
             sidecar,
         };
-        let task = tokio::spawn(reconciler.run(shutdown));
+        let stop = shutdown.clone();
+        let task = tokio::spawn(supervise(
+            "group reconciler".into(),
+            restarts,
+            shutdown,
+            move || {
+                let run = reconciler.clone().run(stop.clone());
+                async move {
+                    run.await;
+                    Ok::<(), std::convert::Infallible>(())
+                }
+            },
+        ));
         (
             GroupHandle {
                 requests: requests_tx,
@@ -174,6 +203,15 @@ impl Reconciler {
     }
 
     async fn run(mut self, shutdown: CancellationToken) {
+        // Held for the run; a panic releases it (a tokio lock is not
+        // poisoned) for the next run.
+        let requests = self.requests.clone();
+        let mut requests = requests.lock().await;
+        if std::env::var_os(FAULT_PANIC_ONCE_ENV).is_some_and(|v| v == "1")
+            && !FAULTED.swap(true, Ordering::SeqCst)
+        {
+            panic!("{FAULT_PANIC_ONCE_ENV} is set: the group reconciler panics once");
+        }
         let mut resync = tokio::time::interval(RESYNC);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The interval's first tick is immediate: that is the start-up pass.
@@ -181,7 +219,7 @@ impl Reconciler {
             let outcome = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
-                Some(request) = self.requests.recv() => self.serve(request).await,
+                Some(request) = requests.recv() => self.serve(request).await,
                 changed = self.snapshots.changed() => {
                     if changed.is_err() {
                         break; // the tracker has ended

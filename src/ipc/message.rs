@@ -132,6 +132,10 @@ pub struct StatusReport {
     /// skipped id (each was a `session-missed` event).
     #[serde(default)]
     pub sessions_missed: u64,
+    /// How many times a supervised task (a dispatcher, the group
+    /// reconciler) was restarted after a panic: 0 unless something broke.
+    #[serde(default)]
+    pub tasks_restarted: u64,
     /// The groups as of the reconciler's last pass.
     pub groups: GroupsReport,
     /// Each configured MCP server's state (filled by the reactor).
@@ -331,6 +335,7 @@ mod tests {
             uptime_secs: 5,
             sessions: 2,
             sessions_missed: 0,
+            tasks_restarted: 0,
             groups: GroupsReport::default(),
             mcp_servers: vec![],
             actions: None,

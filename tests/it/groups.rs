@@ -750,3 +750,39 @@ fn new_sets_agent_options_in_the_creating_invocation() {
     let err = agent_err(&server, &["new", "--group", "no good"]);
     assert!(err.contains("invalid group name"), "{err}");
 }
+
+/// A group reconciler that panics (made to once, by the fault-injection
+/// variable) is restarted, logged and counted in `status`, and groups work
+/// after it: before supervision a panic left the daemon up with groups
+/// silently dead.
+#[test]
+fn a_reconciler_that_panics_is_restarted_and_counted_in_status() {
+    let server = TmuxServer::start();
+    let one = new_session(&server, "one");
+    let mut cmd = server.agent();
+    cmd.arg("daemon")
+        .env("TMUX_AGENT_FAULT_RECONCILER_PANIC_ONCE", "1");
+    let mut daemon = Daemon::spawn(&server, cmd);
+    assert!(
+        daemon.wait_stderr("restarting it", PATIENCE),
+        "no restart logged: {}",
+        daemon.stderr()
+    );
+    assert!(
+        daemon.stderr().contains("group reconciler"),
+        "{}",
+        daemon.stderr()
+    );
+
+    // The request waits for the restarted run (about a second's backoff).
+    let out = agent_ok(&server, &["join", "g", "-t", &one]);
+    assert!(out.contains("coordinator of g"), "{out}");
+    assert_eq!(
+        server.global_option("@agent-groups").as_deref(),
+        Some("g:1")
+    );
+    let status = json(&agent_ok(&server, &["status", "--json"]));
+    assert_eq!(status["tasks_restarted"], 1, "{status}");
+    let text = agent_ok(&server, &["status"]);
+    assert!(text.contains("tasks restarted: 1"), "{text}");
+}

@@ -980,6 +980,7 @@ mod tests {
                 settings: settings_rx,
                 events,
                 commands,
+                restarts: Default::default(),
             },
             control,
             outbox.clone(),

@@ -201,7 +201,7 @@ pub async fn run(
     // the daemon in a process that goes on.
     let closing = CancellationToken::new();
     let close_connection = closing.clone().drop_guard();
-    let tracker = attach(&server, closing.child_token()).await?;
+    let tracker = attach(&server, &closing).await?;
     health::announce(&tracker.control()).await?;
     tracing::info!(
         server = %server,
@@ -338,7 +338,50 @@ fn take_over_legacy_outbox(server: &ServerSocket, outbox: &std::path::Path) {
 }
 
 /// Opens the control connection and reads the server once.
-async fn attach(server: &ServerSocket, closing: CancellationToken) -> Result<Tracker, DaemonError> {
+///
+/// A connection that closes while attaching is tried again, a few times:
+/// the sidecar session a SIGKILLed daemon left behind ends itself about a
+/// second after its client (its pane watches for one), and a new daemon
+/// that joined it just then loses it under its feet.
+async fn attach(
+    server: &ServerSocket,
+    closing: &CancellationToken,
+) -> Result<Tracker, DaemonError> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match attach_once(server, closing.child_token()).await {
+            Err(
+                DaemonError::Attach {
+                    source: ControlError::Closed,
+                    ..
+                }
+                | DaemonError::Tracking {
+                    source: TrackError::Control(ControlError::Closed),
+                    ..
+                },
+            ) if tries < ATTACH_TRIES => {
+                tracing::info!(
+                    tries,
+                    "the control connection closed while attaching; trying again"
+                );
+                tokio::time::sleep(ATTACH_RETRY * tries).await;
+            }
+            attached => return attached,
+        }
+    }
+}
+
+/// How many times a daemon tries to attach when the connection closes
+/// under it at start.
+const ATTACH_TRIES: u32 = 5;
+/// The pause before the next try, times the tries so far.
+const ATTACH_RETRY: Duration = Duration::from_millis(200);
+
+async fn attach_once(
+    server: &ServerSocket,
+    closing: CancellationToken,
+) -> Result<Tracker, DaemonError> {
     let connection = Connection::open(ConnectOptions::new(server.clone()), closing)
         .await
         .map_err(|source| match source {

@@ -759,16 +759,16 @@ fn watch_json_stays_one_object_per_line() {
     let rig = Rig::new("");
     let mut cmd = rig.server.agent();
     cmd.args(["watch", "--json"]);
-    let watcher = crate::support::LineReader::spawn(cmd);
+    let mut watcher = crate::support::LineReader::spawn(cmd);
     let values = corpus_in(rig.server.home.path());
-    // Watch is attached once it reports the session it starts with.
-    wait_for(PATIENCE, || {
-        let out = rig
-            .server
-            .tmux(&["list-clients", "-F", "#{client_control_mode}"]);
-        out.contains('1').then_some(())
-    })
-    .expect("watch never attached");
+    // Watch follows changes once it has read the server the first time and
+    // says so; its control client is listed earlier than that, and a
+    // session made in between is in that first listing, with no event.
+    assert!(
+        watcher.wait_stderr("following", PATIENCE),
+        "watch never started: {}",
+        watcher.stderr()
+    );
     for value in &values {
         let out = rig
             .server

@@ -367,7 +367,8 @@ async fn read_digest(control: &ControlHandle, sidecar: SessionId) -> Option<Vec<
     Some(control.run(command).await.ok()?.lines.concat())
 }
 
-/// Lists sessions and clients; the two commands go out back to back.
+/// Lists sessions and clients, with tmux's next session id; the three
+/// commands go out back to back.
 async fn list(control: &ControlHandle) -> Result<Listing, TrackError> {
     // The next id first: a session made between the two commands is then
     // listed with an id at or above it, or, if already gone, counted as

@@ -740,6 +740,51 @@ mod tests {
         }
     }
 
+    /// A reactor started on a scripted caller, an in-memory outbox and a
+    /// recording control handle, with the ends a test drives.
+    struct Started {
+        events: mpsc::Sender<LifecycleEvent>,
+        commands: mpsc::Sender<ReactorCommand>,
+        outbox: SharedOutbox,
+        shutdown: CancellationToken,
+        task: tokio::task::JoinHandle<Result<(), ReactorError>>,
+        /// Kept so the settings never read as closed.
+        _settings: watch::Sender<Arc<ReactorSettings>>,
+        /// Kept so the recording handle has somewhere to write.
+        _control: mpsc::UnboundedReceiver<String>,
+    }
+
+    fn start(settings: ReactorSettings, caller: &Arc<ScriptedCaller>) -> Started {
+        let (control, recorded) = ControlHandle::recording();
+        let (settings_tx, settings_rx) = watch::channel(Arc::new(settings));
+        let (events_tx, events) = mpsc::channel(16);
+        let (commands_tx, commands) = mpsc::channel(4);
+        let outbox = SharedOutbox::new(Outbox::in_memory().unwrap());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run(
+            Inputs {
+                settings: settings_rx,
+                events,
+                commands,
+                restarts: Default::default(),
+            },
+            control,
+            outbox.clone(),
+            caller.clone(),
+            Model::new(SessionId(0)),
+            shutdown.clone(),
+        ));
+        Started {
+            events: events_tx,
+            commands: commands_tx,
+            outbox,
+            shutdown,
+            task,
+            _settings: settings_tx,
+            _control: recorded,
+        }
+    }
+
     fn event(kind: EventKind) -> LifecycleEvent {
         event_of(kind, 1, "work")
     }
@@ -788,24 +833,15 @@ mod tests {
         };
         let caller = Arc::new(ScriptedCaller::default());
         caller.answer("srv", "register", Ok(json!({"id": "g-1"})));
-        let (control, _commands) = ControlHandle::recording();
-        let (_settings_tx, settings_rx) = watch::channel(Arc::new(settings));
-        let (events_tx, events) = mpsc::channel(16);
-        let (commands_tx, commands) = mpsc::channel(4);
-        let outbox = SharedOutbox::new(Outbox::in_memory().unwrap());
-        let reactor = tokio::spawn(run(
-            Inputs {
-                settings: settings_rx,
-                events,
-                commands,
-                restarts: Default::default(),
-            },
-            control,
-            outbox.clone(),
-            caller.clone(),
-            Model::new("$0".parse().unwrap()),
-            CancellationToken::new(),
-        ));
+        let Started {
+            events: events_tx,
+            commands: commands_tx,
+            outbox,
+            task: reactor,
+            _settings,
+            _control,
+            ..
+        } = start(settings, &caller);
 
         events_tx
             .send(event(EventKind::SessionCreated))
@@ -895,25 +931,14 @@ mod tests {
             ..ReactorSettings::default()
         };
         let caller = Arc::new(ScriptedCaller::default());
-        let (control, _commands) = ControlHandle::recording();
-        let (_settings_tx, settings_rx) = watch::channel(Arc::new(settings));
-        let (events_tx, events) = mpsc::channel(16);
-        let (_commands_tx, commands) = mpsc::channel(4);
-        let outbox = SharedOutbox::new(Outbox::in_memory().unwrap());
-        let shutdown = CancellationToken::new();
-        let reactor = tokio::spawn(run(
-            Inputs {
-                settings: settings_rx,
-                events,
-                commands,
-                restarts: Default::default(),
-            },
-            control,
-            outbox.clone(),
-            caller.clone(),
-            Model::new(SessionId(0)),
-            shutdown.clone(),
-        ));
+        let Started {
+            events: events_tx,
+            shutdown,
+            task: reactor,
+            _settings,
+            _control,
+            ..
+        } = start(settings, &caller);
         for event in [
             event_of(EventKind::SessionCreated, 1, "here"),
             event_of(EventKind::SessionAttached, 1, "here"),
@@ -969,25 +994,15 @@ mod tests {
                 }),
             );
         }
-        let (control, _commands) = ControlHandle::recording();
-        let (_settings_tx, settings_rx) = watch::channel(Arc::new(settings));
-        let (events_tx, events) = mpsc::channel(16);
-        let (_commands_tx, commands) = mpsc::channel(4);
-        let outbox = SharedOutbox::new(Outbox::in_memory().unwrap());
-        let shutdown = CancellationToken::new();
-        let reactor = tokio::spawn(run(
-            Inputs {
-                settings: settings_rx,
-                events,
-                commands,
-                restarts: Default::default(),
-            },
-            control,
-            outbox.clone(),
-            caller.clone(),
-            Model::new(SessionId(0)),
-            shutdown.clone(),
-        ));
+        let Started {
+            events: events_tx,
+            outbox,
+            shutdown,
+            task: reactor,
+            _settings,
+            _control,
+            ..
+        } = start(settings, &caller);
         for event in [
             event_of(EventKind::SessionCreated, 1, "here"),
             event_of(EventKind::SessionAttached, 1, "here"),

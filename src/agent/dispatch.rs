@@ -320,6 +320,16 @@ async fn deliver<C: ToolCaller>(link: &Link<C>, action: Action) {
         }
     };
 
+    // Recorded failed (not retried again), and shown in `@agent-state`.
+    let fail_for_good = |reason: String| async move {
+        let (failed, at) = (reason.clone(), Utc::now().timestamp_millis());
+        let _ = link
+            .outbox
+            .run(move |outbox| outbox.mark_failed(id, &failed, at))
+            .await;
+        set_state(AgentState::error(&reason)).await;
+    };
+
     let mut vars = new.vars.as_object().cloned().unwrap_or_default();
     let session_key = new.session_key.clone();
     let kept = link
@@ -336,12 +346,7 @@ async fn deliver<C: ToolCaller>(link: &Link<C>, action: Action) {
         Err(err) => {
             let reason = format!("cannot build the arguments of {}: {err}", new.tool);
             tracing::warn!(action = id, %reason, "action failed");
-            let (failed, at) = (reason.clone(), now());
-            let _ = link
-                .outbox
-                .run(move |outbox| outbox.mark_failed(id, &failed, at))
-                .await;
-            set_state(AgentState::error(&reason)).await;
+            fail_for_good(reason).await;
             return;
         }
     };
@@ -418,12 +423,7 @@ async fn deliver<C: ToolCaller>(link: &Link<C>, action: Action) {
                 reason,
                 "call failed for good"
             );
-            let (failed, at) = (reason.clone(), now());
-            let _ = link
-                .outbox
-                .run(move |outbox| outbox.mark_failed(id, &failed, at))
-                .await;
-            set_state(AgentState::error(&reason)).await;
+            fail_for_good(reason).await;
         }
         Err(err) => {
             // `attempts` counts the sends before this one.

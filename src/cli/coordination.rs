@@ -26,6 +26,8 @@ pub struct TargetArgs {
     #[arg(
         short = 't',
         value_name = "TARGET",
+        // A session may be called `-dash`: after -t, it is the name.
+        allow_hyphen_values = true,
         add = clap_complete::engine::ArgValueCandidates::new(super::shell::session_candidates)
     )]
     pub target: Option<String>,

@@ -41,3 +41,4 @@ mod serve_http;
 mod shell;
 mod state_files;
 mod targets;
+mod tpm;

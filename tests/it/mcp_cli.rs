@@ -426,3 +426,82 @@ fn holds_string(value: &Value, wanted: &str) -> bool {
         _ => false,
     }
 }
+
+#[test]
+fn config_check_compares_actions_with_the_tools_they_call() {
+    // The recording test server as `t`, one that never answers, and the
+    // built-in server (always there): each kind of misfit once, on top of
+    // the builtin preset, whose own actions fit.
+    let home = Home::new(&format!(
+        r#"[servers.hang]
+command = {TEST_SERVER:?}
+args = ["--hang-initialize"]
+
+[reactor]
+preset = "builtin"
+
+[[on.session-created]]
+server = "builtin"
+tool = "register_goal"
+args = {{ description = "{{goal}}" }}
+
+[[on.session-detached]]
+server = "builtin"
+tool = "set_goal"
+args = {{ goal = "{{context}}" }}
+
+[[on.session-attached]]
+server = "t"
+tool = "no_such_tool"
+
+[[on.session-closed]]
+server = "t"
+tool = "echo"
+args = {{ text = "closed: {{context}}" }}
+
+[[on.session-closed]]
+server = "hang"
+tool = "anything"
+"#
+    ));
+    let (code, stdout, stderr) = home.run(&["config", "check", "--probe-timeout", "2s"], None);
+    assert_eq!(code, 0, "misfits are warnings by default: {stdout}{stderr}");
+    let lines: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("warning:"))
+        .collect();
+    let has = |needle: &str| lines.iter().any(|l| l.contains(needle));
+    assert!(has("register_goal requires \"name\""), "{stdout}");
+    assert!(
+        has("server \"t\" has no tool \"no_such_tool\" (it has: big, crash, echo"),
+        "{stdout}"
+    );
+    assert!(
+        has("args.goal is {context}, an object, but set_goal takes a string"),
+        "{stdout}"
+    );
+    assert!(has("not checked against hang.anything"), "{stdout}");
+    assert_eq!(
+        lines.len(),
+        4,
+        "the preset's actions and the echo one fit: {stdout}"
+    );
+    assert!(stdout.contains("config OK"), "{stdout}");
+
+    let (code, stdout, _) = home.run(
+        &["config", "check", "--probe-timeout", "2s", "--strict"],
+        None,
+    );
+    assert_eq!(code, 1, "--strict makes them problems: {stdout}");
+    assert!(
+        !stdout.contains("warning:") && !stdout.contains("config OK"),
+        "{stdout}"
+    );
+
+    let (code, stdout, _) = home.run(&["config", "check", "--offline"], None);
+    assert_eq!(code, 0);
+    assert!(
+        !stdout.contains("no_such_tool"),
+        "--offline asks no server: {stdout}"
+    );
+}

@@ -11,7 +11,7 @@
 //! arguments the aliases pass.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Child;
 
 use crate::support::tmux::{TerminalClient, TmuxServer};
 use crate::support::{AGENT, PATIENCE, eventually, wait_for};

@@ -642,6 +642,24 @@ impl Running {
     }
 }
 
+/// Logs, as warnings, the actions whose arguments do not fit the tools
+/// they call (`config check --strict` makes them errors). In the
+/// background: a slow server must not hold up the start, and asking it
+/// for its tools now is what its first call would do anyway.
+fn warn_of_misfits(actions: crate::agent::actions::ActionMap, pool: McpPool) {
+    tokio::spawn(async move {
+        let within = std::time::Duration::from_secs(30);
+        for finding in crate::agent::fit::check_all(&actions, &pool, within).await {
+            if let crate::agent::fit::Outcome::Misfit(misfit) = &finding.outcome {
+                tracing::warn!(
+                    action = %finding.key,
+                    "this action will fail at its server: {misfit}; `tmux-agent config check` lists every one"
+                );
+            }
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -665,22 +683,4 @@ mod tests {
         }
         assert_eq!(Exit::Stopped.to_string(), "stopped");
     }
-}
-
-/// Logs, as warnings, the actions whose arguments do not fit the tools
-/// they call (`config check --strict` makes them errors). In the
-/// background: a slow server must not hold up the start, and asking it
-/// for its tools now is what its first call would do anyway.
-fn warn_of_misfits(actions: crate::agent::actions::ActionMap, pool: McpPool) {
-    tokio::spawn(async move {
-        let within = std::time::Duration::from_secs(30);
-        for finding in crate::agent::fit::check_all(&actions, &pool, within).await {
-            if let crate::agent::fit::Outcome::Misfit(misfit) = &finding.outcome {
-                tracing::warn!(
-                    action = %finding.key,
-                    "this action will fail at its server: {misfit}; `tmux-agent config check` lists every one"
-                );
-            }
-        }
-    });
 }

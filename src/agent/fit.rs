@@ -49,6 +49,17 @@ pub async fn check_all(actions: &ActionMap, pool: &McpPool, within: Duration) ->
         .collect();
     servers.sort_unstable();
     servers.dedup();
+    check_servers(actions, pool, within, &servers).await
+}
+
+/// [`check_all`] for the actions that call one of `servers` (keys still
+/// count every action, so `on.EVENT[I]` is the same entry either way).
+pub async fn check_servers(
+    actions: &ActionMap,
+    pool: &McpPool,
+    within: Duration,
+    servers: &[&str],
+) -> Vec<Finding> {
     let listings = futures::future::join_all(servers.iter().map(|server| async move {
         let listed = match tokio::time::timeout(within, pool.list_tools(server)).await {
             Ok(Ok(tools)) => Ok(tools),
@@ -62,13 +73,16 @@ pub async fn check_all(actions: &ActionMap, pool: &McpPool, within: Duration) ->
     let mut findings = Vec::new();
     for (trigger, list) in actions {
         for (index, action) in list.iter().enumerate() {
+            let Some(listed) = listings.get(&action.server) else {
+                continue;
+            };
             let finding = |outcome| Finding {
                 key: format!("on.{trigger}[{index}]"),
                 server: action.server.clone(),
                 tool: action.tool.clone(),
                 outcome,
             };
-            match &listings[&action.server] {
+            match listed {
                 Ok(tools) => findings.extend(
                     check(action, tools)
                         .into_iter()

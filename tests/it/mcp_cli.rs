@@ -505,3 +505,26 @@ tool = "anything"
         "--offline asks no server: {stdout}"
     );
 }
+
+#[test]
+fn the_daemon_warns_at_start_of_an_action_that_does_not_fit_its_tool() {
+    use crate::support::daemon::Daemon;
+    use crate::support::tmux::TmuxServer;
+    let server = TmuxServer::start();
+    crate::support::write_config(
+        server.home.path(),
+        "[[on.session-detached]]\nserver = \"builtin\"\ntool = \"set_goal\"\nargs = { goal = \"{context}\" }\n",
+    );
+    let mut daemon = Daemon::attach(&server);
+    assert!(
+        daemon.wait_stderr(
+            "this action will fail at its server",
+            crate::support::PATIENCE
+        ),
+        "{}",
+        daemon.stderr()
+    );
+    let log = daemon.stderr();
+    assert!(log.contains("on.session-detached[2]"), "{log}");
+    assert!(log.contains("set_goal takes a string"), "{log}");
+}

@@ -8,6 +8,8 @@ use tmux_agent::cli::{self, Cli};
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // A TAB in a shell that sourced `tmux-agent completions`: answer, exit.
+    cli::shell::complete_if_asked();
     let cli = Cli::parse();
     // The daemon's log is its record of what happened; other commands speak
     // through their output and only log problems.

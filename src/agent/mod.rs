@@ -9,6 +9,7 @@
 //! - `vars`: the values templates are rendered with.
 //! - [`dispatch`]: one dispatcher per MCP server sending what is due.
 //! - [`template`]: argument templates rendered with JSON values.
+//! - [`fit`]: whether the actions' templates fit the tools' input schemas.
 //! - [`context`]: what is saved about a session, captured through tmux.
 //! - [`outbox`]: the durable SQLite queue of MCP calls, and their history.
 //! - [`journal`]: the daemon's model of each session, committed with the
@@ -20,6 +21,7 @@ mod decide;
 pub mod dispatch;
 #[cfg(test)]
 mod fake;
+pub mod fit;
 pub mod identity;
 pub mod journal;
 pub mod outbox;

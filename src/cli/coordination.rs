@@ -20,9 +20,16 @@ use crate::group::{GroupView, Role, SessionRef};
 /// `-t TARGET`, shared by the commands that act on one session.
 #[derive(Debug, Clone, Args)]
 pub struct TargetArgs {
-    /// The session to act on: any tmux target ($3, a name, =exact-name, a
-    /// pane). Default: the session of the pane this runs in ($TMUX_PANE).
-    #[arg(short = 't', value_name = "TARGET")]
+    /// The session to act on: its exact name (any name tmux allows), else
+    /// any tmux target ($3, a name prefix, =name, a pane %5). Default: the
+    /// session of the pane this runs in ($TMUX_PANE).
+    #[arg(
+        short = 't',
+        value_name = "TARGET",
+        // A session may be called `-dash`: after -t, it is the name.
+        allow_hyphen_values = true,
+        add = clap_complete::engine::ArgValueCandidates::new(super::shell::session_candidates)
+    )]
     pub target: Option<String>,
 }
 

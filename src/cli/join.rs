@@ -21,7 +21,10 @@ use crate::group::GroupName;
 )]
 pub struct JoinArgs {
     /// The group: 1 to 64 characters from A-Z a-z 0-9 _ . -
-    #[arg(value_name = "GROUP")]
+    #[arg(
+        value_name = "GROUP",
+        add = clap_complete::engine::ArgValueCandidates::new(super::shell::group_candidates)
+    )]
     pub group: GroupName,
     #[command(flatten)]
     pub target: TargetArgs,

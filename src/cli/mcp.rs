@@ -9,11 +9,15 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
 use super::GlobalArgs;
-use crate::config::ConfigDuration;
+use crate::config::{ConfigDuration, Knobs};
 use crate::configuration::Configuration;
 use crate::mcp::discovery::Discovered;
 use crate::mcp::error::secs;
+use crate::mcp::spec::{Scope, ServerSettings, ServerSpec, Source, StdioSpec, TransportSpec};
 use crate::mcp::{CallError, CallOptions, McpPool, OutputSource, ServerStatus};
 
 /// Where servers come from, for every `mcp` subcommand's help.
@@ -30,15 +34,18 @@ pub enum McpCommand {
     /// List the configured MCP servers, with their state.
     #[command(
         long_about = "List every configured MCP server: name, transport, state, and the file it \
-                      comes from. By default each server is connected once to check it (in \
-                      parallel, each within its connect_timeout); --offline only lists.\n\n\
-                      Exit status 1 when a server could not be connected.",
-        after_help = format!("Examples:\n  tmux-agent mcp servers\n  tmux-agent mcp servers --offline --json | jq '.[].name'\n\n{SOURCES}")
+                      comes from. By default every server is probed once, all at the same time, \
+                      each given --probe-timeout (3 s) to answer; --offline only lists.\n\n\
+                      Exit status 0 when the list was made, whatever the servers' states; with \
+                      --check, 1 when a server is not ready.",
+        after_help = format!("Examples:\n  tmux-agent mcp servers\n  tmux-agent mcp servers --probe-timeout 10s\n  tmux-agent mcp servers --check || echo 'a server is down'\n  tmux-agent mcp servers --offline --json | jq '.[].name'\n\n{SOURCES}")
     )]
     Servers(ServersArgs),
     /// List a server's tools.
     #[command(after_help = format!(
-        "Examples:\n  tmux-agent mcp tools memory\n  tmux-agent mcp tools memory --json | jq '.[].name'\n\n{SOURCES}"
+        "Examples:\n  tmux-agent mcp tools memory\n  tmux-agent mcp tools memory --json | jq '.[].name'\n  \
+         tmux-agent mcp tools --url http://127.0.0.1:8765/mcp\n  \
+         tmux-agent mcp tools --stdio 'npx -y @modelcontextprotocol/server-memory'\n\n{SOURCES}"
     ))]
     Tools(ToolsArgs),
     /// Call one tool and print its result.
@@ -52,7 +59,9 @@ pub enum McpCommand {
             tmux-agent mcp call memory search_nodes '{{\"query\":\"tmux\"}}'\n  \
             tmux-agent mcp call memory create_entities '{{\"entities\":[{{\"name\":\"tmux:work\",\"entityType\":\"tmux_session\",\"observations\":[\"created\"]}}]}}'\n  \
             echo '{{\"query\":\"x\"}}' | tmux-agent mcp call memory search_nodes -\n  \
-            tmux-agent mcp call slow-server build --timeout 5m --json\n\n{SOURCES}")
+            tmux-agent mcp call slow-server build --timeout 5m --json\n  \
+            tmux-agent mcp call --url http://127.0.0.1:8765/mcp whoami\n  \
+            tmux-agent mcp call --stdio 'tmux-agent mcp serve' list_goals '{{}}'\n\n{SOURCES}")
     )]
     Call(CallArgs),
     /// Show call figures (counts, latency percentiles) per server and tool.
@@ -83,14 +92,94 @@ pub struct ServersArgs {
     #[arg(long)]
     json: bool,
     /// Do not connect; only list what is configured.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["check", "probe_timeout"])]
     offline: bool,
+    /// How long each server gets to answer `initialize` (all are probed at
+    /// once). Seconds, or 500ms / 3s / 1m.
+    #[arg(long, value_name = "DURATION", default_value = "3s")]
+    probe_timeout: String,
+    /// Exit 1 when a server is not ready (for scripts and health checks).
+    #[arg(long)]
+    check: bool,
+}
+
+/// The server a `tools` or `call` talks to: a configured name, or one given
+/// right here.
+#[derive(Debug, Args)]
+#[group(id = "adhoc", multiple = false)]
+pub struct AdHocArgs {
+    /// Talk to the Streamable HTTP server at this URL instead of a
+    /// configured one (there is then no SERVER argument).
+    #[arg(long, value_name = "URL", group = "adhoc")]
+    url: Option<String>,
+    /// Start this command as a stdio server instead of a configured one
+    /// (there is then no SERVER argument). One string, split like a shell
+    /// does (quotes and backslashes), never run by a shell.
+    #[arg(long, value_name = "'CMD ARGS'", group = "adhoc")]
+    stdio: Option<String>,
+}
+
+impl AdHocArgs {
+    /// The server these flags describe, if any.
+    fn spec(&self) -> anyhow::Result<Option<ServerSpec>> {
+        let (name, transport) = match (&self.url, &self.stdio) {
+            (Some(url), _) => {
+                let parsed: http::Uri = url
+                    .parse()
+                    .with_context(|| format!("--url {url:?} is not a URL"))?;
+                anyhow::ensure!(
+                    matches!(parsed.scheme_str(), Some("http" | "https")),
+                    "--url {url:?}: only http:// and https:// URLs speak Streamable HTTP"
+                );
+                (
+                    url.clone(),
+                    TransportSpec::Http {
+                        url: url.clone(),
+                        headers: BTreeMap::new(),
+                    },
+                )
+            }
+            (None, Some(line)) => {
+                let words = shlex::split(line).with_context(|| {
+                    format!("--stdio {line:?}: unbalanced quotes or a trailing backslash")
+                })?;
+                let Some((command, args)) = words.split_first() else {
+                    anyhow::bail!(
+                        "--stdio is empty: give the command, e.g. --stdio 'npx -y @modelcontextprotocol/server-memory'"
+                    );
+                };
+                (
+                    line.clone(),
+                    TransportSpec::Stdio(StdioSpec {
+                        command: command.clone(),
+                        args: args.to_vec(),
+                        env: BTreeMap::new(),
+                        cwd: None,
+                    }),
+                )
+            }
+            (None, None) => return Ok(None),
+        };
+        let settings = ServerSettings::resolve(&transport, Knobs::default(), BTreeMap::new());
+        Ok(Some(ServerSpec {
+            name,
+            source: Source {
+                file: PathBuf::new(),
+                scope: Scope::CommandLine,
+            },
+            transport,
+            settings,
+        }))
+    }
 }
 
 #[derive(Debug, Args)]
 pub struct ToolsArgs {
-    /// Server name, as `mcp servers` lists it.
-    server: String,
+    /// Server name, as `mcp servers` lists it (none with --url/--stdio).
+    #[arg(required_unless_present_any = ["url", "stdio"], conflicts_with = "adhoc")]
+    server: Option<String>,
+    #[command(flatten)]
+    adhoc: AdHocArgs,
     /// Print the full tool definitions as JSON.
     #[arg(long)]
     json: bool,
@@ -98,13 +187,18 @@ pub struct ToolsArgs {
 
 #[derive(Debug, Args)]
 pub struct CallArgs {
-    /// Server name, as `mcp servers` lists it.
+    /// Server name, as `mcp servers` lists it; with --url/--stdio there is
+    /// none, and the words shift: `mcp call --url URL TOOL [JSON|-]`.
+    #[arg(value_name = "SERVER")]
     server: String,
     /// Tool name, as `mcp tools SERVER` lists it.
-    tool: String,
+    #[arg(value_name = "TOOL")]
+    tool: Option<String>,
     /// Arguments: a JSON object, or `-` to read it from stdin. Default `{}`.
     #[arg(value_name = "JSON|-")]
     arguments: Option<String>,
+    #[command(flatten)]
+    adhoc: AdHocArgs,
     /// Give up after this long (seconds, or 500ms / 30s / 5m); the request
     /// is cancelled. Capped by the server's max_call_time.
     #[arg(long, value_name = "DURATION")]
@@ -132,12 +226,59 @@ pub async fn run(cmd: McpCommand, global: &GlobalArgs) -> anyhow::Result<ExitCod
             .map(|()| ExitCode::SUCCESS)
             .map_err(Into::into);
     }
+    // A server named on the command line needs no configuration.
+    let adhoc = match &cmd {
+        McpCommand::Tools(args) => args.adhoc.spec()?,
+        McpCommand::Call(args) => args.adhoc.spec()?,
+        _ => None,
+    };
+    if let Some(spec) = adhoc {
+        let pool = McpPool::from_specs(vec![spec.clone()], Vec::new());
+        return match cmd {
+            McpCommand::Tools(args) => tools(pool, &spec.name, args).await,
+            McpCommand::Call(mut args) => {
+                // No SERVER word: what clap read as SERVER is the tool, and
+                // so on down the line.
+                if args.arguments.is_some() {
+                    pool.shutdown().await;
+                    anyhow::bail!(
+                        "with --url/--stdio give only TOOL [JSON|-], without a server name"
+                    );
+                }
+                args.arguments = args.tool.take();
+                args.tool = Some(std::mem::take(&mut args.server));
+                call(pool, &spec.name, args).await
+            }
+            _ => unreachable!("only tools and call take --url/--stdio"),
+        };
+    }
     let discovered = load(global).await?;
     match cmd {
         McpCommand::Serve(_) => unreachable!("handled above"),
         McpCommand::Servers(args) => servers(discovered, args).await,
-        McpCommand::Tools(args) => tools(discovered, args).await,
-        McpCommand::Call(args) => call(discovered, args).await,
+        McpCommand::Tools(args) => {
+            let server = args.server.clone().unwrap_or_default();
+            match pool_for(discovered, &server) {
+                Ok(pool) => tools(pool, &server, args).await,
+                Err(err) => fail(&err, args.json),
+            }
+        }
+        McpCommand::Call(args) => {
+            let Some(_) = &args.tool else {
+                anyhow::bail!(
+                    "which tool? `tmux-agent mcp call {} TOOL [JSON|-]` (`tmux-agent mcp tools {}` lists them)",
+                    args.server,
+                    args.server
+                );
+            };
+            match pool_for(discovered, &args.server) {
+                Ok(pool) => {
+                    let server = args.server.clone();
+                    call(pool, &server, args).await
+                }
+                Err(err) => fail(&err, args.json),
+            }
+        }
         McpCommand::Stats(args) => stats(discovered, args, global).await,
     }
 }
@@ -165,8 +306,18 @@ async fn load(global: &GlobalArgs) -> anyhow::Result<Discovered> {
 }
 
 async fn servers(discovered: Discovered, args: ServersArgs) -> anyhow::Result<ExitCode> {
-    let pool = McpPool::new(&discovered);
-    let mut failed = false;
+    let probe_timeout = ConfigDuration::parse(&args.probe_timeout)
+        .map_err(|e| anyhow::anyhow!("--probe-timeout: {e}"))?
+        .0;
+    // A probe is one connect attempt within the probe timeout: the
+    // server's own connect_timeout (30 s by default) is for the daemon,
+    // which can wait; a look at the list should not.
+    let mut specs = discovered.servers.clone();
+    for spec in &mut specs {
+        spec.settings.connect_timeout = spec.settings.connect_timeout.min(probe_timeout);
+    }
+    let pool = McpPool::from_specs(specs, discovered.skipped.clone());
+    let mut unanswered = Vec::new();
     if !args.offline {
         let names: Vec<String> = pool
             .servers()
@@ -174,12 +325,34 @@ async fn servers(discovered: Discovered, args: ServersArgs) -> anyhow::Result<Ex
             .filter(|s| s.state != "skipped")
             .map(|s| s.name)
             .collect();
-        let probes = names.iter().map(|name| pool.connect(name));
-        let results = futures::future::join_all(probes).await;
-        failed = results.iter().any(Result::is_err);
+        // All at once, each bounded: a server that never answers costs the
+        // probe timeout, not the sum of everyone's.
+        let probes = names.iter().map(|name| async {
+            match tokio::time::timeout(probe_timeout, pool.connect(name)).await {
+                Ok(_) => None,
+                Err(_) => Some(name.clone()),
+            }
+        });
+        unanswered = futures::future::join_all(probes)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
     }
-    let list = pool.servers();
+    let mut list = pool.servers();
     pool.shutdown().await;
+    for status in &mut list {
+        if unanswered.contains(&status.name) && status.detail.is_none() {
+            status.detail = Some(format!(
+                "no answer within the probe timeout ({}); --probe-timeout gives it longer",
+                secs(probe_timeout)
+            ));
+        }
+    }
+    let unhealthy = !args.offline
+        && list
+            .iter()
+            .any(|s| s.state != "ready" && s.state != "skipped");
     if args.json {
         crate::outln!("{}", serde_json::to_string_pretty(&list)?);
     } else if list.is_empty() {
@@ -187,7 +360,7 @@ async fn servers(discovered: Discovered, args: ServersArgs) -> anyhow::Result<Ex
     } else {
         print_servers(&list)?;
     }
-    Ok(if failed {
+    Ok(if args.check && unhealthy {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
@@ -244,12 +417,9 @@ fn pool_for(discovered: Discovered, server: &str) -> Result<McpPool, CallError> 
     Ok(McpPool::new(&discovered.only(&[server])))
 }
 
-async fn tools(discovered: Discovered, args: ToolsArgs) -> anyhow::Result<ExitCode> {
-    let pool = match pool_for(discovered, &args.server) {
-        Ok(pool) => pool,
-        Err(err) => return fail(&err, args.json),
-    };
-    let listed = pool.list_tools(&args.server).await;
+/// Lists the tools of `server`, the one server in `pool`.
+async fn tools(pool: McpPool, server: &str, args: ToolsArgs) -> anyhow::Result<ExitCode> {
+    let listed = pool.list_tools(server).await;
     pool.shutdown().await;
     let tools = match listed {
         Ok(tools) => tools,
@@ -271,7 +441,8 @@ async fn tools(discovered: Discovered, args: ToolsArgs) -> anyhow::Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
-async fn call(discovered: Discovered, args: CallArgs) -> anyhow::Result<ExitCode> {
+/// The arguments and timeout of a `call`, read and checked.
+fn call_request(args: &CallArgs) -> anyhow::Result<(Value, Option<std::time::Duration>)> {
     let text = match args.arguments.as_deref() {
         None => "{}".to_string(),
         Some("-") => {
@@ -298,12 +469,23 @@ async fn call(discovered: Discovered, args: CallArgs) -> anyhow::Result<ExitCode
         ),
         None => None,
     };
-    let pool = match pool_for(discovered, &args.server) {
-        Ok(pool) => pool,
-        Err(err) => return fail(&err, args.json),
+    Ok((arguments, timeout))
+}
+
+/// Calls a tool of `server`, the one server in `pool`.
+async fn call(pool: McpPool, server: &str, args: CallArgs) -> anyhow::Result<ExitCode> {
+    let tool = args.tool.clone().unwrap_or_default();
+    // Nothing is started before the request: a lazy pool spawns no
+    // process, so a bad argument needs no cleanup beyond this.
+    let (arguments, timeout) = match call_request(&args) {
+        Ok(request) => request,
+        Err(err) => {
+            pool.shutdown().await;
+            return Err(err);
+        }
     };
     let result = pool
-        .call_tool(&args.server, &args.tool, arguments, CallOptions { timeout })
+        .call_tool(server, &tool, arguments, CallOptions { timeout })
         .await;
     pool.shutdown().await;
     match result {

@@ -27,6 +27,7 @@ pub mod peers;
 pub mod reload;
 pub mod save;
 pub mod share;
+pub mod shell;
 pub mod show;
 pub mod status;
 pub mod stop;
@@ -110,6 +111,23 @@ pub enum Command {
     Peers(peers::PeersArgs),
     /// List every group with its members and shared context.
     Groups(groups::GroupsArgs),
+    /// Print a shell completion script (bash, zsh, fish).
+    #[command(
+        long_about = "Print a completion script for bash, zsh or fish. Source it from your \
+                      shell's startup file. On every TAB the script asks this binary, so \
+                      session names (-t) and group names come live from the tmux server \
+                      named on the line being completed (-L/-S, else $TMUX).",
+        after_help = "Examples:\n  \
+            echo 'source <(tmux-agent completions bash)' >> ~/.bashrc\n  \
+            echo 'source <(tmux-agent completions zsh)' >> ~/.zshrc\n  \
+            tmux-agent completions fish > ~/.config/fish/completions/tmux-agent.fish"
+    )]
+    Completions(shell::CompletionsArgs),
+    /// Print the manual page (roff), or write one page per command.
+    #[command(after_help = "Examples:\n  \
+        tmux-agent man | man -l -\n  \
+        tmux-agent man --dir ~/.local/share/man/man1")]
+    Man(shell::ManArgs),
 }
 
 /// Runs the parsed command line.
@@ -132,6 +150,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Share(args) => share::run(args, &cli.global).await,
         Command::Peers(args) => peers::run(args, &cli.global).await,
         Command::Groups(args) => groups::run(args, &cli.global).await,
+        Command::Completions(args) => shell::completions(args),
+        Command::Man(args) => shell::man(args),
     }
 }
 

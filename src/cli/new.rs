@@ -53,7 +53,11 @@ pub struct NewArgs {
     #[arg(long = "type", value_name = "TYPE")]
     pub agent_type: Option<String>,
     /// Join this coordination group (@agent-group).
-    #[arg(long, value_name = "GROUP")]
+    #[arg(
+        long,
+        value_name = "GROUP",
+        add = clap_complete::engine::ArgValueCandidates::new(super::shell::group_candidates)
+    )]
     pub group: Option<GroupName>,
     /// The start directory.
     #[arg(short = 'c', value_name = "DIR")]

@@ -39,6 +39,14 @@ pub fn write(args: std::fmt::Arguments<'_>) -> Result<(), OutputError> {
     Ok(())
 }
 
+/// [`write`] for bytes made elsewhere (a generated script, a man page).
+pub fn write_all(bytes: &[u8]) -> Result<(), OutputError> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(bytes)?;
+    stdout.flush()?;
+    Ok(())
+}
+
 /// Whether the error, or one of its causes, is a closed stdout.
 pub fn is_closed_stdout(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {

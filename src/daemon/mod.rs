@@ -505,6 +505,7 @@ impl Running {
         } = prepared;
         let control = tracker.control();
         let pool = McpPool::new(&discovered);
+        warn_of_misfits(reactor_settings.actions.clone(), pool.clone());
         let reactor_stop = CancellationToken::new();
         // One count for every supervised task: the reactor, its dispatchers
         // and the group reconciler (see `crate::supervise`).
@@ -642,6 +643,51 @@ impl Running {
         // start.
         drop(close_connection);
     }
+}
+
+/// Logs, as warnings, the actions whose arguments do not fit the tools
+/// they call (`config check --strict` makes them errors). Each server is
+/// asked once it is connected for its own reasons: the check never starts
+/// a connection, so it changes nothing the daemon shows (`@agent-mcp`)
+/// and spawns no server a config keeps lazy. A server that never connects
+/// is never checked; its calls say why they fail.
+fn warn_of_misfits(actions: crate::agent::actions::ActionMap, pool: McpPool) {
+    use crate::agent::fit;
+    tokio::spawn(async move {
+        let mut unchecked: std::collections::BTreeSet<String> = actions
+            .values()
+            .flatten()
+            .map(|a| a.server.clone())
+            .collect();
+        // Long enough for any lazy server's first call; then it gives up.
+        let until = tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        while !unchecked.is_empty() && tokio::time::Instant::now() < until {
+            tick.tick().await;
+            let ready: Vec<String> = pool
+                .servers()
+                .into_iter()
+                .filter(|s| s.state == "ready" && unchecked.contains(&s.name))
+                .map(|s| s.name)
+                .collect();
+            if ready.is_empty() {
+                continue;
+            }
+            let names: Vec<&str> = ready.iter().map(String::as_str).collect();
+            let within = std::time::Duration::from_secs(30);
+            for finding in fit::check_servers(&actions, &pool, within, &names).await {
+                if let fit::Outcome::Misfit(misfit) = &finding.outcome {
+                    tracing::warn!(
+                        action = %finding.key,
+                        "this action will fail at its server: {misfit}; `tmux-agent config check` lists every one"
+                    );
+                }
+            }
+            for name in &ready {
+                unchecked.remove(name);
+            }
+        }
+    });
 }
 
 #[cfg(test)]

@@ -79,12 +79,32 @@ impl Direct {
         self.tmux.is_running().await.unwrap_or(false)
     }
 
-    /// Resolves `-t TARGET` (any tmux target: `$3`, a name, `=name`, a pane)
-    /// to its session, or with `None` the session of `$TMUX_PANE` when that
-    /// pane is on this server. tmux-agent's own session is refused.
+    /// Resolves `-t TARGET` to its session, or with `None` the session of
+    /// `$TMUX_PANE` when that pane is on this server. tmux-agent's own
+    /// session is refused.
+    ///
+    /// An exact session name wins, looked up in a listing: tmux's own
+    /// target syntax cannot reach every name it allows (`$3` is an id, a
+    /// leading `=`, `%` or `@` means something else, `{last}` is a token,
+    /// newer tmux keeps `:` and `.`, which split a target). Only when no
+    /// session has exactly that name is `TARGET` handed to tmux as a target
+    /// (`$3`, a name prefix, `=name`, a pane `%5`, `session:window`).
     pub async fn resolve_session(&self, target: Option<&str>) -> Result<SessionRef, DirectError> {
         let target = match target {
-            Some(target) => target.to_owned(),
+            Some(target) => {
+                if let Some((id, name)) = self
+                    .sessions()
+                    .await?
+                    .into_iter()
+                    .find(|(_, name)| name == target)
+                {
+                    if name == DEFAULT_SESSION_NAME {
+                        return Err(DirectError::SidecarSession { id, name });
+                    }
+                    return Ok(SessionRef { id, name });
+                }
+                target.to_owned()
+            }
             None => self.pane_of_caller()?,
         };
         // `list-windows -t` takes a *session* target ($3, name, =name, a
@@ -164,26 +184,34 @@ impl Direct {
         }))
     }
 
-    async fn observe_once(&self) -> Result<Observation, DirectError> {
+    /// Every session on the server (the sidecar's too): id and name. tmux
+    /// escapes tabs and newlines in names (`\t`, `\n`), so one line is one
+    /// session and the first tab ends the id.
+    pub async fn sessions(&self) -> Result<Vec<(SessionId, String)>, DirectError> {
         let listing = self
             .tmux
             .run(&Command::list_sessions("#{session_id}\t#{session_name}")?)
             .await?;
-        let mut names = BTreeMap::new();
-        for line in String::from_utf8_lossy(&listing).lines() {
-            let parsed = line
-                .split_once('\t')
-                .and_then(|(id, name)| Some((id.parse::<SessionId>().ok()?, name)));
-            let Some((id, name)) = parsed else {
-                return Err(DirectError::Output {
-                    command: "list-sessions".into(),
-                    line: line.to_owned(),
-                });
-            };
-            if name != DEFAULT_SESSION_NAME {
-                names.insert(id, name.to_owned());
-            }
-        }
+        String::from_utf8_lossy(&listing)
+            .lines()
+            .map(|line| {
+                line.split_once('\t')
+                    .and_then(|(id, name)| Some((id.parse::<SessionId>().ok()?, name.to_owned())))
+                    .ok_or_else(|| DirectError::Output {
+                        command: "list-sessions".into(),
+                        line: line.to_owned(),
+                    })
+            })
+            .collect()
+    }
+
+    async fn observe_once(&self) -> Result<Observation, DirectError> {
+        let names: BTreeMap<SessionId, String> = self
+            .sessions()
+            .await?
+            .into_iter()
+            .filter(|(_, name)| name != DEFAULT_SESSION_NAME)
+            .collect();
         // `show-options -g` first, then per session a `$N` line (from
         // display-message) and its options. Option lines start with the
         // option's name, never with `$`, so the `$N` lines split the output.

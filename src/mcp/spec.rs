@@ -174,6 +174,9 @@ pub enum Scope {
     /// tmux-agent's own server (`tmux-agent mcp serve`), present unless a
     /// config file defines a server named `builtin`.
     Builtin,
+    /// Named on the command line (`mcp tools --url`, `mcp call --stdio`),
+    /// not in any file.
+    CommandLine,
 }
 
 impl fmt::Display for Scope {
@@ -187,6 +190,7 @@ impl fmt::Display for Scope {
             Scope::ClaudeUser => f.write_str("Claude Code user scope"),
             Scope::ClaudeDesktop => f.write_str("Claude Desktop"),
             Scope::Builtin => f.write_str("built in"),
+            Scope::CommandLine => f.write_str("command line"),
         }
     }
 }

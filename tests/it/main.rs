@@ -38,4 +38,7 @@ mod serve_contexts;
 mod serve_errors;
 mod serve_goals;
 mod serve_http;
+mod shell;
 mod state_files;
+mod targets;
+mod tpm;

@@ -11,13 +11,14 @@ use rmcp::transport::StreamableHttpClientTransport;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
-/// A running HTTP server and the URL of its endpoint.
-struct HttpServer {
-    child: tokio::process::Child,
-    url: String,
+/// A running HTTP server and the URL of its endpoint (also used by the
+/// `mcp tools --url` tests).
+pub(crate) struct HttpServer {
+    pub(crate) child: tokio::process::Child,
+    pub(crate) url: String,
 }
 
-async fn start_http(db: &std::path::Path) -> HttpServer {
+pub(crate) async fn start_http(db: &std::path::Path) -> HttpServer {
     let mut cmd = serve_command(db, &["--http", "127.0.0.1:0"]);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -38,4 +38,5 @@ mod serve_contexts;
 mod serve_errors;
 mod serve_goals;
 mod serve_http;
+mod serve_wire;
 mod state_files;

@@ -65,11 +65,19 @@ type ToolResult<T> = Result<Json<T>, String>;
 impl BuiltinServer {
     /// A server over an open store.
     pub fn new(store: Arc<Mutex<Store>>, limits: Limits, tmux: TmuxEnv) -> Self {
+        let mut tool_router = Self::tool_router();
+        for route in tool_router.map.values_mut() {
+            let tool = &mut route.attr;
+            tool.input_schema = Arc::new(portable_schema(&tool.input_schema));
+            if let Some(output) = &tool.output_schema {
+                tool.output_schema = Some(Arc::new(portable_schema(output)));
+            }
+        }
         Self {
             store,
             limits,
             tmux: Arc::new(tmux),
-            tool_router: Self::tool_router(),
+            tool_router,
         }
     }
 
@@ -482,6 +490,58 @@ impl ServerHandler for BuiltinServer {
         }
         let call = ToolCallContext::new(self, request, context);
         self.tool_router.call(call).await
+    }
+}
+
+/// Formats JSON Schema defines (2020-12 §7.3). schemars adds `int64`,
+/// `uint32` and the like for Rust integer types, which clients that check
+/// schemas strictly (Claude Code's `mcp list`, Ajv in strict mode) warn
+/// about; the ranges they stand for are kept as `minimum`/`maximum`.
+const STANDARD_FORMATS: &[&str] = &[
+    "date-time",
+    "date",
+    "time",
+    "duration",
+    "email",
+    "idn-email",
+    "hostname",
+    "idn-hostname",
+    "ipv4",
+    "ipv6",
+    "uri",
+    "uri-reference",
+    "iri",
+    "iri-reference",
+    "uuid",
+    "uri-template",
+    "json-pointer",
+    "relative-json-pointer",
+    "regex",
+];
+
+/// A tool schema with only standard `format` values, at any depth.
+fn portable_schema(schema: &rmcp::model::JsonObject) -> rmcp::model::JsonObject {
+    fn clean(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if map
+                    .get("format")
+                    .and_then(serde_json::Value::as_str)
+                    .is_some_and(|f| !STANDARD_FORMATS.contains(&f))
+                {
+                    map.remove("format");
+                }
+                map.values_mut().for_each(clean);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(clean),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::Value::Object(schema.clone());
+    clean(&mut value);
+    match value {
+        serde_json::Value::Object(map) => map,
+        _ => unreachable!("an object stays an object"),
     }
 }
 

@@ -11,6 +11,7 @@ mod support;
 mod bad_input;
 mod builtin_default;
 mod burst;
+mod claude_code;
 mod closed_stdout;
 mod codec;
 mod command_tmux;

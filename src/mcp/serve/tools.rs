@@ -453,17 +453,39 @@ impl BuiltinServer {
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for BuiltinServer {
+    // `logging` is advertised for set_level below (deprecated by SEP-2577).
+    #[allow(deprecated)]
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(Implementation::new("tmux-agent", env!("CARGO_PKG_VERSION")))
-            .with_instructions(
-                "Goals and saved contexts of tmux sessions, kept in SQLite. \
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_logging()
+                .build(),
+        )
+        .with_server_info(Implementation::new("tmux-agent", env!("CARGO_PKG_VERSION")))
+        .with_instructions(
+            "Goals and saved contexts of tmux sessions, kept in SQLite. \
                  register_goal/update_goal/complete_goal/list_goals track goals; \
                  save_context/get_context/search_context keep what a session looked like. \
                  From inside a tmux pane, whoami/set_goal/complete_my_goal act on the pane's \
                  own session, and group_peers/group_context/group_share on its coordination \
                  group: who the coordinator and peers are, and the values the group shares.",
-            )
+        )
+    }
+
+    /// `logging/setLevel`: accepted, so clients of protocol 2025-11-25 that
+    /// send it at start (and the conformance suite) get an answer rather
+    /// than -32601. The server sends no `notifications/message` (its
+    /// diagnostics go to stderr), so there is nothing for the level to
+    /// filter; MCP itself deprecates logging (SEP-2577), hence the allow.
+    #[allow(deprecated)]
+    async fn set_level(
+        &self,
+        request: rmcp::model::SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        tracing::debug!(level = ?request.level, "client set the MCP log level");
+        Ok(())
     }
 
     async fn call_tool(

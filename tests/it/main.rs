@@ -40,5 +40,6 @@ mod serve_contexts;
 mod serve_errors;
 mod serve_goals;
 mod serve_http;
+mod serve_prompts;
 mod serve_wire;
 mod state_files;

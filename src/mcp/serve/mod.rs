@@ -10,6 +10,7 @@
 //! - [`groups`]: the session's coordination group (peers, shared context),
 //!   through the same group layer as the CLI.
 //! - [`tools`]: the MCP surface (tool list, schemas, checks on every call).
+//! - [`prompts`]: `resume-session`, a session's last context and goals.
 //! - [`wire`]: an answer to every message, even one rmcp cannot read.
 //! - [`http`]: Streamable HTTP on a loopback address.
 
@@ -27,6 +28,7 @@ pub mod contexts;
 pub mod goals;
 pub mod groups;
 pub mod http;
+pub mod prompts;
 pub mod store;
 pub mod tools;
 pub mod wire;

@@ -459,6 +459,7 @@ impl ServerHandler for BuiltinServer {
         ServerConfig::new(
             ServerCapabilities::builder()
                 .enable_tools()
+                .enable_prompts()
                 .enable_logging()
                 .build(),
         )
@@ -486,6 +487,46 @@ impl ServerHandler for BuiltinServer {
     ) -> Result<(), ErrorData> {
         tracing::debug!(level = ?request.level, "client set the MCP log level");
         Ok(())
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<rmcp::model::PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListPromptsResult, ErrorData> {
+        Ok(rmcp::model::ListPromptsResult::with_all_items(
+            super::prompts::list(),
+        ))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: rmcp::model::GetPromptRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::GetPromptResponse, ErrorData> {
+        if request.name != super::prompts::RESUME_SESSION {
+            return Err(ErrorData::invalid_params(
+                format!(
+                    "unknown prompt {:?}; this server has: {}",
+                    request.name,
+                    super::prompts::RESUME_SESSION
+                ),
+                None,
+            ));
+        }
+        let session = request
+            .arguments
+            .as_ref()
+            .and_then(|args| args.get("session"))
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                ErrorData::invalid_params("resume-session needs the argument `session`", None)
+            })?;
+        self.with_store(move |store| store.read(|tx| super::prompts::resume_session(tx, &session)))
+            .await
+            .map(Into::into)
+            .map_err(|message| ErrorData::invalid_params(message, None))
     }
 
     async fn call_tool(

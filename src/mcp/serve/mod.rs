@@ -11,6 +11,7 @@
 //!   through the same group layer as the CLI.
 //! - [`tools`]: the MCP surface (tool list, schemas, checks on every call).
 //! - [`prompts`]: `resume-session`, a session's last context and goals.
+//! - [`resources`]: goals and saved contexts as `tmux-agent://` resources.
 //! - [`wire`]: an answer to every message, even one rmcp cannot read.
 //! - [`http`]: Streamable HTTP on a loopback address.
 
@@ -29,6 +30,7 @@ pub mod goals;
 pub mod groups;
 pub mod http;
 pub mod prompts;
+pub mod resources;
 pub mod store;
 pub mod tools;
 pub mod wire;

@@ -460,6 +460,7 @@ impl ServerHandler for BuiltinServer {
             ServerCapabilities::builder()
                 .enable_tools()
                 .enable_prompts()
+                .enable_resources()
                 .enable_logging()
                 .build(),
         )
@@ -487,6 +488,38 @@ impl ServerHandler for BuiltinServer {
     ) -> Result<(), ErrorData> {
         tracing::debug!(level = ?request.level, "client set the MCP log level");
         Ok(())
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<rmcp::model::PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListResourcesResult, ErrorData> {
+        Ok(rmcp::model::ListResourcesResult::with_all_items(
+            super::resources::list(),
+        ))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<rmcp::model::PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListResourceTemplatesResult, ErrorData> {
+        Ok(rmcp::model::ListResourceTemplatesResult::with_all_items(
+            super::resources::templates(),
+        ))
+    }
+
+    async fn read_resource(
+        &self,
+        request: rmcp::model::ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ReadResourceResponse, ErrorData> {
+        let uri = request.uri;
+        self.with_store(move |store| store.read(|tx| super::resources::read(tx, &uri)))
+            .await
+            .map(Into::into)
+            .map_err(|message| ErrorData::resource_not_found(message, None))
     }
 
     async fn list_prompts(

@@ -197,6 +197,10 @@ table_with_knobs! {
         /// Desktop's config (default true).
         #[serde(default = "yes")]
         pub import_claude: bool,
+        /// Also read servers from Codex CLI's, Gemini CLI's, Cursor's and
+        /// VS Code's files (default true).
+        #[serde(default = "yes")]
+        pub import_agents: bool,
         /// Run every server of a project's `.mcp.json` without the approval
         /// Claude Code asks for (default false: only approved ones run).
         #[serde(default)]
@@ -208,6 +212,7 @@ impl Default for McpSection {
     fn default() -> Self {
         McpSection {
             import_claude: true,
+            import_agents: true,
             trust_project_servers: false,
             connect: None,
             connect_timeout: None,

@@ -163,20 +163,59 @@ pub enum Scope {
     /// tmux-agent's own `config.toml`.
     Config,
     /// `~/.claude.json` → `projects[<dir>].mcpServers` (Claude Code's
-    /// "local" scope) for the working directory or its nearest ancestor.
+    /// "local" scope) for the project: the git work tree holding the working
+    /// directory, else the working directory itself.
     ClaudeLocal { project: PathBuf },
-    /// `.mcp.json` in the working directory or its nearest ancestor.
+    /// `.mcp.json` in the working directory or any ancestor (the nearest
+    /// wins).
     ClaudeProject,
     /// `~/.claude.json` → top-level `mcpServers` (Claude Code's "user" scope).
     ClaudeUser,
     /// Claude Desktop's `claude_desktop_config.json`.
     ClaudeDesktop,
+    /// Codex CLI's `$CODEX_HOME/config.toml` (`~/.codex/config.toml`),
+    /// `[mcp_servers.NAME]`.
+    Codex,
+    /// Gemini CLI's project `.gemini/settings.json` (nearest ancestor).
+    GeminiProject,
+    /// Gemini CLI's `~/.gemini/settings.json`.
+    GeminiUser,
+    /// Cursor's project `.cursor/mcp.json` (nearest ancestor).
+    CursorProject,
+    /// Cursor's `~/.cursor/mcp.json`.
+    CursorUser,
+    /// VS Code's workspace `.vscode/mcp.json` (nearest ancestor), `servers`.
+    VsCodeWorkspace,
     /// tmux-agent's own server (`tmux-agent mcp serve`), present unless a
     /// config file defines a server named `builtin`.
     Builtin,
     /// Named on the command line (`mcp tools --url`, `mcp call --stdio`),
     /// not in any file.
     CommandLine,
+}
+
+impl Scope {
+    /// A file that comes with the directory (a cloned repository): its
+    /// servers are commands a stranger may have written, run only once
+    /// approved.
+    pub fn is_project_file(&self) -> bool {
+        matches!(
+            self,
+            Scope::ClaudeProject
+                | Scope::GeminiProject
+                | Scope::CursorProject
+                | Scope::VsCodeWorkspace
+        )
+    }
+
+    /// One of Claude Code's own scopes (its approvals and disabled lists
+    /// apply to these only).
+    pub fn is_claude_code(&self) -> bool {
+        matches!(
+            self,
+            Scope::ClaudeLocal { .. } | Scope::ClaudeProject | Scope::ClaudeUser
+        )
+    }
 }
 
 impl fmt::Display for Scope {
@@ -189,6 +228,12 @@ impl fmt::Display for Scope {
             Scope::ClaudeProject => f.write_str("Claude Code project scope"),
             Scope::ClaudeUser => f.write_str("Claude Code user scope"),
             Scope::ClaudeDesktop => f.write_str("Claude Desktop"),
+            Scope::Codex => f.write_str("Codex CLI"),
+            Scope::GeminiProject => f.write_str("Gemini CLI project settings"),
+            Scope::GeminiUser => f.write_str("Gemini CLI user settings"),
+            Scope::CursorProject => f.write_str("Cursor project"),
+            Scope::CursorUser => f.write_str("Cursor global"),
+            Scope::VsCodeWorkspace => f.write_str("VS Code workspace"),
             Scope::Builtin => f.write_str("built in"),
             Scope::CommandLine => f.write_str("command line"),
         }

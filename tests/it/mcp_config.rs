@@ -72,6 +72,8 @@ fn precedence_is_config_then_local_then_project_then_user_then_desktop() {
     let f = Fixture::new();
     f.config_toml("[servers.a]\ncommand = \"from-config\"\n");
     let project = f.project_dir();
+    // A git work tree: Claude Code keys the project on its root, not cwd.
+    std::fs::create_dir_all(project.join(".git")).unwrap();
     crate::support::write_claude_json(
         &f.home,
         &json!({
@@ -82,6 +84,7 @@ fn precedence_is_config_then_local_then_project_then_user_then_desktop() {
             "projects": {
                 project.display().to_string(): {
                     "mcpServers": {"a": {"command": "from-local"}, "b": {"command": "from-local"}},
+                    "hasTrustDialogAccepted": true,
                     "enabledMcpjsonServers": ["b", "c"]
                 },
                 "/somewhere/else": {"mcpServers": {"e": {"command": "other-project"}}}
@@ -149,7 +152,10 @@ fn project_servers_run_only_once_approved() {
         skipped.reason
     );
     // Approved in Claude Code (one by name), and one by our own config.
-    let claude = |project: serde_json::Value| {
+    // Claude Code honours approvals in ~/.claude.json only in a trusted
+    // project (its trust dialog sets hasTrustDialogAccepted).
+    let claude = |mut project: serde_json::Value| {
+        project["hasTrustDialogAccepted"] = json!(true);
         crate::support::write_claude_json(
             &f.home,
             &json!({"projects": {f.cwd.display().to_string(): project}}),

@@ -10,6 +10,9 @@
 //! - [`groups`]: the session's coordination group (peers, shared context),
 //!   through the same group layer as the CLI.
 //! - [`tools`]: the MCP surface (tool list, schemas, checks on every call).
+//! - [`prompts`]: `resume-session`, a session's last context and goals.
+//! - [`resources`]: goals and saved contexts as `tmux-agent://` resources.
+//! - [`wire`]: an answer to every message, even one rmcp cannot read.
 //! - [`http`]: Streamable HTTP on a loopback address.
 
 use std::net::SocketAddr;
@@ -26,8 +29,11 @@ pub mod contexts;
 pub mod goals;
 pub mod groups;
 pub mod http;
+pub mod prompts;
+pub mod resources;
 pub mod store;
 pub mod tools;
+pub mod wire;
 
 pub use tools::{BuiltinServer, Limits};
 
@@ -51,6 +57,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 100,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub keep_saves: u32,
+    /// Largest JSON-RPC message read (a stdio line or an HTTP body), in
+    /// bytes; a longer one is answered with error -32600 and dropped.
+    #[arg(long, value_name = "BYTES", default_value_t = wire::DEFAULT_MAX_MESSAGE_BYTES,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(64..))]
+    pub max_message_bytes: usize,
     /// The tmux server the agent tools talk to; `None` means the one in
     /// `$TMUX` (else tmux's default). The CLI sets it from `-L`/`-S`.
     #[arg(skip)]
@@ -116,18 +127,26 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     match args.http {
         Some(addr) => {
-            http::serve(addr, new_server, shutdown, |bound| {
-                // The one line a script or test reads to find the port.
-                eprintln!(
-                    "tmux-agent mcp serve: listening on http://{bound}{}",
-                    http::ENDPOINT
-                );
-            })
+            http::serve(
+                addr,
+                new_server,
+                args.max_message_bytes,
+                shutdown,
+                |bound| {
+                    // The one line a script or test reads to find the port.
+                    eprintln!(
+                        "tmux-agent mcp serve: listening on http://{bound}{}",
+                        http::ENDPOINT
+                    );
+                },
+            )
             .await
         }
         None => {
+            let (stdin, stdout) = rmcp::transport::stdio_pipes();
+            let transport = wire::StdioTransport::new(stdin, stdout, args.max_message_bytes);
             let running = new_server()
-                .serve(rmcp::transport::stdio_pipes())
+                .serve(transport)
                 .await
                 .map_err(|err| ServeError::Initialize(Box::new(err)))?;
             let stop = running.cancellation_token();

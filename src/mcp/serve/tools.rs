@@ -65,11 +65,19 @@ type ToolResult<T> = Result<Json<T>, String>;
 impl BuiltinServer {
     /// A server over an open store.
     pub fn new(store: Arc<Mutex<Store>>, limits: Limits, tmux: TmuxEnv) -> Self {
+        let mut tool_router = Self::tool_router();
+        for route in tool_router.map.values_mut() {
+            let tool = &mut route.attr;
+            tool.input_schema = Arc::new(portable_schema(&tool.input_schema));
+            if let Some(output) = &tool.output_schema {
+                tool.output_schema = Some(Arc::new(portable_schema(output)));
+            }
+        }
         Self {
             store,
             limits,
             tmux: Arc::new(tmux),
-            tool_router: Self::tool_router(),
+            tool_router,
         }
     }
 
@@ -445,17 +453,113 @@ impl BuiltinServer {
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for BuiltinServer {
+    // `logging` is advertised for set_level below (deprecated by SEP-2577).
+    #[allow(deprecated)]
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(Implementation::new("tmux-agent", env!("CARGO_PKG_VERSION")))
-            .with_instructions(
-                "Goals and saved contexts of tmux sessions, kept in SQLite. \
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_prompts()
+                .enable_resources()
+                .enable_logging()
+                .build(),
+        )
+        .with_server_info(Implementation::new("tmux-agent", env!("CARGO_PKG_VERSION")))
+        .with_instructions(
+            "Goals and saved contexts of tmux sessions, kept in SQLite. \
                  register_goal/update_goal/complete_goal/list_goals track goals; \
                  save_context/get_context/search_context keep what a session looked like. \
                  From inside a tmux pane, whoami/set_goal/complete_my_goal act on the pane's \
                  own session, and group_peers/group_context/group_share on its coordination \
                  group: who the coordinator and peers are, and the values the group shares.",
-            )
+        )
+    }
+
+    /// `logging/setLevel`: accepted, so clients of protocol 2025-11-25 that
+    /// send it at start (and the conformance suite) get an answer rather
+    /// than -32601. The server sends no `notifications/message` (its
+    /// diagnostics go to stderr), so there is nothing for the level to
+    /// filter; MCP itself deprecates logging (SEP-2577), hence the allow.
+    #[allow(deprecated)]
+    async fn set_level(
+        &self,
+        request: rmcp::model::SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        tracing::debug!(level = ?request.level, "client set the MCP log level");
+        Ok(())
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<rmcp::model::PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListResourcesResult, ErrorData> {
+        Ok(rmcp::model::ListResourcesResult::with_all_items(
+            super::resources::list(),
+        ))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<rmcp::model::PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListResourceTemplatesResult, ErrorData> {
+        Ok(rmcp::model::ListResourceTemplatesResult::with_all_items(
+            super::resources::templates(),
+        ))
+    }
+
+    async fn read_resource(
+        &self,
+        request: rmcp::model::ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ReadResourceResponse, ErrorData> {
+        let uri = request.uri;
+        self.with_store(move |store| store.read(|tx| super::resources::read(tx, &uri)))
+            .await
+            .map(Into::into)
+            .map_err(|message| ErrorData::resource_not_found(message, None))
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<rmcp::model::PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListPromptsResult, ErrorData> {
+        Ok(rmcp::model::ListPromptsResult::with_all_items(
+            super::prompts::list(),
+        ))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: rmcp::model::GetPromptRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::GetPromptResponse, ErrorData> {
+        if request.name != super::prompts::RESUME_SESSION {
+            return Err(ErrorData::invalid_params(
+                format!(
+                    "unknown prompt {:?}; this server has: {}",
+                    request.name,
+                    super::prompts::RESUME_SESSION
+                ),
+                None,
+            ));
+        }
+        let session = request
+            .arguments
+            .as_ref()
+            .and_then(|args| args.get("session"))
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                ErrorData::invalid_params("resume-session needs the argument `session`", None)
+            })?;
+        self.with_store(move |store| store.read(|tx| super::prompts::resume_session(tx, &session)))
+            .await
+            .map(Into::into)
+            .map_err(|message| ErrorData::invalid_params(message, None))
     }
 
     async fn call_tool(
@@ -482,6 +586,58 @@ impl ServerHandler for BuiltinServer {
         }
         let call = ToolCallContext::new(self, request, context);
         self.tool_router.call(call).await
+    }
+}
+
+/// Formats JSON Schema defines (2020-12 §7.3). schemars adds `int64`,
+/// `uint32` and the like for Rust integer types, which clients that check
+/// schemas strictly (Claude Code's `mcp list`, Ajv in strict mode) warn
+/// about; the ranges they stand for are kept as `minimum`/`maximum`.
+const STANDARD_FORMATS: &[&str] = &[
+    "date-time",
+    "date",
+    "time",
+    "duration",
+    "email",
+    "idn-email",
+    "hostname",
+    "idn-hostname",
+    "ipv4",
+    "ipv6",
+    "uri",
+    "uri-reference",
+    "iri",
+    "iri-reference",
+    "uuid",
+    "uri-template",
+    "json-pointer",
+    "relative-json-pointer",
+    "regex",
+];
+
+/// A tool schema with only standard `format` values, at any depth.
+fn portable_schema(schema: &rmcp::model::JsonObject) -> rmcp::model::JsonObject {
+    fn clean(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if map
+                    .get("format")
+                    .and_then(serde_json::Value::as_str)
+                    .is_some_and(|f| !STANDARD_FORMATS.contains(&f))
+                {
+                    map.remove("format");
+                }
+                map.values_mut().for_each(clean);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(clean),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::Value::Object(schema.clone());
+    clean(&mut value);
+    match value {
+        serde_json::Value::Object(map) => map,
+        _ => unreachable!("an object stays an object"),
     }
 }
 

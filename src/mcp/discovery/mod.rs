@@ -1,25 +1,30 @@
-//! Finding the MCP servers a user already has: tmux-agent's `config.toml`
-//! plus the files Claude Code and Claude Desktop keep.
+//! Finding the MCP servers a user already has: tmux-agent's `config.toml`,
+//! the files Claude Code and Claude Desktop keep, then those of Codex CLI,
+//! Gemini CLI, Cursor and VS Code ([`agents`]).
 //!
 //! Files read, in precedence order (a server name defined in an earlier one
 //! hides the same name in later ones; entries are never merged field by
 //! field):
 //!
 //! 1. `config.toml` (`[servers.NAME]` entries that name a transport),
-//! 2. `~/.claude.json` → `projects[<dir>].mcpServers`, for the working
-//!    directory or its nearest ancestor listed there (Claude Code's *local*
-//!    scope),
-//! 3. `.mcp.json` in the working directory or its nearest ancestor (Claude
-//!    Code's *project* scope),
+//! 2. `~/.claude.json` → `projects[<dir>].mcpServers`, where `<dir>` is the
+//!    root of the git work tree holding the working directory, else the
+//!    working directory itself (Claude Code's *local* scope),
+//! 3. every `.mcp.json` from the working directory up to `/`, the nearest
+//!    first (Claude Code's *project* scope),
 //! 4. `~/.claude.json` → top-level `mcpServers` (Claude Code's *user* scope),
 //! 5. Claude Desktop's `claude_desktop_config.json`
 //!    (`$XDG_CONFIG_HOME/Claude/` or `~/.config/Claude/` on Linux,
 //!    `~/Library/Application Support/Claude/` on macOS).
 //!
 //! This is Claude Code's own order (local > project > user) with our file in
-//! front and Desktop behind. `$CLAUDE_CONFIG_DIR/.claude.json` replaces
+//! front and Desktop behind, then the other agents' files ([`agents`]).
+//! Where Claude Code 2.1.332 reads what was found by running it (`claude mcp
+//! add` in every scope, then `claude mcp list` from several directories),
+//! not from its documentation. `$CLAUDE_CONFIG_DIR/.claude.json` replaces
 //! `~/.claude.json` when that variable is set, as in Claude Code.
-//! `[mcp] import_claude = false` reads only `config.toml`.
+//! `[mcp] import_claude = false` skips Claude's files, `import_agents =
+//! false` the other agents'.
 //!
 //! A `[servers.NAME]` entry without `command`/`url`/`socket` does not define
 //! a server: its knobs (timeouts, concurrency, `enabled = false`, ...) apply
@@ -30,9 +35,8 @@
 //!
 //! A `.mcp.json` comes with the repository it sits in, so its servers are
 //! commands a stranger wrote: like Claude Code, tmux-agent runs one only
-//! once it is approved, that is when `projects[<dir>]` in `~/.claude.json`
-//! lists it in `enabledMcpjsonServers` or sets `enableAllProjectMcpServers`
-//! (what Claude Code records when the user approves), when our config has a
+//! once it is approved the way Claude Code takes approvals (see
+//! [`read_claude`]), when our config has a
 //! `[servers.NAME]` entry with `enabled = true` for it, or when `[mcp]
 //! trust_project_servers = true`. Others are listed as skipped, saying how
 //! to approve them.
@@ -54,6 +58,9 @@ use serde_json::Value;
 use crate::config::{self, Config, Problem, ServerEntry};
 use crate::mcp::expand::{ExpandError, expand};
 use crate::mcp::spec::{Scope, ServerSettings, ServerSpec, Source, StdioSpec, TransportSpec};
+
+mod agents;
+use agents::Dialect;
 
 /// How many times a JSON file that fails to parse is read again.
 const PARSE_ATTEMPTS: u32 = 5;
@@ -110,6 +117,14 @@ impl DiscoveryInput {
         match self.var("CLAUDE_CONFIG_DIR") {
             Some(dir) if !dir.is_empty() => Path::new(dir).join(".claude.json"),
             _ => self.home.join(".claude.json"),
+        }
+    }
+
+    /// Claude Code's settings directory: `$CLAUDE_CONFIG_DIR`, else `~/.claude`.
+    fn claude_dir(&self) -> PathBuf {
+        match self.var("CLAUDE_CONFIG_DIR") {
+            Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+            _ => self.home.join(".claude"),
         }
     }
 
@@ -247,7 +262,10 @@ pub fn discover(input: &DiscoveryInput) -> Discovered {
             &mut approval,
         );
     }
-    approval.all |= out.config.mcp.trust_project_servers;
+    if out.config.mcp.import_agents {
+        agents::read_agents(input, &mut out, &mut candidates);
+    }
+    let trust_all = out.config.mcp.trust_project_servers;
 
     // First definition of a name wins; candidates are in precedence order.
     let mut seen = BTreeMap::new();
@@ -260,9 +278,8 @@ pub fn discover(input: &DiscoveryInput) -> Discovered {
         if let Some(off) = disabled.iter().find(|d| {
             d.name == candidate.name
                 && match candidate.source.scope {
-                    Scope::Config => false,
                     Scope::ClaudeProject => true,
-                    _ => !d.project_only,
+                    ref scope => scope.is_claude_code() && !d.project_only,
                 }
         }) {
             out.skipped.push(SkippedServer {
@@ -272,15 +289,21 @@ pub fn discover(input: &DiscoveryInput) -> Discovered {
             });
             continue;
         }
-        let approved = approval.all
-            || approval.names.contains(&candidate.name)
+        let claude = candidate.source.scope == Scope::ClaudeProject;
+        let approved = trust_all
+            || (claude && (approval.all || approval.names.contains(&candidate.name)))
             || overlay.as_ref().and_then(|o| o.enabled) == Some(true);
-        if candidate.source.scope == Scope::ClaudeProject && !approved {
+        if candidate.source.scope.is_project_file() && !approved {
             out.skipped.push(SkippedServer {
                 reason: format!(
-                    "a project server not approved for this directory: approve it in Claude Code, \
-                     or add `[servers.{name}]` with `enabled = true` to {config} (or set `[mcp] \
+                    "a project server not approved for this directory: {how}add \
+                     `[servers.{name}]` with `enabled = true` to {config} (or set `[mcp] \
                      trust_project_servers = true`)",
+                    how = if claude {
+                        "approve it in Claude Code, or "
+                    } else {
+                        ""
+                    },
                     name = candidate.name,
                     config = out.config_path.display()
                 ),
@@ -310,8 +333,30 @@ pub fn discover(input: &DiscoveryInput) -> Discovered {
     out
 }
 
-/// Reads `~/.claude.json`, `.mcp.json` and Claude Desktop's file, appending
-/// their entries in precedence order.
+/// Claude Code's project directory for `cwd`: the root of the git work
+/// tree holding it (the nearest ancestor with a `.git`), else `cwd` itself.
+/// `claude mcp add -s local` keys its entry on this directory, and `claude
+/// mcp list` reads local servers and approvals from it: observed with
+/// Claude Code 2.1.332 (tests/it/claude_code.rs checks it against the CLI).
+pub fn claude_project_dir(cwd: &Path) -> PathBuf {
+    cwd.ancestors()
+        .find(|dir| dir.join(".git").exists())
+        .unwrap_or(cwd)
+        .to_path_buf()
+}
+
+/// Reads `~/.claude.json`, every `.mcp.json` from the working directory up,
+/// Claude Code's settings (for approvals) and Claude Desktop's file,
+/// appending their entries in precedence order.
+///
+/// Approvals of `.mcp.json` servers, as Claude Code 2.1.332 honours them:
+/// `enabledMcpjsonServers` / `enableAllProjectMcpServers` /
+/// `disabledMcpjsonServers` in `~/.claude/settings.json` always; in
+/// `projects[<dir>]` of `~/.claude.json` and in `<dir>/.claude/settings.local.json`
+/// (for the project directory and the working directory) only once the
+/// project is trusted (`hasTrustDialogAccepted`, set by Claude's trust
+/// dialog). A committed `.claude/settings.json` cannot approve its own
+/// repository's servers.
 fn read_claude(
     input: &DiscoveryInput,
     out: &mut Discovered,
@@ -320,109 +365,141 @@ fn read_claude(
     approval: &mut ProjectApproval,
 ) {
     let claude_json = input.claude_json();
-    let claude = read_json(&claude_json, out);
+    let claude = read_json(&claude_json, out, true);
+    let project_dir = claude_project_dir(&input.cwd);
+    let project_entry = |dir: &Path| -> Option<&Value> {
+        let projects = claude.as_ref()?.get("projects")?.as_object()?;
+        projects
+            .iter()
+            .find(|(key, _)| Path::new(key) == dir)
+            .map(|(_, value)| value)
+    };
 
-    // Local scope: the project entry for cwd or its nearest ancestor.
-    let mut user = Vec::new();
-    if let Some(claude) = &claude {
-        if let Some(projects) = claude.get("projects").and_then(Value::as_object) {
-            let project = input.cwd.ancestors().find_map(|dir| {
-                projects
-                    .iter()
-                    .find(|(key, _)| Path::new(key) == dir)
-                    .map(|(key, value)| (PathBuf::from(key), value))
-            });
-            if let Some((dir, project)) = project {
-                let scope = Scope::ClaudeLocal {
-                    project: dir.clone(),
-                };
-                let prefix = format!("projects.{}.mcpServers", quote_key(&dir.to_string_lossy()));
-                entries_from_json(
-                    &claude_json,
-                    scope,
-                    &prefix,
-                    project.get("mcpServers"),
-                    out,
-                    candidates,
-                );
-                approval.all = project
-                    .get("enableAllProjectMcpServers")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false);
-                approval.names = project
-                    .get("enabledMcpjsonServers")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|n| n.as_str().map(str::to_owned))
-                    .collect();
-                for (list, project_only) in [
-                    ("disabledMcpServers", false),
-                    ("disabledMcpjsonServers", true),
-                ] {
-                    for name in project
-                        .get(list)
-                        .and_then(Value::as_array)
-                        .into_iter()
-                        .flatten()
-                    {
-                        if let Some(name) = name.as_str() {
-                            disabled.push(Disabled {
-                                name: name.to_string(),
-                                why: format!(
-                                    "disabled for this project in {} ({list})",
-                                    claude_json.display()
-                                ),
-                                project_only,
-                            });
-                        }
-                    }
-                }
-            }
-        }
-        user.push(claude.get("mcpServers").cloned());
-    }
-
-    // Project scope: .mcp.json in cwd or its nearest ancestor.
-    if let Some(mcp_json) = input
-        .cwd
-        .ancestors()
-        .map(|dir| dir.join(".mcp.json"))
-        .find(|path| path.is_file())
-        && let Some(value) = read_json(&mcp_json, out)
-    {
+    // Local scope: the entry of the project directory, exactly.
+    if let Some(project) = project_entry(&project_dir) {
+        let prefix = format!(
+            "projects.{}.mcpServers",
+            quote_key(&project_dir.to_string_lossy())
+        );
         entries_from_json(
-            &mcp_json,
-            Scope::ClaudeProject,
-            "mcpServers",
-            value.get("mcpServers"),
+            &claude_json,
+            Scope::ClaudeLocal {
+                project: project_dir.clone(),
+            },
+            &prefix,
+            project.get("mcpServers"),
+            Dialect::Claude,
             out,
             candidates,
         );
+        for name in string_list(project.get("disabledMcpServers")) {
+            disabled.push(Disabled {
+                name,
+                why: format!(
+                    "disabled for this project in {} (disabledMcpServers)",
+                    claude_json.display()
+                ),
+                project_only: false,
+            });
+        }
     }
 
-    if let Some(servers) = user.pop().flatten() {
+    // Approvals, from every place Claude Code takes them.
+    let trusted = project_entry(&project_dir)
+        .and_then(|p| p.get("hasTrustDialogAccepted"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let mut approvals: Vec<(PathBuf, Value)> = Vec::new();
+    let user_settings = input.claude_dir().join("settings.json");
+    if let Some(settings) = read_json(&user_settings, out, false) {
+        approvals.push((user_settings, settings));
+    }
+    if trusted {
+        let mut dirs = vec![project_dir.clone()];
+        if input.cwd != project_dir {
+            dirs.push(input.cwd.clone());
+        }
+        for dir in &dirs {
+            if let Some(entry) = project_entry(dir) {
+                approvals.push((claude_json.clone(), entry.clone()));
+            }
+            let local = dir.join(".claude").join("settings.local.json");
+            if let Some(settings) = read_json(&local, out, false) {
+                approvals.push((local, settings));
+            }
+        }
+    }
+    for (file, settings) in &approvals {
+        approval.all |= settings
+            .get("enableAllProjectMcpServers")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        approval
+            .names
+            .extend(string_list(settings.get("enabledMcpjsonServers")));
+        for name in string_list(settings.get("disabledMcpjsonServers")) {
+            disabled.push(Disabled {
+                name,
+                why: format!(
+                    "disabled for this project in {} (disabledMcpjsonServers)",
+                    file.display()
+                ),
+                project_only: true,
+            });
+        }
+    }
+
+    // Project scope: every .mcp.json from cwd up to /, the nearest first.
+    for mcp_json in input.cwd.ancestors().map(|dir| dir.join(".mcp.json")) {
+        if mcp_json.is_file()
+            && let Some(value) = read_json(&mcp_json, out, true)
+        {
+            entries_from_json(
+                &mcp_json,
+                Scope::ClaudeProject,
+                "mcpServers",
+                value.get("mcpServers"),
+                Dialect::Claude,
+                out,
+                candidates,
+            );
+        }
+    }
+
+    if let Some(servers) = claude.as_ref().and_then(|c| c.get("mcpServers")) {
         entries_from_json(
             &claude_json,
             Scope::ClaudeUser,
             "mcpServers",
-            Some(&servers),
+            Some(servers),
+            Dialect::Claude,
             out,
             candidates,
         );
     }
 
     let desktop = input.claude_desktop_json();
-    if let Some(value) = read_json(&desktop, out) {
+    if let Some(value) = read_json(&desktop, out, true) {
         entries_from_json(
             &desktop,
             Scope::ClaudeDesktop,
             "mcpServers",
             value.get("mcpServers"),
+            Dialect::Claude,
             out,
             candidates,
         );
     }
+}
+
+/// The strings of a JSON array (others ignored).
+fn string_list(value: Option<&Value>) -> Vec<String> {
+    value
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n.as_str().map(str::to_owned))
+        .collect()
 }
 
 /// `projects."/a/b"` style key for messages.
@@ -431,8 +508,9 @@ fn quote_key(key: &str) -> String {
 }
 
 /// Reads a JSON file, retrying a parse failure (the file may be mid-rewrite).
-/// A missing file is `None` without a problem.
-fn read_json(path: &Path, out: &mut Discovered) -> Option<Value> {
+/// A missing file is `None` without a problem. A file that cannot be read is
+/// a problem when `problem` (it stops `config check`), else a warning.
+fn read_json(path: &Path, out: &mut Discovered, problem: bool) -> Option<Value> {
     let mut last_error = String::new();
     for attempt in 0..PARSE_ATTEMPTS {
         if attempt > 0 {
@@ -442,11 +520,12 @@ fn read_json(path: &Path, out: &mut Discovered) -> Option<Value> {
             Ok(text) => text,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return None,
             Err(err) => {
-                out.problems.push(Problem::new(
-                    path,
-                    "-",
-                    format!("cannot read the file: {err}"),
-                ));
+                let bad = Problem::new(path, "-", format!("cannot read the file: {err}"));
+                if problem {
+                    out.problems.push(bad);
+                } else {
+                    out.warnings.push(bad);
+                }
                 return None;
             }
         };
@@ -458,7 +537,12 @@ fn read_json(path: &Path, out: &mut Discovered) -> Option<Value> {
             Err(err) => last_error = err.to_string(),
         }
     }
-    out.problems.push(Problem::new(
+    let list = if problem {
+        &mut out.problems
+    } else {
+        &mut out.warnings
+    };
+    list.push(Problem::new(
         path,
         "-",
         format!(
@@ -475,6 +559,7 @@ fn entries_from_json(
     scope: Scope,
     prefix: &str,
     servers: Option<&Value>,
+    dialect: Dialect,
     out: &mut Discovered,
     candidates: &mut Vec<Candidate>,
 ) {
@@ -489,7 +574,18 @@ fn entries_from_json(
     };
     for (name, value) in servers {
         let key = format!("{prefix}.{name}");
-        match entry_from_json(value) {
+        let translated = match dialect.translate(value, file) {
+            Ok(value) => value,
+            Err((field, message)) => {
+                out.warnings.push(Problem::new(
+                    file,
+                    format!("{key}.{field}"),
+                    format!("{message}; server skipped"),
+                ));
+                continue;
+            }
+        };
+        match entry_from_json(&translated, dialect) {
             Ok((entry, ignored)) => {
                 for field in ignored {
                     out.warnings.push(Problem::new(
@@ -524,9 +620,13 @@ fn entries_from_json(
     }
 }
 
-/// Reads one Claude server entry. Returns the entry and the names of fields
-/// that tmux-agent ignores, or the bad field and what was expected.
-fn entry_from_json(value: &Value) -> Result<(ServerEntry, Vec<String>), (String, String)> {
+/// Reads one server entry of a JSON (or Codex TOML) file. Returns the entry
+/// and the names of fields that tmux-agent ignores, or the bad field and
+/// what was expected.
+fn entry_from_json(
+    value: &Value,
+    dialect: Dialect,
+) -> Result<(ServerEntry, Vec<String>), (String, String)> {
     let object = value
         .as_object()
         .ok_or_else(|| (String::new(), "expected an object".to_string()))?;
@@ -555,6 +655,9 @@ fn entry_from_json(value: &Value) -> Result<(ServerEntry, Vec<String>), (String,
                 .collect()
         };
     for (field, v) in object {
+        if dialect.read_field(field, v, &mut entry)? {
+            continue;
+        }
         match field.as_str() {
             "type" | "transport" => entry.kind = Some(string(field, v)?),
             "command" => entry.command = Some(string(field, v)?),
@@ -576,6 +679,7 @@ fn entry_from_json(value: &Value) -> Result<(ServerEntry, Vec<String>), (String,
             "disabled" => entry.enabled = Some(!v.as_bool().unwrap_or(false)),
             // Claude-only fields that do not change how to reach the server.
             "description" | "timeout" | "alwaysAllow" | "autoApprove" => {}
+            _ if dialect.harmless(field) => {}
             _ => ignored.push(field.clone()),
         }
     }
@@ -614,13 +718,13 @@ fn resolve(
         .or(entry.enabled)
         .unwrap_or(true);
     if !enabled {
-        skip(
-            out,
-            format!(
-                "disabled (`enabled = false` in {})",
-                out.config_path.display()
-            ),
-        );
+        let by_us = overlay.as_ref().and_then(|o| o.enabled) == Some(false);
+        let file = if by_us {
+            out.config_path.clone()
+        } else {
+            source.file.clone()
+        };
+        skip(out, format!("disabled (in {})", file.display()));
         return;
     }
 

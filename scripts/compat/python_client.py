@@ -1,0 +1,63 @@
+"""The official MCP Python SDK as a client of `tmux-agent mcp serve`.
+
+    python_client.py stdio TMUX_AGENT_BIN DB
+    python_client.py http URL
+
+Runs the handshake, ping, tools/list, a tool call with structured content,
+an unknown tool (an isError result), and a call with arguments of the wrong
+type; prints one "ok ..." line per check and exits non-zero on the first
+failure. Used by scripts/check-mcp-compat.
+"""
+
+import asyncio
+import sys
+from contextlib import asynccontextmanager
+
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
+
+
+@asynccontextmanager
+async def connect(argv):
+    if argv[0] == "stdio":
+        params = StdioServerParameters(command=argv[1], args=["mcp", "serve", "--db", argv[2]])
+        async with stdio_client(params) as (read, write):
+            async with ClientSession(read, write) as session:
+                yield session
+    else:
+        async with streamable_http_client(argv[1]) as (read, write, *_):
+            async with ClientSession(read, write) as session:
+                yield session
+
+
+def check(what, ok, detail=""):
+    if not ok:
+        print(f"FAIL python-sdk {what}: {detail}")
+        sys.exit(1)
+    print(f"ok   python-sdk {what}")
+
+
+async def main(argv):
+    async with connect(argv) as session:
+        init = await session.initialize()
+        check("initialize", init.server_info.name == "tmux-agent", init)
+        await session.send_ping()
+        check("ping", True)
+        tools = await session.list_tools()
+        names = {t.name for t in tools.tools}
+        check("tools/list", {"register_goal", "whoami", "save_context"} <= names, names)
+        result = await session.call_tool("register_goal", {"name": "python sdk", "metadata": {"k": 1}})
+        check(
+            "tools/call register_goal",
+            not result.is_error and result.structured_content["name"] == "python sdk",
+            result,
+        )
+        result = await session.call_tool("no_such_tool", {})
+        check("unknown tool is an isError result", result.is_error, result)
+        result = await session.call_tool("update_goal", {"id": "not a number", "status": 5})
+        check("wrong argument types are an isError result", result.is_error, result)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1:]))

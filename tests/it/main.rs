@@ -21,6 +21,7 @@ mod groups;
 mod ipc;
 mod journal;
 mod lifecycle;
+mod listing;
 mod mcp_cli;
 mod mcp_config;
 mod mcp_memory;

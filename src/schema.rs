@@ -45,6 +45,13 @@ pub mod session {
     /// change made with plain tmux commands is seen.
     pub const USER_EDITABLE: [&str; 3] = [GROUP, GOAL, TYPE];
 
+    /// Every session option with a fixed name (not the `@agent-ctx-*`
+    /// family): what the tracker's listing carries, so the reactor needs
+    /// no `show-options` per event.
+    pub const LISTED: [&str; 9] = [
+        GOAL, TYPE, GROUP, GOAL_ID, STATE, SAVED, ROLE, PEERS, JOINED,
+    ];
+
     /// The option that holds shared context `key` (already validated).
     pub fn context(key: &str) -> String {
         format!("{CONTEXT_PREFIX}{key}")

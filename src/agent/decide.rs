@@ -136,6 +136,7 @@ pub(crate) fn synthetic_event(id: SessionId, name: String, created: i64) -> Life
         old_name: None,
         session_created: Some(created),
         late: false,
+        options: None,
     }
 }
 
@@ -338,6 +339,7 @@ mod tests {
             old_name: None,
             session_created: Some(1),
             late: false,
+            options: None,
         };
         let key = ServerIdentity::parse("box\t100")
             .unwrap()

@@ -317,6 +317,7 @@ pub fn diff(
                     old_name,
                     session_created: Some(listed.created),
                     late: true,
+                    options: None,
                 };
                 if listed.name != entry.name {
                     gap.changed
@@ -350,6 +351,7 @@ pub(crate) fn closed_event(entry: &JournalEntry, now: DateTime<Utc>) -> Lifecycl
         old_name: None,
         session_created: Some(entry.created),
         late: true,
+        options: None,
     }
 }
 

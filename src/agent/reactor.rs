@@ -297,7 +297,10 @@ impl<C: ToolCaller> Reactor<C> {
                     ..entry.memo()
                 };
             }
-            memo.options = self.read_options(id).await.unwrap_or_default();
+            memo.options = self
+                .options_of(id, session.info.options.as_ref())
+                .await
+                .unwrap_or_default();
             // A session the daemon has never marked gets its state now; one
             // it marked before a restart (an error, say) keeps it.
             if !memo.options.contains_key(schema::session::STATE) {
@@ -336,6 +339,7 @@ impl<C: ToolCaller> Reactor<C> {
                 // Late when a daemon watched this server before: it was
                 // created while none did.
                 late: journal.server.is_some(),
+                options: None,
             };
             let decision = decide::on_trigger(&self.settings.actions, Trigger::SessionCreated);
             let memo = self.memos.get(&id).cloned().unwrap_or_default();
@@ -347,8 +351,12 @@ impl<C: ToolCaller> Reactor<C> {
                 .commit(&event, decision.as_ref(), &memo, &key, None, changes)
                 .await;
         }
-        for event in gap.changed {
+        for mut event in gap.changed {
             tracing::info!(session_id = %event.session_id, session = %event.session, event = %event.kind, "a session changed while no daemon watched");
+            // The listing read its options: no `show-options` for it.
+            event.options = model
+                .session(event.session_id)
+                .and_then(|s| s.info.options.clone());
             let key = self.identity.session_key(event.session_id);
             self.act(event, key).await;
         }
@@ -397,7 +405,10 @@ impl<C: ToolCaller> Reactor<C> {
         match event.kind {
             EventKind::SessionCreated => {
                 let mut memo = Memo::from_event(&event);
-                memo.options = self.read_options(id).await.unwrap_or_default();
+                memo.options = self
+                    .options_of(id, event.options.as_ref())
+                    .await
+                    .unwrap_or_default();
                 self.memos.insert(id, memo);
             }
             EventKind::SessionRenamed => {
@@ -406,8 +417,11 @@ impl<C: ToolCaller> Reactor<C> {
                 }
             }
             EventKind::SessionAttached | EventKind::SessionDetached => {
-                self.refresh_options(id).await;
+                let options = self.options_of(id, event.options.as_ref()).await;
                 if let Some(memo) = self.memos.get_mut(&id) {
+                    if let Some(options) = options {
+                        memo.options = options;
+                    }
                     memo.attached = event.kind == EventKind::SessionAttached;
                 }
             }
@@ -603,6 +617,20 @@ impl<C: ToolCaller> Reactor<C> {
                 tracing::warn!(session_id = %id, %err, "could not capture the session's context; using what was kept");
                 None
             }
+        }
+    }
+
+    /// The session's options: `listed` (what the tracker's listing read
+    /// with the event, no tmux round trip), or, when the listing could not
+    /// read them, `show-options`.
+    async fn options_of(
+        &self,
+        id: SessionId,
+        listed: Option<&BTreeMap<String, String>>,
+    ) -> Option<BTreeMap<String, String>> {
+        match listed {
+            Some(options) => Some(options.clone()),
+            None => self.read_options(id).await,
         }
     }
 
@@ -804,6 +832,7 @@ mod tests {
             old_name: None,
             session_created: Some(1_700_000_000),
             late: false,
+            options: None,
         }
     }
 

@@ -209,6 +209,7 @@ mod tests {
             old_name: None,
             session_created: Some(1_699_999_000),
             late: false,
+            options: None,
         }
     }
 

@@ -14,8 +14,52 @@
 //! returns all of a session's options. That is why the sidecar reads options
 //! this way rather than with `show-options -v`, whose raw output can hold
 //! newlines and lines that look like protocol.
+//!
+//! A listing (`list-sessions -F`) can carry options too, one field per
+//! option ([`listed_option`]), so one command reads every session's
+//! options instead of one `show-options` per session. A raw `#{@name}`
+//! there could hold a newline, or a line that looks like `%end`, so tmux
+//! percent-encodes the four bytes that matter before printing
+//! (`%`, tab, CR, LF) and [`decode_listed`] undoes it.
 
 use std::collections::BTreeMap;
+
+/// A `list-sessions` format field printing option `name` with `%`, tab, CR
+/// and LF percent-encoded (`%25`, `%09`, `%0D`, `%0A`), so the value stays
+/// inside its tab-separated field and its line. tmux applies `;`-chained
+/// modifiers left to right: `%` first, so the later escapes are not
+/// escaped again. The tab, CR and LF travel as real bytes inside the
+/// patterns; the command line's quoting carries them.
+pub fn listed_option(name: &str) -> String {
+    format!("#{{s/%/%25/;s/\t/%09/;s/\r/%0D/;s/\n/%0A/:{name}}}")
+}
+
+/// Undoes [`listed_option`]'s encoding of one field. An unset option and
+/// one set to the empty string both read as empty.
+pub fn decode_listed(field: &[u8]) -> String {
+    let mut out = Vec::with_capacity(field.len());
+    let mut rest = field;
+    while let Some((&byte, tail)) = rest.split_first() {
+        let escaped = match tail {
+            [b'2', b'5', ..] => Some(b'%'),
+            [b'0', b'9', ..] => Some(b'\t'),
+            [b'0', b'D', ..] => Some(b'\r'),
+            [b'0', b'A', ..] => Some(b'\n'),
+            _ => None,
+        };
+        match escaped {
+            Some(decoded) if byte == b'%' => {
+                out.push(decoded);
+                rest = &tail[2..];
+            }
+            _ => {
+                out.push(byte);
+                rest = tail;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
 
 /// Errors reading a `show-options` line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -125,6 +169,20 @@ fn unescape(text: &[u8]) -> Result<Vec<u8>, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listed_value_decodes_to_what_was_set() {
+        assert_eq!(
+            decode_listed(b"50%25%09\xc3\xa9%0Ax%0D%0A%25end 1 2 1%2"),
+            "50%\t\u{e9}\nx\r\n%end 1 2 1%2"
+        );
+        assert_eq!(decode_listed(b""), "");
+        // A `%` tmux did not write (it always writes %25) stays as it is.
+        assert_eq!(decode_listed(b"%zz%"), "%zz%");
+        let field = listed_option("@agent-goal");
+        assert!(field.contains("s/%/%25/;"), "{field}");
+        assert!(field.ends_with(":@agent-goal}"), "{field}");
+    }
 
     #[test]
     fn reads_every_quoting_form_tmux_writes() {

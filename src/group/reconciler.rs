@@ -44,9 +44,29 @@ use crate::supervise::{Restarts, supervise};
 /// How often a pass runs when nothing asks for one.
 pub const RESYNC: Duration = Duration::from_secs(5);
 
-/// The `list-sessions` format of a pass: the id first, the (vis-escaped, so
-/// tab- and newline-free) name last.
-const LIST_FORMAT: &str = "#{session_id}\t#{session_name}";
+/// The options that say a session is, or was, in a group: only such a
+/// session can have options a pass writes or clears, so only such a
+/// session's options are read whole (`show-options`, for `@agent-ctx-*`).
+const MEMBERSHIP: [&str; 4] = [
+    schema::session::GROUP,
+    schema::session::ROLE,
+    schema::session::PEERS,
+    schema::session::JOINED,
+];
+
+/// The `list-sessions` format of a pass: the id first, then the length of
+/// the [`MEMBERSHIP`] options' values together (`0`: none is set), the
+/// (vis-escaped, so tab- and newline-free) name last. One command for
+/// every session: a pass over 3,500 sessions used to send 3,500
+/// `show-options`, and passes come with every listing, so a burst of new
+/// sessions cost tmux O(sessions²).
+fn list_format() -> String {
+    let values: String = MEMBERSHIP
+        .iter()
+        .map(|name| format!("#{{{name}}}"))
+        .collect();
+    format!("#{{session_id}}\t#{{n:{values}}}\t#{{session_name}}")
+}
 
 /// Why a request to the reconciler failed.
 #[derive(Debug, thiserror::Error)]
@@ -338,26 +358,30 @@ impl Reconciler {
     }
 
     /// Reads every user session's `@agent-*` options and the global summary.
+    /// A session with no [`MEMBERSHIP`] option set is observed with no
+    /// options, unread: no plan writes to it or clears anything on it.
     async fn observe(&self) -> Result<Observation, GroupError> {
         let listing = self
             .control
-            .run(Command::list_sessions(LIST_FORMAT)?)
+            .run(Command::list_sessions(&list_format())?)
             .await?;
-        let sessions: Vec<(SessionId, String)> = listing
+        let (sessions, outside): (Vec<(SessionId, String, bool)>, Vec<_>) = listing
             .lines
             .iter()
             .filter_map(|line| {
                 let line = String::from_utf8_lossy(line);
-                let (id, name) = line.split_once('\t')?;
-                Some((id.parse().ok()?, name.to_owned()))
+                let mut fields = line.splitn(3, '\t');
+                let id = fields.next()?.parse().ok()?;
+                let member = fields.next()? != "0";
+                Some((id, fields.next()?.to_owned(), member))
             })
-            .filter(|(id, _)| *id != self.sidecar)
-            .collect();
+            .filter(|(id, _, _)| *id != self.sidecar)
+            .partition(|(_, _, member)| *member);
         let (replies, summary) = tokio::join!(
             join_all(
                 sessions
                     .iter()
-                    .map(|(id, _)| self.control.run(Command::show_options(*id)))
+                    .map(|(id, _, _)| self.control.run(Command::show_options(*id)))
             ),
             self.control
                 .run(Command::show_global_option(schema::global::GROUPS)?),
@@ -371,7 +395,14 @@ impl Reconciler {
                 Err(err) => return Err(err.into()),
             },
         };
-        for ((id, name), reply) in sessions.into_iter().zip(replies) {
+        observation
+            .sessions
+            .extend(outside.into_iter().map(|(id, name, _)| ObservedSession {
+                id,
+                name,
+                options: Default::default(),
+            }));
+        for ((id, name, _), reply) in sessions.into_iter().zip(replies) {
             let reply = match reply {
                 Ok(reply) => reply,
                 // Closed since the listing.

@@ -75,9 +75,12 @@ pub struct Latency(Histogram<u64>);
 
 impl Default for Latency {
     fn default() -> Self {
-        // 3 significant figures over 1 µs .. 1 h: about 0.1% error, a few
-        // tens of KiB per histogram.
-        match Histogram::new_with_bounds(1, MAX_MICROS, 3) {
+        // 3 significant figures (about 0.1% error) from 1 µs, growing only
+        // as far as the largest sample (at most 1 h, by `record`'s clamp):
+        // allocated for 1 µs .. 1 h up front, each histogram took 188 KB,
+        // most of it for latencies no call ever has. Now 16 KiB when
+        // made, 96 KiB once a 2 s sample came (the unit test below).
+        match Histogram::new(3) {
             Ok(h) => Latency(h),
             // The bounds are constants that hdrhistogram accepts.
             Err(_) => unreachable!("constant histogram bounds are valid"),
@@ -267,6 +270,24 @@ mod tests {
         let json = serde_json::to_value(&s).unwrap();
         assert_eq!(json["calls"], 102);
         assert_eq!(json["tools"]["echo"]["tool_errors"], 1);
+    }
+
+    #[test]
+    fn a_histogram_grows_only_as_far_as_its_samples() {
+        let bytes = |l: &Latency| l.0.distinct_values() * std::mem::size_of::<u64>();
+        let mut latency = Latency::default();
+        let fresh = bytes(&latency);
+        latency.record(Duration::from_millis(2_000));
+        let two_seconds = bytes(&latency);
+        latency.record(Duration::from_secs(7_200));
+        let clamped = bytes(&latency);
+        eprintln!("histogram bytes: fresh {fresh}, to 2 s {two_seconds}, to 1 h {clamped}");
+        assert!(fresh < 64 * 1024, "{fresh}");
+        assert!(two_seconds < 128 * 1024, "{two_seconds}");
+        // The clamp at 1 h bounds the growth; the 1 h sample still counts.
+        assert!(clamped <= 200 * 1024, "{clamped}");
+        assert_eq!(latency.summary().count, 2);
+        assert!(latency.summary().max_ms >= 3_599_000.0);
     }
 
     #[test]

@@ -88,6 +88,12 @@ pub struct LifecycleEvent {
     /// found, not when it happened. Shown as `"late":true`, absent otherwise.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub late: bool,
+    /// The session's `@agent-*` options as the listing that made the event
+    /// read them, so acting on it needs no `show-options`; `None` for an
+    /// event not made from a listing (the journal's, a checkpoint's). Not
+    /// part of the JSON form.
+    #[serde(skip)]
+    pub options: Option<crate::state::model::SessionOptions>,
 }
 
 fn rfc3339_millis<S: Serializer>(time: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
@@ -135,6 +141,7 @@ mod tests {
             old_name: None,
             session_created: None,
             late: false,
+            options: None,
         };
         assert_eq!(
             serde_json::to_string(&event).unwrap(),

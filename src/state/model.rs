@@ -26,6 +26,9 @@ use chrono::{DateTime, Utc};
 use super::event::{EventKind, LifecycleEvent};
 use crate::control::SessionId;
 
+/// A session's `@agent-*` options by name, the set ones only.
+pub type SessionOptions = BTreeMap<String, String>;
+
 /// A session as `list-sessions` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionInfo {
@@ -34,6 +37,10 @@ pub struct SessionInfo {
     pub name: String,
     /// Creation time, Unix seconds.
     pub created: i64,
+    /// Its options named in [`crate::schema::session::LISTED`], as the
+    /// listing read them; `None` when the listing could not read them
+    /// (then whoever needs them asks tmux with `show-options`).
+    pub options: Option<SessionOptions>,
 }
 
 /// A client as `list-clients` reports it.
@@ -148,6 +155,7 @@ impl Model {
             old_name: None,
             session_created: Some(session.created),
             late: false,
+            options: session.options.clone(),
         };
 
         // Clients that went away, or moved off a session.
@@ -186,6 +194,7 @@ impl Model {
                 old_name: None,
                 session_created: None,
                 late: false,
+                options: None,
             });
         }
         self.missed += events
@@ -289,6 +298,7 @@ mod tests {
             id: SessionId(id),
             name: name.into(),
             created: 1_700_000_000 + i64::from(id),
+            options: None,
         }
     }
 

@@ -20,11 +20,12 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::LifecycleEvent;
-use super::model::{ClientInfo, Listing, Model, SessionInfo};
+use super::model::{ClientInfo, Listing, Model, SessionInfo, SessionOptions};
 use crate::control::command::{Command, CommandError};
 use crate::control::connection::{
     Connection, ControlError, ControlHandle, ExitReason, Incoming, Notifications,
 };
+use crate::control::options::{decode_listed, listed_option};
 use crate::control::server::ServerSocket;
 use crate::control::{Notification, SessionId};
 use crate::schema;
@@ -36,6 +37,18 @@ const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// `list-sessions` format: fields whose values never hold a tab or newline
 /// first, the (vis-escaped) name last, so a tab in it cannot shift fields.
 const SESSION_FORMAT: &str = "#{session_id}\t#{session_created}\t#{session_name}";
+
+/// `list-sessions` format of the options listing: the id, then each of
+/// [`schema::session::LISTED`], percent-encoded
+/// ([`crate::control::options::listed_option`]), tab-separated.
+fn options_format() -> String {
+    let mut format = String::from("#{session_id}");
+    for option in schema::session::LISTED {
+        format.push('\t');
+        format.push_str(&listed_option(option));
+    }
+    format
+}
 
 /// The id tmux will give the next session (`$N`).
 const NEXT_SESSION_ID: &str = "#{next_session_id}";
@@ -367,15 +380,21 @@ async fn read_digest(control: &ControlHandle, sidecar: SessionId) -> Option<Vec<
     Some(control.run(command).await.ok()?.lines.concat())
 }
 
-/// Lists sessions and clients, with tmux's next session id; the three
-/// commands go out back to back.
+/// Lists sessions (with their options) and clients, with tmux's next
+/// session id; the four commands go out back to back.
+///
+/// The options come in a listing of their own: a session's fields stay
+/// readable even if its options are not, and a session made or killed
+/// between the two listings just has no options read ([`SessionInfo::options`]
+/// is `None`, and the reactor asks tmux for them).
 async fn list(control: &ControlHandle) -> Result<Listing, TrackError> {
     // The next id first: a session made between the two commands is then
     // listed with an id at or above it, or, if already gone, counted as
     // missed at the next listing (see `Model`).
-    let (next_id, sessions, clients) = tokio::join!(
+    let (next_id, sessions, options, clients) = tokio::join!(
         control.run(Command::display_server(NEXT_SESSION_ID)?),
         control.run(Command::list_sessions(SESSION_FORMAT)?),
+        control.run(Command::list_sessions(&options_format())?),
         control.run(Command::list_clients(CLIENT_FORMAT)?),
     );
     let next_id = next_id?
@@ -383,11 +402,29 @@ async fn list(control: &ControlHandle) -> Result<Listing, TrackError> {
         .trim()
         .strip_prefix('$')
         .and_then(|n| n.parse().ok());
-    let sessions = sessions?
+    let mut sessions: Vec<SessionInfo> = sessions?
         .lines
         .iter()
         .map(|line| parse_session(&String::from_utf8_lossy(line)))
         .collect::<Result<_, _>>()?;
+    match options {
+        // Lines cut by the codec's limit would misname a value: read none.
+        Ok(reply) if reply.dropped_lines == 0 => {
+            let mut by_id: std::collections::HashMap<SessionId, SessionOptions> = reply
+                .lines
+                .iter()
+                .filter_map(|line| parse_options_line(line))
+                .collect();
+            for session in &mut sessions {
+                session.options = by_id.remove(&session.id);
+            }
+        }
+        Ok(_) => tracing::warn!("an options listing was too long to read; asking per session"),
+        Err(ControlError::Closed) => return Err(ControlError::Closed.into()),
+        Err(err) => {
+            tracing::warn!(%err, "could not list the sessions' options; asking per session")
+        }
+    }
     let clients = clients?
         .lines
         .iter()
@@ -409,7 +446,27 @@ fn parse_session(line: &str) -> Result<SessionInfo, TrackError> {
     let id = fields.next().and_then(|f| f.parse().ok()).ok_or_else(bad)?;
     let created = fields.next().and_then(|f| f.parse().ok()).ok_or_else(bad)?;
     let name = fields.next().ok_or_else(bad)?.to_owned();
-    Ok(SessionInfo { id, name, created })
+    Ok(SessionInfo {
+        id,
+        name,
+        created,
+        options: None,
+    })
+}
+
+/// One line of the [`options_format`] listing: the session and its set
+/// options (an empty value counts as unset, as everywhere else).
+fn parse_options_line(line: &[u8]) -> Option<(SessionId, SessionOptions)> {
+    let mut fields = line.split(|&b| b == b'\t');
+    let id = std::str::from_utf8(fields.next()?).ok()?.parse().ok()?;
+    let mut options = SessionOptions::new();
+    for name in schema::session::LISTED {
+        let value = decode_listed(fields.next()?);
+        if !value.is_empty() {
+            options.insert(name.to_owned(), value);
+        }
+    }
+    fields.next().is_none().then_some((id, options))
 }
 
 fn parse_client(line: &str) -> Result<ClientInfo, TrackError> {
@@ -461,5 +518,26 @@ mod tests {
         );
         assert_eq!(parse_client("client-9\t9\t1\t").unwrap().session, None);
         assert!(parse_client("x\ty\t0\t$1").is_err());
+    }
+
+    #[test]
+    fn options_lines_parse() {
+        let mut line = b"$4\tship it%0A%25 done".to_vec();
+        line.extend(
+            std::iter::repeat_n(b"\t".as_slice(), schema::session::LISTED.len() - 1).flatten(),
+        );
+        let (id, options) = parse_options_line(&line).unwrap();
+        assert_eq!(id, SessionId(4));
+        assert_eq!(
+            options.into_iter().collect::<Vec<_>>(),
+            [(
+                schema::session::GOAL.to_owned(),
+                "ship it\n% done".to_owned()
+            )]
+        );
+        // A field too few or too many is no reading.
+        assert!(parse_options_line(&line[..line.len() - 1]).is_none());
+        line.extend_from_slice(b"\tx");
+        assert!(parse_options_line(&line).is_none());
     }
 }

@@ -22,6 +22,7 @@ mod groups;
 mod ipc;
 mod journal;
 mod lifecycle;
+mod listing;
 mod mcp_agents;
 mod mcp_cli;
 mod mcp_config;

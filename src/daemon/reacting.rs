@@ -176,6 +176,9 @@ fn journal_listing(journal: &Journal) -> Listing {
             id: entry.session_id,
             name: entry.name.clone(),
             created: entry.created,
+            // The journal keeps no options: whoever needs them for a
+            // journaled session asks tmux (a restarted run only).
+            options: None,
         })
         .collect();
     let clients = journal

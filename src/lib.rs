@@ -19,6 +19,7 @@
 //! - [`daemon`]: the sidecar as a library function: everything above wired
 //!   together on one tmux server, stopped by a token handed in.
 //! - [`ipc`]: the CLI ↔ daemon socket.
+//! - [`events`]: the daemon's event stream, followed over the socket.
 //! - [`cli`]: one file per subcommand of the `tmux-agent` binary.
 //! - [`backoff`]: the one retry delay (doubling, capped, jittered).
 //! - [`supervise`]: long-lived tasks restarted, logged and counted when they panic.
@@ -32,6 +33,7 @@ pub mod config;
 pub mod configuration;
 pub mod control;
 pub mod daemon;
+pub mod events;
 pub mod group;
 pub mod ipc;
 pub mod mcp;

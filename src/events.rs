@@ -121,7 +121,7 @@ mod tests {
             kind: EventKind::SessionClosed,
             session_id: SessionId(id),
             session: format!("s{id}"),
-            time: Utc::now(),
+            time: DateTime::from_timestamp_millis(1_795_276_800_000).unwrap(),
             client: None,
             old_name: None,
             session_created: None,

@@ -23,6 +23,7 @@
 //! - [`cli`]: one file per subcommand of the `tmux-agent` binary.
 //! - [`backoff`]: the one retry delay (doubling, capped, jittered).
 //! - [`supervise`]: long-lived tasks restarted, logged and counted when they panic.
+//! - [`fault`]: the faults tests inject through environment variables.
 //! - [`paths`]: where files live (XDG directories).
 //! - [`schema`]: the name of every `@agent-*` tmux option, and `@agent-state`'s values.
 
@@ -34,6 +35,7 @@ pub mod configuration;
 pub mod control;
 pub mod daemon;
 pub mod events;
+pub mod fault;
 pub mod group;
 pub mod ipc;
 pub mod mcp;

@@ -400,7 +400,7 @@ impl<C: ToolCaller> Reactor<C> {
     }
 
     async fn on_event(&mut self, event: LifecycleEvent) {
-        crate::supervise::fault_panic_once(FAULT_PANIC_ONCE_ENV, "the reactor");
+        crate::fault::panic_once(FAULT_PANIC_ONCE_ENV, "the reactor");
         let key = self.identity.session_key(event.session_id);
         self.act(event, key).await;
     }

@@ -85,6 +85,11 @@ impl std::fmt::Display for TrackEnd {
     }
 }
 
+/// Holds the moment between deciding to close the sidecar's session and
+/// closing it open for this many milliseconds, for the test of a session
+/// created in it (`tests/it/reconnect.rs`); never set outside tests.
+pub const SELF_KILL_DELAY_ENV: &str = "TMUX_AGENT_FAULT_SELF_KILL_DELAY_MS";
+
 /// Follows one tmux server through its control connection.
 pub struct Tracker {
     control: ControlHandle,
@@ -96,6 +101,8 @@ pub struct Tracker {
     server: ServerSocket,
     /// Set once we have asked tmux to kill the sidecar's session.
     leaving: bool,
+    /// The sidecar session's name, to go back to it (see [`Tracker::go_home`]).
+    sidecar_name: String,
     /// The last [`watch_format`] digest read, `None` if it could not be.
     digest: Option<Vec<u8>>,
 }
@@ -124,8 +131,8 @@ impl Tracker {
             handle,
             notifications,
             session,
+            session_name,
             closed,
-            ..
         } = connection;
         let mut model = snapshots.borrow().clone();
         // A new client may sit in a new sidecar session (the old one ends
@@ -144,6 +151,7 @@ impl Tracker {
             snapshots,
             server,
             leaving: false,
+            sidecar_name: session_name,
             digest,
         };
         Ok((tracker, missed))
@@ -219,23 +227,23 @@ impl Tracker {
             };
             // Everything already in the inbox is answered by one listing.
             let mut dirty = false;
+            let mut moved = false;
             let mut next = Some(first);
             while let Some(incoming) = next {
-                match incoming {
-                    Incoming::Changed => dirty = true,
-                    Incoming::Overflowed { dropped } => {
-                        tracing::warn!(
-                            dropped,
-                            "notifications from tmux were dropped; re-reading the server"
-                        );
-                        dirty = true;
-                    }
-                    Incoming::Notification(Notification::Exit { reason }) => {
-                        return Ok(ExitReason::Exit(reason));
-                    }
-                    Incoming::Notification(notification) => dirty |= is_trigger(&notification),
+                if let Some(exit) = self.take(incoming, &mut dirty, &mut moved) {
+                    return Ok(exit);
                 }
                 next = self.notifications.try_recv().ok();
+            }
+            if moved && !self.leaving {
+                self.go_home().await?;
+                // Its `%session-changed` came before its reply: taken now,
+                // the new sidecar is not listed as a user's session.
+                while let Ok(incoming) = self.notifications.try_recv() {
+                    if let Some(exit) = self.take(incoming, &mut dirty, &mut moved) {
+                        return Ok(exit);
+                    }
+                }
             }
             if !dirty {
                 continue;
@@ -268,6 +276,68 @@ impl Tracker {
         changed
     }
 
+    /// Takes one item of the inbox into `dirty` (list again) and `moved`
+    /// (our client is off the sidecar's session); the reason when it is
+    /// the connection's `%exit`.
+    fn take(
+        &mut self,
+        incoming: Incoming,
+        dirty: &mut bool,
+        moved: &mut bool,
+    ) -> Option<ExitReason> {
+        match incoming {
+            Incoming::Changed => *dirty = true,
+            Incoming::Overflowed { dropped } => {
+                tracing::warn!(
+                    dropped,
+                    "notifications from tmux were dropped; re-reading the server"
+                );
+                *dirty = true;
+            }
+            Incoming::Notification(Notification::Exit { reason }) => {
+                return Some(ExitReason::Exit(reason));
+            }
+            // Our own client's session changed: back home (a sidecar
+            // session, maybe a new one), or moved away.
+            Incoming::Notification(Notification::SessionChanged { session, name }) => {
+                if name == self.sidecar_name {
+                    self.model.set_sidecar(session);
+                    *moved = false;
+                } else if session != self.model.sidecar() {
+                    *moved = true;
+                }
+                *dirty = true;
+            }
+            Incoming::Notification(notification) => *dirty |= is_trigger(&notification),
+        }
+        None
+    }
+
+    /// Another client moved ours onto a user's session (`switch-client -c
+    /// CLIENT -t SESSION`, by a person or a plugin): there it counts in the
+    /// session's `#{session_attached}`, goes with a `detach-client -s` of
+    /// that session, and the sidecar's session ends a second later (its
+    /// pane sees it unattached), so a status line would show no daemon.
+    /// Go back: join the sidecar's session, or make a new one; its
+    /// `%session-changed` then names it the sidecar. The daemon is attached
+    /// all along, so `@agent-daemon` stays `running`.
+    async fn go_home(&mut self) -> Result<(), TrackError> {
+        tracing::warn!(
+            session = %self.sidecar_name,
+            "another client moved the control client off its session; going back"
+        );
+        let home = crate::control::connection::sidecar_command(&self.sidecar_name)?;
+        match self.control.run(home).await {
+            // The connection's end, if that is why, comes next.
+            Ok(_) | Err(ControlError::Closed) => Ok(()),
+            Err(ControlError::Command { .. }) => {
+                tracing::warn!("could not go back to the sidecar's session");
+                Ok(())
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
     /// When only the sidecar's session is left it is the one thing keeping
     /// the server alive: kill it, so the server exits as the user expects.
     async fn leave_if_alone(&mut self) -> Result<(), TrackError> {
@@ -276,6 +346,9 @@ impl Tracker {
         }
         self.leaving = true;
         tracing::info!("only the sidecar's session is left; closing it");
+        // A user session created in this moment keeps the server alive
+        // (see `daemon::link`); the test of that window holds it open.
+        crate::fault::delay(SELF_KILL_DELAY_ENV).await;
         match self
             .control
             .run(Command::kill_session(self.model.sidecar()))

@@ -171,9 +171,27 @@ fn a_sigkilled_daemon_takes_its_session_with_it_and_keeps_no_server_alive() {
     let exited = wait_for(PATIENCE, || (!server.is_running()).then_some(()));
     assert!(
         exited.is_some(),
-        "the tmux server outlived its last session"
+        "the tmux server outlived its last session: {}",
+        what_keeps_it(server)
     );
     drop(daemon);
+}
+
+/// What may keep a tmux server alive, for a failure message: its sessions,
+/// and every process that names its socket (tmux waits for every client
+/// to go before it exits, also those on no session, which `list-clients`
+/// does not show; this test failed once under load, never since).
+fn what_keeps_it(server: &TmuxServer) -> String {
+    let sessions = server.try_tmux(&["list-sessions", "-F", "#{session_id} #{session_name}"]);
+    let processes = std::process::Command::new("pgrep")
+        .args(["-af", &server.name])
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+        .unwrap_or_else(|err| format!("(pgrep: {err})"));
+    format!(
+        "sessions: {:?}; processes naming the socket:\n{processes}",
+        String::from_utf8_lossy(&sessions.stdout)
+    )
 }
 
 /// The self-kill window (issue #11, item 7): the user's last session

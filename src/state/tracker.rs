@@ -19,12 +19,13 @@ use chrono::Utc;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::LifecycleEvent;
 use super::model::{ClientInfo, Listing, Model, SessionInfo};
+use super::{EventKind, LifecycleEvent};
 use crate::control::command::{Command, CommandError};
 use crate::control::connection::{
     Connection, ControlError, ControlHandle, ExitReason, Incoming, Notifications,
 };
+use crate::control::options::parse_options;
 use crate::control::server::ServerSocket;
 use crate::control::{Notification, SessionId};
 use crate::schema;
@@ -254,7 +255,9 @@ impl Tracker {
                 Err(TrackError::Control(ControlError::Closed)) => continue,
                 Err(err) => return Err(err),
             };
-            for event in self.model.reconcile(&listing, Utc::now()) {
+            let mut found = self.model.reconcile(&listing, Utc::now());
+            self.name_missed(&mut found, listing.next_id).await;
+            for event in found {
                 tracing::info!(event = %event.kind, session_id = %event.session_id, session = %event.session, client = ?event.client, "lifecycle");
                 // A consumer that went away does not stop tracking.
                 let _ = events.send(event).await;
@@ -274,6 +277,50 @@ impl Tracker {
         let changed = self.digest.as_ref() != Some(&now);
         self.digest = Some(now);
         changed
+    }
+
+    /// Gives each `session-missed` event in `events` the name the daemon's
+    /// hook kept for it (`@agent-name-$N`, see `schema::global`), and
+    /// unsets the names of ids below `next_id`, which this listing has
+    /// accounted for (a later id's name may be needed by the next one).
+    /// Without the hook (a `watch` on its own) there are none, and one
+    /// `show-options -g` per listing with new ids is all it costs.
+    async fn name_missed(&self, events: &mut [LifecycleEvent], next_id: Option<u32>) {
+        if !events
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::SessionCreated | EventKind::SessionMissed))
+        {
+            return;
+        }
+        let Ok(reply) = self.control.run(Command::show_global_options()).await else {
+            return;
+        };
+        let prefix = schema::global::SESSION_NAME_PREFIX;
+        let Ok(names) = parse_options(reply.lines.iter().map(|l| l.as_ref()), prefix) else {
+            return;
+        };
+        for event in events
+            .iter_mut()
+            .filter(|e| e.kind == EventKind::SessionMissed)
+        {
+            if let Some(name) = names.get(&format!("{prefix}{}", event.session_id)) {
+                event.session = name.clone();
+            }
+        }
+        for option in names.keys() {
+            let id = option
+                .strip_prefix(prefix)
+                .and_then(|id| SessionId::try_from(id.to_owned()).ok());
+            let accounted = match (id, next_id) {
+                (Some(id), Some(next)) => id.0 < next,
+                (Some(_), None) => true,
+                // Not a name the hook wrote: not ours to keep.
+                (None, _) => true,
+            };
+            if accounted && let Ok(unset) = Command::unset_global_option(option) {
+                let _ = self.control.queue(unset).await;
+            }
+        }
     }
 
     /// Takes one item of the inbox into `dirty` (list again) and `moved`

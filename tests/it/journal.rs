@@ -712,3 +712,35 @@ fn watch_follows_a_running_daemon_from_its_first_line() {
     );
     assert_eq!(created["session_id"], made.as_str());
 }
+
+/// When the daemon `watch` follows stops, `watch` goes back to a control
+/// client of its own (and says so), and goes on printing what happens.
+#[test]
+fn watch_goes_back_to_its_own_client_when_the_daemon_stops() {
+    let rig = Rig::new(JOURNALED);
+    let daemon = rig.start_daemon();
+    let mut cmd = rig.server.agent();
+    cmd.args(["watch", "--json"]);
+    let mut watcher = crate::support::LineReader::spawn(cmd);
+    assert!(
+        watcher.wait_stderr("following the daemon's events", PATIENCE),
+        "{}",
+        watcher.stderr()
+    );
+    daemon.stop(&rig.server);
+    assert!(
+        watcher.wait_stderr("the daemon stopped", PATIENCE),
+        "{}",
+        watcher.stderr()
+    );
+    assert!(
+        watcher.wait_stderr("no daemon runs", PATIENCE),
+        "{}",
+        watcher.stderr()
+    );
+    let after = new_session(&rig.server, "after");
+    let mut all = Vec::new();
+    watch_lines_until(&watcher, &mut all, "the create after the stop", |e| {
+        e["event"] == "session-created" && e["session_id"] == after.as_str()
+    });
+}

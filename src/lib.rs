@@ -19,9 +19,11 @@
 //! - [`daemon`]: the sidecar as a library function: everything above wired
 //!   together on one tmux server, stopped by a token handed in.
 //! - [`ipc`]: the CLI ↔ daemon socket.
+//! - [`events`]: the daemon's event stream, followed over the socket.
 //! - [`cli`]: one file per subcommand of the `tmux-agent` binary.
 //! - [`backoff`]: the one retry delay (doubling, capped, jittered).
 //! - [`supervise`]: long-lived tasks restarted, logged and counted when they panic.
+//! - [`fault`]: the faults tests inject through environment variables.
 //! - [`paths`]: where files live (XDG directories).
 //! - [`schema`]: the name of every `@agent-*` tmux option, and `@agent-state`'s values.
 
@@ -32,6 +34,8 @@ pub mod config;
 pub mod configuration;
 pub mod control;
 pub mod daemon;
+pub mod events;
+pub mod fault;
 pub mod group;
 pub mod ipc;
 pub mod mcp;

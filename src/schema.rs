@@ -70,6 +70,18 @@ pub mod global {
     pub const PENDING: &str = "@agent-pending";
     /// The summary of groups: `build:3 review:2`.
     pub const GROUPS: &str = "@agent-groups";
+    /// `@agent-name-$N`: the name session `$N` was created with, written by
+    /// the daemon's [`NAME_HOOK`] and unset once the tracker has listed past
+    /// `$N`: how a session that lived and died between two listings (a
+    /// `session-missed` event) still has a name.
+    pub const SESSION_NAME_PREFIX: &str = "@agent-name-";
+    /// The `session-created` hook the daemon sets while it is attached (an
+    /// index of its own, so that the user's hooks there stay).
+    pub const NAME_HOOK: &str = "session-created[7391]";
+    /// What [`NAME_HOOK`] runs (tmux expands the formats when it runs, the
+    /// name already as tmux stores it, and never runs what is in it).
+    pub const NAME_HOOK_COMMAND: &str =
+        "set-option -gF \"@agent-name-#{hook_session}\" \"#{hook_session_name}\"";
 }
 
 /// The value of `@agent-state`: what the daemon last did for a session.

@@ -56,6 +56,8 @@ pub struct Inputs {
     pub commands: mpsc::Receiver<ReactorCommand>,
     /// Counts the dispatchers restarted after a panic (`status`).
     pub restarts: crate::supervise::Restarts,
+    /// Where every event acted on (live or late) is published, for `watch`.
+    pub published: crate::events::EventStream,
 }
 
 /// A request to the reactor.
@@ -128,6 +130,7 @@ pub async fn run<C: ToolCaller>(
         events,
         commands,
         restarts,
+        published,
     } = inputs;
     let settings = settings_rx.borrow_and_update().clone();
     let identity = server_identity(&control, model.sidecar()).await?;
@@ -148,6 +151,7 @@ pub async fn run<C: ToolCaller>(
         dispatchers,
         memos: HashMap::new(),
         sequence: 0,
+        published: published.clone(),
     };
     // Adopt the existing sessions before any dispatcher runs, so
     // `@agent-pending` only reaches 0 once their registrations are done
@@ -216,6 +220,7 @@ struct Reactor<C> {
     memos: HashMap<SessionId, Memo>,
     /// Makes idempotency keys unique among events of the same millisecond.
     sequence: u64,
+    published: crate::events::EventStream,
 }
 
 impl<C: ToolCaller> Reactor<C> {
@@ -341,6 +346,11 @@ impl<C: ToolCaller> Reactor<C> {
                 late: journal.server.is_some(),
                 options: None,
             };
+            // Shown to followers only when it happened while no daemon
+            // watched: a first daemon's sessions were simply there.
+            if event.late {
+                self.publish(&event);
+            }
             let decision = decide::on_trigger(&self.settings.actions, Trigger::SessionCreated);
             let memo = self.memos.get(&id).cloned().unwrap_or_default();
             let changes = self
@@ -391,8 +401,14 @@ impl<C: ToolCaller> Reactor<C> {
         }
     }
 
+    /// Tells the daemon's followers (`watch`) about an event acted on.
+    fn publish(&self, event: &LifecycleEvent) {
+        self.published
+            .publish(crate::events::DaemonEvent::Lifecycle(event.clone()));
+    }
+
     async fn on_event(&mut self, event: LifecycleEvent) {
-        crate::supervise::fault_panic_once(FAULT_PANIC_ONCE_ENV, "the reactor");
+        crate::fault::panic_once(FAULT_PANIC_ONCE_ENV, "the reactor");
         let key = self.identity.session_key(event.session_id);
         self.act(event, key).await;
     }
@@ -401,6 +417,7 @@ impl<C: ToolCaller> Reactor<C> {
     /// the context capture, then the actions committed with the journal's
     /// change, in one transaction.
     async fn act(&mut self, event: LifecycleEvent, key: SessionKey) {
+        self.publish(&event);
         let id = event.session_id;
         match event.kind {
             EventKind::SessionCreated => {
@@ -799,6 +816,7 @@ mod tests {
             events,
             commands,
             restarts: Default::default(),
+            published: Default::default(),
         };
         let task = tokio::spawn({
             let (outbox, caller, shutdown) = (outbox.clone(), caller.clone(), shutdown.clone());

@@ -512,6 +512,21 @@ impl Command {
             .done())
     }
 
+    /// `set-hook -g <hook> <command>`: `hook` may carry an index
+    /// (`session-created[7]`), which leaves the hook's other commands.
+    pub fn set_global_hook(hook: &str, command: &str) -> Result<Command, CommandError> {
+        Ok(Line::new("set-hook")
+            .flag("-g")
+            .arg(hook)?
+            .arg(command)?
+            .done())
+    }
+
+    /// `set-hook -gu <hook>`: removes the hook (at its index, if given).
+    pub fn unset_global_hook(hook: &str) -> Result<Command, CommandError> {
+        Ok(Line::new("set-hook").flag("-gu").arg(hook)?.done())
+    }
+
     /// `set-option -gu -- <name>`: unsets a global option.
     pub fn unset_global_option(name: &str) -> Result<Command, CommandError> {
         Ok(Line::new("set-option")

@@ -93,6 +93,14 @@ const ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
 /// reconnects within the second joins the same session (`new-session -A`).
 const SIDECAR_PANE_COMMAND: &str = "printf 'This session carries tmux-agent'\\''s control connection. Detach with prefix d.\\n'; while sleep 1; do [ \"$(tmux display-message -p -t \"$TMUX_PANE\" '#{session_attached}' 2>/dev/null)\" = 0 ] && exit; done";
 
+/// The command that puts a control client on the sidecar session `name`,
+/// joined if it exists, else made with its pane: the command line of the
+/// daemon's `tmux -C`, and what its client runs to go back there when
+/// another client has moved it (`switch-client -c`).
+pub fn sidecar_command(name: &str) -> Result<Command, crate::control::command::CommandError> {
+    Command::control_session(name, SIDECAR_PANE_COMMAND)
+}
+
 /// Errors of the control connection.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -311,7 +319,7 @@ impl Connection {
     ) -> Result<Self, ControlError> {
         ensure_server_running(&options.server).await?;
 
-        let attach = Command::control_session(&options.session_name, SIDECAR_PANE_COMMAND)?;
+        let attach = sidecar_command(&options.session_name)?;
         let mut cmd = options.server.command();
         // `-u`: UTF-8 output, never sanitised; `-C`: control mode.
         cmd.args(["-u", "-C"])

@@ -45,6 +45,8 @@ pub(super) struct DaemonHandler {
     pub(super) stopping: CancellationToken,
     /// The supervised tasks' restarts (see [`crate::supervise`]).
     pub(super) restarts: crate::supervise::Restarts,
+    /// What the reactor publishes, for followers (`watch`).
+    pub(super) events: crate::events::EventStream,
 }
 
 impl DaemonHandler {
@@ -141,5 +143,9 @@ impl Handler for DaemonHandler {
 
     async fn mcp_stats(&self) -> serde_json::Value {
         serde_json::to_value(self.pool.stats()).unwrap_or_default()
+    }
+
+    fn events(&self, since: Option<DateTime<Utc>>) -> crate::events::Subscription {
+        self.events.subscribe(since)
     }
 }

@@ -6,7 +6,9 @@
 //!   reattaches;
 //! - `@agent-mcp`: the health of the MCP servers the reactor calls, e.g.
 //!   `builtin:ok memory:down`;
-//! - `@agent-outbox`: `memory` while the outbox is off the disk.
+//! - `@agent-outbox`: `memory` while the outbox is off the disk;
+//! - the `session-created` hook that names sessions the tracker may miss
+//!   (`schema::global::NAME_HOOK`), set and removed with `@agent-daemon`.
 //!
 //! (`@agent-pending` is the reactor's: its dispatchers write it as they
 //! deliver.) The publisher writes an option only when its value changes.
@@ -38,6 +40,12 @@ const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 pub(super) async fn announce(control: &ControlHandle) -> Result<(), DaemonError> {
     let running = Command::set_global_option(schema::global::DAEMON, "running")?;
     control.run(running).await.map_err(DaemonError::Announce)?;
+    // Names for the sessions the tracker may miss (see schema::global).
+    let hook =
+        Command::set_global_hook(schema::global::NAME_HOOK, schema::global::NAME_HOOK_COMMAND)?;
+    if let Err(err) = control.run(hook).await {
+        tracing::warn!(%err, "could not set the hook that names missed sessions");
+    }
     let _ = control
         .run(Command::unset_global_option(schema::global::OUTBOX)?)
         .await;
@@ -53,6 +61,9 @@ pub(super) async fn withdraw(control: &ControlHandle) {
             let _ = control.run(unset).await;
         }
     }
+    if let Ok(unhook) = Command::unset_global_hook(schema::global::NAME_HOOK) {
+        let _ = control.run(unhook).await;
+    }
 }
 
 /// [`withdraw`] through a one-shot `tmux`, for when the control connection
@@ -63,6 +74,9 @@ pub(super) async fn withdraw_oneshot(server: &ServerSocket) {
         let oneshot = OneShot::new(server.clone()).with_timeout(ONESHOT_TIMEOUT);
         if let Err(err) = oneshot.run(&unset).await {
             tracing::debug!(%err, "could not clear @agent-daemon");
+        }
+        if let Ok(unhook) = Command::unset_global_hook(schema::global::NAME_HOOK) {
+            let _ = oneshot.run(&unhook).await;
         }
     }
 }

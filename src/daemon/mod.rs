@@ -514,12 +514,14 @@ impl Running {
         let (settings_tx, settings) = watch::channel(Arc::new(reactor_settings));
         // Save requests from the CLI: each waits for its answer, so few.
         let (reactor_commands, commands) = mpsc::channel(64);
+        let events_published = crate::events::EventStream::default();
         let reacting = reacting::spawn(reacting::Start {
             inputs: reactor::Inputs {
                 settings: settings.clone(),
                 events,
                 commands,
                 restarts: restarts.clone(),
+                published: events_published.clone(),
             },
             control: control.clone(),
             outbox: outbox.clone(),
@@ -559,6 +561,7 @@ impl Running {
             reload: reload::Reload::new(config, pool.clone(), settings_tx),
             stopping: stopping.clone(),
             restarts,
+            events: events_published,
         });
         tracing::info!(socket = %ipc.path().display(), "listening for tmux-agent commands");
         let serving = tokio::spawn(ipc.serve(handler.clone(), services.clone()));

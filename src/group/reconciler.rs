@@ -222,7 +222,7 @@ impl Reconciler {
         // poisoned) for the next run.
         let requests = self.requests.clone();
         let mut requests = requests.lock().await;
-        crate::supervise::fault_panic_once(FAULT_PANIC_ONCE_ENV, "the group reconciler");
+        crate::fault::panic_once(FAULT_PANIC_ONCE_ENV, "the group reconciler");
         let mut resync = tokio::time::interval(RESYNC);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The interval's first tick is immediate: that is the start-up pass.

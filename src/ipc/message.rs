@@ -12,8 +12,19 @@
 //! ← {"response":"mcp-stats","servers":[{"server":"builtin","calls":12,...}]}
 //! → {"request":"stop"}
 //! ← {"response":"stopping","pid":4242}
+//! → {"request":"events","since":"2026-11-21T16:00:00.000Z"}
+//! ← {"response":"events","pid":4242,"replayed":1}
+//! ← {"event":"session-closed","session_id":"$3","session":"work",...,"late":true}
+//! ← ...one event per line, for as long as the daemon runs
+//! ← {"response":"lagged","missed":12}
 //! ← {"response":"error","message":"session $9 does not exist"}
 //! ```
+//!
+//! `events` is the one request answered with more than one line: a header,
+//! then the daemon's events (see [`crate::events`]) as they are published,
+//! each in its own shape, with a `lagged` line when the follower fell so
+//! far behind that some were dropped for it. It ends when the daemon stops
+//! or the follower closes the connection.
 //!
 //! Fields the daemon may not fill (MCP servers, actions) are optional, so a
 //! newer CLI can read an older daemon's answer and the other way round; an
@@ -55,6 +66,12 @@ pub enum Request {
     /// The daemon's live MCP figures (calls, outcomes, latency) per server
     /// and tool, as `mcp stats` prints them.
     McpStats,
+    /// Follow the daemon's events: those it still keeps that were
+    /// published at or after `since` (none without it), then each new one.
+    Events {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<DateTime<Utc>>,
+    },
 }
 
 /// The longest a `save` request waits for its calls (the daemon answers
@@ -83,6 +100,7 @@ impl Request {
             Request::Share { .. } => "share",
             Request::Save { .. } => "save",
             Request::McpStats => "mcp-stats",
+            Request::Events { .. } => "events",
         }
     }
 }
@@ -108,6 +126,17 @@ pub enum Response {
     /// (kept as JSON here so this enum stays comparable).
     McpStats {
         servers: serde_json::Value,
+    },
+    /// The header of an `events` stream: `replayed` kept events follow,
+    /// then the live ones.
+    Events {
+        pid: u32,
+        replayed: usize,
+    },
+    /// In an `events` stream: the follower fell behind, and `missed`
+    /// events were dropped for it.
+    Lagged {
+        missed: u64,
     },
     Error {
         message: String,

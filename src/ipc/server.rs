@@ -1,5 +1,7 @@
 //! The daemon's side of the socket: accept, check the peer, read one
-//! request, let the [`Handler`] answer, write one response, close.
+//! request, let the [`Handler`] answer, write one response, close. An
+//! `events` request is followed instead: the header, then the daemon's
+//! events one per line until the daemon stops or the follower goes.
 //!
 //! The IPC layer owns no daemon state: the daemon implements [`Handler`],
 //! and this module only moves requests and responses. Each connection is a
@@ -20,6 +22,7 @@ use tokio_util::task::TaskTracker;
 use super::endpoint::{DaemonLock, EndpointError, effective_uid};
 use super::message::{Request, Response, SaveReport, StatusReport};
 use crate::control::SessionId;
+use crate::events::Subscription;
 use crate::group::{ContextKey, GroupsReport};
 
 /// The longest request line accepted (a shared value is at most 4 KiB).
@@ -67,6 +70,9 @@ pub trait Handler: Send + Sync + 'static {
     /// The live MCP figures, as a JSON array of server stats. Like
     /// `status`, answered from what is already known.
     fn mcp_stats(&self) -> impl Future<Output = serde_json::Value> + Send;
+    /// A new follower of the daemon's events, with the kept ones published
+    /// at or after `since`.
+    fn events(&self, since: Option<chrono::DateTime<chrono::Utc>>) -> Subscription;
 }
 
 /// The daemon's listening socket. Dropping it removes the socket file.
@@ -113,9 +119,9 @@ impl IpcServer {
             };
             match accepted {
                 Ok((stream, _)) => {
-                    let handler = handler.clone();
+                    let (handler, shutdown) = (handler.clone(), shutdown.clone());
                     connections.spawn(async move {
-                        if let Err(err) = answer(stream, &*handler).await {
+                        if let Err(err) = answer(stream, &*handler, &shutdown).await {
                             tracing::debug!(error = %err, "IPC connection");
                         }
                     });
@@ -138,8 +144,12 @@ impl Drop for IpcServer {
     }
 }
 
-/// Serves one connection.
-async fn answer<H: Handler>(stream: UnixStream, handler: &H) -> std::io::Result<()> {
+/// Serves one connection; a stream of events ends at `shutdown`.
+async fn answer<H: Handler>(
+    stream: UnixStream,
+    handler: &H,
+    shutdown: &CancellationToken,
+) -> std::io::Result<()> {
     let peer = stream.peer_cred()?;
     let (read, mut write) = stream.into_split();
     let ours = effective_uid();
@@ -166,6 +176,10 @@ async fn answer<H: Handler>(stream: UnixStream, handler: &H) -> std::io::Result<
             message: format!("request longer than {MAX_REQUEST} bytes"),
         },
         Ok(Ok(_)) => match Request::parse(&line) {
+            Ok(Request::Events { since }) => {
+                tracing::debug!("IPC events follower");
+                return follow(&mut write, handler.events(since), shutdown).await;
+            }
             Ok(request) => {
                 tracing::debug!(request = request.name(), "IPC request");
                 match tokio::time::timeout(ANSWER_DEADLINE, dispatch(handler, request)).await {
@@ -222,7 +236,56 @@ async fn dispatch<H: Handler>(handler: &H, request: Request) -> Response {
         Request::McpStats => Response::McpStats {
             servers: handler.mcp_stats().await,
         },
+        // Answered by `follow`, never here.
+        Request::Events { .. } => Response::Error {
+            message: "an events request is a stream".to_owned(),
+        },
     }
+}
+
+/// Writes an `events` stream: the header, the replay, then each event as
+/// it is published, until the daemon stops (`shutdown`, or the stream's
+/// end) or a write fails (the follower went). A follower that falls too
+/// far behind is told how many it missed, and goes on.
+async fn follow(
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    subscription: Subscription,
+    shutdown: &CancellationToken,
+) -> std::io::Result<()> {
+    use tokio::sync::broadcast::error::RecvError;
+    let Subscription { replay, mut live } = subscription;
+    let header = Response::Events {
+        pid: std::process::id(),
+        replayed: replay.len(),
+    };
+    write_line(write, &header).await?;
+    for event in &replay {
+        write_line(write, event).await?;
+    }
+    loop {
+        let next = tokio::select! {
+            next = live.recv() => next,
+            () = shutdown.cancelled() => break,
+        };
+        match next {
+            Ok(event) => write_line(write, &event).await?,
+            Err(RecvError::Lagged(missed)) => {
+                write_line(write, &Response::Lagged { missed }).await?;
+            }
+            Err(RecvError::Closed) => break,
+        }
+    }
+    write.shutdown().await
+}
+
+/// One JSON line.
+async fn write_line<T: serde::Serialize>(
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    value: &T,
+) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(value).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    write.write_all(&line).await
 }
 
 /// The response for a handler's outcome: its answer, or its error in words.
@@ -244,8 +307,6 @@ async fn send(
     write: &mut tokio::net::unix::OwnedWriteHalf,
     response: &Response,
 ) -> std::io::Result<()> {
-    let mut line = serde_json::to_vec(response).map_err(std::io::Error::other)?;
-    line.push(b'\n');
-    write.write_all(&line).await?;
+    write_line(write, response).await?;
     write.shutdown().await
 }

@@ -4,7 +4,7 @@
 //! `{"event":"session-created","session_id":"$3","session":"work","time":"2026-11-21T16:00:00.123Z"}`.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::control::SessionId;
 
@@ -64,7 +64,8 @@ impl std::fmt::Display for EventKind {
 }
 
 /// One lifecycle event. Every event names its session by id and name.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// Read back (`Deserialize`) by `watch` from the daemon's event stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LifecycleEvent {
     #[serde(rename = "event")]
     pub kind: EventKind,
@@ -86,7 +87,7 @@ pub struct LifecycleEvent {
     /// The event happened while no daemon watched: the daemon made it at
     /// start from its journal (`agent::journal`), so `time` is when it was
     /// found, not when it happened. Shown as `"late":true`, absent otherwise.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub late: bool,
     /// The session's `@agent-*` options as the listing that made the event
     /// read them, so acting on it needs no `show-options`; `None` for an

@@ -19,13 +19,13 @@ use chrono::Utc;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::LifecycleEvent;
 use super::model::{ClientInfo, Listing, Model, SessionInfo, SessionOptions};
+use super::{EventKind, LifecycleEvent};
 use crate::control::command::{Command, CommandError};
 use crate::control::connection::{
     Connection, ControlError, ControlHandle, ExitReason, Incoming, Notifications,
 };
-use crate::control::options::{decode_listed, listed_option};
+use crate::control::options::{decode_listed, listed_option, parse_options};
 use crate::control::server::ServerSocket;
 use crate::control::{Notification, SessionId};
 use crate::schema;
@@ -98,6 +98,11 @@ impl std::fmt::Display for TrackEnd {
     }
 }
 
+/// Holds the moment between deciding to close the sidecar's session and
+/// closing it open for this many milliseconds, for the test of a session
+/// created in it (`tests/it/reconnect.rs`); never set outside tests.
+pub const SELF_KILL_DELAY_ENV: &str = "TMUX_AGENT_FAULT_SELF_KILL_DELAY_MS";
+
 /// Follows one tmux server through its control connection.
 pub struct Tracker {
     control: ControlHandle,
@@ -109,6 +114,8 @@ pub struct Tracker {
     server: ServerSocket,
     /// Set once we have asked tmux to kill the sidecar's session.
     leaving: bool,
+    /// The sidecar session's name, to go back to it (see [`Tracker::go_home`]).
+    sidecar_name: String,
     /// The last [`watch_format`] digest read, `None` if it could not be.
     digest: Option<Vec<u8>>,
 }
@@ -137,8 +144,8 @@ impl Tracker {
             handle,
             notifications,
             session,
+            session_name,
             closed,
-            ..
         } = connection;
         let mut model = snapshots.borrow().clone();
         // A new client may sit in a new sidecar session (the old one ends
@@ -157,6 +164,7 @@ impl Tracker {
             snapshots,
             server,
             leaving: false,
+            sidecar_name: session_name,
             digest,
         };
         Ok((tracker, missed))
@@ -232,23 +240,23 @@ impl Tracker {
             };
             // Everything already in the inbox is answered by one listing.
             let mut dirty = false;
+            let mut moved = false;
             let mut next = Some(first);
             while let Some(incoming) = next {
-                match incoming {
-                    Incoming::Changed => dirty = true,
-                    Incoming::Overflowed { dropped } => {
-                        tracing::warn!(
-                            dropped,
-                            "notifications from tmux were dropped; re-reading the server"
-                        );
-                        dirty = true;
-                    }
-                    Incoming::Notification(Notification::Exit { reason }) => {
-                        return Ok(ExitReason::Exit(reason));
-                    }
-                    Incoming::Notification(notification) => dirty |= is_trigger(&notification),
+                if let Some(exit) = self.take(incoming, &mut dirty, &mut moved) {
+                    return Ok(exit);
                 }
                 next = self.notifications.try_recv().ok();
+            }
+            if moved && !self.leaving {
+                self.go_home().await?;
+                // Its `%session-changed` came before its reply: taken now,
+                // the new sidecar is not listed as a user's session.
+                while let Ok(incoming) = self.notifications.try_recv() {
+                    if let Some(exit) = self.take(incoming, &mut dirty, &mut moved) {
+                        return Ok(exit);
+                    }
+                }
             }
             if !dirty {
                 continue;
@@ -259,7 +267,9 @@ impl Tracker {
                 Err(TrackError::Control(ControlError::Closed)) => continue,
                 Err(err) => return Err(err),
             };
-            for event in self.model.reconcile(&listing, Utc::now()) {
+            let mut found = self.model.reconcile(&listing, Utc::now());
+            self.name_missed(&mut found, listing.next_id).await;
+            for event in found {
                 tracing::info!(event = %event.kind, session_id = %event.session_id, session = %event.session, client = ?event.client, "lifecycle");
                 // A consumer that went away does not stop tracking.
                 let _ = events.send(event).await;
@@ -281,6 +291,112 @@ impl Tracker {
         changed
     }
 
+    /// Gives each `session-missed` event in `events` the name the daemon's
+    /// hook kept for it (`@agent-name-$N`, see `schema::global`), and
+    /// unsets the names of ids below `next_id`, which this listing has
+    /// accounted for (a later id's name may be needed by the next one).
+    /// Without the hook (a `watch` on its own) there are none, and one
+    /// `show-options -g` per listing with new ids is all it costs.
+    async fn name_missed(&self, events: &mut [LifecycleEvent], next_id: Option<u32>) {
+        if !events
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::SessionCreated | EventKind::SessionMissed))
+        {
+            return;
+        }
+        let Ok(reply) = self.control.run(Command::show_global_options()).await else {
+            return;
+        };
+        let prefix = schema::global::SESSION_NAME_PREFIX;
+        let Ok(names) = parse_options(reply.lines.iter().map(|l| l.as_ref()), prefix) else {
+            return;
+        };
+        for event in events
+            .iter_mut()
+            .filter(|e| e.kind == EventKind::SessionMissed)
+        {
+            if let Some(name) = names.get(&format!("{prefix}{}", event.session_id)) {
+                event.session = name.clone();
+            }
+        }
+        for option in names.keys() {
+            let id = option
+                .strip_prefix(prefix)
+                .and_then(|id| SessionId::try_from(id.to_owned()).ok());
+            let accounted = match (id, next_id) {
+                (Some(id), Some(next)) => id.0 < next,
+                (Some(_), None) => true,
+                // Not a name the hook wrote: not ours to keep.
+                (None, _) => true,
+            };
+            if accounted && let Ok(unset) = Command::unset_global_option(option) {
+                let _ = self.control.queue(unset).await;
+            }
+        }
+    }
+
+    /// Takes one item of the inbox into `dirty` (list again) and `moved`
+    /// (our client is off the sidecar's session); the reason when it is
+    /// the connection's `%exit`.
+    fn take(
+        &mut self,
+        incoming: Incoming,
+        dirty: &mut bool,
+        moved: &mut bool,
+    ) -> Option<ExitReason> {
+        match incoming {
+            Incoming::Changed => *dirty = true,
+            Incoming::Overflowed { dropped } => {
+                tracing::warn!(
+                    dropped,
+                    "notifications from tmux were dropped; re-reading the server"
+                );
+                *dirty = true;
+            }
+            Incoming::Notification(Notification::Exit { reason }) => {
+                return Some(ExitReason::Exit(reason));
+            }
+            // Our own client's session changed: back home (a sidecar
+            // session, maybe a new one), or moved away.
+            Incoming::Notification(Notification::SessionChanged { session, name }) => {
+                if name == self.sidecar_name {
+                    self.model.set_sidecar(session);
+                    *moved = false;
+                } else if session != self.model.sidecar() {
+                    *moved = true;
+                }
+                *dirty = true;
+            }
+            Incoming::Notification(notification) => *dirty |= is_trigger(&notification),
+        }
+        None
+    }
+
+    /// Another client moved ours onto a user's session (`switch-client -c
+    /// CLIENT -t SESSION`, by a person or a plugin): there it counts in the
+    /// session's `#{session_attached}`, goes with a `detach-client -s` of
+    /// that session, and the sidecar's session ends a second later (its
+    /// pane sees it unattached), so a status line would show no daemon.
+    /// Go back: join the sidecar's session, or make a new one; its
+    /// `%session-changed` then names it the sidecar. The daemon is attached
+    /// all along, so `@agent-daemon` stays `running`.
+    async fn go_home(&mut self) -> Result<(), TrackError> {
+        tracing::warn!(
+            session = %self.sidecar_name,
+            "another client moved the control client off its session; going back"
+        );
+        let home = crate::control::connection::sidecar_command(&self.sidecar_name)?;
+        match self.control.run(home).await {
+            // The connection's end, if that is why, comes next.
+            Ok(_) | Err(ControlError::Closed) => Ok(()),
+            Err(ControlError::Command { .. }) => {
+                tracing::warn!("could not go back to the sidecar's session");
+                Ok(())
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
     /// When only the sidecar's session is left it is the one thing keeping
     /// the server alive: kill it, so the server exits as the user expects.
     async fn leave_if_alone(&mut self) -> Result<(), TrackError> {
@@ -289,6 +405,9 @@ impl Tracker {
         }
         self.leaving = true;
         tracing::info!("only the sidecar's session is left; closing it");
+        // A user session created in this moment keeps the server alive
+        // (see `daemon::link`); the test of that window holds it open.
+        crate::fault::delay(SELF_KILL_DELAY_ENV).await;
         match self
             .control
             .run(Command::kill_session(self.model.sidecar()))

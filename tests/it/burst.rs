@@ -142,6 +142,13 @@ fn a_session_that_lived_between_two_listings_is_reported_missed() {
         .collect();
     assert_eq!(missed.len(), 1, "{seen:#?}");
     assert_eq!(missed[0]["session_id"], ghost.as_str());
+    // Its name, from the daemon's session-created hook; and the names kept
+    // for it and the others are cleared once listed past.
+    assert_eq!(missed[0]["session"], "ghost", "{seen:#?}");
+    eventually(PATIENCE, "the kept names cleared", || {
+        let globals = server.tmux(&["show-options", "-g"]);
+        (!globals.contains("@agent-name-")).then_some(())
+    });
     let status = eventually(PATIENCE, "status counts the miss", || {
         let status = rig.status();
         (status["sessions_missed"] == 1).then_some(status)
@@ -318,4 +325,30 @@ args = { ms = 600000 }
         .unwrap_or_else(|| panic!("the daemon outlived its shutdown bound of {bound:?}"));
     eprintln!("stopped in {:?}", asked.elapsed());
     assert!(status.success(), "{status:?}: {stderr}");
+}
+
+/// The hook that names missed sessions sits at an index of its own: a
+/// user's `session-created` hook still runs beside it, and stopping the
+/// daemon removes the daemon's hook only.
+#[test]
+fn the_naming_hook_leaves_the_users_hooks_alone_and_goes_with_the_daemon() {
+    let rig = Rig::new("");
+    let server = &rig.server;
+    server.tmux(&[
+        "set-hook",
+        "-g",
+        "session-created",
+        "set-option -g @user-hook ran",
+    ]);
+    let daemon = rig.start_daemon();
+    let hooks = server.tmux(&["show-hooks", "-g"]);
+    assert!(hooks.contains("session-created[7391]"), "{hooks}");
+    server.tmux(&["new-session", "-d", "-s", "one"]);
+    eventually(PATIENCE, "the user's hook ran", || {
+        (server.global_option("@user-hook").as_deref() == Some("ran")).then_some(())
+    });
+    daemon.stop(server);
+    let hooks = server.tmux(&["show-hooks", "-g"]);
+    assert!(!hooks.contains("session-created[7391]"), "{hooks}");
+    assert!(hooks.contains("session-created[0]"), "{hooks}");
 }

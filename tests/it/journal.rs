@@ -587,3 +587,160 @@ fn a_daemon_killed_at_random_makes_the_calls_of_one_never_killed() {
         "seed {seed}: calls for sessions the script never made"
     );
 }
+
+/// The `watch --json` lines read until `stop` returns true for one (that
+/// one included), each a JSON object.
+fn watch_lines_until(
+    watcher: &crate::support::LineReader,
+    all: &mut Vec<Value>,
+    what: &str,
+    stop: impl Fn(&Value) -> bool,
+) -> Value {
+    loop {
+        let line = watcher
+            .next_line(PATIENCE)
+            .unwrap_or_else(|| panic!("watch never printed {what}; it printed {all:#?}"));
+        let event: Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"));
+        all.push(event.clone());
+        if stop(&event) {
+            return event;
+        }
+    }
+}
+
+/// `watch --json` shows the late events a daemon makes at start: a watch
+/// started while no daemon runs follows the server on its own connection,
+/// switches to the daemon when one starts (and says so), and prints the
+/// late `session-closed` of a session killed while no daemon ran, marked
+/// late; then live events through the daemon, each once. Before the event
+/// stream, `watch` ran its own tracker only, which never makes late events.
+#[test]
+fn watch_switches_to_a_starting_daemon_and_shows_its_late_events() {
+    let rig = Rig::new(JOURNALED);
+    let daemon = rig.start_daemon();
+    let gone = new_session(&rig.server, "gone");
+    one_call(&rig, "register", &gone);
+    daemon.stop(&rig.server);
+    rig.server.tmux(&["kill-session", "-t", &gone]);
+
+    let mut cmd = rig.server.agent();
+    cmd.args(["watch", "--json"]);
+    let mut watcher = crate::support::LineReader::spawn(cmd);
+    assert!(
+        watcher.wait_stderr("no daemon runs", PATIENCE),
+        "watch did not start on its own: {}",
+        watcher.stderr()
+    );
+    let _daemon = rig.start_daemon();
+    assert!(
+        watcher.wait_stderr("following the daemon's events", PATIENCE),
+        "watch did not switch to the daemon: {}",
+        watcher.stderr()
+    );
+    let mut all = Vec::new();
+    let closed = watch_lines_until(&watcher, &mut all, "the late close", |e| {
+        e["event"] == "session-closed" && e["session_id"] == gone.as_str()
+    });
+    assert_eq!(closed["late"], true, "{closed}");
+    assert_eq!(closed["session"], "gone", "{closed}");
+
+    // Live, through the daemon: once each.
+    let live = new_session(&rig.server, "live");
+    watch_lines_until(&watcher, &mut all, "the live create", |e| {
+        e["event"] == "session-created" && e["session_id"] == live.as_str()
+    });
+    rig.server.tmux(&["kill-session", "-t", &live]);
+    watch_lines_until(&watcher, &mut all, "the live close", |e| {
+        e["event"] == "session-closed" && e["session_id"] == live.as_str()
+    });
+    for (event, sid) in [
+        ("session-closed", &gone),
+        ("session-created", &live),
+        ("session-closed", &live),
+    ] {
+        let seen = all
+            .iter()
+            .filter(|e| e["event"] == event && e["session_id"] == sid.as_str())
+            .count();
+        assert_eq!(seen, 1, "{event} {sid}: {all:#?}");
+    }
+    assert!(
+        all.iter()
+            .filter(|e| e["session_id"] == live.as_str())
+            .all(|e| e.get("late").is_none()),
+        "{all:#?}"
+    );
+}
+
+/// A `watch` started while a daemon runs follows the daemon from its first
+/// line, and its objects keep the shape they had (`watch --json` as
+/// documented: no wrapper, `late` only when true).
+#[test]
+fn watch_follows_a_running_daemon_from_its_first_line() {
+    let rig = Rig::new(JOURNALED);
+    let _daemon = rig.start_daemon();
+    let mut cmd = rig.server.agent();
+    cmd.args(["watch", "--json"]);
+    let mut watcher = crate::support::LineReader::spawn(cmd);
+    assert!(
+        watcher.wait_stderr("tmux-agent watch: following", PATIENCE),
+        "{}",
+        watcher.stderr()
+    );
+    let first = watcher.stderr();
+    assert!(
+        first.starts_with("tmux-agent watch: following the daemon's events on"),
+        "{first}"
+    );
+    let made = new_session(&rig.server, "made");
+    let mut all = Vec::new();
+    let created = watch_lines_until(&watcher, &mut all, "the create", |e| {
+        e["event"] == "session-created"
+    });
+    let mut keys: Vec<&str> = created
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        ["event", "session", "session_created", "session_id", "time"],
+        "{created}"
+    );
+    assert_eq!(created["session_id"], made.as_str());
+}
+
+/// When the daemon `watch` follows stops, `watch` goes back to a control
+/// client of its own (and says so), and goes on printing what happens.
+#[test]
+fn watch_goes_back_to_its_own_client_when_the_daemon_stops() {
+    let rig = Rig::new(JOURNALED);
+    let daemon = rig.start_daemon();
+    let mut cmd = rig.server.agent();
+    cmd.args(["watch", "--json"]);
+    let mut watcher = crate::support::LineReader::spawn(cmd);
+    assert!(
+        watcher.wait_stderr("following the daemon's events", PATIENCE),
+        "{}",
+        watcher.stderr()
+    );
+    daemon.stop(&rig.server);
+    assert!(
+        watcher.wait_stderr("the daemon stopped", PATIENCE),
+        "{}",
+        watcher.stderr()
+    );
+    assert!(
+        watcher.wait_stderr("no daemon runs", PATIENCE),
+        "{}",
+        watcher.stderr()
+    );
+    let after = new_session(&rig.server, "after");
+    let mut all = Vec::new();
+    watch_lines_until(&watcher, &mut all, "the create after the stop", |e| {
+        e["event"] == "session-created" && e["session_id"] == after.as_str()
+    });
+}

@@ -171,7 +171,150 @@ fn a_sigkilled_daemon_takes_its_session_with_it_and_keeps_no_server_alive() {
     let exited = wait_for(PATIENCE, || (!server.is_running()).then_some(()));
     assert!(
         exited.is_some(),
-        "the tmux server outlived its last session"
+        "the tmux server outlived its last session: {}",
+        what_keeps_it(server)
     );
     drop(daemon);
+}
+
+/// What may keep a tmux server alive, for a failure message: its sessions,
+/// and every process that names its socket (tmux waits for every client
+/// to go before it exits, also those on no session, which `list-clients`
+/// does not show; this test failed once under load, never since).
+fn what_keeps_it(server: &TmuxServer) -> String {
+    let sessions = server.try_tmux(&["list-sessions", "-F", "#{session_id} #{session_name}"]);
+    let processes = std::process::Command::new("pgrep")
+        .args(["-af", &server.name])
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+        .unwrap_or_else(|err| format!("(pgrep: {err})"));
+    format!(
+        "sessions: {:?}; processes naming the socket:\n{processes}",
+        String::from_utf8_lossy(&sessions.stdout)
+    )
+}
+
+/// The self-kill window (issue #11, item 7): the user's last session
+/// closes and the daemon closes its own session, so the server can exit;
+/// a session created in that moment (held open by the test-only delay)
+/// keeps the server alive. The daemon must not end then, leaving
+/// `@agent-daemon=running` with nothing behind it: it attaches again, and
+/// the new session gets its calls. When that session closes too, the
+/// daemon ends, and nothing of it is left.
+#[test]
+fn a_session_created_while_the_daemon_closes_its_own_keeps_it_attached() {
+    let rig = Rig::new(LIFECYCLE);
+    let mut cmd = rig.server.agent();
+    cmd.arg("daemon")
+        .env("TMUX_AGENT_FAULT_SELF_KILL_DELAY_MS", "1000");
+    let mut daemon = rig.start_daemon_with(cmd);
+    let server = &rig.server;
+    wait_call(&rig, "register", "base");
+
+    server.tmux(&["kill-session", "-t", "base"]);
+    assert!(
+        daemon.wait_stderr("a test holds this moment open", PATIENCE),
+        "{}",
+        daemon.stderr()
+    );
+    // Inside the window: the daemon has decided to close its session.
+    server.tmux(&["new-session", "-d", "-s", "inside"]);
+    assert!(
+        daemon.wait_stderr("reconnecting", PATIENCE),
+        "{}",
+        daemon.stderr()
+    );
+    // It was that window, not some other loss.
+    assert!(
+        daemon
+            .stderr()
+            .contains("a session was created while the daemon closed its own"),
+        "{}",
+        daemon.stderr()
+    );
+    wait_attached(server, "closing its own session");
+    wait_call(&rig, "register", "inside");
+    wait_call(&rig, "complete", "base");
+    assert_eq!(calls_for(&rig, "register", "inside"), 1);
+    assert!(
+        daemon.process.child.try_wait().unwrap().is_none(),
+        "the daemon exited: {}",
+        daemon.stderr()
+    );
+
+    // The last session again, with nobody inside the window: the daemon
+    // ends, and the server with it.
+    server.tmux(&["kill-session", "-t", "inside"]);
+    let (status, stderr) = daemon
+        .process
+        .wait(PATIENCE)
+        .expect("the daemon did not end after the last session");
+    assert!(status.success(), "{status:?}: {stderr}");
+    assert!(
+        wait_for(PATIENCE, || (!server.is_running()).then_some(())).is_some(),
+        "the tmux server outlived its last session: {:?}",
+        daemon_view(server)
+    );
+    wait_call(&rig, "complete", "inside");
+}
+
+/// The session the daemon's control client is on, by one `tmux`
+/// invocation (`None` when it has no control client).
+fn control_client_session(server: &TmuxServer) -> Option<String> {
+    server
+        .tmux(&[
+            "list-clients",
+            "-F",
+            "#{client_control_mode} #{session_name}",
+        ])
+        .lines()
+        .find_map(|l| l.strip_prefix("1 ").map(str::to_owned))
+}
+
+/// Another client moves the daemon's control client to a user session
+/// (`switch-client -c CLIENT -t SESSION`, as a person or a plugin might):
+/// the daemon goes back to a sidecar session of its own, `@agent-daemon`
+/// says `running` whenever the test looks (a daemon is attached all
+/// along), and the sessions changed meanwhile get their calls, once.
+#[test]
+fn a_control_client_switched_to_a_user_session_goes_back_to_its_own() {
+    let rig = Rig::new(LIFECYCLE);
+    let mut daemon = rig.start_daemon();
+    let server = &rig.server;
+    wait_call(&rig, "register", "base");
+    server.tmux(&["new-session", "-d", "-s", "desk"]);
+    wait_call(&rig, "register", "desk");
+    let client = server
+        .tmux(&[
+            "list-clients",
+            "-F",
+            "#{client_control_mode} #{client_name}",
+        ])
+        .lines()
+        .find_map(|l| l.strip_prefix("1 ").map(str::to_owned))
+        .expect("the daemon's control client");
+
+    for round in 0..2 {
+        let during = format!("during{round}");
+        server.tmux(&["switch-client", "-c", &client, "-t", "desk"]);
+        server.tmux(&["new-session", "-d", "-s", &during]);
+        eventually(BACK_WITHIN, "the control client back home", || {
+            (control_client_session(server).as_deref() == Some("tmux-agent")).then_some(())
+        });
+        wait_attached(server, "switch-client");
+        wait_call(&rig, "register", &during);
+        assert_eq!(calls_for(&rig, "register", &during), 1);
+        // Nothing of the daemon's lands on the user's session.
+        assert_eq!(calls_for(&rig, "register", "tmux-agent"), 0);
+        assert_eq!(calls_for(&rig, "register", "desk"), 1);
+    }
+    assert!(
+        daemon.process.child.try_wait().unwrap().is_none(),
+        "the daemon exited: {}",
+        daemon.stderr()
+    );
+    // `desk` is still the user's, and the daemon still follows it.
+    server.tmux(&["kill-session", "-t", "desk"]);
+    wait_call(&rig, "complete", "desk");
+    daemon.stop(server);
 }

@@ -34,7 +34,7 @@ use crate::supervise::{Restarts, supervise};
 
 use super::decide;
 use super::identity::ServerIdentity;
-use super::outbox::{Action, Claimed, Outcome, Priority, SharedOutbox};
+use super::outbox::{Action, Claimed, OutboxError, Outcome, Priority, SharedOutbox};
 use super::template;
 use super::trigger::Trigger;
 use crate::backoff;
@@ -309,9 +309,16 @@ async fn dispatch<C: ToolCaller>(
             let claimed = link
                 .outbox
                 .run(move |outbox| {
-                    outbox
-                        .claim(&name, now, room)
-                        .and_then(|c| Ok((c, outbox.next_due(&name, now)?)))
+                    let claimed = outbox.claim(&name, now, room)?;
+                    // When to look again matters only when fewer are ready
+                    // than there is room for (and it reads every pending
+                    // action of the server).
+                    let due = if claimed.len() < room {
+                        outbox.next_due(&name, now)?
+                    } else {
+                        None
+                    };
+                    Ok::<_, OutboxError>((claimed, due))
                 })
                 .await;
             match claimed {

@@ -1,23 +1,30 @@
 //! Delivery: one dispatcher task per MCP server sends that server's due
-//! actions from the outbox, one at a time, in order, and records each
-//! outcome (delivered with the values to keep, failed for good, or pending
-//! again after a [`backoff`] delay).
+//! actions from the outbox and records each outcome (delivered with the
+//! values to keep, failed for good, or pending again after a [`backoff`]
+//! delay).
 //!
-//! One task per server, not per call: per-session order to a server is the
-//! outbox's rule, and a server that is down holds up only its own queue.
-//! The dispatchers never stop for a reload (actions already committed for
-//! a server no longer named are still delivered); they stop at shutdown,
-//! after the call in flight.
+//! One task per server, not per call: a server that is down holds up only
+//! its own queue. Per-session order to a server is the outbox's rule, so a
+//! dispatcher keeps up to the server's `concurrency` calls in flight, each
+//! of a different session, and a session's calls go one after another. A
+//! batch of calls is claimed in flight in one transaction and a batch of
+//! answers recorded in one, each batch being whatever is there: a
+//! dispatcher never waits to fill one. The dispatchers never stop for a
+//! reload (actions already committed for a server no longer named are
+//! still delivered); they stop at shutdown, after the calls in flight.
 //!
 //! What the caller is, is the [`ToolCaller`] trait: the daemon's
 //! [`McpPool`](crate::mcp::McpPool), or a scripted fake in the unit tests.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
+use futures::FutureExt;
+use futures::stream::{FuturesUnordered, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -27,7 +34,7 @@ use crate::supervise::{Restarts, supervise};
 
 use super::decide;
 use super::identity::ServerIdentity;
-use super::outbox::{Action, Priority, SharedOutbox};
+use super::outbox::{Action, Claimed, OutboxError, Outcome, Priority, SharedOutbox};
 use super::template;
 use super::trigger::Trigger;
 use crate::backoff;
@@ -55,6 +62,12 @@ pub trait ToolCaller: Send + Sync + 'static {
         tool: &str,
         args: Value,
     ) -> impl Future<Output = Result<Value, CallError>> + Send;
+
+    /// How many calls `server` takes at once: a dispatcher keeps up to
+    /// this many in flight (of different sessions).
+    fn concurrency(&self, _server: &str) -> usize {
+        1
+    }
 }
 
 impl ToolCaller for crate::mcp::McpPool {
@@ -62,6 +75,11 @@ impl ToolCaller for crate::mcp::McpPool {
         self.call_tool(server, tool, args, Default::default())
             .await
             .map(|output| output.value)
+    }
+
+    fn concurrency(&self, server: &str) -> usize {
+        self.spec(server)
+            .map_or(1, |spec| spec.settings.concurrency.max(1))
     }
 }
 
@@ -242,131 +260,274 @@ impl<C> Dispatchers<C> {
     }
 }
 
-/// Sends the due actions of one MCP server, one at a time, in order.
+/// A call on its way: boxed, so that the calls of one dispatcher can be
+/// awaited together.
+type Sending<'a> = Pin<Box<dyn Future<Output = Sent> + Send + 'a>>;
+
+/// Sends the due actions of one MCP server: up to the server's
+/// `concurrency` at a time, never two of one session (the outbox's claim
+/// takes only the heads of session queues with nothing in flight), each
+/// batch claimed in one transaction and each batch of answers recorded in
+/// one. A batch is what is there: nothing waits for more.
 async fn dispatch<C: ToolCaller>(
     link: Arc<Link<C>>,
     server: String,
     wake: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
+    let mut sending: FuturesUnordered<Sending<'_>> = FuturesUnordered::new();
+    let mut finished: Vec<Sent> = Vec::new();
     loop {
-        let now = Utc::now().timestamp_millis();
-        let name = server.clone();
-        let next = link
-            .outbox
-            .run(move |outbox| {
-                outbox
-                    .claim_next(&name, now)
-                    .and_then(|a| Ok((a, outbox.next_due(&name, now)?)))
-            })
-            .await;
-        let action = match next {
-            Ok((Some(action), _)) => action,
-            Ok((None, due)) => {
-                let wait = due
-                    .filter(|due| *due > now)
-                    .map(|due| Duration::from_millis((due - now) as u64))
-                    .unwrap_or(IDLE_WAIT);
-                tokio::select! {
-                    () = wake.notified() => {}
-                    () = tokio::time::sleep(wait) => {}
-                    () = shutdown.cancelled() => return,
-                }
-                continue;
-            }
-            Err(err) => {
-                tracing::error!(%err, server, "outbox unreadable; retrying in a second");
-                tokio::select! {
-                    () = tokio::time::sleep(UNREADABLE_WAIT) => continue,
-                    () = shutdown.cancelled() => return,
-                }
-            }
-        };
-        // A call is never cut short by shutdown: its own timeout bounds it,
-        // and the daemon bounds the whole drain. (One cut short anyway, by
-        // the daemon being killed, stays `inflight` and is re-sent.)
-        deliver(&link, action).await;
-        publish_pending(&link.control, &link.outbox).await;
+        // Answers first: a session's next call reads the values its last
+        // one kept, and is claimable only once that one is recorded.
+        if !finished.is_empty() {
+            kill_point(KillPoint::BeforeRecord);
+            settle(&link, std::mem::take(&mut finished)).await;
+            publish_pending(&link.control, &link.outbox).await;
+        }
         if shutdown.is_cancelled() {
-            return;
+            // A call is never cut short by shutdown: its own timeout
+            // bounds it, and the daemon bounds the whole drain. (One cut
+            // short anyway, by the daemon being killed, stays `inflight`
+            // and is re-sent.)
+            if sending.is_empty() {
+                return;
+            }
+            while let Some(sent) = sending.next().await {
+                finished.push(sent);
+            }
+            continue;
+        }
+        let room = link
+            .caller
+            .concurrency(&server)
+            .saturating_sub(sending.len());
+        let now = Utc::now().timestamp_millis();
+        let mut wait = IDLE_WAIT;
+        if room > 0 {
+            let name = server.clone();
+            let claimed = link
+                .outbox
+                .run(move |outbox| {
+                    let claimed = outbox.claim(&name, now, room)?;
+                    // When to look again matters only when fewer are ready
+                    // than there is room for (and it reads every pending
+                    // action of the server).
+                    let due = if claimed.len() < room {
+                        outbox.next_due(&name, now)?
+                    } else {
+                        None
+                    };
+                    Ok::<_, OutboxError>((claimed, due))
+                })
+                .await;
+            match claimed {
+                Ok((claimed, due)) => {
+                    if !claimed.is_empty() {
+                        kill_point(KillPoint::BeforeSend);
+                    }
+                    for claimed in claimed {
+                        match prepare(&link, claimed).await {
+                            Ok(ready) => sending.push(Box::pin(send(&link, ready))),
+                            Err(unsendable) => finished.push(unsendable),
+                        }
+                    }
+                    if !finished.is_empty() {
+                        continue;
+                    }
+                    if let Some(due) = due.filter(|due| *due > now) {
+                        wait = Duration::from_millis((due - now) as u64).min(IDLE_WAIT);
+                    }
+                }
+                Err(err) => {
+                    tracing::error!(%err, server, "outbox unreadable; retrying in a second");
+                    wait = UNREADABLE_WAIT;
+                }
+            }
+        }
+        tokio::select! {
+            Some(sent) = sending.next(), if !sending.is_empty() => {
+                finished.push(sent);
+                // Whatever else has answered meanwhile joins the record.
+                while let Some(Some(sent)) = sending.next().now_or_never() {
+                    finished.push(sent);
+                }
+            }
+            () = wake.notified() => {}
+            () = tokio::time::sleep(wait) => {}
+            () = shutdown.cancelled() => {}
         }
     }
 }
 
-/// Renders, sends and records one action.
-async fn deliver<C: ToolCaller>(link: &Link<C>, action: Action) {
-    let Action {
-        id,
-        new,
-        attempts,
-        decided_at,
-    } = action;
+/// Where a test can have the daemon abort itself, to show that nothing is
+/// lost there: `TMUX_AGENT_KILL_AT=before-send` aborts once a batch is
+/// committed in flight and before any of it is sent;
+/// `TMUX_AGENT_KILL_AT=before-record` once a call has been answered and
+/// before its answer is recorded. Only in builds with the `test-server`
+/// feature (the test suite's); never in an installed binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KillPoint {
+    BeforeSend,
+    BeforeRecord,
+}
+
+#[cfg(feature = "test-server")]
+fn kill_point(here: KillPoint) {
+    static AT: std::sync::OnceLock<Option<KillPoint>> = std::sync::OnceLock::new();
+    let at = AT.get_or_init(|| match std::env::var("TMUX_AGENT_KILL_AT").as_deref() {
+        Ok("before-send") => Some(KillPoint::BeforeSend),
+        Ok("before-record") => Some(KillPoint::BeforeRecord),
+        _ => None,
+    });
+    if *at == Some(here) {
+        eprintln!("tmux-agent: TMUX_AGENT_KILL_AT: aborting at {here:?}");
+        std::process::abort();
+    }
+}
+
+#[cfg(not(feature = "test-server"))]
+fn kill_point(_: KillPoint) {}
+
+/// An action ready to send: its arguments rendered.
+struct Ready {
+    action: Action,
+    args: Value,
+    /// The session's option target, when it is this server's.
+    target: Option<SessionId>,
+    /// A save decided before the session's latest event.
+    stale: bool,
+}
+
+/// A call's end, before it is recorded.
+struct Sent {
+    action: Action,
+    target: Option<SessionId>,
+    stale: bool,
+    ended: Ended,
+}
+
+enum Ended {
+    /// The server answered, or the call failed, after `latency_ms`.
+    Answered {
+        result: Result<Value, CallError>,
+        latency_ms: i64,
+    },
+    /// Never sent: its arguments cannot be built.
+    Unsendable(String),
+}
+
+/// Renders a claimed action's arguments and marks a save in progress; an
+/// action whose arguments cannot be built ends here, for good.
+async fn prepare<C: ToolCaller>(link: &Link<C>, claimed: Claimed) -> Result<Ready, Sent> {
+    let Claimed { action, kept } = claimed;
     // Options are only ever set on the server the action was decided on:
     // after a tmux restart, `$3` is somebody else's session.
-    let target = new
+    let target = action
+        .new
         .session_id
         .parse::<SessionId>()
         .ok()
-        .filter(|_| link.identity.owns(&new.session_key));
-    let set_state = |state: AgentState| async move {
-        if let Some(sid) = target {
-            set_session_option(
-                &link.control,
-                sid,
-                schema::session::STATE,
-                &state.to_string(),
-            )
-            .await;
-        }
-    };
-
-    // Recorded failed (not retried again), and shown in `@agent-state`.
-    let fail_for_good = |reason: String| async move {
-        let (failed, at) = (reason.clone(), Utc::now().timestamp_millis());
-        let _ = link
-            .outbox
-            .run(move |outbox| outbox.mark_failed(id, &failed, at))
-            .await;
-        set_state(AgentState::error(&reason)).await;
-    };
-
-    let mut vars = new.vars.as_object().cloned().unwrap_or_default();
-    let session_key = new.session_key.clone();
-    let kept = link
-        .outbox
-        .run(move |outbox| outbox.kept(&session_key))
-        .await
-        .unwrap_or_default();
-    vars.extend(kept);
-    vars.insert("idempotency_key".into(), json!(new.idempotency_key));
-    super::vars::add_derived(&mut vars);
-    let now = || Utc::now().timestamp_millis();
-    let args = match template::render(&new.template, &vars) {
-        Ok(args) => args,
-        Err(err) => {
-            let reason = format!("cannot build the arguments of {}: {err}", new.tool);
-            tracing::warn!(action = id, %reason, "action failed");
-            fail_for_good(reason).await;
-            return;
-        }
-    };
+        .filter(|_| link.identity.owns(&action.new.session_key));
     // A save decided before the session's latest event says nothing about
     // its state now: that event's state stays.
-    let stale = target.is_some_and(|sid| link.stamps.is_stale(sid, decided_at));
-    if new.priority == Priority::Save && !stale {
-        set_state(AgentState::Saving).await;
+    let stale = target.is_some_and(|sid| link.stamps.is_stale(sid, action.decided_at));
+    let mut vars = action.new.vars.as_object().cloned().unwrap_or_default();
+    vars.extend(kept);
+    vars.insert("idempotency_key".into(), json!(action.new.idempotency_key));
+    super::vars::add_derived(&mut vars);
+    match template::render(&action.new.template, &vars) {
+        Ok(args) => {
+            if action.new.priority == Priority::Save && !stale {
+                set_state(link, target, AgentState::Saving).await;
+            }
+            Ok(Ready {
+                action,
+                args,
+                target,
+                stale,
+            })
+        }
+        Err(err) => {
+            let reason = format!("cannot build the arguments of {}: {err}", action.new.tool);
+            Err(Sent {
+                action,
+                target,
+                stale,
+                ended: Ended::Unsendable(reason),
+            })
+        }
     }
+}
+
+/// Sends one call and waits for its end.
+async fn send<C: ToolCaller>(link: &Link<C>, ready: Ready) -> Sent {
+    let Ready {
+        action,
+        args,
+        target,
+        stale,
+    } = ready;
     let started = std::time::Instant::now();
-    let outcome = link.caller.call(&new.server, &new.tool, args).await;
-    let latency = started.elapsed().as_millis() as i64;
-    match outcome {
-        Ok(result) => {
+    let result = link
+        .caller
+        .call(&action.new.server, &action.new.tool, args)
+        .await;
+    Sent {
+        action,
+        target,
+        stale,
+        ended: Ended::Answered {
+            result,
+            latency_ms: started.elapsed().as_millis() as i64,
+        },
+    }
+}
+
+/// What the outbox records of a call's end, and what tmux shows after it.
+enum Settled {
+    Delivered { kept: Vec<(String, Value)> },
+    Retry,
+    Failed { reason: String },
+}
+
+/// Records the ends of `finished` calls in one transaction, then sets
+/// what tmux shows of each (goal id, state, last save).
+async fn settle<C: ToolCaller>(link: &Link<C>, finished: Vec<Sent>) {
+    let now = Utc::now().timestamp_millis();
+    let (outcomes, settled): (Vec<Outcome>, Vec<Settled>) =
+        finished.iter().map(|sent| outcome(sent, now)).unzip();
+    let recorded = link
+        .outbox
+        .run(move |outbox| outbox.record(&outcomes))
+        .await;
+    if let Err(err) = &recorded {
+        tracing::error!(%err, calls = finished.len(), "calls ended, but could not record it: they may be sent again");
+    }
+    for (sent, settled) in finished.into_iter().zip(settled) {
+        show(link, sent, settled).await;
+    }
+}
+
+/// The outcome to record for a call's end.
+fn outcome(sent: &Sent, now: i64) -> (Outcome, Settled) {
+    let new = &sent.action.new;
+    let id = sent.action.id;
+    match &sent.ended {
+        Ended::Unsendable(reason) => {
+            tracing::warn!(action = id, %reason, "action failed");
+            failed(id, reason.clone(), now)
+        }
+        Ended::Answered {
+            result: Ok(result),
+            latency_ms,
+        } => {
             let keep: BTreeMap<String, String> =
                 serde_json::from_value(new.keep.clone()).unwrap_or_default();
             let kept: Vec<(String, Value)> = keep
                 .iter()
                 .filter_map(|(name, path)| {
-                    template::extract(&result, path).map(|v| (name.clone(), v.clone()))
+                    template::extract(result, path).map(|v| (name.clone(), v.clone()))
                 })
                 .collect();
             for name in keep.keys().filter(|n| !kept.iter().any(|(k, _)| k == *n)) {
@@ -377,21 +538,83 @@ async fn deliver<C: ToolCaller>(link: &Link<C>, action: Action) {
                     "the result has no value to keep"
                 );
             }
-            let (keep, at) = (kept.clone(), now());
-            let recorded = link
-                .outbox
-                .run(move |outbox| outbox.mark_delivered(id, at, latency, &keep))
-                .await;
-            if let Err(err) = recorded {
-                tracing::error!(%err, action = id, "delivered, but could not record it: it may be sent again");
-            }
             tracing::info!(
                 action = id,
                 server = new.server,
                 tool = new.tool,
-                latency_ms = latency,
+                latency_ms,
                 "delivered"
             );
+            (
+                Outcome::Delivered {
+                    id,
+                    at_ms: now,
+                    latency_ms: *latency_ms,
+                    kept: kept.clone(),
+                },
+                Settled::Delivered { kept },
+            )
+        }
+        Ended::Answered {
+            result: Err(err), ..
+        } if err.is_permanent() => {
+            let reason = err.to_string();
+            tracing::warn!(
+                action = id,
+                server = new.server,
+                tool = new.tool,
+                reason,
+                "call failed for good"
+            );
+            failed(id, reason, now)
+        }
+        Ended::Answered {
+            result: Err(err), ..
+        } => {
+            // `attempts` counts the sends before this one.
+            let delay = backoff::delay(sent.action.attempts.saturating_add(1));
+            let reason = err.to_string();
+            tracing::info!(action = id, server = new.server, tool = new.tool, reason, retry_in = ?delay, "call failed; will retry");
+            (
+                Outcome::Retry {
+                    id,
+                    error: reason,
+                    retry_at_ms: now + delay.as_millis() as i64,
+                },
+                Settled::Retry,
+            )
+        }
+    }
+}
+
+/// A call that failed for good: recorded failed (not retried again), and
+/// shown in `@agent-state`.
+fn failed(id: i64, reason: String, now: i64) -> (Outcome, Settled) {
+    (
+        Outcome::Failed {
+            id,
+            reason: reason.clone(),
+            at_ms: now,
+        },
+        Settled::Failed { reason },
+    )
+}
+
+/// Sets what tmux shows after a call's end is recorded.
+async fn show<C: ToolCaller>(link: &Link<C>, sent: Sent, settled: Settled) {
+    let Sent {
+        action,
+        target,
+        stale,
+        ..
+    } = sent;
+    let new = action.new;
+    match settled {
+        Settled::Retry => {}
+        Settled::Failed { reason } => {
+            set_state(link, target, AgentState::error(&reason)).await;
+        }
+        Settled::Delivered { kept } => {
             let Some(sid) = target else { return };
             for (name, value) in &kept {
                 if name == "goal_id" {
@@ -408,34 +631,28 @@ async fn deliver<C: ToolCaller>(link: &Link<C>, action: Action) {
                 let saved = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
                 set_session_option(&link.control, sid, schema::session::SAVED, &saved).await;
                 if stale {
-                    tracing::debug!(action = id, "a late save: the newer @agent-state stays");
+                    tracing::debug!(
+                        action = action.id,
+                        "a late save: the newer @agent-state stays"
+                    );
                 } else {
-                    set_state(state).await;
+                    set_state(link, Some(sid), state).await;
                 }
             }
         }
-        Err(err) if err.is_permanent() => {
-            let reason = err.to_string();
-            tracing::warn!(
-                action = id,
-                server = new.server,
-                tool = new.tool,
-                reason,
-                "call failed for good"
-            );
-            fail_for_good(reason).await;
-        }
-        Err(err) => {
-            // `attempts` counts the sends before this one.
-            let delay = backoff::delay(attempts.saturating_add(1));
-            let reason = err.to_string();
-            tracing::info!(action = id, server = new.server, tool = new.tool, reason, retry_in = ?delay, "call failed; will retry");
-            let retry_at = now() + delay.as_millis() as i64;
-            let _ = link
-                .outbox
-                .run(move |outbox| outbox.mark_retry(id, &reason, retry_at))
-                .await;
-        }
+    }
+}
+
+/// Sets `@agent-state` on `target`, when the session is this server's.
+async fn set_state<C>(link: &Link<C>, target: Option<SessionId>, state: AgentState) {
+    if let Some(sid) = target {
+        set_session_option(
+            &link.control,
+            sid,
+            schema::session::STATE,
+            &state.to_string(),
+        )
+        .await;
     }
 }
 
@@ -622,6 +839,43 @@ mod tests {
         assert!(
             pending.last().is_some_and(|c| c.ends_with(" 0")),
             "{pending:?}"
+        );
+    }
+
+    /// Different sessions' calls overlap up to the server's concurrency;
+    /// one session's never do, and stay in the order decided.
+    #[tokio::test]
+    async fn sessions_calls_overlap_up_to_the_concurrency_and_each_session_stays_in_order() {
+        let caller = ScriptedCaller::overlapping(4, Duration::from_millis(20));
+        let mut rig = Rig::new(caller);
+        let tools = ["a", "b", "c"];
+        let actions: Vec<NewAction> = (0..3)
+            .flat_map(|n| {
+                (1..=8).map(move |session| {
+                    action(
+                        session,
+                        n,
+                        tools[n],
+                        json!({"session": "{session}"}),
+                        json!({}),
+                    )
+                })
+            })
+            .collect();
+        let entries = rig.run(&actions).await;
+        assert!(
+            entries.iter().all(|e| e.state == "delivered"),
+            "{entries:#?}"
+        );
+        let calls = rig.caller.calls();
+        for session in 1..=8 {
+            assert_eq!(tools_of(&calls, &format!("s{session}")), tools);
+        }
+        let (most, doubled) = rig.caller.overlap();
+        assert_eq!(most, 4, "calls in flight at once");
+        assert!(
+            doubled.is_empty(),
+            "two calls of one session at once: {doubled:?}"
         );
     }
 

@@ -6,7 +6,7 @@
 //! detached while the daemon was down (or while its events waited in memory
 //! and a SIGKILL took them) never completes its goal or saves its context.
 //! So the reactor writes, in the same SQLite transaction as the actions an
-//! event causes ([`Outbox::enqueue_journaled`](super::outbox::Outbox::enqueue_journaled)),
+//! event causes ([`Outbox::commit`](super::outbox::Outbox::commit)),
 //! what it now believes of the session: its key, name, whether it is
 //! attached, its `@agent-*` options (goal, type, group, role), the last
 //! context it captured, and the tmux server's identity with the time the

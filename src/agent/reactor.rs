@@ -33,7 +33,7 @@ use super::decide::{self, Decision};
 use super::dispatch::{Dispatchers, ToolCaller, publish_pending, set_session_option};
 use super::identity::{IDENTITY_FORMAT, ServerIdentity, SessionKey};
 use super::journal::{self, Journal, JournalChange, JournalEntry, Listed};
-use super::outbox::{OutboxError, SharedOutbox};
+use super::outbox::{Batch, OutboxError, SharedOutbox};
 use super::settings::ReactorSettings;
 use super::trigger::Trigger;
 use super::vars::{self, Memo};
@@ -84,6 +84,12 @@ pub enum ReactorError {
     #[error(transparent)]
     Command(#[from] crate::control::command::CommandError),
 }
+
+/// The most events one group commit takes: the events already waiting
+/// when one arrives join its transaction (none is ever waited for), up to
+/// this, so a long burst still commits, and wakes the dispatchers, every
+/// so often.
+const GROUP_MAX: usize = 256;
 
 /// How often the journal records that a daemon still watches, when no
 /// event does: the bound on how wrong the next daemon's "away for" is.
@@ -152,6 +158,7 @@ pub async fn run<C: ToolCaller>(
         memos: HashMap::new(),
         sequence: 0,
         published: published.clone(),
+        staged: Staged::default(),
     };
     // Adopt the existing sessions before any dispatcher runs, so
     // `@agent-pending` only reaches 0 once their registrations are done
@@ -170,7 +177,17 @@ pub async fn run<C: ToolCaller>(
     loop {
         tokio::select! {
             event = events.recv() => match event {
-                Some(event) => reactor.on_event(event).await,
+                Some(event) => {
+                    reactor.on_event(event).await;
+                    // Group commit: what is already waiting joins this
+                    // event's transaction; nothing is waited for.
+                    for _ in 1..GROUP_MAX {
+                        let Ok(event) = events.try_recv() else { break };
+                        reactor.on_event(event).await;
+                    }
+                    // A failure is logged and shown by `flush`.
+                    let _ = reactor.flush().await;
+                }
                 None => break,
             },
             changed = settings_rx.changed(), if settings_open => match changed {
@@ -190,12 +207,17 @@ pub async fn run<C: ToolCaller>(
             },
             command = commands.recv(), if commands_open => match command {
                 Some(ReactorCommand::Save { session, reply }) => {
-                    let _ = reply.send(reactor.save(session).await);
+                    let saved = match reactor.save(session).await {
+                        Ok(keys) => reactor.flush().await.map(|()| keys),
+                        Err(err) => Err(err),
+                    };
+                    let _ = reply.send(saved);
                 }
                 None => commands_open = false,
             },
             _ = async { checkpoints.as_mut().expect("guarded").tick().await }, if checkpoints.is_some() => {
                 reactor.checkpoint().await;
+                let _ = reactor.flush().await;
             }
             _ = heartbeat.tick() => {
                 reactor.heartbeat(vec![JournalChange::Seen(reactor.identity.clone())]).await;
@@ -221,6 +243,18 @@ struct Reactor<C> {
     /// Makes idempotency keys unique among events of the same millisecond.
     sequence: u64,
     published: crate::events::EventStream,
+    /// Decided and not yet committed: see [`Reactor::flush`].
+    staged: Staged,
+}
+
+/// The actions and journal changes of the events in hand, committed
+/// together by [`Reactor::flush`].
+#[derive(Default)]
+struct Staged {
+    batch: Batch,
+    /// The sessions with actions in the batch, and their trigger: marked in
+    /// error if the commit fails.
+    sessions: Vec<(SessionId, Trigger)>,
 }
 
 impl<C: ToolCaller> Reactor<C> {
@@ -357,9 +391,7 @@ impl<C: ToolCaller> Reactor<C> {
                 .journal_change(&event, key.as_str(), &memo)
                 .into_iter()
                 .collect();
-            let _ = self
-                .commit(&event, decision.as_ref(), &memo, &key, None, changes)
-                .await;
+            self.stage(&event, decision.as_ref(), &memo, &key, None, changes);
         }
         for mut event in gap.changed {
             tracing::info!(session_id = %event.session_id, session = %event.session, event = %event.kind, "a session changed while no daemon watched");
@@ -390,15 +422,52 @@ impl<C: ToolCaller> Reactor<C> {
 
     /// Records that a daemon watches this server, now (with `changes`):
     /// the next daemon's log says how long it was away.
-    async fn heartbeat(&self, changes: Vec<JournalChange>) {
-        let now = Utc::now().timestamp_millis();
-        let written = self
-            .outbox
-            .run(move |outbox| outbox.enqueue_journaled(&[], &changes, now))
-            .await;
-        if let Err(err) = written {
-            tracing::warn!(%err, "could not write the journal");
+    async fn heartbeat(&mut self, changes: Vec<JournalChange>) {
+        self.staged.batch.changes.extend(changes);
+        let _ = self.flush().await;
+    }
+
+    /// Commits what is staged in one transaction (a group commit: every
+    /// event in hand, with its journal rows), then wakes the dispatchers of
+    /// the servers it has calls for and publishes `@agent-pending`. A
+    /// failed commit loses the batch's actions, which is said in the log
+    /// and in each session's `@agent-state`.
+    async fn flush(&mut self) -> Result<(), String> {
+        let Staged { batch, sessions } = std::mem::take(&mut self.staged);
+        if batch.is_empty() {
+            return Ok(());
         }
+        let servers: HashSet<String> = batch.actions.iter().map(|a| a.server.clone()).collect();
+        let now = Utc::now().timestamp_millis();
+        let calls = !batch.actions.is_empty();
+        let result = self
+            .outbox
+            .run(move |outbox| outbox.commit(&batch, now))
+            .await;
+        let outcome = match result {
+            Ok(_) => {
+                for server in &servers {
+                    self.dispatchers.wake(server);
+                }
+                Ok(())
+            }
+            Err(err) if sessions.is_empty() => {
+                tracing::warn!(%err, "could not write the journal");
+                Err(format!("could not write the journal: {err}"))
+            }
+            Err(err) => {
+                for (id, trigger) in &sessions {
+                    tracing::error!(%err, session_id = %id, %trigger, "could not commit actions: they are lost");
+                    self.set_state(*id, AgentState::error(&err.to_string()))
+                        .await;
+                }
+                Err(format!("could not commit the actions: {err}"))
+            }
+        };
+        if calls {
+            publish_pending(&self.control, &self.outbox).await;
+        }
+        outcome
     }
 
     /// Tells the daemon's followers (`watch`) about an event acted on.
@@ -471,9 +540,7 @@ impl<C: ToolCaller> Reactor<C> {
             .journal_change(&event, key.as_str(), &memo)
             .into_iter()
             .collect();
-        let _ = self
-            .commit(&event, decision.as_ref(), &memo, &key, context, changes)
-            .await;
+        self.stage(&event, decision.as_ref(), &memo, &key, context, changes);
         if event.kind == EventKind::SessionClosed {
             self.memos.remove(&id);
             self.dispatchers.stamps().forget(id);
@@ -525,7 +592,7 @@ impl<C: ToolCaller> Reactor<C> {
                 None
             };
             let event = decide::synthetic_event(id, name, created);
-            self.commit_save(&event, &decision, context).await.ok();
+            self.stage_save(&event, &decision, context);
         }
     }
 
@@ -585,17 +652,17 @@ impl<C: ToolCaller> Reactor<C> {
             None
         };
         let event = decide::synthetic_event(id, name, created);
-        self.commit_save(&event, &decision, context).await
+        Ok(self.stage_save(&event, &decision, context))
     }
 
-    /// Commits a checkpoint's or a save's actions, journaling the context
+    /// Stages a checkpoint's or a save's actions, journaling the context
     /// they captured (what a late close would send).
-    async fn commit_save(
+    fn stage_save(
         &mut self,
         event: &LifecycleEvent,
         decision: &Decision,
         context: Option<SessionContext>,
-    ) -> Result<Vec<String>, String> {
+    ) -> Vec<String> {
         let id = event.session_id;
         let key = self.identity.session_key(id);
         let memo = self
@@ -609,8 +676,7 @@ impl<C: ToolCaller> Reactor<C> {
             &memo,
             Utc::now().timestamp_millis(),
         )))];
-        self.commit(event, Some(decision), &memo, &key, context, changes)
-            .await
+        self.stage(event, Some(decision), &memo, &key, context, changes)
     }
 
     async fn capture(&mut self, id: SessionId) -> Option<SessionContext> {
@@ -674,12 +740,12 @@ impl<C: ToolCaller> Reactor<C> {
         .await;
     }
 
-    /// Commits `decision`'s actions for `event` of the session `key`
-    /// (remembered as `memo`) with the journal's `changes`, in one
-    /// transaction; returns the actions' idempotency keys, or why they
-    /// could not be committed. Without a decision only the journal is
+    /// Stages `decision`'s actions for `event` of the session `key`
+    /// (remembered as `memo`) with the journal's `changes`, for the next
+    /// [`Reactor::flush`] to commit in one transaction; returns the
+    /// actions' idempotency keys. Without a decision only the journal is
     /// written.
-    async fn commit(
+    fn stage(
         &mut self,
         event: &LifecycleEvent,
         decision: Option<&Decision>,
@@ -687,19 +753,12 @@ impl<C: ToolCaller> Reactor<C> {
         key: &SessionKey,
         context: Option<SessionContext>,
         mut changes: Vec<JournalChange>,
-    ) -> Result<Vec<String>, String> {
+    ) -> Vec<String> {
         let id = event.session_id;
         changes.push(JournalChange::Seen(self.identity.clone()));
+        self.staged.batch.changes.extend(changes);
         let Some(decision) = decision else {
-            let now = Utc::now().timestamp_millis();
-            let written = self
-                .outbox
-                .run(move |outbox| outbox.enqueue_journaled(&[], &changes, now))
-                .await;
-            if let Err(err) = written {
-                tracing::warn!(%err, session_id = %id, "could not write the journal");
-            }
-            return Ok(Vec::new());
+            return Vec::new();
         };
         let context = context
             .or_else(|| memo.context.clone())
@@ -715,36 +774,18 @@ impl<C: ToolCaller> Reactor<C> {
         );
         self.sequence += 1;
         let actions = decide::actions(decision, event, key, &vars, self.sequence);
-        let now = Utc::now().timestamp_millis();
-        let created = decision.trigger == Trigger::SessionCreated;
-        let (key_text, name) = (key.to_string(), memo.name.clone());
-        let committed = actions.clone();
-        let result = self
-            .outbox
-            .run(move |outbox| {
-                if created {
-                    // The entity name of memory presets is fixed at creation.
-                    let _ = outbox.keep(&key_text, "created_name", &Value::String(name));
-                }
-                outbox.enqueue_journaled(&committed, &changes, now)
-            })
-            .await;
-        let outcome = match result {
-            Ok(_) => {
-                for spec in &decision.specs {
-                    self.dispatchers.wake(&spec.server);
-                }
-                Ok(actions.into_iter().map(|a| a.idempotency_key).collect())
-            }
-            Err(err) => {
-                tracing::error!(%err, session_id = %id, trigger = %decision.trigger, "could not commit actions: they are lost");
-                self.set_state(id, AgentState::error(&err.to_string()))
-                    .await;
-                Err(format!("could not commit the actions: {err}"))
-            }
-        };
-        publish_pending(&self.control, &self.outbox).await;
-        outcome
+        if decision.trigger == Trigger::SessionCreated {
+            // The entity name of memory presets is fixed at creation.
+            self.staged.batch.kept.push((
+                key.to_string(),
+                "created_name".to_owned(),
+                Value::String(memo.name.clone()),
+            ));
+        }
+        let keys = actions.iter().map(|a| a.idempotency_key.clone()).collect();
+        self.staged.batch.actions.extend(actions);
+        self.staged.sessions.push((id, decision.trigger));
+        keys
     }
 }
 

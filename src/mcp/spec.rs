@@ -10,7 +10,7 @@
 //! | `connect_timeout` | 30 s (an `npx` cold start can take many seconds) |
 //! | `call_timeout` | 30 s, restarted by progress notifications |
 //! | `max_call_time` | 5 min, queue wait included |
-//! | `concurrency` | 1 for stdio and unix (server-memory loses writes under concurrent calls), 4 for http |
+//! | `concurrency` | 1 for stdio and unix (server-memory loses writes under concurrent calls), 4 for http, 8 for the built-in server |
 //! | `queue` | 64 |
 //! | `idle_timeout` | 5 min (spawned servers only) |
 //! | `ping_interval` | 30 s |

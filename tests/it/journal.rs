@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::daemon::{Daemon, agent_ok, json, new_session};
+use crate::support::daemon::{Daemon, LineReader, agent_ok, json, new_session};
 use crate::support::rig::Rig;
 use crate::support::tmux::TerminalClient;
 use crate::support::{PATIENCE, eventually, wait_for};
@@ -743,4 +743,83 @@ fn watch_goes_back_to_its_own_client_when_the_daemon_stops() {
     watch_lines_until(&watcher, &mut all, "the create after the stop", |e| {
         e["event"] == "session-created" && e["session_id"] == after.as_str()
     });
+}
+
+/// The sessions a daemon adopts in one batch when it dies inside it.
+const BATCH_SESSIONS: usize = 8;
+/// `rec`'s concurrency there: a dispatcher's batch is up to 4 calls.
+const BATCH_SERVER: &str = "concurrency = 4\nconnect_timeout = \"5s\"\ncall_timeout = \"5s\"";
+
+/// Starts a daemon that aborts itself at `kill_at` (`TMUX_AGENT_KILL_AT`)
+/// on 8 sessions it has to register, waits for it to die there, then runs
+/// a daemon to the end. Returns the rig, the session ids, and the calls
+/// the first daemon had sent.
+fn killed_inside_a_batch(kill_at: &str) -> (Rig, Vec<String>, Vec<Value>) {
+    let rig = Rig::with_server_args(&[], BATCH_SERVER, JOURNALED);
+    let sids: Vec<String> = (0..BATCH_SESSIONS)
+        .map(|n| new_session(&rig.server, &format!("batch-{n}")))
+        .collect();
+    let mut cmd = rig.server.agent();
+    cmd.arg("daemon").env("TMUX_AGENT_KILL_AT", kill_at);
+    let mut first = LineReader::spawn(cmd);
+    let (status, stderr) = first
+        .wait(PATIENCE)
+        .expect("the daemon did not stop at its kill point");
+    assert!(!status.success(), "{status:?}: {stderr}");
+    assert!(stderr.contains("TMUX_AGENT_KILL_AT: aborting"), "{stderr}");
+    // It died with a whole batch committed in flight.
+    let counts = rig.outbox().expect("an outbox").counts(None).unwrap();
+    assert!(counts.inflight >= 2, "not inside a batch: {counts:?}");
+    let sent_before = rig.calls();
+
+    let _daemon = start_attached(&rig);
+    eventually(PATIENCE, "a register call for every session", || {
+        sids.iter()
+            .all(|sid| !calls_of(&rig, "register", sid).is_empty())
+            .then_some(())
+    });
+    rig.wait_settled();
+    (rig, sids, sent_before)
+}
+
+/// Every session registered, each under one idempotency key: a repeat is
+/// the same call again (the documented in-flight repeat), never a second
+/// register. Returns how many calls were repeats.
+fn registered_once_each(rig: &Rig, sids: &[String]) -> usize {
+    let mut repeats = 0;
+    for sid in sids {
+        let calls = calls_of(rig, "register", sid);
+        let keys: std::collections::BTreeSet<&str> =
+            calls.iter().map(|c| c["key"].as_str().unwrap()).collect();
+        assert_eq!(keys.len(), 1, "{sid} registered twice: {calls:#?}");
+        repeats += calls.len() - 1;
+    }
+    repeats
+}
+
+#[test]
+fn a_daemon_killed_after_committing_a_batch_in_flight_and_before_sending_it_loses_nothing() {
+    let (rig, sids, sent_before) = killed_inside_a_batch("before-send");
+    assert!(
+        sent_before.is_empty(),
+        "sent before the kill: {sent_before:#?}"
+    );
+    assert_eq!(
+        registered_once_each(&rig, &sids),
+        0,
+        "nothing was sent twice"
+    );
+}
+
+#[test]
+fn a_daemon_killed_after_an_answer_and_before_recording_it_repeats_only_that_batch() {
+    let (rig, sids, sent_before) = killed_inside_a_batch("before-record");
+    assert!(!sent_before.is_empty(), "the first daemon sent nothing");
+    // Only calls the first daemon had sent are sent again, with their keys.
+    let repeats = registered_once_each(&rig, &sids);
+    assert!(
+        (1..=sent_before.len()).contains(&repeats),
+        "{repeats} repeats of {} calls sent before the kill",
+        sent_before.len()
+    );
 }

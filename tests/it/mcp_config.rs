@@ -383,3 +383,27 @@ fn config_show_masks_secrets_and_names_sources() {
     assert!(!toml_out.contains("hunter2"));
     assert!(toml_out.contains("[servers.web]"), "{toml_out}");
 }
+
+/// The built-in server takes 8 calls at once unless told otherwise; a
+/// generic stdio server keeps 1 (server-memory loses concurrent writes).
+#[test]
+fn the_builtin_server_defaults_to_concurrency_8_and_can_be_tuned() {
+    let f = Fixture::new();
+    f.config_toml("[servers.plain]\ncommand = \"x\"\n");
+    let found = discover(&f.input(&[]));
+    let concurrency = |name: &str| {
+        found
+            .servers
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap()
+            .settings
+            .concurrency
+    };
+    assert_eq!(concurrency("builtin"), 8);
+    assert_eq!(concurrency("plain"), 1);
+    f.config_toml("[servers.builtin]\nconcurrency = 2\n");
+    let found = discover(&f.input(&[]));
+    let builtin = found.servers.iter().find(|s| s.name == "builtin").unwrap();
+    assert_eq!(builtin.settings.concurrency, 2);
+}

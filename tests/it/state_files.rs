@@ -97,7 +97,7 @@ fn sessions_in(outbox: &Path) -> Vec<String> {
         rusqlite::Connection::open_with_flags(outbox, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .unwrap();
     let mut stmt = db
-        .prepare("SELECT DISTINCT json_extract(vars, '$.session') FROM actions ORDER BY 1")
+        .prepare("SELECT DISTINCT json_extract(vars, '$.session') FROM payloads ORDER BY 1")
         .unwrap();
     stmt.query_map([], |row| row.get::<_, String>(0))
         .unwrap()

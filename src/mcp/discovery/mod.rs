@@ -771,6 +771,10 @@ fn resolve(
 /// The name of tmux-agent's own MCP server.
 pub const BUILTIN: &str = "builtin";
 
+/// The built-in server's default `concurrency`: the daemon's dispatcher
+/// keeps this many calls of different sessions in flight to it.
+pub const BUILTIN_CONCURRENCY: usize = 8;
+
 /// Adds the built-in server: this binary, run as `tmux-agent mcp serve`
 /// over stdio. `[servers.builtin]` without a transport tunes it.
 fn add_builtin(out: &mut Discovered, overlay: Option<ServerEntry>) {
@@ -794,7 +798,12 @@ fn add_builtin(out: &mut Discovered, overlay: Option<ServerEntry>) {
         ),
         None => (Default::default(), BTreeMap::new()),
     };
-    let knobs = knobs.or(out.config.mcp.knobs());
+    let mut knobs = knobs.or(out.config.mcp.knobs());
+    // Unlike a generic stdio server, the built-in one takes concurrent
+    // calls safely: its writes are serialized on one SQLite connection,
+    // each in an IMMEDIATE transaction with its idempotency check (a
+    // repeat in flight alongside the first answers from the ledger).
+    knobs.concurrency.get_or_insert(BUILTIN_CONCURRENCY);
     out.servers.push(ServerSpec {
         settings: ServerSettings::resolve(&transport, knobs, tool_timeouts),
         name: BUILTIN.to_owned(),

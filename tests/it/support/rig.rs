@@ -164,6 +164,13 @@ impl Rig {
             .unwrap_or_default()
     }
 
+    /// The daemon's outbox, opened read-only beside it (`None` before the
+    /// first daemon made one).
+    pub fn outbox(&self) -> Option<Outbox> {
+        let path = find_outbox(&self.server.home.path().join(".local/state"))?;
+        Outbox::open_read_only(&path).ok().flatten()
+    }
+
     /// Waits until the daemon says no action is open.
     pub fn wait_settled(&self) {
         wait_for(PATIENCE, || {

@@ -19,6 +19,7 @@
 //! - [`daemon`]: the sidecar as a library function: everything above wired
 //!   together on one tmux server, stopped by a token handed in.
 //! - [`ipc`]: the CLI ↔ daemon socket.
+//! - [`status`]: the agent in each pane and its status (hooks first).
 //! - [`cli`]: one file per subcommand of the `tmux-agent` binary.
 //! - [`backoff`]: the one retry delay (doubling, capped, jittered).
 //! - [`supervise`]: long-lived tasks restarted, logged and counted when they panic.
@@ -38,4 +39,5 @@ pub mod mcp;
 pub mod paths;
 pub mod schema;
 pub mod state;
+pub mod status;
 pub mod supervise;

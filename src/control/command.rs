@@ -491,6 +491,30 @@ impl Command {
             .done())
     }
 
+    /// `set-option -p -t <pane> -- <name> <value>`: a pane option, stored
+    /// as given (no `-F`).
+    pub fn set_pane_option(pane: PaneId, name: &str, value: &str) -> Result<Command, CommandError> {
+        Ok(Line::new("set-option")
+            .flag("-p")
+            .flag("-t")
+            .id(pane)
+            .flag("--")
+            .arg(name)?
+            .arg(value)?
+            .done())
+    }
+
+    /// `set-option -pu -t <pane> -- <name>`: unsets a pane option.
+    pub fn unset_pane_option(pane: PaneId, name: &str) -> Result<Command, CommandError> {
+        Ok(Line::new("set-option")
+            .flag("-pu")
+            .flag("-t")
+            .id(pane)
+            .flag("--")
+            .arg(name)?
+            .done())
+    }
+
     /// `set-option -g -- <name> <value>`: a global session option.
     pub fn set_global_option(name: &str, value: &str) -> Result<Command, CommandError> {
         Ok(Line::new("set-option")

@@ -117,6 +117,12 @@ fn outbox_file_name(key: &str) -> String {
     format!("outbox-{key}.db")
 }
 
+/// The log of `tmux-agent hook` (what a hook could not do: it prints
+/// nothing, so that the agent does not act on it).
+pub fn hook_log() -> PathBuf {
+    state_dir().join("hook.log")
+}
+
 /// The log file of a detached daemon on `server`.
 pub fn daemon_log(server: &ServerSocket) -> PathBuf {
     state_dir().join(format!("daemon-{}.log", server_key(server)))

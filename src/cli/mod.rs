@@ -17,6 +17,7 @@ pub mod config;
 pub mod daemon;
 pub mod ensure;
 pub mod groups;
+pub mod hook;
 pub mod join;
 pub mod leave;
 pub mod mcp;
@@ -110,6 +111,9 @@ pub enum Command {
     Peers(peers::PeersArgs),
     /// List every group with its members and shared context.
     Groups(groups::GroupsArgs),
+    /// Tell tmux-agent what the agent in this pane is doing (run by the
+    /// agent's hooks; always exits 0, prints nothing).
+    Hook(hook::HookArgs),
 }
 
 /// Runs the parsed command line.
@@ -132,6 +136,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Share(args) => share::run(args, &cli.global).await,
         Command::Peers(args) => peers::run(args, &cli.global).await,
         Command::Groups(args) => groups::run(args, &cli.global).await,
+        // `main` runs it before any runtime exists; here for completeness.
+        Command::Hook(args) => Ok(hook::run(&args, &cli.global)),
     }
 }
 

@@ -24,6 +24,7 @@ use crate::group::{ContextKey, GroupHandle, GroupsReport};
 use crate::ipc::{ActionsStatus, Handler, McpServerStatus, SaveReport, StatusReport};
 use crate::mcp::McpPool;
 use crate::state::Model;
+use crate::status::{KeeperHandle, Observation};
 
 /// How many recent failures a status report lists.
 const RECENT_FAILURES: usize = 5;
@@ -45,6 +46,8 @@ pub(super) struct DaemonHandler {
     pub(super) stopping: CancellationToken,
     /// The supervised tasks' restarts (see [`crate::supervise`]).
     pub(super) restarts: crate::supervise::Restarts,
+    /// The agents in panes (`crate::status`).
+    pub(super) agents: KeeperHandle,
 }
 
 impl DaemonHandler {
@@ -105,6 +108,7 @@ impl Handler for DaemonHandler {
             groups: self.groups.latest(),
             mcp_servers,
             actions,
+            agents: self.agents.board().panes().cloned().collect(),
         }
     }
 
@@ -141,5 +145,9 @@ impl Handler for DaemonHandler {
 
     async fn mcp_stats(&self) -> serde_json::Value {
         serde_json::to_value(self.pool.stats()).unwrap_or_default()
+    }
+
+    async fn agent_status(&self, observation: Observation) -> bool {
+        self.agents.sender().observe(observation)
     }
 }

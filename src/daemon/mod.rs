@@ -14,6 +14,8 @@
 //! - `save`: a requested save, followed through the outbox.
 //! - `reload`: putting a new configuration in force.
 //! - `health`: `@agent-daemon`, `@agent-mcp`, `@agent-outbox`.
+//! - the status keeper (`crate::status::keeper`) is started here too: it
+//!   owns the agents in panes, fed by `tmux-agent hook` over the socket.
 //! - `prune`: delivered calls' payloads dropped after `[outbox] keep`.
 //! - `ready`: the `--detach` handshake on fd 3.
 //! - `error`: why the daemon failed, or a request did.
@@ -532,6 +534,8 @@ impl Running {
         ));
 
         let services = CancellationToken::new();
+        let (agents, keeping) =
+            crate::status::keeper::spawn(control.clone(), tracker.snapshots(), services.clone());
         let pruning = tokio::spawn(prune::run(prune_settings, outbox.clone(), services.clone()));
         let (groups, reconciling) = Reconciler::spawn(
             control.clone(),
@@ -552,6 +556,7 @@ impl Running {
             reload: reload::Reload::new(config, pool.clone(), settings_tx),
             stopping: stopping.clone(),
             restarts,
+            agents,
         });
         tracing::info!(socket = %ipc.path().display(), "listening for tmux-agent commands");
         let serving = tokio::spawn(ipc.serve(handler.clone(), services.clone()));
@@ -559,7 +564,7 @@ impl Running {
         let running = Self {
             control,
             services,
-            service_tasks: vec![reconciling, serving, reloading, pruning],
+            service_tasks: vec![reconciling, serving, reloading, pruning, keeping],
             reacting,
             reactor_stop,
             health,

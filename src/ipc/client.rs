@@ -38,7 +38,7 @@ pub enum ClientError {
 /// How long each request may take, end to end.
 pub fn deadline(request: &Request) -> Duration {
     match request {
-        Request::Status | Request::McpStats => Duration::from_secs(2),
+        Request::Status | Request::McpStats | Request::AgentStatus { .. } => Duration::from_secs(2),
         Request::Stop => Duration::from_secs(5),
         Request::Reconcile | Request::Share { .. } => Duration::from_secs(10),
         Request::Reload => Duration::from_secs(30),

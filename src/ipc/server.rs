@@ -21,6 +21,7 @@ use super::endpoint::{DaemonLock, EndpointError, effective_uid};
 use super::message::{Request, Response, SaveReport, StatusReport};
 use crate::control::SessionId;
 use crate::group::{ContextKey, GroupsReport};
+use crate::status::Observation;
 
 /// The longest request line accepted (a shared value is at most 4 KiB).
 pub const MAX_REQUEST: usize = 64 * 1024;
@@ -67,6 +68,9 @@ pub trait Handler: Send + Sync + 'static {
     /// The live MCP figures, as a JSON array of server stats. Like
     /// `status`, answered from what is already known.
     fn mcp_stats(&self) -> impl Future<Output = serde_json::Value> + Send;
+    /// Hands an agent's observation to the status keeper, without waiting
+    /// on tmux; `false` if it was dropped.
+    fn agent_status(&self, observation: Observation) -> impl Future<Output = bool> + Send;
 }
 
 /// The daemon's listening socket. Dropping it removes the socket file.
@@ -221,6 +225,9 @@ async fn dispatch<H: Handler>(handler: &H, request: Request) -> Response {
         }
         Request::McpStats => Response::McpStats {
             servers: handler.mcp_stats().await,
+        },
+        Request::AgentStatus { observation } => Response::Observed {
+            accepted: handler.agent_status(observation).await,
         },
     }
 }

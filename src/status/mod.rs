@@ -3,9 +3,11 @@
 //!
 //! - [`model`]: kinds, statuses, observations, and the [`Board`] that
 //!   merges them (hooks win).
+//! - [`hook`]: what each agent's hook events mean (the mapping tables).
 //! - [`keeper`]: the daemon task that owns the board, takes observations
 //!   and writes `@agent-status` and friends to tmux.
 
+pub mod hook;
 pub mod keeper;
 pub mod model;
 

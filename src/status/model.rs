@@ -242,7 +242,7 @@ impl Observation {
 }
 
 /// What the board knows about one pane's agent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaneAgent {
     pub pane: PaneId,
     /// The session the pane is in, once the keeper has placed it.

@@ -332,6 +332,7 @@ impl<C: ToolCaller> Reactor<C> {
                 // Late when a daemon watched this server before: it was
                 // created while none did.
                 late: journal.server.is_some(),
+                agent: None,
             };
             let decision = decide::on_trigger(&self.settings.actions, Trigger::SessionCreated);
             let memo = self.memos.get(&id).cloned().unwrap_or_default();
@@ -409,7 +410,11 @@ impl<C: ToolCaller> Reactor<C> {
             EventKind::SessionClosed
             | EventKind::ClientAttached
             | EventKind::ClientDetached
-            | EventKind::SessionMissed => {}
+            | EventKind::SessionMissed
+            | EventKind::AgentWaiting
+            | EventKind::AgentWorking
+            | EventKind::AgentIdle
+            | EventKind::AgentExited => {}
         }
         if let Some(state) = decide::state_on(event.kind) {
             // Before the write: a save decided earlier and delivered later
@@ -454,6 +459,8 @@ impl<C: ToolCaller> Reactor<C> {
         memo: &Memo,
     ) -> Option<JournalChange> {
         match event.kind {
+            // An agent's status says nothing the journal keeps.
+            kind if kind.is_agent() => None,
             EventKind::SessionMissed => None,
             EventKind::SessionClosed => Some(JournalChange::Closed(key.to_owned())),
             _ => Some(JournalChange::Session(Box::new(JournalEntry::of(
@@ -798,6 +805,7 @@ mod tests {
             client: None,
             old_name: None,
             session_created: Some(1_700_000_000),
+            agent: None,
             late: false,
         }
     }

@@ -536,6 +536,14 @@ impl Running {
         let services = CancellationToken::new();
         let (agents, keeping) =
             crate::status::keeper::spawn(control.clone(), tracker.snapshots(), services.clone());
+        // Ends with the services, before the reactor's drain: its sender
+        // must be gone for the reactor to see the end of its events.
+        let agent_events = tokio::spawn(crate::status::keeper::forward_to_reactor(
+            agents.changes(),
+            tracker.snapshots(),
+            to_reactor.clone(),
+            services.clone(),
+        ));
         let pruning = tokio::spawn(prune::run(prune_settings, outbox.clone(), services.clone()));
         let (groups, reconciling) = Reconciler::spawn(
             control.clone(),
@@ -564,7 +572,14 @@ impl Running {
         let running = Self {
             control,
             services,
-            service_tasks: vec![reconciling, serving, reloading, pruning, keeping],
+            service_tasks: vec![
+                reconciling,
+                serving,
+                reloading,
+                pruning,
+                keeping,
+                agent_events,
+            ],
             reacting,
             reactor_stop,
             health,

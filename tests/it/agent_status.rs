@@ -346,7 +346,7 @@ fn bad_hook_input_exits_0_changes_nothing_and_says_why_in_the_log() {
             "a pane that is gone",
             Some("%999"),
             br#"{"hook_event_name":"Stop"}"#.to_vec(),
-            "can't find pane",
+            "pane: %999",
         ),
     ];
     for (what, target, payload, reason) in cases {

@@ -722,3 +722,25 @@ fn the_example_status_line_marks_waiting_windows_and_next_waiting_jumps_there() 
             .ends_with('!')
     );
 }
+
+#[tokio::test]
+async fn whoami_says_what_the_agent_in_its_pane_is_doing() {
+    use crate::support::serve::{connect, ok, serve_command};
+    let server = TmuxServer::start();
+    let pane = server.display("base", "#{pane_id}");
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = serve_command(&dir.path().join("b.db"), &[]);
+    cmd.env("TMUX", server.tmux_env()).env("TMUX_PANE", &pane);
+    let client = connect(cmd).await;
+    let me = ok(&client, "whoami", serde_json::json!({})).await;
+    assert!(me["agent"].is_null(), "{me}");
+    // No daemon: the hook sets the pane's options itself.
+    let ask = br#"{"hook_event_name":"PermissionRequest","session_id":"s"}"#;
+    assert_quiet(&hook(&server, "claude", Some(&pane), ask), "permission");
+    let me = ok(&client, "whoami", serde_json::json!({})).await;
+    assert_eq!(me["agent"]["pane"], pane.as_str(), "{me}");
+    assert_eq!(me["agent"]["status"], "waiting");
+    assert_eq!(me["agent"]["kind"], "claude");
+    assert!(me["agent"]["since"].as_i64().is_some());
+    client.cancel().await.unwrap();
+}

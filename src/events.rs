@@ -127,6 +127,7 @@ mod tests {
             session_created: None,
             late: id.is_multiple_of(2),
             options: None,
+            agent: None,
         })
     }
 

@@ -20,6 +20,7 @@
 //!   together on one tmux server, stopped by a token handed in.
 //! - [`ipc`]: the CLI ↔ daemon socket.
 //! - [`events`]: the daemon's event stream, followed over the socket.
+//! - [`status`]: the agent in each pane and its status (hooks first).
 //! - [`cli`]: one file per subcommand of the `tmux-agent` binary.
 //! - [`backoff`]: the one retry delay (doubling, capped, jittered).
 //! - [`supervise`]: long-lived tasks restarted, logged and counted when they panic.
@@ -42,4 +43,5 @@ pub mod mcp;
 pub mod paths;
 pub mod schema;
 pub mod state;
+pub mod status;
 pub mod supervise;

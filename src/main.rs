@@ -6,11 +6,34 @@ use std::process::ExitCode;
 use clap::Parser;
 use tmux_agent::cli::{self, Cli};
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     // A TAB in a shell that sourced `tmux-agent completions`: answer, exit.
     cli::shell::complete_if_asked();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // clap exits 2 on bad arguments, which an agent reads as "block
+        // this": a hook line that does not parse must still exit 0.
+        Err(err) if std::env::args_os().any(|arg| arg == "hook") && err.use_stderr() => {
+            return ExitCode::SUCCESS;
+        }
+        Err(err) => err.exit(),
+    };
+    // A hook runs inside an agent's turn: it must cost next to nothing, so
+    // it runs without a runtime and without a log subscriber (it writes its
+    // own log; see cli::hook).
+    if let cli::Command::Hook(args) = &cli.command {
+        return cli::hook::run(args, &cli.global);
+    }
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(run(cli)),
+        Err(err) => {
+            eprintln!("tmux-agent: could not start the async runtime: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> ExitCode {
     // The daemon's log is its record of what happened; other commands speak
     // through their output and only log problems.
     let default_level = match cli.command {

@@ -22,7 +22,8 @@ use crate::control::server::ServerSocket;
 /// about 108 bytes, and the socket is named by the key.
 const KEY_NAME_MAX: usize = 32;
 
-fn home() -> PathBuf {
+/// `$HOME` (or `/` without one).
+pub fn home() -> PathBuf {
     std::env::var_os("HOME")
         .filter(|h| !h.is_empty())
         .map(PathBuf::from)
@@ -115,6 +116,12 @@ pub fn legacy_outbox(server: &ServerSocket, dir: &Path) -> PathBuf {
 
 fn outbox_file_name(key: &str) -> String {
     format!("outbox-{key}.db")
+}
+
+/// The log of `tmux-agent hook` (what a hook could not do: it prints
+/// nothing, so that the agent does not act on it).
+pub fn hook_log() -> PathBuf {
+    state_dir().join("hook.log")
 }
 
 /// The log file of a detached daemon on `server`.

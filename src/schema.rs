@@ -5,7 +5,8 @@
 //! lines, `tmux show`, hooks and scripts see it), which makes their names an
 //! interface: a typo in one file would be a silent fork of the schema. The
 //! names are grouped by where tmux keeps them: [`session`] options are set
-//! with `set -t $id`, [`global`] ones with `set -g`. User-editable options
+//! with `set -t $id`, [`pane`] ones with `set -p -t %id`, [`global`] ones
+//! with `set -g`. User-editable options
 //! (the ones a person or a script may set with plain tmux commands) are
 //! listed in [`session::USER_EDITABLE`]; the rest are written by tmux-agent
 //! and only shown.
@@ -38,6 +39,11 @@ pub mod session {
     pub const PEERS: &str = "@agent-peers";
     /// `SEQ:GROUP`: when (in join order) the session joined which group.
     pub const JOINED: &str = "@agent-joined";
+    /// The aggregate status of the session's agents (waiting beats
+    /// working beats idle beats exited beats unknown); unset while the
+    /// session has none. The same name as the pane option, so a format
+    /// evaluated for a pane without an agent falls back to its session's.
+    pub const AGENT_STATUS: &str = "@agent-status";
     /// The prefix of shared context options: `@agent-ctx-KEY`.
     pub const CONTEXT_PREFIX: &str = "@agent-ctx-";
 
@@ -56,6 +62,24 @@ pub mod session {
     pub fn context(key: &str) -> String {
         format!("{CONTEXT_PREFIX}{key}")
     }
+}
+
+/// Options set on a pane (`set -p -t %id @agent-… value`), by the status
+/// keeper (`crate::status`) or, without a daemon, by `tmux-agent hook`.
+pub mod pane {
+    /// What the pane's agent is doing: `working`, `waiting`, `idle`,
+    /// `exited`, `unknown` ([`crate::status::AgentStatus`]).
+    pub const STATUS: &str = "@agent-status";
+    /// Which agent: `claude`, `codex`, `gemini`, `aider`, `opencode`, or
+    /// a name from the config.
+    pub const KIND: &str = "@agent-kind";
+    /// Since when the status holds: Unix seconds (so a status line can do
+    /// arithmetic on it with `#{e|-:…}`).
+    pub const SINCE: &str = "@agent-since";
+    /// The agent's own session id, when it says (Claude's `session_id`).
+    pub const SESSION_ID: &str = "@agent-session-id";
+    /// The agent's transcript file, when it says (Claude's `transcript_path`).
+    pub const TRANSCRIPT: &str = "@agent-transcript";
 }
 
 /// Options set on the server (`set -g @agent-… value`).
@@ -82,6 +106,8 @@ pub mod global {
     /// name already as tmux stores it, and never runs what is in it).
     pub const NAME_HOOK_COMMAND: &str =
         "set-option -gF \"@agent-name-#{hook_session}\" \"#{hook_session_name}\"";
+    /// How many agents wait for the user, on every session.
+    pub const WAITING: &str = "@agent-waiting";
 }
 
 /// The value of `@agent-state`: what the daemon last did for a session.
@@ -180,6 +206,13 @@ mod tests {
             global::OUTBOX,
             global::PENDING,
             global::GROUPS,
+            global::WAITING,
+            session::AGENT_STATUS,
+            pane::STATUS,
+            pane::KIND,
+            pane::SINCE,
+            pane::SESSION_ID,
+            pane::TRANSCRIPT,
         ];
         for name in names {
             assert!(name.starts_with(PREFIX), "{name}");

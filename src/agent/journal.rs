@@ -318,6 +318,7 @@ pub fn diff(
                     session_created: Some(listed.created),
                     late: true,
                     options: None,
+                    agent: None,
                 };
                 if listed.name != entry.name {
                     gap.changed
@@ -350,6 +351,7 @@ pub(crate) fn closed_event(entry: &JournalEntry, now: DateTime<Utc>) -> Lifecycl
         client: None,
         old_name: None,
         session_created: Some(entry.created),
+        agent: None,
         late: true,
         options: None,
     }

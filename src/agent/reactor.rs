@@ -379,6 +379,7 @@ impl<C: ToolCaller> Reactor<C> {
                 // created while none did.
                 late: journal.server.is_some(),
                 options: None,
+                agent: None,
             };
             // Shown to followers only when it happened while no daemon
             // watched: a first daemon's sessions were simply there.
@@ -514,7 +515,11 @@ impl<C: ToolCaller> Reactor<C> {
             EventKind::SessionClosed
             | EventKind::ClientAttached
             | EventKind::ClientDetached
-            | EventKind::SessionMissed => {}
+            | EventKind::SessionMissed
+            | EventKind::AgentWaiting
+            | EventKind::AgentWorking
+            | EventKind::AgentIdle
+            | EventKind::AgentExited => {}
         }
         if let Some(state) = decide::state_on(event.kind) {
             // Before the write: a save decided earlier and delivered later
@@ -557,6 +562,8 @@ impl<C: ToolCaller> Reactor<C> {
         memo: &Memo,
     ) -> Option<JournalChange> {
         match event.kind {
+            // An agent's status says nothing the journal keeps.
+            kind if kind.is_agent() => None,
             EventKind::SessionMissed => None,
             EventKind::SessionClosed => Some(JournalChange::Closed(key.to_owned())),
             _ => Some(JournalChange::Session(Box::new(JournalEntry::of(
@@ -890,6 +897,7 @@ mod tests {
             client: None,
             old_name: None,
             session_created: Some(1_700_000_000),
+            agent: None,
             late: false,
             options: None,
         }

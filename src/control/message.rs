@@ -22,7 +22,10 @@ pub struct SessionId(pub u32);
 pub struct WindowId(pub u32);
 
 /// A pane id as tmux prints it: `%12`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(into = "String", try_from = "String")]
 pub struct PaneId(pub u32);
 
 macro_rules! tmux_id {
@@ -60,6 +63,20 @@ impl From<SessionId> for String {
 }
 
 impl TryFrom<String> for SessionId {
+    type Error = InvalidId;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<PaneId> for String {
+    fn from(id: PaneId) -> String {
+        id.to_string()
+    }
+}
+
+impl TryFrom<String> for PaneId {
     type Error = InvalidId;
 
     fn try_from(s: String) -> Result<Self, Self::Error> {

@@ -24,6 +24,7 @@ use crate::group::{ContextKey, GroupHandle, GroupsReport};
 use crate::ipc::{ActionsStatus, Handler, McpServerStatus, SaveReport, StatusReport};
 use crate::mcp::McpPool;
 use crate::state::Model;
+use crate::status::{KeeperHandle, Observation};
 
 /// How many recent failures a status report lists.
 const RECENT_FAILURES: usize = 5;
@@ -47,6 +48,8 @@ pub(super) struct DaemonHandler {
     pub(super) restarts: crate::supervise::Restarts,
     /// What the reactor publishes, for followers (`watch`).
     pub(super) events: crate::events::EventStream,
+    /// The agents in panes (`crate::status`).
+    pub(super) agents: KeeperHandle,
 }
 
 impl DaemonHandler {
@@ -107,6 +110,7 @@ impl Handler for DaemonHandler {
             groups: self.groups.latest(),
             mcp_servers,
             actions,
+            agents: self.agents.board().panes().cloned().collect(),
         }
     }
 
@@ -147,5 +151,9 @@ impl Handler for DaemonHandler {
 
     fn events(&self, since: Option<DateTime<Utc>>) -> crate::events::Subscription {
         self.events.subscribe(since)
+    }
+
+    async fn agent_status(&self, observation: Observation) -> bool {
+        self.agents.sender().observe(observation)
     }
 }

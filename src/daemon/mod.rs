@@ -14,6 +14,8 @@
 //! - `save`: a requested save, followed through the outbox.
 //! - `reload`: putting a new configuration in force.
 //! - `health`: `@agent-daemon`, `@agent-mcp`, `@agent-outbox`.
+//! - the status keeper (`crate::status::keeper`) is started here too: it
+//!   owns the agents in panes, fed by `tmux-agent hook` over the socket.
 //! - `prune`: delivered calls' payloads dropped after `[outbox] keep`.
 //! - `reacting`: the reactor, supervised: restarted after a panic.
 //! - `ready`: the `--detach` handshake on fd 3.
@@ -541,6 +543,16 @@ impl Running {
         ));
 
         let services = CancellationToken::new();
+        let (agents, keeping) =
+            crate::status::keeper::spawn(control.clone(), tracker.snapshots(), services.clone());
+        // Ends with the services, before the reactor's drain: its sender
+        // must be gone for the reactor to see the end of its events.
+        let agent_events = tokio::spawn(crate::status::keeper::forward_to_reactor(
+            agents.changes(),
+            tracker.snapshots(),
+            to_reactor.clone(),
+            services.clone(),
+        ));
         let pruning = tokio::spawn(prune::run(prune_settings, outbox.clone(), services.clone()));
         let (groups, reconciling) = Reconciler::spawn(
             control.clone(),
@@ -562,6 +574,7 @@ impl Running {
             stopping: stopping.clone(),
             restarts,
             events: events_published,
+            agents,
         });
         tracing::info!(socket = %ipc.path().display(), "listening for tmux-agent commands");
         let serving = tokio::spawn(ipc.serve(handler.clone(), services.clone()));
@@ -569,7 +582,14 @@ impl Running {
         let running = Self {
             control,
             services,
-            service_tasks: vec![reconciling, serving, reloading, pruning],
+            service_tasks: vec![
+                reconciling,
+                serving,
+                reloading,
+                pruning,
+                keeping,
+                agent_events,
+            ],
             reacting,
             reactor_stop,
             health,

@@ -42,7 +42,10 @@ pub enum ClientError {
 pub fn deadline(request: &Request) -> Duration {
     match request {
         // For `events`, until the header: the stream itself has no end.
-        Request::Status | Request::McpStats | Request::Events { .. } => Duration::from_secs(2),
+        Request::Status
+        | Request::McpStats
+        | Request::Events { .. }
+        | Request::AgentStatus { .. } => Duration::from_secs(2),
         Request::Stop => Duration::from_secs(5),
         Request::Reconcile | Request::Share { .. } => Duration::from_secs(10),
         Request::Reload => Duration::from_secs(30),

@@ -10,6 +10,8 @@
 //! ← {"response":"saved","session":"$3","complete":true,"calls":[...]}
 //! → {"request":"mcp-stats"}
 //! ← {"response":"mcp-stats","servers":[{"server":"builtin","calls":12,...}]}
+//! → {"request":"agent-status","observation":{"pane":"%5","kind":"claude","status":"waiting",...}}
+//! ← {"response":"observed","accepted":true}
 //! → {"request":"stop"}
 //! ← {"response":"stopping","pid":4242}
 //! → {"request":"events","since":"2026-11-21T16:00:00.000Z"}
@@ -35,6 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::control::SessionId;
 use crate::group::{ContextKey, GroupsReport};
+use crate::status::{Observation, PaneAgent};
 
 /// What the CLI asks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +75,9 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         since: Option<DateTime<Utc>>,
     },
+    /// What an agent's hook said (`tmux-agent hook`): handed to the status
+    /// keeper and answered at once, without waiting on tmux.
+    AgentStatus { observation: Observation },
 }
 
 /// The longest a `save` request waits for its calls (the daemon answers
@@ -101,6 +107,7 @@ impl Request {
             Request::Save { .. } => "save",
             Request::McpStats => "mcp-stats",
             Request::Events { .. } => "events",
+            Request::AgentStatus { .. } => "agent-status",
         }
     }
 }
@@ -138,6 +145,11 @@ pub enum Response {
     Lagged {
         missed: u64,
     },
+    /// An `agent-status` was taken (`accepted`), or dropped because the
+    /// status keeper is behind or stopped.
+    Observed {
+        accepted: bool,
+    },
     Error {
         message: String,
     },
@@ -173,6 +185,9 @@ pub struct StatusReport {
     /// The outbox: actions not yet delivered, and failures (filled by the reactor).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actions: Option<ActionsStatus>,
+    /// The agents in panes, as the status keeper knows them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agents: Vec<PaneAgent>,
 }
 
 /// One MCP server in a status report.
@@ -368,6 +383,7 @@ mod tests {
             groups: GroupsReport::default(),
             mcp_servers: vec![],
             actions: None,
+            agents: vec![],
         }));
         let json = serde_json::to_string(&status).unwrap();
         assert!(

@@ -24,6 +24,7 @@ use super::message::{Request, Response, SaveReport, StatusReport};
 use crate::control::SessionId;
 use crate::events::Subscription;
 use crate::group::{ContextKey, GroupsReport};
+use crate::status::Observation;
 
 /// The longest request line accepted (a shared value is at most 4 KiB).
 pub const MAX_REQUEST: usize = 64 * 1024;
@@ -73,6 +74,9 @@ pub trait Handler: Send + Sync + 'static {
     /// A new follower of the daemon's events, with the kept ones published
     /// at or after `since`.
     fn events(&self, since: Option<chrono::DateTime<chrono::Utc>>) -> Subscription;
+    /// Hands an agent's observation to the status keeper, without waiting
+    /// on tmux; `false` if it was dropped.
+    fn agent_status(&self, observation: Observation) -> impl Future<Output = bool> + Send;
 }
 
 /// The daemon's listening socket. Dropping it removes the socket file.
@@ -239,6 +243,9 @@ async fn dispatch<H: Handler>(handler: &H, request: Request) -> Response {
         // Answered by `follow`, never here.
         Request::Events { .. } => Response::Error {
             message: "an events request is a stream".to_owned(),
+        },
+        Request::AgentStatus { observation } => Response::Observed {
+            accepted: handler.agent_status(observation).await,
         },
     }
 }

@@ -156,6 +156,7 @@ impl Model {
             session_created: Some(session.created),
             late: false,
             options: session.options.clone(),
+            agent: None,
         };
 
         // Clients that went away, or moved off a session.
@@ -193,6 +194,7 @@ impl Model {
                 client: None,
                 old_name: None,
                 session_created: None,
+                agent: None,
                 late: false,
                 options: None,
             });

@@ -19,6 +19,7 @@
 //! - [`daemon`]: the sidecar as a library function: everything above wired
 //!   together on one tmux server, stopped by a token handed in.
 //! - [`ipc`]: the CLI ↔ daemon socket.
+//! - [`notify`]: `[notify]`: messages, the bell, notify-send and a webhook when an agent waits.
 //! - [`status`]: the agent in each pane and its status (hooks first).
 //! - [`cli`]: one file per subcommand of the `tmux-agent` binary.
 //! - [`backoff`]: the one retry delay (doubling, capped, jittered).
@@ -36,6 +37,7 @@ pub mod daemon;
 pub mod group;
 pub mod ipc;
 pub mod mcp;
+pub mod notify;
 pub mod paths;
 pub mod schema;
 pub mod state;

@@ -6,10 +6,16 @@
 //! - [`hook`]: what each agent's hook events mean (the mapping tables).
 //! - [`keeper`]: the daemon task that owns the board, takes observations
 //!   and writes `@agent-status` and friends to tmux.
+//! - [`activity`]: the fallback for agents without hooks: pane output
+//!   (piped by tmux) marks activity; a settled screen is read once.
+//! - [`prompt`]: what a settled screen says, per agent (the shipped
+//!   patterns and `[agents.NAME]`).
 
+pub mod activity;
 pub mod hook;
 pub mod keeper;
 pub mod model;
+pub mod prompt;
 
 pub use keeper::{KeeperHandle, ObservationSender};
 pub use model::{AgentKind, AgentStatus, Board, Change, Observation, PaneAgent, Source};

@@ -39,3 +39,4 @@ mod serve_errors;
 mod serve_goals;
 mod serve_http;
 mod state_files;
+mod status_fallback;

@@ -229,6 +229,49 @@ impl Notifier {
     }
 }
 
+/// Starts the notifier on the daemon's connection and outbox, following
+/// `changes` until `stop`. `sidecar` is the daemon's own session (the
+/// server's identity, for the webhook's outbox keys, is read through it).
+/// A notifier that cannot start (no HTTP client) is logged, and the daemon
+/// goes on without it.
+pub async fn spawn(
+    settings: NotifySettings,
+    control: ControlHandle,
+    outbox: SharedOutbox,
+    sidecar: crate::control::SessionId,
+    changes: broadcast::Receiver<Change>,
+    stop: CancellationToken,
+    restarts: Restarts,
+) -> tokio::task::JoinHandle<()> {
+    let identity = server_identity(&control, sidecar).await;
+    match Notifier::new(settings, control, outbox, identity, stop.clone(), restarts) {
+        Ok(notifier) => tokio::spawn(notifier.run(changes, stop)),
+        Err(err) => {
+            tracing::error!(%err, "cannot start the webhook's HTTP client; no notifications");
+            tokio::spawn(async {})
+        }
+    }
+}
+
+/// The server's identity as the reactor reads it (`host`, `start_time`).
+async fn server_identity(
+    control: &ControlHandle,
+    sidecar: crate::control::SessionId,
+) -> ServerIdentity {
+    let text = match Command::display_message(sidecar, crate::agent::identity::IDENTITY_FORMAT) {
+        Ok(command) => control
+            .run(command)
+            .await
+            .map(|reply| reply.text())
+            .unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    ServerIdentity::parse(&text).unwrap_or_else(|| ServerIdentity {
+        host: text.trim().to_owned(),
+        start_time: "0".to_owned(),
+    })
+}
+
 impl WebhookQueue {
     /// Commits the POST to the outbox and wakes its dispatcher.
     async fn enqueue(&self, change: &Change, place: &Place) {

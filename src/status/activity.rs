@@ -50,7 +50,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::model::{AgentKind, AgentStatus, Observation, Source};
+use super::model::{AgentKind, AgentStatus, Board, Observation, Source};
 use super::prompt::PromptBook;
 use crate::control::PaneId;
 use crate::control::command::{Command, CommandError};
@@ -129,6 +129,42 @@ impl Observer for mpsc::UnboundedSender<Observation> {
 /// The panes to watch, and the agent each runs (if known). Whoever knows
 /// which panes run agents (the status keeper) publishes it.
 pub type WatchedPanes = BTreeMap<PaneId, Option<AgentKind>>;
+
+/// The panes the board knows to run an agent (and have not exited), kept
+/// up to date from `boards` until `stop`: what [`Activity::run`] follows in
+/// the daemon. A pane is on the board once the process tree or a hook has
+/// named its agent.
+pub fn watched_panes(
+    mut boards: watch::Receiver<Arc<Board>>,
+    stop: CancellationToken,
+) -> watch::Receiver<WatchedPanes> {
+    let on_board = |board: &Board| -> WatchedPanes {
+        board
+            .panes()
+            .filter(|agent| agent.status != AgentStatus::Exited)
+            .map(|agent| (agent.pane, agent.kind.clone()))
+            .collect()
+    };
+    let (tx, rx) = watch::channel(on_board(&boards.borrow_and_update()));
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                changed = boards.changed() => if changed.is_err() { return },
+                () = stop.cancelled() => return,
+            }
+            let wanted = on_board(&boards.borrow_and_update());
+            // Most board changes are statuses: the set stays, nobody wakes.
+            tx.send_if_modified(|panes| {
+                let differs = *panes != wanted;
+                if differs {
+                    *panes = wanted;
+                }
+                differs
+            });
+        }
+    });
+    rx
+}
 
 /// The fallback's task: keeps one reader per watched pane.
 pub struct Activity {

@@ -27,6 +27,7 @@ mod mcp_memory;
 mod mcp_npm;
 mod mcp_pool;
 mod mcp_reconfigure;
+mod notify;
 mod options;
 mod outbox_cli;
 mod reactor;

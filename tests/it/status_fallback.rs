@@ -235,3 +235,131 @@ fn an_idle_agent_pane_costs_no_tmux_command() {
         fallback.shutdown.cancel();
     });
 }
+
+/// Hooks win: with the real status keeper between them, a fallback guess
+/// whose evidence is older than the pane's last hook is not applied, and
+/// one that is younger corrects the hook (Claude runs no `Stop` hook on an
+/// interrupt). The hook's observation is sent straight to the keeper, at a
+/// chosen moment, as the IPC handler sends it for `tmux-agent hook`.
+#[test]
+fn hooks_win_over_an_older_fallback_guess_and_a_younger_one_corrects_them() {
+    use tmux_agent::state::Model;
+    use tmux_agent::status::keeper;
+
+    let (server, pane, dir) = server_with_agent();
+    runtime().block_on(async {
+        let shutdown = CancellationToken::new();
+        let connection = Connection::open(
+            ConnectOptions::new(ServerSocket::Name(server.name.clone())),
+            shutdown.clone(),
+        )
+        .await
+        .expect("attach");
+        let handle = connection.handle.clone();
+        std::mem::forget(connection.notifications);
+        let sidecar = server.session_id(tmux_agent::control::connection::DEFAULT_SESSION_NAME);
+        let (_snapshots, snapshots) = watch::channel(Model::new(sidecar.parse().unwrap()));
+        let (agents, _keeping) = keeper::spawn(handle.clone(), snapshots, shutdown.clone());
+        let mut changes = agents.changes();
+        let hook = |status| {
+            agents.sender().observe(Observation::new(
+                pane,
+                Some(AgentKind::Claude),
+                status,
+                Source::Hook,
+                chrono::Utc::now(),
+            ))
+        };
+        async fn next_change(
+            changes: &mut tokio::sync::broadcast::Receiver<tmux_agent::status::Change>,
+        ) -> tmux_agent::status::Change {
+            tokio::time::timeout(PATIENCE, changes.recv())
+                .await
+                .expect("a status change")
+                .expect("the keeper runs")
+        }
+        // The hook names the agent; the fallback follows the board.
+        assert!(hook(AgentStatus::Idle));
+        assert_eq!(next_change(&mut changes).await.new, AgentStatus::Idle);
+        let settings = ActivitySettings {
+            settle: tmux_agent::status::activity::DEFAULT_SETTLE,
+            fifo_dir: server.path("fifos"),
+            book: Arc::new(PromptBook::shipped()),
+        };
+        let activity = Activity::new(handle.clone(), settings, Arc::new(agents.sender()));
+        let watched =
+            tmux_agent::status::activity::watched_panes(agents.boards(), shutdown.clone());
+        tokio::spawn(activity.run(watched, shutdown.clone()));
+        let client = handle
+            .run(Command::display_server("#{client_name}").unwrap())
+            .await
+            .unwrap()
+            .text();
+        let client = client.trim().to_owned();
+        let captures = async || {
+            commands_of(&handle, &client)
+                .await
+                .iter()
+                .filter(|command| command.starts_with("capture-pane"))
+                .count()
+        };
+        crate::support::eventually_async(PATIENCE, "the fallback's first look", async || {
+            (captures().await > 0).then_some(())
+        })
+        .await;
+
+        // The dialog appears: activity (working, from the fallback); once it
+        // is drawn, and while the screen settles, the hook says the agent
+        // works on.
+        let target = pane.to_string();
+        server.tmux(&["send-keys", "-t", &target, "ask", "Enter"]);
+        let change = next_change(&mut changes).await;
+        assert_eq!(
+            (change.new, change.source),
+            (AgentStatus::Working, Source::Activity)
+        );
+        let looked = captures().await;
+        // The hook runs once the whole dialog is drawn (its last byte is
+        // older than the hook), and before the screen settles.
+        crate::support::eventually(PATIENCE, "the dialog on the screen", || {
+            server
+                .tmux(&["capture-pane", "-p", "-t", &target])
+                .contains("tell Claude what to do differently")
+                .then_some(())
+        });
+        assert!(hook(AgentStatus::Working));
+        // The fallback's look at the settled dialog (evidence: its last
+        // byte, older than the hook) comes and is not applied.
+        crate::support::eventually_async(
+            PATIENCE,
+            "the fallback's look at the dialog",
+            async || (captures().await > looked).then_some(()),
+        )
+        .await;
+        let board = agents.board();
+        let agent = board.pane(pane).expect("the pane is on the board");
+        // (Only the status: the keeper publishes its board when a status
+        // changes, so the snapshot's `source` still names the fallback.)
+        assert_eq!(agent.status, AgentStatus::Working, "{agent:?}");
+        assert!(
+            changes.try_recv().is_err(),
+            "no change: the older guess (waiting) lost to the hook"
+        );
+
+        // A turn ends with no hook (an interrupt): the fallback's younger
+        // evidence corrects the hook's `working`.
+        server.tmux(&["send-keys", "-t", &target, "work", "Enter"]);
+        std::fs::write(dir.join("stop"), b"").unwrap();
+        let change = loop {
+            let change = next_change(&mut changes).await;
+            if change.new != AgentStatus::Working {
+                break change;
+            }
+        };
+        assert_eq!(
+            (change.new, change.source),
+            (AgentStatus::Idle, Source::Activity)
+        );
+        shutdown.cancel();
+    });
+}

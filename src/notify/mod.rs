@@ -163,24 +163,10 @@ impl Notifier {
             tracing::debug!(pane = %change.pane, "the pane is gone; no notification");
             return;
         };
-        if self.settings.coordinator_only && !place.group.is_empty() && place.role != "coordinator"
-        {
-            tracing::debug!(pane = %change.pane, "not the group's coordinator; no notification");
+        if let Err(skip) = admit(&self.settings, &mut self.last, &place, Instant::now()) {
+            tracing::debug!(pane = %change.pane, ?skip, "no notification");
             return;
         }
-        let key = match self.settings.rate_limit_per {
-            RateLimitPer::Group if !place.group.is_empty() => format!("group:{}", place.group),
-            _ => format!("session:{}", place.session_id),
-        };
-        let now = Instant::now();
-        if let Some(last) = self.last.get(&key)
-            && now.duration_since(*last) < self.settings.rate_limit
-        {
-            tracing::debug!(pane = %change.pane, key, "rate limited; no notification");
-            return;
-        }
-        self.last.insert(key, now);
-
         let text = message(change, &place);
         tracing::info!(pane = %change.pane, status = %change.new, "notifying: {text}");
         if self.settings.display || self.settings.bell {
@@ -313,6 +299,37 @@ impl WebhookQueue {
     }
 }
 
+/// Why a change that passed the status filter does not notify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Skip {
+    NotTheCoordinator,
+    RateLimited,
+}
+
+/// The `coordinator_only` and rate-limit filters; records the notification
+/// in `last` when it passes.
+fn admit(
+    settings: &NotifySettings,
+    last: &mut HashMap<String, Instant>,
+    place: &Place,
+    now: Instant,
+) -> Result<(), Skip> {
+    if settings.coordinator_only && !place.group.is_empty() && place.role != "coordinator" {
+        return Err(Skip::NotTheCoordinator);
+    }
+    let key = match settings.rate_limit_per {
+        RateLimitPer::Group if !place.group.is_empty() => format!("group:{}", place.group),
+        _ => format!("session:{}", place.session_id),
+    };
+    if let Some(at) = last.get(&key)
+        && now.duration_since(*at) < settings.rate_limit
+    {
+        return Err(Skip::RateLimited);
+    }
+    last.insert(key, now);
+    Ok(())
+}
+
 /// The text shown and sent to the desktop.
 fn message(change: &Change, place: &Place) -> String {
     let kind = change.kind.as_ref().map_or("agent", |kind| kind.as_str());
@@ -390,6 +407,96 @@ fn find_on_path(program: &str) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn place(session: &str, group: &str, role: &str) -> Place {
+        Place {
+            session_id: session.into(),
+            session_name: "s".into(),
+            window: "0".into(),
+            pane_index: "0".into(),
+            group: group.into(),
+            role: role.into(),
+        }
+    }
+
+    #[test]
+    fn the_rate_limit_counts_per_session_or_per_group() {
+        let mut settings = NotifySettings::default();
+        let start = Instant::now();
+        let later = start + std::time::Duration::from_secs(31);
+        let mut last = HashMap::new();
+        let (a, b) = (place("$1", "g", "member"), place("$2", "g", "member"));
+        assert_eq!(admit(&settings, &mut last, &a, start), Ok(()));
+        assert_eq!(
+            admit(&settings, &mut last, &a, start),
+            Err(Skip::RateLimited)
+        );
+        // Per session: another session of the group still notifies.
+        assert_eq!(admit(&settings, &mut last, &b, start), Ok(()));
+        assert_eq!(admit(&settings, &mut last, &a, later), Ok(()));
+
+        settings.rate_limit_per = RateLimitPer::Group;
+        let mut last = HashMap::new();
+        assert_eq!(admit(&settings, &mut last, &a, start), Ok(()));
+        assert_eq!(
+            admit(&settings, &mut last, &b, start),
+            Err(Skip::RateLimited)
+        );
+        // A session in no group counts as itself.
+        assert_eq!(
+            admit(&settings, &mut last, &place("$3", "", ""), start),
+            Ok(())
+        );
+
+        settings.rate_limit = std::time::Duration::ZERO;
+        assert_eq!(admit(&settings, &mut last, &b, start), Ok(()));
+    }
+
+    #[test]
+    fn coordinator_only_lets_through_coordinators_and_sessions_in_no_group() {
+        let settings = NotifySettings {
+            coordinator_only: true,
+            rate_limit: std::time::Duration::ZERO,
+            ..Default::default()
+        };
+        let mut last = HashMap::new();
+        let now = Instant::now();
+        assert_eq!(
+            admit(&settings, &mut last, &place("$1", "g", "member"), now),
+            Err(Skip::NotTheCoordinator)
+        );
+        assert_eq!(
+            admit(&settings, &mut last, &place("$2", "g", "coordinator"), now),
+            Ok(())
+        );
+        assert_eq!(
+            admit(&settings, &mut last, &place("$3", "", ""), now),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn the_message_and_payload_say_what_and_where() {
+        let change = Change {
+            pane: "%4".parse().unwrap(),
+            session: None,
+            kind: Some(crate::status::AgentKind::Claude),
+            old: Some(AgentStatus::Working),
+            new: AgentStatus::Waiting,
+            source: crate::status::Source::Activity,
+            since: chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+        };
+        let place = place("$1", "", "");
+        assert_eq!(
+            message(&change, &place),
+            "claude in s:0.0 is waiting for you"
+        );
+        let body = payload(&change, &place);
+        assert_eq!(body["event"], "agent-waiting");
+        assert_eq!(body["old"], "working");
+        assert_eq!(body["group"], Value::Null);
+        assert_eq!(body["since"], "2027-01-15T08:00:00.000Z");
+    }
 
     #[test]
     fn a_place_reads_back_with_empty_group_and_role() {

@@ -5,7 +5,8 @@
 //! [`super::activity`] asks only when a pane has gone quiet, with one
 //! `capture-pane` of the screen, and hands the text here. Each agent has
 //! three optional regular expressions, tried on the last lines of the
-//! screen in this order:
+//! screen (trailing spaces cut; multi-line mode: `^` and `$` match at each
+//! line) in this order:
 //!
 //! 1. `waiting`: the agent asks the user something (a permission prompt, a
 //!    question): [`AgentStatus::Waiting`];
@@ -88,8 +89,8 @@ impl Patterns {
     fn builtin(waiting: &str, working: Option<&str>) -> Self {
         Self {
             prompt: None,
-            waiting: Some(Regex::new(waiting).expect("the shipped patterns compile")),
-            working: working.map(|w| Regex::new(w).expect("the shipped patterns compile")),
+            waiting: Some(compile(waiting).expect("the shipped patterns compile")),
+            working: working.map(|w| compile(w).expect("the shipped patterns compile")),
             lines: DEFAULT_LINES,
         }
     }
@@ -118,6 +119,15 @@ impl Patterns {
             AgentStatus::Unknown
         }
     }
+}
+
+/// A pattern in multi-line mode: `^` and `$` are a line's start and end.
+fn compile(pattern: &str) -> Result<Regex, regex::Error> {
+    regex::RegexBuilder::new(pattern)
+        .multi_line(true)
+        // A pattern from the config must not make every look slow.
+        .size_limit(1 << 20)
+        .build()
 }
 
 /// The last `n` non-blank lines of `screen`, trailing spaces cut (tmux pads
@@ -209,7 +219,7 @@ impl PromptBook {
                 {
                     None => {}
                     Some("") => *slot = None,
-                    Some(text) => match Regex::new(text) {
+                    Some(text) => match compile(text) {
                         Ok(re) => *slot = Some(re),
                         Err(err) => errors.push(PatternError {
                             agent: agent.clone(),
@@ -344,7 +354,7 @@ mod tests {
         overrides.insert(
             "mybot".to_owned(),
             AgentPatternsConfig {
-                prompt: Some(r"^mybot> $".into()),
+                prompt: Some(r"^mybot>$".into()),
                 waiting: Some(r"\[y/n\]".into()),
                 ..Default::default()
             },

@@ -11,7 +11,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         // clap exits 2 on bad arguments, which an agent reads as "block
         // this": a hook line that does not parse must still exit 0.
-        Err(err) if std::env::args().any(|arg| arg == "hook") && err.use_stderr() => {
+        Err(err) if std::env::args_os().any(|arg| arg == "hook") && err.use_stderr() => {
             return ExitCode::SUCCESS;
         }
         Err(err) => err.exit(),

@@ -22,7 +22,8 @@ use crate::control::server::ServerSocket;
 /// about 108 bytes, and the socket is named by the key.
 const KEY_NAME_MAX: usize = 32;
 
-fn home() -> PathBuf {
+/// `$HOME` (or `/` without one).
+pub fn home() -> PathBuf {
     std::env::var_os("HOME")
         .filter(|h| !h.is_empty())
         .map(PathBuf::from)

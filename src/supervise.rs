@@ -12,11 +12,15 @@
 //!
 //! The task is made anew by its factory each time: whatever it must keep
 //! across a restart (channels, handles) lives outside the future.
+//!
+//! [`fault_panic_once`] is the fault injection the tests of each supervised
+//! task use to make it panic once, through an environment variable.
 
+use std::collections::BTreeSet;
 use std::fmt::Display;
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::task::AbortHandle;
@@ -87,6 +91,26 @@ async fn supervise_with<F, Fut, E>(
             () = tokio::time::sleep(delay(failures)) => {}
             () = shutdown.cancelled() => return,
         }
+    }
+}
+
+/// The fault variables that have made their task panic in this process.
+static FAULTED: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+
+/// Panics the first time it is called in this process while the variable
+/// `env` is `1`, saying that `what` panics once; does nothing otherwise.
+/// For the tests that a supervised task is restarted (each task names its
+/// own variable); never set outside tests.
+pub fn fault_panic_once(env: &'static str, what: &str) {
+    if std::env::var_os(env).is_none_or(|v| v != "1") {
+        return;
+    }
+    let first = FAULTED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(env);
+    if first {
+        panic!("{env} is set: {what} panics once");
     }
 }
 

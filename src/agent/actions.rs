@@ -11,7 +11,7 @@ use super::trigger::Trigger;
 
 /// The placeholders every template may use. Names declared by a `keep`
 /// become placeholders too.
-pub const PLACEHOLDERS: [&str; 19] = [
+pub const PLACEHOLDERS: [&str; 24] = [
     "session",
     "created_name",
     "session_id",
@@ -31,6 +31,11 @@ pub const PLACEHOLDERS: [&str; 19] = [
     "old_name",
     "idempotency_key",
     "late",
+    "pane",
+    "agent",
+    "agent_status",
+    "old_status",
+    "goal_status",
 ];
 
 /// One MCP call to make on an event.
@@ -78,7 +83,10 @@ pub enum ActionsError {
 
 /// The built-in server's tools, as the daemon uses them.
 pub fn preset(name: &str, server: &str) -> Result<ActionMap, ActionsError> {
-    use Trigger::{Checkpoint, SessionAttached, SessionClosed, SessionCreated, SessionDetached};
+    use Trigger::{
+        AgentExited, AgentIdle, AgentWaiting, AgentWorking, Checkpoint, SessionAttached,
+        SessionClosed, SessionCreated, SessionDetached,
+    };
     let spec = |tool: &str, args: Value, keep: &[(&str, &str)]| ActionSpec {
         server: server.to_owned(),
         tool: tool.to_owned(),
@@ -125,6 +133,21 @@ pub fn preset(name: &str, server: &str) -> Result<ActionMap, ActionsError> {
                 )],
             );
             map.insert(SessionAttached, vec![update("active")]);
+            // An agent's status is recorded on the goal as its note; the
+            // goal's own status stays what the session's attachment says.
+            let record = spec(
+                "update_goal",
+                json!({
+                    "id": "{goal_id}",
+                    "status": "{goal_status}",
+                    "note": "agent {agent_status}: {agent} in pane {pane}",
+                    "idempotency_key": "{idempotency_key}",
+                }),
+                &[],
+            );
+            for trigger in [AgentWaiting, AgentWorking, AgentIdle, AgentExited] {
+                map.insert(trigger, vec![record.clone()]);
+            }
             map.insert(SessionDetached, vec![save.clone(), update("detached")]);
             map.insert(Checkpoint, vec![save.clone()]);
             map.insert(

@@ -88,7 +88,11 @@ pub(crate) fn state_on(kind: EventKind) -> Option<AgentState> {
         | EventKind::SessionClosed
         | EventKind::ClientAttached
         | EventKind::ClientDetached
-        | EventKind::SessionMissed => None,
+        | EventKind::SessionMissed
+        | EventKind::AgentWaiting
+        | EventKind::AgentWorking
+        | EventKind::AgentIdle
+        | EventKind::AgentExited => None,
     }
 }
 
@@ -136,6 +140,7 @@ pub(crate) fn synthetic_event(id: SessionId, name: String, created: i64) -> Life
         old_name: None,
         session_created: Some(created),
         late: false,
+        agent: None,
     }
 }
 
@@ -337,6 +342,7 @@ mod tests {
             client: None,
             old_name: None,
             session_created: Some(1),
+            agent: None,
             late: false,
         };
         let key = ServerIdentity::parse("box\t100")

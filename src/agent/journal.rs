@@ -317,6 +317,7 @@ pub fn diff(
                     old_name,
                     session_created: Some(listed.created),
                     late: true,
+                    agent: None,
                 };
                 if listed.name != entry.name {
                     gap.changed
@@ -349,6 +350,7 @@ pub(crate) fn closed_event(entry: &JournalEntry, now: DateTime<Utc>) -> Lifecycl
         client: None,
         old_name: None,
         session_created: Some(entry.created),
+        agent: None,
         late: true,
     }
 }

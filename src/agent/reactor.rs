@@ -99,13 +99,24 @@ fn checkpoint_timer(settings: &ReactorSettings) -> Option<tokio::time::Interval>
     })
 }
 
+/// Makes the reactor panic once, on the first event it handles, for the
+/// test that it is restarted (`tests/it/reactor.rs`); never set outside
+/// tests.
+pub const FAULT_PANIC_ONCE_ENV: &str = "TMUX_AGENT_FAULT_REACTOR_PANIC_ONCE";
+
 /// Runs the reactor until `events` closes or `shutdown` fires.
 ///
 /// `model` is the tracker's picture at start: sessions that exist but have
 /// no actions in the outbox yet are registered as if just created, so
 /// starting the daemon on a busy server tracks everything.
+///
+/// The inputs are borrowed, not taken: a run that panicked leaves them to
+/// the next (the daemon supervises the reactor, see `daemon::reacting`).
+/// Calls a previous daemon left in flight are the caller's to recover,
+/// once, before the first run: a later run must not re-send the calls the
+/// dispatchers of the run before it still have in flight.
 pub async fn run<C: ToolCaller>(
-    inputs: Inputs,
+    inputs: &mut Inputs,
     control: ControlHandle,
     outbox: SharedOutbox,
     caller: Arc<C>,
@@ -113,27 +124,20 @@ pub async fn run<C: ToolCaller>(
     shutdown: CancellationToken,
 ) -> Result<(), ReactorError> {
     let Inputs {
-        settings: mut settings_rx,
-        mut events,
-        mut commands,
+        settings: settings_rx,
+        events,
+        commands,
         restarts,
     } = inputs;
     let settings = settings_rx.borrow_and_update().clone();
     let identity = server_identity(&control, model.sidecar()).await?;
-    let recovered = outbox.run(|outbox| outbox.recover()).await?;
-    if recovered > 0 {
-        tracing::warn!(
-            recovered,
-            "re-sending calls whose answer a previous daemon never saw"
-        );
-    }
     let dispatchers = Dispatchers::new(
         control.clone(),
         outbox.clone(),
         caller,
         identity.clone(),
         shutdown.clone(),
-        restarts,
+        restarts.clone(),
     );
     let servers = settings.named_servers();
     let mut reactor = Reactor {
@@ -332,6 +336,7 @@ impl<C: ToolCaller> Reactor<C> {
                 // Late when a daemon watched this server before: it was
                 // created while none did.
                 late: journal.server.is_some(),
+                agent: None,
             };
             let decision = decide::on_trigger(&self.settings.actions, Trigger::SessionCreated);
             let memo = self.memos.get(&id).cloned().unwrap_or_default();
@@ -380,6 +385,7 @@ impl<C: ToolCaller> Reactor<C> {
     }
 
     async fn on_event(&mut self, event: LifecycleEvent) {
+        crate::supervise::fault_panic_once(FAULT_PANIC_ONCE_ENV, "the reactor");
         let key = self.identity.session_key(event.session_id);
         self.act(event, key).await;
     }
@@ -409,7 +415,11 @@ impl<C: ToolCaller> Reactor<C> {
             EventKind::SessionClosed
             | EventKind::ClientAttached
             | EventKind::ClientDetached
-            | EventKind::SessionMissed => {}
+            | EventKind::SessionMissed
+            | EventKind::AgentWaiting
+            | EventKind::AgentWorking
+            | EventKind::AgentIdle
+            | EventKind::AgentExited => {}
         }
         if let Some(state) = decide::state_on(event.kind) {
             // Before the write: a save decided earlier and delivered later
@@ -454,6 +464,8 @@ impl<C: ToolCaller> Reactor<C> {
         memo: &Memo,
     ) -> Option<JournalChange> {
         match event.kind {
+            // An agent's status says nothing the journal keeps.
+            kind if kind.is_agent() => None,
             EventKind::SessionMissed => None,
             EventKind::SessionClosed => Some(JournalChange::Closed(key.to_owned())),
             _ => Some(JournalChange::Session(Box::new(JournalEntry::of(
@@ -761,19 +773,19 @@ mod tests {
         let (commands_tx, commands) = mpsc::channel(4);
         let outbox = SharedOutbox::new(Outbox::in_memory().unwrap());
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(run(
-            Inputs {
-                settings: settings_rx,
-                events,
-                commands,
-                restarts: Default::default(),
-            },
-            control,
-            outbox.clone(),
-            caller.clone(),
-            Model::new(SessionId(0)),
-            shutdown.clone(),
-        ));
+        let mut inputs = Inputs {
+            settings: settings_rx,
+            events,
+            commands,
+            restarts: Default::default(),
+        };
+        let task = tokio::spawn({
+            let (outbox, caller, shutdown) = (outbox.clone(), caller.clone(), shutdown.clone());
+            async move {
+                let model = Model::new(SessionId(0));
+                run(&mut inputs, control, outbox, caller, model, shutdown).await
+            }
+        });
         Started {
             events: events_tx,
             commands: commands_tx,
@@ -798,6 +810,7 @@ mod tests {
             client: None,
             old_name: None,
             session_created: Some(1_700_000_000),
+            agent: None,
             late: false,
         }
     }

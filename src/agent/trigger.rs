@@ -26,6 +26,14 @@ pub enum Trigger {
     /// A session that lived and died between two listings (no preset acts
     /// on it; a config may).
     SessionMissed,
+    /// An agent in one of the session's panes started waiting for the user.
+    AgentWaiting,
+    /// An agent's turn started.
+    AgentWorking,
+    /// An agent's turn is done.
+    AgentIdle,
+    /// An agent left its pane.
+    AgentExited,
     /// Every `checkpoint_interval`, for each attached session.
     Checkpoint,
     /// `tmux-agent save`: not configurable; it sends the `checkpoint`
@@ -36,7 +44,7 @@ pub enum Trigger {
 impl Trigger {
     /// The triggers a config may attach actions to (`[[on.NAME]]`), in
     /// lifecycle order.
-    pub const CONFIGURABLE: [Trigger; 9] = [
+    pub const CONFIGURABLE: [Trigger; 13] = [
         Self::SessionCreated,
         Self::SessionRenamed,
         Self::SessionAttached,
@@ -45,6 +53,10 @@ impl Trigger {
         Self::ClientAttached,
         Self::ClientDetached,
         Self::SessionMissed,
+        Self::AgentWaiting,
+        Self::AgentWorking,
+        Self::AgentIdle,
+        Self::AgentExited,
         Self::Checkpoint,
     ];
 
@@ -59,6 +71,10 @@ impl Trigger {
             Self::ClientAttached => EventKind::ClientAttached.as_str(),
             Self::ClientDetached => EventKind::ClientDetached.as_str(),
             Self::SessionMissed => EventKind::SessionMissed.as_str(),
+            Self::AgentWaiting => EventKind::AgentWaiting.as_str(),
+            Self::AgentWorking => EventKind::AgentWorking.as_str(),
+            Self::AgentIdle => EventKind::AgentIdle.as_str(),
+            Self::AgentExited => EventKind::AgentExited.as_str(),
             Self::Checkpoint => "checkpoint",
             Self::Save => "save",
         }
@@ -81,7 +97,11 @@ impl Trigger {
             | Self::SessionAttached
             | Self::ClientAttached
             | Self::ClientDetached
-            | Self::SessionMissed => Priority::Register,
+            | Self::SessionMissed
+            | Self::AgentWaiting
+            | Self::AgentWorking
+            | Self::AgentIdle
+            | Self::AgentExited => Priority::Register,
         }
     }
 
@@ -102,6 +122,10 @@ impl From<EventKind> for Trigger {
             EventKind::ClientAttached => Self::ClientAttached,
             EventKind::ClientDetached => Self::ClientDetached,
             EventKind::SessionMissed => Self::SessionMissed,
+            EventKind::AgentWaiting => Self::AgentWaiting,
+            EventKind::AgentWorking => Self::AgentWorking,
+            EventKind::AgentIdle => Self::AgentIdle,
+            EventKind::AgentExited => Self::AgentExited,
         }
     }
 }
@@ -148,7 +172,8 @@ mod tests {
             err.to_string(),
             "unknown event `session-exploded` (known: session-created, session-renamed, \
              session-attached, session-detached, session-closed, client-attached, \
-             client-detached, session-missed, checkpoint)"
+             client-detached, session-missed, agent-waiting, agent-working, agent-idle, \
+             agent-exited, checkpoint)"
         );
     }
 

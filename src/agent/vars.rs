@@ -92,6 +92,16 @@ pub(crate) fn vars(
     // True when the event happened while no daemon watched (see
     // `agent::journal`): the call is made late, on the daemon's return.
     vars.insert("late".into(), json!(event.late));
+    // The agent-* events' pane and statuses (null for other events).
+    let agent = event.agent.as_ref();
+    vars.insert("pane".into(), json!(agent.map(|a| a.pane.to_string())));
+    vars.insert("agent".into(), json!(agent.and_then(|a| a.agent.clone())));
+    vars.insert("agent_status".into(), json!(agent.map(|a| a.status)));
+    vars.insert("old_status".into(), json!(agent.and_then(|a| a.old_status)));
+    // The goal status the session's attachment means, for calls that
+    // record something on the goal without changing its status.
+    let goal_status = if memo.attached { "active" } else { "detached" };
+    vars.insert("goal_status".into(), json!(goal_status));
     // Not a placeholder: tells the dispatcher which state a requested save
     // leaves the session in.
     vars.insert("attached".into(), json!(memo.attached));
@@ -209,6 +219,7 @@ mod tests {
             old_name: None,
             session_created: Some(1_699_999_000),
             late: false,
+            agent: None,
         }
     }
 
@@ -301,6 +312,8 @@ mod tests {
             ("client", json!("/dev/pts/1")),
             ("old_name", Value::Null),
             ("late", json!(false)),
+            ("pane", Value::Null),
+            ("agent_status", Value::Null),
             ("attached", json!(true)),
             (
                 "observations",

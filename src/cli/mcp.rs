@@ -333,7 +333,7 @@ fn fail(err: &CallError, json: bool) -> anyhow::Result<ExitCode> {
             ..
         } = err
         {
-            body["structured"] = s.clone();
+            body["structured"] = s.as_ref().clone();
         }
         crate::outln!(
             "{}",

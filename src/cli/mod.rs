@@ -18,10 +18,12 @@ pub mod daemon;
 pub mod ensure;
 pub mod groups;
 pub mod hook;
+pub mod hooks;
 pub mod join;
 pub mod leave;
 pub mod mcp;
 pub mod new;
+pub mod next_waiting;
 pub mod outbox;
 pub mod output;
 pub mod peers;
@@ -114,6 +116,11 @@ pub enum Command {
     /// Tell tmux-agent what the agent in this pane is doing (run by the
     /// agent's hooks; always exits 0, prints nothing).
     Hook(hook::HookArgs),
+    /// Switch to the agent that has waited longest for you.
+    NextWaiting(next_waiting::NextWaitingArgs),
+    /// Install, remove or check the agents' hooks that report their status.
+    #[command(subcommand)]
+    Hooks(hooks::HooksCommand),
 }
 
 /// Runs the parsed command line.
@@ -138,6 +145,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Groups(args) => groups::run(args, &cli.global).await,
         // `main` runs it before any runtime exists; here for completeness.
         Command::Hook(args) => Ok(hook::run(&args, &cli.global)),
+        Command::Hooks(cmd) => hooks::run(cmd, &cli.global).await,
+        Command::NextWaiting(args) => next_waiting::run(args, &cli.global).await,
     }
 }
 

@@ -38,7 +38,8 @@ pub struct ShowArgs {
     pub calls: usize,
     /// Print one JSON object: session, daemon, session_key, goal, type,
     /// goal_id, state, group, role, saved, calls {pending, failed,
-    /// delivered} and history (newest first; times in Unix milliseconds).
+    /// delivered}, history (newest first; times in Unix milliseconds) and
+    /// agents [{pane, session_id, session, status, kind, since}].
     #[arg(long)]
     pub json: bool,
 }
@@ -82,6 +83,15 @@ pub async fn run(args: ShowArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode
         None => (None, Vec::new()),
     };
     let daemon = daemon_state(&Endpoint::for_server(&server)).await;
+    // The agents in the session's panes, as their options say.
+    let listing = direct
+        .oneshot()
+        .run(&Command::list_panes(
+            session.id,
+            crate::status::panes::FORMAT,
+        )?)
+        .await?;
+    let agents = crate::status::panes::parse(&String::from_utf8_lossy(&listing));
 
     if args.json {
         let mut out = json!({
@@ -101,6 +111,7 @@ pub async fn run(args: ShowArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode
             None => Value::Null,
         };
         out["history"] = json!(history);
+        out["agents"] = json!(agents);
         print_json(&out)?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -138,6 +149,22 @@ pub async fn run(args: ShowArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode
     };
     crate::outln!("  saved:   {saved}");
     crate::outln!("  calls:   {}", calls_line(counts.as_ref()));
+    if agents.is_empty() {
+        crate::outln!("  agents:  none seen (hooks: tmux-agent hooks install claude)");
+    }
+    for agent in &agents {
+        let since = agent
+            .since
+            .and_then(|s| DateTime::<Utc>::from_timestamp(s, 0))
+            .map(|at| format!(" since {}", ago(at)))
+            .unwrap_or_default();
+        crate::outln!(
+            "  agent:   {} {} {}{since}",
+            agent.pane,
+            printable(agent.kind.as_deref().unwrap_or("?")),
+            agent.status
+        );
+    }
     if !history.is_empty() {
         crate::outln!("  recent calls, newest first:");
         for entry in &history {

@@ -75,6 +75,7 @@ fn print_running(report: &StatusReport) -> Result<(), crate::cli::output::Output
     crate::outln!("sessions missed: {}", report.sessions_missed);
     crate::outln!("tasks restarted: {}", report.tasks_restarted);
     print_groups(&report.groups)?;
+    print_agents(&report.agents)?;
     for server in &report.mcp_servers {
         let detail = server
             .detail
@@ -109,6 +110,34 @@ fn print_running(report: &StatusReport) -> Result<(), crate::cli::output::Output
                 printable(reason)
             );
         }
+    }
+    Ok(())
+}
+
+/// One line per agent in a pane: `agents: %3 claude waiting since 10:02:11 (hook)`.
+fn print_agents(
+    agents: &[crate::status::PaneAgent],
+) -> Result<(), crate::cli::output::OutputError> {
+    if agents.is_empty() {
+        crate::outln!("agents: none seen (install hooks: tmux-agent hooks install claude)");
+        return Ok(());
+    }
+    let waiting = agents
+        .iter()
+        .filter(|a| a.status == crate::status::AgentStatus::Waiting)
+        .count();
+    crate::outln!("agents: {}, {waiting} waiting", agents.len());
+    for agent in agents {
+        let session = agent.session.map(|s| s.to_string()).unwrap_or_default();
+        let kind = agent.kind.as_ref().map(|k| k.as_str()).unwrap_or("?");
+        crate::outln!(
+            "  {} {session} {} {} since {} ({})",
+            agent.pane,
+            printable(kind),
+            agent.status,
+            agent.since.with_timezone(&chrono::Local).format("%H:%M:%S"),
+            agent.source
+        );
     }
     Ok(())
 }

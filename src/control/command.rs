@@ -515,6 +515,29 @@ impl Command {
             .done())
     }
 
+    /// `switch-client [-c <client>] -t <pane>`: shows the pane's session,
+    /// window and pane on the client (without `-c`, tmux's best guess of
+    /// the current client).
+    pub fn switch_client(client: Option<&str>, pane: PaneId) -> Result<Command, CommandError> {
+        let mut line = Line::new("switch-client");
+        if let Some(client) = client {
+            line = line.flag("-c").arg(client)?;
+        }
+        Ok(line.flag("-t").id(pane).done())
+    }
+
+    /// `display-message -c <client> -- <text>`: a message on the client's
+    /// status line. The text is shown literally (`#` doubled, `%` too, see
+    /// [`Command::display_message`]).
+    pub fn tell_client(client: &str, text: &str) -> Result<Command, CommandError> {
+        Ok(Line::new("display-message")
+            .flag("-c")
+            .arg(client)?
+            .flag("--")
+            .arg(&escape_format(text).replace('%', "%%"))?
+            .done())
+    }
+
     /// `set-option -g -- <name> <value>`: a global session option.
     pub fn set_global_option(name: &str, value: &str) -> Result<Command, CommandError> {
         Ok(Line::new("set-option")

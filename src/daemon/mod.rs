@@ -17,6 +17,7 @@
 //! - the status keeper (`crate::status::keeper`) is started here too: it
 //!   owns the agents in panes, fed by `tmux-agent hook` over the socket.
 //! - `prune`: delivered calls' payloads dropped after `[outbox] keep`.
+//! - `reacting`: the reactor, supervised: restarted after a panic.
 //! - `ready`: the `--detach` handshake on fd 3.
 //! - `error`: why the daemon failed, or a request did.
 //!
@@ -44,6 +45,7 @@ mod handler;
 mod health;
 mod link;
 mod prune;
+mod reacting;
 mod ready;
 mod reload;
 mod save;
@@ -62,7 +64,7 @@ pub use ready::{READY_FD, READY_FD_ENV, ReadyReport, ReadyWait};
 pub use reload::{ReloadTrigger, Reloads, reload_channel};
 
 use crate::agent::outbox::{Outbox, SharedOutbox};
-use crate::agent::reactor::{self, ReactorError};
+use crate::agent::reactor;
 use crate::agent::settings::ReactorSettings;
 use crate::configuration::Configuration;
 use crate::control::command::Command;
@@ -475,7 +477,9 @@ struct Running {
     /// Stops the group reconciler, the IPC server and the reload triggers.
     services: CancellationToken,
     service_tasks: Vec<JoinHandle<()>>,
-    reacting: JoinHandle<Result<(), ReactorError>>,
+    /// The reactor's supervisor: it ends when a run of the reactor does
+    /// without failing (its events ended, or `reactor_stop`).
+    reacting: JoinHandle<()>,
     /// Stops the reactor (after its grace) and the health publisher.
     reactor_stop: CancellationToken,
     health: JoinHandle<()>,
@@ -514,26 +518,28 @@ impl Running {
         let control = tracker.control();
         let pool = McpPool::new(&discovered);
         let reactor_stop = CancellationToken::new();
-        // One count for every supervised task: the dispatchers and the group
-        // reconciler (see `crate::supervise`).
+        // One count for every supervised task: the reactor, its dispatchers
+        // and the group reconciler (see `crate::supervise`).
         let restarts = crate::supervise::Restarts::default();
         let (to_reactor, events) = mpsc::channel(EVENT_BACKLOG);
         let (settings_tx, settings) = watch::channel(Arc::new(reactor_settings));
         // Save requests from the CLI: each waits for its answer, so few.
         let (reactor_commands, commands) = mpsc::channel(64);
-        let reacting = tokio::spawn(reactor::run(
-            reactor::Inputs {
+        let reacting = reacting::spawn(reacting::Start {
+            inputs: reactor::Inputs {
                 settings: settings.clone(),
                 events,
                 commands,
                 restarts: restarts.clone(),
             },
-            control.clone(),
-            outbox.clone(),
-            Arc::new(pool.clone()),
-            tracker.model().clone(),
-            reactor_stop.clone(),
-        ));
+            control: control.clone(),
+            outbox: outbox.clone(),
+            pool: Arc::new(pool.clone()),
+            model: tracker.model().clone(),
+            snapshots: tracker.snapshots(),
+            stop: reactor_stop.clone(),
+            restarts: restarts.clone(),
+        });
         let prune_settings = settings.clone();
         let health = tokio::spawn(health::publish(
             pool.clone(),
@@ -546,6 +552,14 @@ impl Running {
         let services = CancellationToken::new();
         let (agents, keeping) =
             crate::status::keeper::spawn(control.clone(), tracker.snapshots(), services.clone());
+        // Ends with the services, before the reactor's drain: its sender
+        // must be gone for the reactor to see the end of its events.
+        let agent_events = tokio::spawn(crate::status::keeper::forward_to_reactor(
+            agents.changes(),
+            tracker.snapshots(),
+            to_reactor.clone(),
+            services.clone(),
+        ));
         // The fallback for agents without hooks, on the panes the keeper
         // knows; its observations go to the keeper like a hook's.
         let activity = crate::status::activity::Activity::new(
@@ -601,6 +615,7 @@ impl Running {
                 reloading,
                 pruning,
                 keeping,
+                agent_events,
                 watching,
                 notifying,
             ],
@@ -644,18 +659,15 @@ impl Running {
         // The tracker has dropped its sender, so the reactor sees the end
         // of its events and delivers what is due; the grace bounds how
         // long, and what is left waits in the outbox for the next daemon.
+        // (Its supervisor logged every run that failed or panicked.)
         let drained = tokio::time::timeout(drain_grace, &mut reacting).await;
         reactor_stop.cancel();
-        let reacted = match drained {
-            Ok(reacted) => Some(reacted),
-            Err(_) => join_within("reactor", &mut reacting, STEP_GRACE)
-                .await
-                .map(Ok),
-        };
-        match reacted {
-            Some(Ok(Ok(()))) | None => {}
-            Some(Ok(Err(err))) => tracing::error!(%err, "the reactor failed"),
-            Some(Err(err)) => tracing::error!(%err, "the reactor panicked"),
+        match drained {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::error!(%err, "the reactor's supervisor panicked"),
+            Err(_) => {
+                join_within("reactor", &mut reacting, STEP_GRACE).await;
+            }
         }
         let mut health = health;
         join_within("health", &mut health, STEP_GRACE).await;

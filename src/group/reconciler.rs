@@ -24,7 +24,6 @@
 //! Only this task writes derived options, so two passes never race.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -41,10 +40,6 @@ use crate::control::options::parse_options;
 use crate::schema;
 use crate::state::Model;
 use crate::supervise::{Restarts, supervise};
-
-/// Whether the fault of [`FAULT_PANIC_ONCE_ENV`] has happened in this
-/// process.
-static FAULTED: AtomicBool = AtomicBool::new(false);
 
 /// How often a pass runs when nothing asks for one.
 pub const RESYNC: Duration = Duration::from_secs(5);
@@ -207,11 +202,7 @@ impl Reconciler {
         // poisoned) for the next run.
         let requests = self.requests.clone();
         let mut requests = requests.lock().await;
-        if std::env::var_os(FAULT_PANIC_ONCE_ENV).is_some_and(|v| v == "1")
-            && !FAULTED.swap(true, Ordering::SeqCst)
-        {
-            panic!("{FAULT_PANIC_ONCE_ENV} is set: the group reconciler panics once");
-        }
+        crate::supervise::fault_panic_once(FAULT_PANIC_ONCE_ENV, "the group reconciler");
         let mut resync = tokio::time::interval(RESYNC);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The interval's first tick is immediate: that is the start-up pass.

@@ -47,8 +47,9 @@ pub enum CallError {
         tool: String,
         /// The result's text content, joined.
         message: String,
-        /// The result's `structuredContent`, if any.
-        structured: Option<serde_json::Value>,
+        /// The result's `structuredContent`, if any (boxed: a JSON value is
+        /// large with key order kept, and errors are passed by value).
+        structured: Option<Box<serde_json::Value>>,
     },
     /// The server answered with a JSON-RPC error.
     #[error("{server} answered with JSON-RPC error {code}: {message}")]

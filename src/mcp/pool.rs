@@ -869,7 +869,7 @@ fn tool_output(
             server: shared.spec.name.clone(),
             tool: tool.to_string(),
             message,
-            structured: result.structured_content,
+            structured: result.structured_content.map(Box::new),
         });
     }
     let (value, source) = match &result.structured_content {

@@ -6,7 +6,8 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Serialize, Serializer};
 
-use crate::control::SessionId;
+use crate::control::{PaneId, SessionId};
+use crate::status::{AgentKind, AgentStatus, Source};
 
 /// The kinds of lifecycle event, named as in logs, history and `watch`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
@@ -27,6 +28,16 @@ pub enum EventKind {
     /// (tmux's ids only grow). Its name is not known (`session` is empty),
     /// nor its creation time.
     SessionMissed,
+    /// An agent in one of the session's panes now waits for the user
+    /// (`crate::status`): the event carries the pane, the agent and its
+    /// old status.
+    AgentWaiting,
+    /// An agent's turn started (or went on after waiting).
+    AgentWorking,
+    /// An agent's turn is done.
+    AgentIdle,
+    /// An agent left its pane, or the pane closed.
+    AgentExited,
 }
 
 impl EventKind {
@@ -41,11 +52,36 @@ impl EventKind {
             Self::ClientAttached => "client-attached",
             Self::ClientDetached => "client-detached",
             Self::SessionMissed => "session-missed",
+            Self::AgentWaiting => "agent-waiting",
+            Self::AgentWorking => "agent-working",
+            Self::AgentIdle => "agent-idle",
+            Self::AgentExited => "agent-exited",
         }
     }
 
+    /// The event of an agent's new status; `None` for `unknown`, which
+    /// says nothing to act on.
+    pub fn of_agent_status(status: AgentStatus) -> Option<Self> {
+        match status {
+            AgentStatus::Waiting => Some(Self::AgentWaiting),
+            AgentStatus::Working => Some(Self::AgentWorking),
+            AgentStatus::Idle => Some(Self::AgentIdle),
+            AgentStatus::Exited => Some(Self::AgentExited),
+            AgentStatus::Unknown => None,
+        }
+    }
+
+    /// Whether the event is about an agent in a pane rather than the
+    /// session itself.
+    pub fn is_agent(self) -> bool {
+        matches!(
+            self,
+            Self::AgentWaiting | Self::AgentWorking | Self::AgentIdle | Self::AgentExited
+        )
+    }
+
     /// Every kind, in a stable order.
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 12] = [
         Self::SessionCreated,
         Self::SessionRenamed,
         Self::SessionAttached,
@@ -54,6 +90,10 @@ impl EventKind {
         Self::ClientAttached,
         Self::ClientDetached,
         Self::SessionMissed,
+        Self::AgentWaiting,
+        Self::AgentWorking,
+        Self::AgentIdle,
+        Self::AgentExited,
     ];
 }
 
@@ -88,6 +128,24 @@ pub struct LifecycleEvent {
     /// found, not when it happened. Shown as `"late":true`, absent otherwise.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub late: bool,
+    /// For the `agent-*` events: which pane, which agent, from which
+    /// status (`"pane":"%3","agent":"claude","old_status":"working",
+    /// "status":"waiting"`); absent otherwise.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentChange>,
+}
+
+/// What an `agent-*` event says about the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AgentChange {
+    pub pane: PaneId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentKind>,
+    /// `None` for an agent first seen.
+    pub old_status: Option<AgentStatus>,
+    pub status: AgentStatus,
+    /// Where the new status came from (`hook`, `activity`, `process`).
+    pub source: Source,
 }
 
 fn rfc3339_millis<S: Serializer>(time: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
@@ -114,6 +172,16 @@ impl std::fmt::Display for LifecycleEvent {
         if self.late {
             f.write_str(" (late)")?;
         }
+        if let Some(agent) = &self.agent {
+            write!(f, " pane {}", agent.pane)?;
+            if let Some(kind) = &agent.agent {
+                write!(f, " {kind}")?;
+            }
+            match agent.old_status {
+                Some(old) => write!(f, " {old} → {}", agent.status)?,
+                None => write!(f, " {}", agent.status)?,
+            }
+        }
         Ok(())
     }
 }
@@ -135,6 +203,7 @@ mod tests {
             old_name: None,
             session_created: None,
             late: false,
+            agent: None,
         };
         assert_eq!(
             serde_json::to_string(&event).unwrap(),

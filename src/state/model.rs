@@ -148,6 +148,7 @@ impl Model {
             old_name: None,
             session_created: Some(session.created),
             late: false,
+            agent: None,
         };
 
         // Clients that went away, or moved off a session.
@@ -185,6 +186,7 @@ impl Model {
                 client: None,
                 old_name: None,
                 session_created: None,
+                agent: None,
                 late: false,
             });
         }

@@ -22,8 +22,9 @@
 //! dropped with a log line), merges it, writes the options that changed
 //! over the daemon's control connection, publishes the new board
 //! ([`KeeperHandle::board`], for `status`, `show`, `whoami`, `next-waiting`)
-//! and broadcasts the [`Change`] ([`KeeperHandle::changes`], for the
-//! reactor's `[[on.agent-*]]` and `watch`).
+//! and broadcasts the [`Change`] ([`KeeperHandle::changes`]), which
+//! [`forward_to_reactor`] turns into `agent-*` lifecycle events for the
+//! reactor's `[[on.agent-waiting]]` and friends.
 //!
 //! # Panes that close
 //!
@@ -47,7 +48,8 @@ use crate::control::command::{Command, CommandError};
 use crate::control::connection::{ControlError, ControlHandle};
 use crate::control::{PaneId, SessionId};
 use crate::schema;
-use crate::state::Model;
+use crate::state::event::AgentChange;
+use crate::state::{EventKind, LifecycleEvent, Model};
 
 /// How many observations may wait for the keeper. Hooks come a few per
 /// second per agent at most; this only absorbs a burst.
@@ -150,6 +152,7 @@ impl Keeper {
         stop: CancellationToken,
     ) {
         let mut snapshots = Some(snapshots);
+        self.adopt().await;
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
@@ -164,11 +167,78 @@ impl Keeper {
                         continue;
                     }
                     if self.board.panes().next().is_some() {
+                        let closed = self.closed_sessions(snapshots.as_ref());
+                        for session in closed {
+                            // Its options went with it; its agents' end is
+                            // the session's close, not an agent event.
+                            let outcome = self.board.forget_session(session);
+                            self.write_shared(&outcome).await;
+                        }
                         self.check_panes().await;
                     }
                 }
             }
         }
+    }
+
+    /// Takes over what the pane options say (a previous daemon's board, or
+    /// hooks that ran without a daemon), so a restart keeps the agents it
+    /// knew; then writes the aggregates and the waiting count, `0` too,
+    /// so the status line has a value from the start. An adopted status
+    /// counts as a hook's from its `@agent-since`: the options hold only
+    /// what the merge rule let through.
+    async fn adopt(&mut self) {
+        let Ok(command) = Command::list_all_panes(super::panes::FORMAT) else {
+            return;
+        };
+        let listing = match self.control.run(command).await {
+            Ok(reply) => reply.text(),
+            Err(err) => {
+                tracing::debug!(%err, "could not read the panes' agent options");
+                String::new()
+            }
+        };
+        let mut outcome = Outcome::default();
+        for found in super::panes::parse(&listing) {
+            let at = found
+                .since
+                .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+                .unwrap_or_else(Utc::now);
+            let kind = found.kind.as_deref().map(super::model::AgentKind::named);
+            let observation = Observation::new(found.pane, kind, found.status, Source::Hook, at);
+            if let Ok(applied) = self.board.apply(observation) {
+                outcome = merge(outcome, applied);
+            }
+            outcome = merge(outcome, self.board.place(found.pane, found.session_id));
+        }
+        outcome.waiting = Some(self.board.waiting_count());
+        outcome.change = None;
+        self.write_shared(&outcome).await;
+        self.published.send_replace(Arc::new(self.board.clone()));
+        if self.board.panes().next().is_some() {
+            tracing::info!(
+                agents = self.board.panes().count(),
+                "took over the agents the pane options show"
+            );
+        }
+    }
+
+    /// The sessions the board places panes in that the tracker's latest
+    /// snapshot no longer has.
+    fn closed_sessions(&self, snapshots: Option<&watch::Receiver<Model>>) -> Vec<SessionId> {
+        let Some(snapshots) = snapshots else {
+            return Vec::new();
+        };
+        let model = snapshots.borrow();
+        let mut closed: Vec<SessionId> = self
+            .board
+            .panes()
+            .filter_map(|agent| agent.session)
+            .filter(|session| model.session(*session).is_none())
+            .collect();
+        closed.sort();
+        closed.dedup();
+        closed
     }
 
     async fn observe(&mut self, observation: Observation) {
@@ -378,6 +448,65 @@ impl Keeper {
             let _ = self.changes.send(change);
         }
     }
+}
+
+/// Passes each status change on to the reactor as an `agent-*` lifecycle
+/// event (`[[on.agent-waiting]]`, …), named with the session's name from
+/// the tracker's latest snapshot, until `stop`. A change for a pane not
+/// placed in a session, or to `unknown`, has no event.
+pub async fn forward_to_reactor(
+    mut changes: broadcast::Receiver<Change>,
+    snapshots: watch::Receiver<Model>,
+    reactor: mpsc::Sender<LifecycleEvent>,
+    stop: CancellationToken,
+) {
+    loop {
+        let change = tokio::select! {
+            () = stop.cancelled() => return,
+            change = changes.recv() => change,
+        };
+        let change = match change {
+            Ok(change) => change,
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(
+                    missed,
+                    "agent status events were dropped before the reactor saw them"
+                );
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let Some(event) = lifecycle_event(&change, &snapshots.borrow()) else {
+            continue;
+        };
+        if reactor.send(event).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The lifecycle event of a status change, if it has one.
+pub fn lifecycle_event(change: &Change, model: &Model) -> Option<LifecycleEvent> {
+    let kind = EventKind::of_agent_status(change.new)?;
+    let session_id = change.session?;
+    let session = model.session(session_id)?;
+    Some(LifecycleEvent {
+        kind,
+        session_id,
+        session: session.info.name.clone(),
+        time: change.since,
+        client: None,
+        old_name: None,
+        session_created: Some(session.info.created),
+        late: false,
+        agent: Some(AgentChange {
+            pane: change.pane,
+            agent: change.kind.clone(),
+            old_status: change.old,
+            status: change.new,
+            source: change.source,
+        }),
+    })
 }
 
 /// Waits for the tracker's next snapshot: `false` once it has gone, and

@@ -692,14 +692,18 @@ fn new_sets_agent_options_in_the_creating_invocation() {
         ],
     ));
     let id = out["session_id"].as_str().unwrap().to_owned();
-    assert_eq!(
-        out["session"], "my_work#{session_id}",
-        "tmux turns . into _; # is kept"
+    // tmux before 3.7 turns `.` into `_`; 3.7 and later keep it. `#` is
+    // kept by both, and `new` reports the name tmux stored.
+    let stored = server.display(&id, "#{session_name}");
+    assert!(
+        ["my_work#{session_id}", "my.work#{session_id}"].contains(&stored.as_str()),
+        "{stored}"
     );
+    assert_eq!(out["session"], stored.as_str());
     assert_eq!(out["role"], "coordinator");
     assert_eq!(
         server.global_option("@seen").as_deref(),
-        Some("my_work#{session_id}|fix #{x} #(touch y);|coder|g")
+        Some(format!("{stored}|fix #{{x}} #(touch y);|coder|g").as_str())
     );
     assert_eq!(
         server.option(&id, "@agent-goal").as_deref(),

@@ -8,6 +8,7 @@
 
 mod support;
 
+mod agent_status;
 mod bad_input;
 mod builtin_default;
 mod burst;

@@ -415,3 +415,98 @@ fn calls_for_a_server_no_config_names_wait_and_status_says_so() {
     );
     rig.wait_calls(1);
 }
+
+/// The `register` calls received so far, by session name.
+fn registers_by_name(rig: &Rig) -> std::collections::BTreeMap<String, usize> {
+    let mut by_name = std::collections::BTreeMap::new();
+    for call in rig.calls() {
+        let args = &call["arguments"];
+        if args["step"] == "register" {
+            *by_name
+                .entry(args["name"].as_str().unwrap_or_default().to_owned())
+                .or_insert(0) += 1;
+        }
+    }
+    by_name
+}
+
+/// A reactor that panics (made to once, on the first event it handles, by
+/// the fault-injection variable) is restarted, logged and counted in
+/// `status`, and acts on the events after it, each once: before
+/// supervision a panic left the daemon up with events silently no longer
+/// acted on.
+///
+/// `one` and `two` are created in one tmux command, so their two events
+/// are queued together: the run panics on `one`'s, and `two`'s waits in
+/// the queue for the next run. A restarted run that adopted a fresh
+/// listing (which shows `two`) would register `two` twice. The session
+/// adopted before the panic keeps its goal id (its `complete` carries it),
+/// and `one`, whose event the panic took, is registered by the next
+/// daemon, from its diff.
+#[test]
+fn a_reactor_that_panics_is_restarted_counted_and_acts_on_each_event_once() {
+    let rig = Rig::new(LIFECYCLE);
+    let mut cmd = rig.server.agent();
+    cmd.arg("daemon")
+        .env("TMUX_AGENT_FAULT_REACTOR_PANIC_ONCE", "1");
+    let mut daemon = rig.start_daemon_with(cmd);
+    // `base` is adopted at start, with no event: no panic yet.
+    rig.wait_calls(1);
+    rig.wait_settled();
+    let base = rig.server.session_id("base");
+
+    rig.server.tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        "one",
+        ";",
+        "new-session",
+        "-d",
+        "-s",
+        "two",
+    ]);
+    assert!(
+        daemon.wait_stderr("restarting it", PATIENCE),
+        "no restart logged: {}",
+        daemon.stderr()
+    );
+    assert!(
+        daemon.stderr().contains("task=reactor"),
+        "{}",
+        daemon.stderr()
+    );
+    let two = wait_for(PATIENCE, || registers_by_name(&rig).get("two").copied());
+    assert_eq!(two, Some(1), "{:#?}", rig.calls());
+    rig.wait_settled();
+    let status = rig.status();
+    assert_eq!(status["tasks_restarted"], 1, "{status}");
+    let text = crate::support::daemon::agent_ok(&rig.server, &["status"]);
+    assert!(text.contains("tasks restarted: 1"), "{text}");
+
+    // The restarted run knows `base` as the first run left it.
+    rig.server.tmux(&["kill-session", "-t", "base"]);
+    let complete = wait_for(PATIENCE, || {
+        rig.calls()
+            .into_iter()
+            .map(|c| c["arguments"].clone())
+            .find(|a| a["step"] == "complete")
+    })
+    .expect("no complete call for base");
+    assert_eq!(complete["goal_id"], format!("goal-{base}"), "{complete}");
+    rig.wait_settled();
+
+    // The event the panic took is found by the next daemon's diff.
+    daemon.stop(&rig.server);
+    let _daemon = rig.start_daemon();
+    let one = wait_for(PATIENCE, || registers_by_name(&rig).get("one").copied());
+    assert_eq!(one, Some(1), "{:#?}", rig.calls());
+    rig.wait_settled();
+    let registers = registers_by_name(&rig);
+    assert_eq!(
+        registers.into_iter().collect::<Vec<_>>(),
+        vec![("base".into(), 1), ("one".into(), 1), ("two".into(), 1)],
+        "{:#?}",
+        rig.calls()
+    );
+}

@@ -155,6 +155,48 @@ pub struct WhoAmI {
     pub options: AgentOptions,
     /// The goal named by `goal_id`, when this server's database has it.
     pub goal_record: Option<Goal>,
+    /// The agent in this server's pane, as its `@agent-status` options say
+    /// (`crate::status`); absent when the pane has none, or the session
+    /// was named rather than found through the pane.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<PaneAgentInfo>,
+}
+
+/// The agent in a pane: `@agent-status`, `@agent-kind`, `@agent-since`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct PaneAgentInfo {
+    /// e.g. "%3".
+    pub pane: String,
+    /// working, waiting, idle, exited or unknown.
+    pub status: String,
+    /// claude, codex, gemini, aider, opencode, or a configured name.
+    pub kind: Option<String>,
+    /// Since when the status holds, Unix seconds.
+    pub since: Option<i64>,
+}
+
+/// The agent in `pane`, if its options name one.
+pub async fn read_pane_agent(
+    env: &TmuxEnv,
+    pane: &str,
+) -> Result<Option<PaneAgentInfo>, TmuxError> {
+    let Ok(pane_id) = pane.parse::<crate::control::PaneId>() else {
+        return Ok(None);
+    };
+    let listing = run(
+        env,
+        &Command::display_message(pane_id, crate::status::panes::FORMAT)?,
+    )
+    .await?;
+    Ok(crate::status::panes::parse(&listing)
+        .into_iter()
+        .next()
+        .map(|found| PaneAgentInfo {
+            pane: found.pane.to_string(),
+            status: found.status.to_string(),
+            kind: found.kind,
+            since: found.since,
+        }))
 }
 
 /// Finds the session the caller means: `explicit` (a `$id` or an exact

@@ -415,12 +415,19 @@ impl BuiltinServer {
             }
             _ => None,
         };
+        let agent = match pane.as_deref() {
+            Some(pane) => agent::read_pane_agent(&self.tmux, pane)
+                .await
+                .map_err(|err| err.to_string())?,
+            None => None,
+        };
         Ok(WhoAmI {
             session_id: session.id.to_string(),
             session_name: session.name,
             pane,
             options,
             goal_record,
+            agent,
         })
     }
 

@@ -127,16 +127,24 @@ impl TmuxServer {
     /// A session option as `tmux show-options -v` prints it, without the
     /// final newline; `None` when tmux refuses (no such session or option).
     pub fn option(&self, target: &str, name: &str) -> Option<String> {
-        self.shown(&["show-options", "-v", "-t", target, name])
+        self.shown(&["show-options", "-t", target, name])
     }
 
     /// A global option as `tmux show-options -gv` prints it, likewise.
     pub fn global_option(&self, name: &str) -> Option<String> {
-        self.shown(&["show-options", "-gv", name])
+        self.shown(&["show-options", "-g", name])
     }
 
+    /// Runs `show-options ARGS` twice: without `-v` to learn whether the
+    /// option is set (tmux 3.2a answers `-v` for an unset user option with
+    /// an empty line and success, later versions fail; without `-v` every
+    /// version prints nothing), then with `-v` for the value.
     fn shown(&self, args: &[&str]) -> Option<String> {
-        let out = self.try_tmux(args);
+        let set = self.try_tmux(args);
+        if !set.status.success() || set.stdout.is_empty() {
+            return None;
+        }
+        let out = self.try_tmux(&[&["show-options", "-v"], &args[1..]].concat());
         out.status.success().then(|| {
             String::from_utf8_lossy(&out.stdout)
                 .trim_end_matches('\n')

@@ -68,6 +68,13 @@ pub struct Config {
     /// `[outbox]`: how long the outbox keeps what it has delivered.
     #[serde(default)]
     pub outbox: OutboxSection,
+    /// `[agents.NAME]`: an agent's screen patterns for the pane-activity
+    /// fallback (`crate::status::prompt`).
+    #[serde(default)]
+    pub agents: BTreeMap<String, crate::status::prompt::AgentPatternsConfig>,
+    /// `[notify]`: which status changes notify the user, and how.
+    #[serde(default)]
+    pub notify: crate::notify::NotifySection,
 }
 
 /// `[outbox]`.

@@ -26,6 +26,12 @@ pub struct Configuration {
     /// The reactor's settings; with no actions when they could not be made
     /// (then a problem says why).
     pub reactor: ReactorSettings,
+    /// The pane-activity fallback's screen patterns (`[agents.NAME]`): the
+    /// shipped ones when the overrides could not be compiled (then a
+    /// problem says why).
+    pub prompts: crate::status::prompt::PromptBook,
+    /// `[notify]`; the defaults when it is invalid (then a problem says why).
+    pub notify: crate::notify::NotifySettings,
     /// Errors: `config check` exits 1 and the daemon will not run them.
     pub problems: Vec<Problem>,
     /// Worth knowing, not errors in our own file.
@@ -56,9 +62,31 @@ impl Configuration {
                 ReactorSettings::default()
             }
         };
+        let prompts =
+            match crate::status::prompt::PromptBook::with_overrides(&servers.config.agents) {
+                Ok(book) => book,
+                Err(errors) => {
+                    for err in errors {
+                        let key = format!("agents.{}.{}", err.agent, err.key);
+                        problems.push(Problem::new(&servers.config_path, key, err.reason));
+                    }
+                    crate::status::prompt::PromptBook::shipped()
+                }
+            };
+        let notify = match crate::notify::NotifySettings::from_section(&servers.config.notify) {
+            Ok(settings) => settings,
+            Err(messages) => {
+                for message in messages {
+                    problems.push(Problem::new(&servers.config_path, "notify", message));
+                }
+                crate::notify::NotifySettings::default()
+            }
+        };
         Configuration {
             servers,
             reactor,
+            prompts,
+            notify,
             problems,
             warnings,
         }

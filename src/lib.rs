@@ -20,6 +20,7 @@
 //!   together on one tmux server, stopped by a token handed in.
 //! - [`ipc`]: the CLI ↔ daemon socket.
 //! - [`events`]: the daemon's event stream, followed over the socket.
+//! - [`notify`]: `[notify]`: messages, the bell, notify-send and a webhook when an agent waits.
 //! - [`status`]: the agent in each pane and its status (hooks first).
 //! - [`cli`]: one file per subcommand of the `tmux-agent` binary.
 //! - [`backoff`]: the one retry delay (doubling, capped, jittered).
@@ -40,6 +41,7 @@ pub mod fault;
 pub mod group;
 pub mod ipc;
 pub mod mcp;
+pub mod notify;
 pub mod paths;
 pub mod schema;
 pub mod state;

@@ -685,6 +685,52 @@ impl Command {
             .done()
     }
 
+    /// `show-messages`: tmux's message log, newest first; it holds every
+    /// command any client ran (`client-123 command: ...`), up to
+    /// `message-limit` lines. It needs a client, so it works over a control
+    /// connection but not as a one-shot command.
+    pub fn show_messages() -> Command {
+        Line::new("show-messages").done()
+    }
+
+    /// `pipe-pane -O -o -t <pane> <shell command>`: the pane's output piped
+    /// into `shell_command` (run by `/bin/sh -c`), unless the pane already
+    /// has a pipe (`-o`), which is then left alone. tmux expands formats in
+    /// the command, so it is passed through [`escape_format`].
+    pub fn pipe_pane_out(pane: PaneId, shell_command: &str) -> Result<Command, CommandError> {
+        Ok(Line::new("pipe-pane")
+            .flag("-O")
+            .flag("-o")
+            .flag("-t")
+            .id(pane)
+            .arg(&escape_format(shell_command))?
+            .done())
+    }
+
+    /// `pipe-pane -t <pane>`: closes the pane's pipe, if it has one.
+    pub fn pipe_pane_close(pane: PaneId) -> Command {
+        Line::new("pipe-pane").flag("-t").id(pane).done()
+    }
+
+    /// `display-message -c <client> -d <ms> <message>`: `message` shown in
+    /// the client's status line for `duration_ms` (0: until a key is
+    /// pressed). The text is shown literally: `#` and `%` are escaped for
+    /// the format expansion and `strftime` that tmux runs it through.
+    pub fn display_message_on(
+        client: &str,
+        duration_ms: u64,
+        message: &str,
+    ) -> Result<Command, CommandError> {
+        Ok(Line::new("display-message")
+            .flag("-c")
+            .arg(client)?
+            .flag("-d")
+            .id(duration_ms)
+            .flag("--")
+            .arg(&escape_format(message).replace('%', "%%"))?
+            .done())
+    }
+
     /// `detach-client -t <client>`, the client named as in `list-clients`
     /// (`/dev/pts/3`, `client-1234`).
     pub fn detach_client(client: &str) -> Result<Command, CommandError> {

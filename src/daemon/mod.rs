@@ -259,6 +259,10 @@ struct Prepared {
     config: DiscoveryInput,
     discovered: Discovered,
     reactor_settings: ReactorSettings,
+    /// The activity fallback's screen patterns (`[agents.NAME]`).
+    prompts: crate::status::prompt::PromptBook,
+    /// `[notify]`.
+    notify: crate::notify::NotifySettings,
     /// Bound, and served once the daemon is attached (a client that
     /// connects meanwhile waits in the backlog).
     ipc: IpcServer,
@@ -301,6 +305,8 @@ impl Prepared {
         let Configuration {
             servers: discovered,
             reactor: reactor_settings,
+            prompts,
+            notify,
             ..
         } = configuration;
         let ipc = IpcServer::bind(&lock)?;
@@ -313,6 +319,8 @@ impl Prepared {
             config,
             discovered,
             reactor_settings,
+            prompts,
+            notify,
             ipc,
             outbox,
             outbox_path,
@@ -499,6 +507,8 @@ impl Running {
             config,
             discovered,
             reactor_settings,
+            prompts,
+            notify,
             ipc,
             outbox,
             outbox_path: _,
@@ -553,6 +563,27 @@ impl Running {
             to_reactor.clone(),
             services.clone(),
         ));
+        // The fallback for agents without hooks, on the panes the keeper
+        // knows; its observations go to the keeper like a hook's.
+        let activity = crate::status::activity::Activity::new(
+            control.clone(),
+            crate::status::activity::ActivitySettings::for_server(server, Arc::new(prompts)),
+            Arc::new(agents.sender()),
+        );
+        let watching = tokio::spawn(activity.run(
+            crate::status::activity::watched_panes(agents.boards(), services.clone()),
+            services.clone(),
+        ));
+        let notifying = crate::notify::spawn(
+            notify,
+            control.clone(),
+            outbox.clone(),
+            tracker.model().sidecar(),
+            agents.changes(),
+            services.clone(),
+            restarts.clone(),
+        )
+        .await;
         let pruning = tokio::spawn(prune::run(prune_settings, outbox.clone(), services.clone()));
         let (groups, reconciling) = Reconciler::spawn(
             control.clone(),
@@ -589,6 +620,8 @@ impl Running {
                 pruning,
                 keeping,
                 agent_events,
+                watching,
+                notifying,
             ],
             reacting,
             reactor_stop,

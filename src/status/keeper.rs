@@ -100,6 +100,12 @@ impl KeeperHandle {
         self.board.borrow().clone()
     }
 
+    /// The board as a watch, for the tasks that follow which panes run
+    /// agents (the activity fallback, `super::activity`).
+    pub fn boards(&self) -> watch::Receiver<Arc<Board>> {
+        self.board.clone()
+    }
+
     /// Every status change from now on.
     pub fn changes(&self) -> broadcast::Receiver<Change> {
         self.changes.subscribe()

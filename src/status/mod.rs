@@ -9,12 +9,18 @@
 //!   and writes `@agent-status` and friends to tmux.
 //! - [`panes`]: the agents as the pane options show them (for `show`,
 //!   `whoami`, `next-waiting`, with or without a daemon).
+//! - [`activity`]: the fallback for agents without hooks: pane output
+//!   (piped by tmux) marks activity; a settled screen is read once.
+//! - [`prompt`]: what a settled screen says, per agent (the shipped
+//!   patterns and `[agents.NAME]`).
 
+pub mod activity;
 pub mod hook;
 pub mod install;
 pub mod keeper;
 pub mod model;
 pub mod panes;
+pub mod prompt;
 
 pub use keeper::{KeeperHandle, ObservationSender};
 pub use model::{AgentKind, AgentStatus, Board, Change, Observation, PaneAgent, Source};

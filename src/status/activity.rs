@@ -338,8 +338,12 @@ struct PaneWatch {
 impl PaneWatch {
     async fn run(self, mut fifo: pipe::Receiver) {
         // What the screen says now: one capture at the start, since a
-        // quiet pane would otherwise stay unknown until it next moves.
-        let mut reported = self.look(Utc::now()).await;
+        // quiet pane would otherwise stay unknown until it next moves. Its
+        // evidence is as old as the window's last output, not the moment
+        // of looking: a screen unchanged since a hook spoke (the hook that
+        // put the pane on the board, typically) must not overrule it.
+        let since = self.last_output().await.unwrap_or_default();
+        let mut reported = self.look(since).await;
         let mut buf = vec![0u8; 16 * 1024];
         // When the last byte arrived, while the pane is active.
         let mut active: Option<(Instant, DateTime<Utc>)> = None;
@@ -378,6 +382,16 @@ impl PaneWatch {
                 }
             }
         }
+    }
+
+    /// When the pane's window last had output, as tmux knows it
+    /// (`#{window_activity}`, whole seconds, rounded down: older rather
+    /// than younger than the truth).
+    async fn last_output(&self) -> Option<DateTime<Utc>> {
+        let command = Command::display_message(self.pane, "#{window_activity}").ok()?;
+        let reply = self.control.run(command).await.ok()?;
+        let secs: i64 = reply.text().trim().parse().ok()?;
+        DateTime::from_timestamp(secs, 0)
     }
 
     /// Reads the screen once and reports what it shows; `None` if the pane

@@ -588,6 +588,15 @@ args = { step = "idle", pane = "{pane}", old = "{old_status}", key = "{idempoten
         (rig.status()["running"] == true).then_some(())
     });
     let pane = server.display("base", "#{pane_id}");
+    // A follower of the daemon's events sees the agent events too.
+    let mut cmd = server.agent();
+    cmd.args(["watch", "--json"]);
+    let mut watcher = crate::support::LineReader::spawn(cmd);
+    assert!(
+        watcher.wait_stderr("tmux-agent watch: following the daemon", PATIENCE),
+        "{}",
+        watcher.stderr()
+    );
     let event = |name: &str| format!(r#"{{"hook_event_name":"{name}","session_id":"s"}}"#);
     for name in [
         "UserPromptSubmit",
@@ -617,6 +626,48 @@ args = { step = "idle", pane = "{pane}", old = "{old_status}", key = "{idempoten
     assert_eq!(args[0]["session"], "base");
     assert_eq!(args[1]["step"], "idle");
     assert_eq!(args[1]["old"], "working");
+
+    let mut seen = Vec::new();
+    while seen
+        .last()
+        .map(|e: &serde_json::Value| e["event"] != "agent-idle")
+        != Some(false)
+    {
+        let line = watcher
+            .next_line(PATIENCE)
+            .unwrap_or_else(|| panic!("watch never showed agent-idle; it showed {seen:#?}"));
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if event["event"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("agent-"))
+        {
+            seen.push(event);
+        }
+    }
+    let statuses: Vec<(&str, &str)> = seen
+        .iter()
+        .map(|e| {
+            (
+                e["old_status"].as_str().unwrap_or("-"),
+                e["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("-", "working"),
+            ("working", "waiting"),
+            ("waiting", "working"),
+            ("working", "idle")
+        ],
+        "{seen:#?}"
+    );
+    assert!(
+        seen.iter()
+            .all(|e| e["pane"] == pane.as_str() && e["agent"] == "claude"),
+        "{seen:#?}"
+    );
 }
 
 #[test]

@@ -26,8 +26,9 @@
 //! Written once, in `Running::shut_down`, whatever ended the daemon:
 //! the tracker stops first (no new events), then the IPC server and the
 //! group reconciler, then the reactor delivers what is due for up to
-//! [`DaemonSettings::drain_grace`] (what is left waits in the outbox for the
-//! next daemon), then the MCP pool stops (children's process groups
+//! [`DaemonSettings::drain_grace`], or [`SERVER_GONE_DRAIN`] when the tmux
+//! server is gone (what is left waits in the outbox for the next daemon),
+//! then the MCP pool stops (children's process groups
 //! terminated), then `@agent-daemon` is cleared over the still-open
 //! connection, and last the connection closes.
 //!
@@ -81,6 +82,13 @@ use crate::state::{LifecycleEvent, TrackEnd, Tracker};
 
 /// How long a stopping daemon keeps delivering the calls that are due.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
+
+/// How long a daemon whose tmux server is gone (its last session closed, or
+/// the server exited) keeps delivering: nothing else will deliver what is
+/// left until a next server starts a next daemon, so it may take longer
+/// than [`DRAIN_GRACE`]; a stop asked meanwhile cuts it to the usual grace.
+/// An empty outbox ends the drain at once.
+pub const SERVER_GONE_DRAIN: Duration = Duration::from_secs(30);
 
 /// How long each step of the shutdown besides the drain may take before it
 /// is abandoned (the services, the reactor after its drain, clearing
@@ -226,6 +234,7 @@ pub async fn run(
     let forwarding = tokio::spawn(forward_events(events, to_reactor, stopping.clone()));
     // The tracker, on one connection after another (see `link`): the link
     // holds the only events sender, so forwarding ends with it.
+    let stop_asked = stopping.clone();
     let link = link::Link {
         server: server.clone(),
         control: running.control.clone(),
@@ -238,13 +247,13 @@ pub async fn run(
     let _ = forwarding.await;
     match followed {
         Ok(end) => {
-            running.shut_down(Some(&end), &server).await;
+            running.shut_down(Some(&end), &server, &stop_asked).await;
             let exit = Exit::from(end);
             tracing::info!(%exit, "tmux-agent daemon stopped");
             Ok(exit)
         }
         Err(err) => {
-            running.shut_down(None, &server).await;
+            running.shut_down(None, &server, &stop_asked).await;
             Err(err)
         }
     }
@@ -637,7 +646,12 @@ impl Running {
     /// The shutdown order (see the module doc), once tracking has ended:
     /// `end` is how, `None` when it failed. The connection closes when
     /// [`run`] returns.
-    async fn shut_down(self, end: Option<&TrackEnd>, server: &ServerSocket) {
+    async fn shut_down(
+        self,
+        end: Option<&TrackEnd>,
+        server: &ServerSocket,
+        stop_asked: &CancellationToken,
+    ) {
         let Self {
             control,
             services,
@@ -664,7 +678,20 @@ impl Running {
         // of its events and delivers what is due; the grace bounds how
         // long, and what is left waits in the outbox for the next daemon.
         // (Its supervisor logged every run that failed or panicked.)
-        let drained = tokio::time::timeout(drain_grace, &mut reacting).await;
+        // With the server gone, longer (see SERVER_GONE_DRAIN), unless a
+        // stop is asked, which keeps the shutdown bound.
+        let server_gone = matches!(
+            end,
+            Some(TrackEnd::LastSessionClosed | TrackEnd::ServerExited { .. })
+        );
+        let drained = if server_gone && !stop_asked.is_cancelled() {
+            tokio::select! {
+                drained = tokio::time::timeout(SERVER_GONE_DRAIN.max(drain_grace), &mut reacting) => drained,
+                () = stop_asked.cancelled() => tokio::time::timeout(drain_grace, &mut reacting).await,
+            }
+        } else {
+            tokio::time::timeout(drain_grace, &mut reacting).await
+        };
         reactor_stop.cancel();
         match drained {
             Ok(Ok(())) => {}

@@ -191,7 +191,36 @@ impl TmuxServer {
 impl Drop for TmuxServer {
     fn drop(&mut self) {
         let _ = self.try_tmux(&["kill-server"]);
+        // A server that did not answer `kill-server` (busy with a burst, or
+        // its socket file already gone) would outlive the test with its
+        // clients: every process still named after this socket goes.
+        kill_processes_on(&self.name);
         let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// SIGKILLs every process whose command line names the socket `-L NAME`:
+/// the server (it keeps its first client's argv) and its clients. The name
+/// is unique per test, so nothing else matches.
+fn kill_processes_on(name: &str) {
+    let needle = format!("-L\0{name}\0");
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in procs.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        if cmdline
+            .windows(needle.len())
+            .any(|window| window == needle.as_bytes())
+        {
+            // SAFETY: kill(2) on a pid; at worst it is already gone.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
     }
 }
 

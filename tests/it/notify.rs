@@ -101,24 +101,7 @@ rate_limit = 0
 /// dialog (so the activity fallback, reading the screen, agrees with the
 /// hook).
 fn agent_pane(server: &TmuxServer) -> String {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/agents/fake-claude.sh");
-    let dir = server.path("agent");
-    std::fs::create_dir_all(&dir).unwrap();
-    let command = format!("bash {} {}", script.display(), dir.display());
-    let pane = server
-        .tmux(&[
-            "new-window",
-            "-d",
-            "-P",
-            "-F",
-            "#{pane_id}",
-            "-t",
-            "=agents:",
-            &command,
-        ])
-        .trim()
-        .to_owned();
+    let pane = server.fake_claude_window("agents", &server.path("agent"));
     server.tmux(&["send-keys", "-t", &pane, "ask", "Enter"]);
     eventually(PATIENCE, "the fake agent shows its dialog", || {
         server

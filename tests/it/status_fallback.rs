@@ -10,7 +10,7 @@
 //!   window of `TMUX_AGENT_IDLE_WINDOW_SECS` seconds (5 by default, so CI
 //!   stays short; set 60 for the issue's minute).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,10 +30,6 @@ use crate::support::tmux::TmuxServer;
 /// How soon a change on the screen must be seen (issue #12).
 const WITHIN: Duration = Duration::from_millis(1500);
 
-fn fake_agent() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/agents/fake-claude.sh")
-}
-
 /// A server with the fake agent in a window of session `agents`; the
 /// agent's pane and its scratch directory.
 fn server_with_agent() -> (TmuxServer, PaneId, PathBuf) {
@@ -41,20 +37,8 @@ fn server_with_agent() -> (TmuxServer, PaneId, PathBuf) {
     // Enough log for the idle window's count, whatever it is.
     server.tmux(&["set", "-g", "message-limit", "100000"]);
     let dir = server.path("agent");
-    std::fs::create_dir_all(&dir).unwrap();
-    let command = format!("bash {} {}", fake_agent().display(), dir.display());
     let pane = server
-        .tmux(&[
-            "new-window",
-            "-d",
-            "-P",
-            "-F",
-            "#{pane_id}",
-            "-t",
-            "=agents:",
-            &command,
-        ])
-        .trim()
+        .fake_claude_window("agents", &dir)
         .parse()
         .expect("a pane id");
     (server, pane, dir)

@@ -54,6 +54,29 @@ impl TmuxServer {
         server
     }
 
+    /// Starts the fake Claude (`tests/fixtures/agents/fake-claude.sh`, which
+    /// keeps its state in `dir`, made here) in a new detached window of
+    /// session `=SESSION:`; its pane id.
+    pub fn fake_claude_window(&self, session: &str, dir: &std::path::Path) -> String {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/agents/fake-claude.sh");
+        std::fs::create_dir_all(dir).unwrap();
+        let command = format!("bash {} {}", script.display(), dir.display());
+        let target = format!("={session}:");
+        self.tmux(&[
+            "new-window",
+            "-d",
+            "-P",
+            "-F",
+            "#{pane_id}",
+            "-t",
+            &target,
+            &command,
+        ])
+        .trim()
+        .to_owned()
+    }
+
     /// A file (or directory) name in the test HOME.
     pub fn path(&self, name: &str) -> PathBuf {
         self.home.path().join(name)

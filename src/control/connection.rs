@@ -53,6 +53,7 @@ use tokio_util::sync::CancellationToken;
 use super::codec::{CodecError, ControlCodec};
 use super::command::{Command, CommandError};
 use super::message::{ControlEvent, Notification, Reply, SessionId};
+use super::oneshot::OneShot;
 use super::server::ServerSocket;
 
 /// The default name of the sidecar's own session.
@@ -89,8 +90,14 @@ const ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
 /// closed. tmux's own `destroy-unattached` would do the same at once, but
 /// on tmux 3.3a destroying a session whose control client is still
 /// detaching crashed the server (about 1 run in 10 by hand; more under the
-/// tests): the pane waits until the client is long gone. A daemon that
-/// reconnects within the second joins the same session (`new-session -A`).
+/// tests): the pane waits until the client is long gone.
+///
+/// The loop must never end the session under a control client that is
+/// joining it: that too crashed tmux 3.3a (a segfault while the new client
+/// attached), or closed the new connection at once. So a daemon never joins
+/// a session the loop may be about to end: [`retire_abandoned_session`]
+/// closes an abandoned one first, and `new-session -A` then creates a fresh
+/// one, attached from its first moment.
 const SIDECAR_PANE_COMMAND: &str = "printf 'This session carries tmux-agent'\\''s control connection. Detach with prefix d.\\n'; while sleep 1; do [ \"$(tmux display-message -p -t \"$TMUX_PANE\" '#{session_attached}' 2>/dev/null)\" = 0 ] && exit; done";
 
 /// The command that puts a control client on the sidecar session `name`,
@@ -318,6 +325,7 @@ impl Connection {
         shutdown: CancellationToken,
     ) -> Result<Self, ControlError> {
         ensure_server_running(&options.server).await?;
+        retire_abandoned_session(&options.server, &options.session_name).await;
 
         let attach = sidecar_command(&options.session_name)?;
         let mut cmd = options.server.command();
@@ -394,6 +402,33 @@ async fn ensure_server_running(server: &ServerSocket) -> Result<(), ControlError
         Err(ControlError::NoServer {
             server: server.clone(),
         })
+    }
+}
+
+/// Closes the sidecar session `name` if no client is on it: a killed
+/// daemon's session, whose pane loop (see [`SIDECAR_PANE_COMMAND`]) would
+/// end it within a second, possibly while our new control client joins it.
+/// A session with a client on it is left alone (`new-session -A` joins
+/// it); so is any failure here, which only leaves the old behaviour.
+async fn retire_abandoned_session(server: &ServerSocket, name: &str) {
+    let tmux = OneShot::new(server.clone());
+    let Ok(list) = Command::list_sessions("#{session_attached} #{session_id} #{session_name}")
+    else {
+        return;
+    };
+    let Ok(out) = tmux.run(&list).await else {
+        return;
+    };
+    let abandoned = String::from_utf8_lossy(&out).lines().find_map(|line| {
+        let mut fields = line.splitn(3, ' ');
+        match (fields.next(), fields.next(), fields.next()) {
+            (Some("0"), Some(id), Some(listed)) if listed == name => id.parse::<SessionId>().ok(),
+            _ => None,
+        }
+    });
+    if let Some(id) = abandoned {
+        tracing::info!(session_id = %id, session = name, "closing the sidecar session a previous daemon left, before starting a fresh one");
+        let _ = tmux.run(&Command::kill_session(id)).await;
     }
 }
 

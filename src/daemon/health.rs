@@ -24,6 +24,7 @@ use crate::agent::outbox::SharedOutbox;
 use crate::agent::settings::ReactorSettings;
 use crate::control::command::Command;
 use crate::control::connection::ControlHandle;
+use crate::control::message::SessionId;
 use crate::control::oneshot::OneShot;
 use crate::control::server::ServerSocket;
 use crate::mcp::McpPool;
@@ -36,8 +37,13 @@ const ONESHOT_TIMEOUT: Duration = Duration::from_secs(5);
 const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Sets `@agent-daemon` to `running`, and clears `@agent-outbox`: a
-/// previous daemon's `memory` says nothing about this one's outbox.
-pub(super) async fn announce(control: &ControlHandle) -> Result<(), DaemonError> {
+/// previous daemon's `memory` says nothing about this one's outbox. Also
+/// drops the name a killed daemon's hook (still set) kept for `sidecar`,
+/// our own session, which no listing accounts for.
+pub(super) async fn announce(
+    control: &ControlHandle,
+    sidecar: SessionId,
+) -> Result<(), DaemonError> {
     let running = Command::set_global_option(schema::global::DAEMON, "running")?;
     control.run(running).await.map_err(DaemonError::Announce)?;
     // Names for the sessions the tracker may miss (see schema::global).
@@ -49,6 +55,8 @@ pub(super) async fn announce(control: &ControlHandle) -> Result<(), DaemonError>
     let _ = control
         .run(Command::unset_global_option(schema::global::OUTBOX)?)
         .await;
+    let own_name = format!("{}{sidecar}", schema::global::SESSION_NAME_PREFIX);
+    let _ = control.run(Command::unset_global_option(&own_name)?).await;
     Ok(())
 }
 

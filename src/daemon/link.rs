@@ -106,7 +106,7 @@ impl Link {
                 Reconnect::Stopped => return Ok(TrackEnd::Connection(ExitReason::Cancelled)),
                 Reconnect::ServerGone => return Ok(self.close_all().await),
             };
-            if let Err(err) = health::announce(&self.control).await {
+            if let Err(err) = health::announce(&self.control, tracker.model().sidecar()).await {
                 tracing::warn!(%err, "could not set @agent-daemon again after reconnecting");
             }
             tracing::info!(

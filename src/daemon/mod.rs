@@ -214,7 +214,7 @@ pub async fn run(
     let closing = CancellationToken::new();
     let close_connection = closing.clone().drop_guard();
     let tracker = attach(&server, &closing).await?;
-    health::announce(&tracker.control()).await?;
+    health::announce(&tracker.control(), tracker.model().sidecar()).await?;
     tracing::info!(
         server = %server,
         sessions = tracker.model().sessions().count(),

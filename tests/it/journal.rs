@@ -578,7 +578,12 @@ fn a_daemon_killed_at_random_makes_the_calls_of_one_never_killed() {
         assert_eq!(
             received.get(sid),
             Some(want),
-            "seed {seed}: the calls for {sid} differ from the reference"
+            "seed {seed}: the calls for {sid} differ from the reference; they were {:#?}",
+            calls
+                .iter()
+                .filter(|c| c["arguments"]["sid"] == sid.as_str())
+                .map(|c| &c["arguments"])
+                .collect::<Vec<_>>()
         );
     }
     assert_eq!(

@@ -106,8 +106,9 @@ impl Plugged {
             .any(|l| l == "tmux-agent 1")
     }
 
-    /// What the plugin sets, minus the `@agent-*` options the daemon keeps
-    /// changing: global and server options, hooks, key bindings.
+    /// What the plugin sets, minus what the daemon sets as it attaches
+    /// (the `@agent-*` options it keeps changing, and its hook that names
+    /// missed sessions): global and server options, hooks, key bindings.
     fn settings(&self) -> String {
         let mut all = String::new();
         for args in [
@@ -117,7 +118,9 @@ impl Plugged {
             &["list-keys"],
         ] {
             for line in self.server.tmux(args).lines() {
-                if !line.starts_with("@agent-") {
+                if !line.starts_with("@agent-")
+                    && !line.starts_with(tmux_agent::schema::global::NAME_HOOK)
+                {
                     all.push_str(line);
                     all.push('\n');
                 }

@@ -562,8 +562,12 @@ impl Running {
         ));
 
         let services = CancellationToken::new();
-        let (agents, keeping) =
-            crate::status::keeper::spawn(control.clone(), tracker.snapshots(), services.clone());
+        let (agents, keeping) = crate::status::keeper::spawn(
+            control.clone(),
+            crate::status::process::ProcessNames::new(prompts.agent_names()),
+            tracker.snapshots(),
+            services.clone(),
+        );
         // Ends with the services, before the reactor's drain: its sender
         // must be gone for the reactor to see the end of its events.
         let agent_events = tokio::spawn(crate::status::keeper::forward_to_reactor(

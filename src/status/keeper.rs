@@ -26,14 +26,21 @@
 //! [`forward_to_reactor`] turns into `agent-*` lifecycle events for the
 //! reactor's `[[on.agent-waiting]]` and friends.
 //!
-//! # Panes that close
+//! # Panes that close, agents that start and leave
 //!
 //! tmux says nothing about a pane closing except that the layout changed,
-//! which makes the tracker re-read the server and publish a snapshot. On
-//! each snapshot, and only while it knows agent panes, the keeper lists the
-//! server's panes once and marks those that are gone `exited` (and forgets
-//! them, their options having gone with them). An idle server with no
-//! agent costs nothing.
+//! which makes the tracker re-read the server and publish a snapshot; nor
+//! about a command starting in a pane, except (with `automatic-rename`, on
+//! by default) that the window was renamed after it, which does the same.
+//! On each snapshot the keeper lists the server's panes once, with their
+//! foreground command ([`super::process`]): it marks the known panes that
+//! are gone `exited` (and forgets them, their options having gone with
+//! them), puts a pane whose process is an agent on the board (`unknown`,
+//! for the activity fallback to read), and marks `exited` an agent seen
+//! only that way whose pane is back at its shell. Snapshots come only when
+//! tmux changed something, and one that comes while a listing is under way
+//! waits for it (the watch keeps only the latest): an idle server costs
+//! nothing, a burst one listing at a time.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -44,6 +51,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::model::{AgentStatus, Board, Change, Observation, Outcome, Source};
+use super::process::{self, PaneProcess, ProcessNames};
 use crate::control::command::{Command, CommandError};
 use crate::control::connection::{ControlError, ControlHandle};
 use crate::control::{PaneId, SessionId};
@@ -116,6 +124,7 @@ impl KeeperHandle {
 /// cancelled. `snapshots` are the tracker's (see "Panes that close").
 pub fn spawn(
     control: ControlHandle,
+    names: ProcessNames,
     snapshots: watch::Receiver<Model>,
     stop: CancellationToken,
 ) -> (KeeperHandle, JoinHandle<()>) {
@@ -124,6 +133,7 @@ pub fn spawn(
     let (changes, _) = broadcast::channel(CHANGE_BACKLOG);
     let keeper = Keeper {
         control,
+        names,
         board: Board::new(),
         published: board_tx,
         changes: changes.clone(),
@@ -139,6 +149,8 @@ pub fn spawn(
 
 struct Keeper {
     control: ControlHandle,
+    /// Which processes are agents (see [`super::process`]).
+    names: ProcessNames,
     board: Board,
     published: watch::Sender<Arc<Board>>,
     changes: broadcast::Sender<Change>,
@@ -174,8 +186,8 @@ impl Keeper {
                             let outcome = self.board.forget_session(session);
                             self.write_shared(&outcome).await;
                         }
-                        self.check_panes().await;
                     }
+                    self.check_panes().await;
                 }
             }
         }
@@ -279,15 +291,19 @@ impl Keeper {
     }
 
     /// Lists the server's panes; marks the known ones that are gone
-    /// `exited`, and forgets them.
+    /// `exited`, and forgets them; follows the agents their processes show
+    /// (see the module doc).
     async fn check_panes(&mut self) {
-        let live = match self.live_panes().await {
-            Ok(live) => live,
+        let listed = match self.live_panes().await {
+            Ok(listed) => listed,
             Err(err) => {
                 tracing::debug!(%err, "could not list panes");
                 return;
             }
         };
+        let live: BTreeMap<PaneId, SessionId> =
+            listed.iter().map(|p| (p.pane, p.session)).collect();
+        self.follow_processes(&listed).await;
         let gone: Vec<PaneId> = self
             .board
             .panes()
@@ -337,20 +353,58 @@ impl Keeper {
         }
     }
 
-    async fn live_panes(&self) -> Result<BTreeMap<PaneId, SessionId>, ControlError> {
+    async fn live_panes(&self) -> Result<Vec<PaneProcess>, ControlError> {
         // Infallible: a fixed format.
-        let Ok(command) = Command::list_all_panes("#{pane_id} #{session_id}") else {
-            return Ok(BTreeMap::new());
+        let Ok(command) = Command::list_all_panes(process::FORMAT) else {
+            return Ok(Vec::new());
         };
         let reply = self.control.run(command).await?;
-        Ok(reply
-            .text()
-            .lines()
-            .filter_map(|line| {
-                let (pane, session) = line.split_once(' ')?;
-                Some((pane.parse().ok()?, session.parse().ok()?))
-            })
-            .collect())
+        Ok(process::parse(&reply.text()))
+    }
+
+    /// Puts on the board the panes whose process is an agent it does not
+    /// follow yet, and follows the agents it knows only from their process
+    /// (no hook ever spoke for them): `exited` when the pane runs something
+    /// else, back on when the agent runs there again. A hooked agent is left
+    /// to its hooks: its process may go by another name (`node`, a
+    /// wrapper), and it may linger a moment after its `SessionEnd`.
+    async fn follow_processes(&mut self, listed: &[PaneProcess]) {
+        let now = Utc::now();
+        for pane in listed {
+            let agent = self.names.agent_of(pane);
+            let known = self.board.pane(pane.pane);
+            let observation = match (agent, known) {
+                (Some(kind), None) => {
+                    tracing::info!(pane = %pane.pane, agent = %kind.as_str(), "an agent started in a pane (its process)");
+                    Observation::new(
+                        pane.pane,
+                        Some(kind),
+                        AgentStatus::Unknown,
+                        Source::Process,
+                        now,
+                    )
+                }
+                (Some(kind), Some(known))
+                    if known.status == AgentStatus::Exited && known.last_hook.is_none() =>
+                {
+                    Observation::new(
+                        pane.pane,
+                        Some(kind),
+                        AgentStatus::Unknown,
+                        Source::Process,
+                        now,
+                    )
+                }
+                (None, Some(known))
+                    if known.last_hook.is_none() && known.status != AgentStatus::Exited =>
+                {
+                    tracing::info!(pane = %pane.pane, command = %pane.command, "an agent seen by its process left its pane");
+                    Observation::new(pane.pane, None, AgentStatus::Exited, Source::Process, now)
+                }
+                _ => continue,
+            };
+            self.observe(observation).await;
+        }
     }
 
     /// Writes what `outcome` changed for `pane` and elsewhere, then

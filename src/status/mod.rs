@@ -9,6 +9,7 @@
 //!   and writes `@agent-status` and friends to tmux.
 //! - [`panes`]: the agents as the pane options show them (for `show`,
 //!   `whoami`, `next-waiting`, with or without a daemon).
+//! - [`process`]: which panes run an agent, from their foreground process.
 //! - [`activity`]: the fallback for agents without hooks: pane output
 //!   (piped by tmux) marks activity; a settled screen is read once.
 //! - [`prompt`]: what a settled screen says, per agent (the shipped
@@ -20,6 +21,7 @@ pub mod install;
 pub mod keeper;
 pub mod model;
 pub mod panes;
+pub mod process;
 pub mod prompt;
 
 pub use keeper::{KeeperHandle, ObservationSender};

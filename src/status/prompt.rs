@@ -242,6 +242,12 @@ impl PromptBook {
         }
     }
 
+    /// Every agent with patterns: the shipped ones and those the config
+    /// names.
+    pub fn agent_names(&self) -> impl Iterator<Item = &str> {
+        self.by_agent.keys().map(String::as_str)
+    }
+
     /// The patterns for a pane's agent.
     pub fn patterns(&self, kind: Option<&AgentKind>) -> &Patterns {
         kind.and_then(|kind| self.by_agent.get(kind.as_str()))

@@ -795,3 +795,46 @@ async fn whoami_says_what_the_agent_in_its_pane_is_doing() {
     assert!(me["agent"]["since"].as_i64().is_some());
     client.cancel().await.unwrap();
 }
+
+/// An agent without hooks (a fake aider: a Python script, as pip installs
+/// aider) started at a pane's shell prompt is put on the board by its
+/// process, with no hook and no poll: tmux renames the window after the
+/// new foreground command, and the keeper looks at the panes then. The
+/// fallback then reads its quiet prompt as idle; when it exits and the
+/// shell is back, the pane's agent is `exited`.
+#[test]
+fn an_agent_without_hooks_is_seen_by_its_process_and_leaves_when_it_exits() {
+    let server = TmuxServer::start_with_session("work");
+    let _daemon = Daemon::start(&server);
+    let pane = server.display("=work:", "#{pane_id}");
+    let bin = server.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let aider = bin.join("aider");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/agents/fake-aider.py"),
+        &aider,
+    )
+    .unwrap();
+    assert_eq!(pane_option(&server, &pane, "@agent-kind"), None);
+
+    server.tmux(&["send-keys", "-t", &pane, "-l", &aider.display().to_string()]);
+    server.tmux(&["send-keys", "-t", &pane, "Enter"]);
+    eventually(PATIENCE, "the pane's agent to be known as aider", || {
+        (pane_option(&server, &pane, "@agent-kind").as_deref() == Some("aider")).then_some(())
+    });
+    wait_pane_status(&server, &pane, "idle", "its prompt settled");
+    assert_eq!(
+        server.display(&pane, "#{pane_current_command}"),
+        "python3",
+        "the fake runs under an interpreter, as aider does"
+    );
+
+    server.tmux(&["send-keys", "-t", &pane, "-l", "/exit"]);
+    server.tmux(&["send-keys", "-t", &pane, "Enter"]);
+    wait_pane_status(
+        &server,
+        &pane,
+        "exited",
+        "the agent left and the shell came back",
+    );
+}

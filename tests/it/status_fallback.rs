@@ -243,7 +243,8 @@ fn hooks_win_over_an_older_fallback_guess_and_a_younger_one_corrects_them() {
         std::mem::forget(connection.notifications);
         let sidecar = server.session_id(tmux_agent::control::connection::DEFAULT_SESSION_NAME);
         let (_snapshots, snapshots) = watch::channel(Model::new(sidecar.parse().unwrap()));
-        let (agents, _keeping) = keeper::spawn(handle.clone(), snapshots, shutdown.clone());
+        let names = tmux_agent::status::process::ProcessNames::new([]);
+        let (agents, _keeping) = keeper::spawn(handle.clone(), names, snapshots, shutdown.clone());
         let mut changes = agents.changes();
         let hook = |status| {
             agents.sender().observe(Observation::new(

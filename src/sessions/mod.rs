@@ -7,11 +7,15 @@
 //! - [`vars`]: `[vars]` placeholders, with the reactor's template rules.
 //! - [`check`]: what is refused before anything is created, and why.
 //! - [`layout`]: tmux layout strings, checked as tmux checks them.
+//! - [`up`]: creating a file's sessions ([`up::bring_up`]), all or nothing.
+//! - [`worktree`]: a session's `git worktree`, made and undone.
 
 pub mod check;
 pub mod file;
 pub mod layout;
+pub mod up;
 pub mod vars;
+pub mod worktree;
 
 pub use file::{
     FileError, PaneCommand, PaneSpec, Problem, Role, SessionSpec, SessionsFile, WindowSpec,

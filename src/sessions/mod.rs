@@ -9,9 +9,13 @@
 //! - [`layout`]: tmux layout strings, checked as tmux checks them.
 //! - [`up`]: creating a file's sessions ([`up::bring_up`]), all or nothing.
 //! - [`worktree`]: a session's `git worktree`, made and undone.
+//! - [`down`]: closing a file's sessions through the normal lifecycle.
+//! - [`freeze`]: a server's sessions written as a file.
 
 pub mod check;
+pub mod down;
 pub mod file;
+pub mod freeze;
 pub mod layout;
 pub mod up;
 pub mod vars;

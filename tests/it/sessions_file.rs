@@ -142,19 +142,27 @@ fn a_frozen_server_comes_back_the_same_on_a_fresh_one() {
     server.tmux(&["select-layout", "-t", "=beta:", "even-horizontal"]);
     server.tmux(&["set-option", "-t", "=beta:", "@agent-group", "build"]);
     server.tmux(&["set-option", "-t", "=beta:", "@agent-type", "coder"]);
-    // gamma: a long command and a window at index 5.
+    // gamma: a long command and a window at index 5. (Every window has a
+    // name of its own: one named by automatic-rename changes on tmux's
+    // timer, between the listing and the freeze.)
     server.tmux(&[
         "new-session",
         "-d",
         "-s",
         "gamma",
+        "-n",
+        "long job",
         "-c",
         s(&c),
         "sleep 30000; echo done",
     ]);
     server.tmux(&["new-window", "-t", "=gamma:5", "-n", "five", "-c", s(&a)]);
 
-    let before = server.tmux(&["list-panes", "-a", "-F", PANES]);
+    // And for every pane's process to have started: until then its current
+    // path reads empty (two spaces in a line).
+    let before = eventually(PATIENCE, "every pane's current path", || {
+        Some(server.tmux(&["list-panes", "-a", "-F", PANES])).filter(|l| !l.contains("  "))
+    });
     let options_before: Vec<Vec<String>> = ["alpha", "beta", "gamma"]
         .iter()
         .map(|name| agent_options(&server, name))
@@ -452,8 +460,8 @@ fn a_failure_half_way_undoes_what_was_made_and_a_worktree_is_made_per_session() 
     git(&repo, &["commit", "-q", "--allow-empty", "-m", "first"]);
     let not_a_repo = dir(&server, "plain");
 
-    // The second session's worktree cannot be made: the first session and
-    // its worktree are removed again, and the error says so.
+    // The second session's worktree cannot be made: the first session's
+    // worktree is removed again, and the error says so.
     let body = format!(
         r#"[[session]]
 name = "feature"
@@ -473,10 +481,8 @@ worktree = {{ branch = "b", path = "../wt/broken" }}
     assert!(!out.status.success());
     let err = text(&out.stderr);
     assert!(err.contains("session \"broken\""), "{err}");
-    assert!(
-        err.contains("closed the session(s) it had made: feature"),
-        "{err}"
-    );
+    // feature's session was still waiting for its batch: never made.
+    assert!(!err.contains("closed the session"), "{err}");
     assert!(err.contains("removed the worktree(s) it had made"), "{err}");
     assert_eq!(session_names(&server), ["base"]);
     let worktree = server.path("wt/feature");
@@ -503,4 +509,28 @@ worktree = {{ branch = "b", path = "../wt/broken" }}
         .output()
         .unwrap();
     assert_eq!(text(&branch.stdout).trim(), "feat-feature");
+}
+
+#[test]
+fn tmux_refusing_one_session_undoes_the_sessions_made_with_it() {
+    let server = TmuxServer::start();
+    // Sessions go to tmux several to an invocation; tmux refuses b's
+    // second window (an index it cannot hold), after a was made and while
+    // b is half made: both are closed again, c was never started.
+    let file = write(
+        &server,
+        "refused.toml",
+        "[[session]]\nname = \"a\"\n\n[[session]]\nname = \"b\"\n[[session.window]]\n[[session.window]]\nindex = 3000000000\n\n[[session]]\nname = \"c\"\n",
+    );
+    let out = agent(&server, &["up", s(&file)]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("session \"b\": tmux"), "{err}");
+    assert!(err.contains("can't find window: 3000000000"), "{err}");
+    assert!(
+        err.contains("its half-made session tmux-agent-up-"),
+        "{err}"
+    );
+    assert!(err.contains(", a"), "{err}");
+    assert_eq!(session_names(&server), ["base"]);
 }

@@ -534,3 +534,33 @@ fn tmux_refusing_one_session_undoes_the_sessions_made_with_it() {
     assert!(err.contains(", a"), "{err}");
     assert_eq!(session_names(&server), ["base"]);
 }
+
+#[test]
+fn a_session_created_hook_already_sees_each_session_s_name_and_options() {
+    let server = TmuxServer::start();
+    // What a `session-created` reaction (the daemon's, or this hook) sees:
+    // tmux runs hooks once the creating command list is done.
+    server.tmux(&[
+        "set-hook",
+        "-g",
+        "session-created",
+        "set-option -agF @seen '#{session_name}|#{@agent-goal}|#{@agent-type}|#{@agent-group};'",
+    ]);
+    let file = write(
+        &server,
+        "seen.toml",
+        "[[session]]\nname = \"one\"\ngoal = \"first #{{x}}\"\ngroup = \"g\"\n\n[[session]]\nname = \"two\"\ntype = \"coder\"\n[[session.window]]\n[[session.window]]\nname = \"second\"\n\n[[session]]\nname = \"three\"\ngoal = \"third\"\n",
+    );
+    agent_ok(&server, &["up", s(&file)]);
+    let seen = eventually(PATIENCE, "the hooks to run", || {
+        server
+            .global_option("@seen")
+            .filter(|seen| seen.matches(';').count() == 3)
+    });
+    assert_eq!(seen, "one|first #{x}||g;two||coder|;three|third||;");
+    // And freeze of one session writes that one only.
+    let one = agent_ok(&server, &["freeze", "-t", "two"]);
+    assert!(one.contains("name = \"two\""), "{one}");
+    assert!(one.contains("name = \"second\""), "{one}");
+    assert!(!one.contains("name = \"one\""), "{one}");
+}

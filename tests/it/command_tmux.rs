@@ -23,7 +23,7 @@ use bytes::BytesMut;
 use tmux_agent::control::{
     ControlEvent, Notification, Reply, SessionId,
     codec::ControlCodec,
-    command::{Command, SessionTarget, Spawn, SubscriptionScope, escape_format},
+    command::{Command, SessionTarget, SubscriptionScope, escape_format},
     oneshot::{OneShot, OneShotError},
     server::ServerSocket,
 };
@@ -387,9 +387,9 @@ fn every_builder_is_accepted_by_tmux() {
         &name,
         None,
         None,
-        &Spawn {
+        &tmux_agent::control::command::Spawn {
             directory: Some(dir.to_str().expect("utf-8").to_owned()),
-            ..Spawn::default()
+            ..Default::default()
         },
     )
     .expect("buildable"));
@@ -582,9 +582,9 @@ fn the_oneshot_runner_reports_tmux_refusals_and_a_missing_server() {
     let argument = server.path("argument");
     let script = format!("printf %s \"$0\" > '{}'; exec sleep 30", argument.display());
     let words = ["sh".to_owned(), "-c".to_owned(), script, "arg;".to_owned()];
-    let spawn = Spawn {
+    let spawn = tmux_agent::control::command::Spawn {
         command: words.to_vec(),
-        ..Spawn::default()
+        ..Default::default()
     };
     let created =
         block_on(tmux.run(&Command::new_session("made;", None, None, &spawn).expect("ok")))

@@ -564,3 +564,62 @@ fn a_session_created_hook_already_sees_each_session_s_name_and_options() {
     assert!(one.contains("name = \"second\""), "{one}");
     assert!(!one.contains("name = \"one\""), "{one}");
 }
+
+#[test]
+fn with_a_daemon_up_registers_each_session_with_its_goal_and_down_completes_them() {
+    use crate::support::rig::{LIFECYCLE, Rig};
+    let rig = Rig::new(LIFECYCLE);
+    let _daemon = rig.start_daemon();
+    rig.wait_calls(1); // `base`, registered as the daemon starts
+    let file = write(
+        &rig.server,
+        "pair.toml",
+        "[[session]]\nname = \"writer\"\ngoal = \"write the parser\"\ntype = \"coder\"\n\n[[session]]\nname = \"checker\"\ngoal = \"review it\"\n[[session.window]]\n[[session.window.pane]]\n[[session.window.pane]]\n",
+    );
+    agent_ok(&rig.server, &["up", s(&file)]);
+    let calls = rig.wait_calls(3);
+    let registered: Vec<(String, String, String)> = calls[1..]
+        .iter()
+        .map(|c| {
+            let a = &c["arguments"];
+            assert_eq!(a["step"], "register", "{c}");
+            (
+                a["name"].as_str().unwrap().to_owned(),
+                a["goal"].as_str().unwrap().to_owned(),
+                a["type"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        registered.contains(&("writer".into(), "write the parser".into(), "coder".into())),
+        "{registered:?}"
+    );
+    assert!(
+        registered
+            .iter()
+            .any(|(n, g, _)| n == "checker" && g == "review it"),
+        "{registered:?}"
+    );
+    let ids: Vec<String> = ["writer", "checker"]
+        .iter()
+        .map(|name| rig.server.session_id(name))
+        .collect();
+    for id in &ids {
+        eventually(PATIENCE, "the goal id kept from register", || {
+            (!rig.option(id, "@agent-goal-id").is_empty()).then_some(())
+        });
+    }
+
+    agent_ok(&rig.server, &["down", s(&file)]);
+    let calls = rig.wait_calls(5);
+    let completed: Vec<&str> = calls[3..]
+        .iter()
+        .filter(|c| c["arguments"]["step"] == "complete")
+        .map(|c| c["arguments"]["goal_id"].as_str().unwrap())
+        .collect();
+    let mut expected: Vec<String> = ids.iter().map(|id| format!("goal-{id}")).collect();
+    let mut completed: Vec<String> = completed.into_iter().map(str::to_owned).collect();
+    expected.sort();
+    completed.sort();
+    assert_eq!(completed, expected);
+}

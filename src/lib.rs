@@ -28,6 +28,7 @@
 //! - [`fault`]: the faults tests inject through environment variables.
 //! - [`paths`]: where files live (XDG directories).
 //! - [`schema`]: the name of every `@agent-*` tmux option, and `@agent-state`'s values.
+//! - [`sessions`]: sessions as files: the TOML format, `up`, `down`, `freeze`.
 
 pub mod agent;
 pub mod backoff;
@@ -44,6 +45,7 @@ pub mod mcp;
 pub mod notify;
 pub mod paths;
 pub mod schema;
+pub mod sessions;
 pub mod state;
 pub mod status;
 pub mod supervise;

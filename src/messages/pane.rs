@@ -1,0 +1,504 @@
+//! Typing a message into an agent's pane, and checking that it arrived
+//! (DESIGN.md D16): the one way text goes into a pane.
+//!
+//! # When ([`gate`])
+//!
+//! Only when the pane's agent is at its prompt and nobody else is at the
+//! keyboard:
+//!
+//! - the [`Board`] says the agent is `idle` or `waiting` (a `working`
+//!   agent, or one whose status is `unknown`, is [`HoldReason::Busy`]: it
+//!   is not known to be at its prompt; no agent, or one that has `exited`,
+//!   is [`HoldReason::NoAgent`]);
+//! - the pane is not in a mode (`#{pane_in_mode}`: copy-mode, view-mode),
+//!   where typed text would move a cursor instead of reaching the agent
+//!   ([`HoldReason::InMode`]);
+//! - no person is typing: no client other than a control client is
+//!   attached to the pane's session with input newer than the typing
+//!   window (`#{client_activity}`, which tmux updates on every key and
+//!   mouse event of that client; [`HoldReason::UserTyping`]). tmux keeps
+//!   that time in whole seconds, so "within 2 s" means "in this second or
+//!   the two before".
+//!
+//! # How ([`type_into`])
+//!
+//! 1. The body goes into a paste buffer with a name of its own
+//!    (`tmux-agent-msg-<id>`), through `load-buffer -b NAME -` run as a
+//!    one-shot `tmux` with the body on its stdin: the body is never part of
+//!    a command line, so nothing in it (`;`, `#{}`, `#()`, `$(…)`, quotes)
+//!    is parsed, expanded or run by tmux or by a shell.
+//! 2. `paste-buffer -p -d -r -b NAME -t PANE` over the control connection:
+//!    a bracketed paste when the agent asked for one (every agent TUI
+//!    does), the buffer deleted once pasted, LF kept LF.
+//! 3. The agent's submit key (`[agents.NAME] submit_key`, `Enter` by
+//!    default) with `send-keys`.
+//!
+//! Two things are taken out of the body first, and only these: NUL bytes
+//! (no terminal input carries them, and agents stop reading at them) and
+//! the bracketed-paste markers `ESC [ 200 ~` / `ESC [ 201 ~`, with which a
+//! body could end the paste early and have its remainder read as keys.
+//! Everything else, ANSI escapes included, arrives as written.
+//!
+//! # Verified
+//!
+//! After the submit key, the pane is watched until the verify deadline: the
+//! body's first line showing up on it (once more than before the paste),
+//! or the pane's `@agent-status` turning `working` (the status keeper
+//! writes it from the agent's hooks or its activity), is
+//! [`Typed::Delivered`]; neither is [`Typed::Unverified`] (the text was
+//! typed, nobody saw it land). A pane that disappears at any step is
+//! [`PaneError::Gone`].
+//!
+//! The free functions [`gate`] and [`type_into`] use the default settings;
+//! [`Delivery`] carries `[delivery]` from the config.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+
+use crate::control::command::{Command, CommandError};
+use crate::control::connection::{ControlError, ControlHandle};
+use crate::control::oneshot::{OneShot, OneShotError};
+use crate::control::server::ServerSocket;
+use crate::control::{PaneId, SessionId};
+use crate::schema;
+use crate::status::{AgentStatus, Board};
+
+/// The submit key when `[agents.NAME] submit_key` does not say.
+pub const DEFAULT_SUBMIT_KEY: &str = "Enter";
+
+/// How recent a person's input must be to hold a delivery back, by default.
+pub const DEFAULT_TYPING_WINDOW: Duration = Duration::from_secs(2);
+
+/// How long a typed message is watched for before it counts as
+/// unverified, by default.
+pub const DEFAULT_VERIFY_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How often the pane is looked at while verifying.
+const VERIFY_EVERY: Duration = Duration::from_millis(25);
+
+/// The longest part of the first line looked for on the screen: an agent's
+/// TUI wraps and boxes what it shows, so a long line never comes back
+/// whole.
+const NEEDLE_CHARS: usize = 40;
+
+/// How many lines of history, beyond the body's own length, the check
+/// looks through (a long body scrolls its first line off the screen).
+const HISTORY_MARGIN: usize = 200;
+
+/// The most history lines one verification capture asks for.
+const HISTORY_CAP: usize = 5_000;
+
+/// Whether a message may be typed now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// The agent is at its prompt and nobody is typing.
+    Ready,
+    /// Not now; ask again later.
+    Hold(HoldReason),
+}
+
+/// Why a message is held back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HoldReason {
+    /// The agent is working (or its status is unknown).
+    Busy,
+    /// The pane is in a mode (copy-mode): typing would not reach the agent.
+    InMode,
+    /// A person typed into the pane's session within the typing window.
+    UserTyping,
+    /// No agent runs in the pane (none seen, or it exited).
+    NoAgent,
+}
+
+impl HoldReason {
+    /// The name in logs and JSON (`busy`, `in-mode`, `user-typing`,
+    /// `no-agent`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldReason::Busy => "busy",
+            HoldReason::InMode => "in-mode",
+            HoldReason::UserTyping => "user-typing",
+            HoldReason::NoAgent => "no-agent",
+        }
+    }
+}
+
+impl std::fmt::Display for HoldReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What typing a message came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Typed {
+    /// Typed, and seen to land (its first line on the screen, or the agent
+    /// went `working`).
+    Delivered,
+    /// Typed, but not seen to land before the deadline.
+    Unverified,
+}
+
+/// Why a message could not be typed.
+#[derive(Debug, thiserror::Error)]
+pub enum PaneError {
+    /// The pane is not on the tmux server (any more).
+    #[error("the pane is gone")]
+    Gone,
+    /// tmux failed or refused a step.
+    #[error("tmux: {0}")]
+    Tmux(String),
+}
+
+impl From<ControlError> for PaneError {
+    fn from(err: ControlError) -> Self {
+        match &err {
+            ControlError::Command { message, .. } if is_gone(message) => PaneError::Gone,
+            _ => PaneError::Tmux(err.to_string()),
+        }
+    }
+}
+
+impl From<OneShotError> for PaneError {
+    fn from(err: OneShotError) -> Self {
+        PaneError::Tmux(err.to_string())
+    }
+}
+
+impl From<CommandError> for PaneError {
+    fn from(err: CommandError) -> Self {
+        PaneError::Tmux(err.to_string())
+    }
+}
+
+/// tmux's words for a target that does not exist.
+fn is_gone(message: &str) -> bool {
+    message.starts_with("can't find pane")
+        || message.starts_with("can't find window")
+        || message.starts_with("can't find session")
+}
+
+/// `[delivery]`: how panes are typed into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    /// Input from a person this recent holds a delivery back.
+    pub typing_window: Duration,
+    /// How long a typed message is watched for.
+    pub verify_timeout: Duration,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Self {
+            typing_window: DEFAULT_TYPING_WINDOW,
+            verify_timeout: DEFAULT_VERIFY_TIMEOUT,
+        }
+    }
+}
+
+/// [`Delivery::gate`] with the default settings.
+pub async fn gate(handle: &ControlHandle, board: &Board, pane: &PaneId) -> Result<Gate, PaneError> {
+    Delivery::default().gate(handle, board, pane).await
+}
+
+/// [`Delivery::type_into`] with the default settings.
+pub async fn type_into(
+    handle: &ControlHandle,
+    board: &Board,
+    pane: &PaneId,
+    text: &str,
+    submit_key: &str,
+) -> Result<Typed, PaneError> {
+    Delivery::default()
+        .type_into(handle, board, pane, text, submit_key)
+        .await
+}
+
+/// What tmux says of a pane, for the gate.
+struct PaneFacts {
+    in_mode: bool,
+    session: SessionId,
+}
+
+impl Delivery {
+    /// Whether a message may be typed into `pane` now (see the module doc).
+    pub async fn gate(
+        &self,
+        handle: &ControlHandle,
+        board: &Board,
+        pane: &PaneId,
+    ) -> Result<Gate, PaneError> {
+        // The pane first: a pane that is gone is an error, whatever the
+        // board (a snapshot) still says of it.
+        let facts = pane_facts(handle, *pane).await?;
+        match board.pane(*pane).map(|agent| agent.status) {
+            None | Some(AgentStatus::Exited) => return Ok(Gate::Hold(HoldReason::NoAgent)),
+            Some(AgentStatus::Working | AgentStatus::Unknown) => {
+                return Ok(Gate::Hold(HoldReason::Busy));
+            }
+            Some(AgentStatus::Idle | AgentStatus::Waiting) => {}
+        }
+        if facts.in_mode {
+            return Ok(Gate::Hold(HoldReason::InMode));
+        }
+        if self.someone_typing(handle, facts.session).await? {
+            return Ok(Gate::Hold(HoldReason::UserTyping));
+        }
+        Ok(Gate::Ready)
+    }
+
+    /// Types `text` into `pane` and presses `submit_key`, then verifies
+    /// (see the module doc). It does not check the gate: call [`gate`]
+    /// first. `board` is not consulted beyond that; the verification reads
+    /// the pane's status from tmux, where the keeper keeps it current.
+    pub async fn type_into(
+        &self,
+        handle: &ControlHandle,
+        _board: &Board,
+        pane: &PaneId,
+        text: &str,
+        submit_key: &str,
+    ) -> Result<Typed, PaneError> {
+        let pane = *pane;
+        let body = clean_body(text);
+        let needle = needle(&body);
+        let history = history_lines(&body);
+        let before = seen_count(handle, pane, needle.as_deref(), history).await?;
+
+        let name = buffer_name();
+        let tmux = OneShot::new(socket_of(handle).await?);
+        tmux.run_with_input(&Command::load_buffer_from_stdin(&name)?, body.as_bytes())
+            .await?;
+        if let Err(err) = handle.run(Command::paste_buffer(&name, pane)?).await {
+            // Not pasted, so not deleted by `-d`: no body left behind.
+            let _ = handle.run(Command::delete_buffer(&name)?).await;
+            return Err(err.into());
+        }
+        handle.run(Command::send_key(pane, submit_key)?).await?;
+
+        let deadline = tokio::time::Instant::now() + self.verify_timeout;
+        loop {
+            if status_of(handle, pane).await? == Some(AgentStatus::Working) {
+                return Ok(Typed::Delivered);
+            }
+            if needle.is_some()
+                && seen_count(handle, pane, needle.as_deref(), history).await? > before
+            {
+                return Ok(Typed::Delivered);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(Typed::Unverified);
+            }
+            tokio::time::sleep(VERIFY_EVERY).await;
+        }
+    }
+
+    /// Whether a client that is not a control client, attached to
+    /// `session`, had input within the typing window.
+    async fn someone_typing(
+        &self,
+        handle: &ControlHandle,
+        session: SessionId,
+    ) -> Result<bool, PaneError> {
+        let reply = handle
+            .run(Command::list_clients(
+                "#{client_session}\t#{client_control_mode}\t#{client_activity}",
+            )?)
+            .await?;
+        let now = Utc::now().timestamp();
+        let window = i64::try_from(self.typing_window.as_secs()).unwrap_or(i64::MAX);
+        let session_name = session_name(handle, session).await?;
+        Ok(reply.text().lines().any(|line| {
+            let mut fields = line.splitn(3, '\t');
+            let (Some(name), Some(control), Some(activity)) =
+                (fields.next(), fields.next(), fields.next())
+            else {
+                return false;
+            };
+            let Ok(activity) = activity.parse::<i64>() else {
+                return false;
+            };
+            name == session_name && control != "1" && now.saturating_sub(activity) <= window
+        }))
+    }
+}
+
+/// The pane's mode flag and session, or [`PaneError::Gone`].
+async fn pane_facts(handle: &ControlHandle, pane: PaneId) -> Result<PaneFacts, PaneError> {
+    let reply = handle
+        .run(Command::display_message(
+            pane,
+            "#{pane_in_mode}\t#{session_id}",
+        )?)
+        .await?;
+    let text = reply.text();
+    let mut fields = text.trim_end().splitn(2, '\t');
+    let in_mode = fields.next().unwrap_or_default() == "1";
+    let session = fields
+        .next()
+        .and_then(|id| id.parse().ok())
+        .ok_or_else(|| PaneError::Tmux(format!("unexpected pane facts {text:?}")))?;
+    Ok(PaneFacts { in_mode, session })
+}
+
+/// The session's name, as `#{client_session}` shows it.
+async fn session_name(handle: &ControlHandle, session: SessionId) -> Result<String, PaneError> {
+    let reply = handle
+        .run(Command::display_message(session, "#{session_name}")?)
+        .await?;
+    Ok(reply.text().trim_end_matches('\n').to_owned())
+}
+
+/// The pane's `@agent-status`, as the status keeper last wrote it.
+async fn status_of(handle: &ControlHandle, pane: PaneId) -> Result<Option<AgentStatus>, PaneError> {
+    let format = format!("#{{{}}}", schema::pane::STATUS);
+    let reply = handle.run(Command::display_message(pane, &format)?).await?;
+    Ok(reply.text().trim().parse().ok())
+}
+
+/// How many lines of the pane's recent text (its screen and `history`
+/// lines above) hold `needle`.
+async fn seen_count(
+    handle: &ControlHandle,
+    pane: PaneId,
+    needle: Option<&str>,
+    history: usize,
+) -> Result<usize, PaneError> {
+    let Some(needle) = needle else {
+        return Ok(0);
+    };
+    let start = -i64::try_from(history).unwrap_or(i64::MAX);
+    let reply = handle.run(Command::capture_pane(pane, start)).await?;
+    Ok(reply
+        .text()
+        .lines()
+        .filter(|line| line.contains(needle))
+        .count())
+}
+
+/// The tmux server behind the connection, as a socket a one-shot `tmux`
+/// can reach: tmux says where its socket is.
+async fn socket_of(handle: &ControlHandle) -> Result<ServerSocket, PaneError> {
+    let reply = handle
+        .run(Command::display_server("#{socket_path}")?)
+        .await?;
+    let path = reply.text().trim_end_matches('\n').to_owned();
+    if path.is_empty() {
+        return Err(PaneError::Tmux(
+            "tmux did not say where its socket is".into(),
+        ));
+    }
+    Ok(ServerSocket::Path(path.into()))
+}
+
+/// A buffer name no other message (of this or another process) has.
+fn buffer_name() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = Utc::now().timestamp_nanos_opt().unwrap_or_default();
+    format!("tmux-agent-msg-{}-{nanos}-{n}", std::process::id())
+}
+
+/// The body as it is typed: without NULs and bracketed-paste markers (see
+/// the module doc).
+pub fn clean_body(text: &str) -> String {
+    text.replace('\0', "")
+        .replace("\x1b[200~", "")
+        .replace("\x1b[201~", "")
+}
+
+/// What of the body is looked for on the screen: the start of its first
+/// line that shows anything, with escape sequences and control characters
+/// taken out (the terminal draws them as colours, not text). `None` for a
+/// body that shows nothing.
+pub fn needle(body: &str) -> Option<String> {
+    body.lines()
+        .map(|line| visible_text(line).trim().to_owned())
+        .find(|line| !line.is_empty())
+        .map(|line| line.chars().take(NEEDLE_CHARS).collect::<String>())
+        .map(|line| line.trim_end().to_owned())
+}
+
+/// `line` without ANSI escape sequences (CSI `ESC [ … final`, OSC `ESC ] …
+/// BEL/ST`, two-byte `ESC x`) and other control characters.
+fn visible_text(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\x1b' => match chars.next() {
+                Some('[') => {
+                    // Parameters and intermediates, up to a final byte.
+                    for c in chars.by_ref() {
+                        if ('\x40'..='\x7e').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                Some(']') => {
+                    while let Some(c) = chars.next() {
+                        if c == '\x07' {
+                            break;
+                        }
+                        if c == '\x1b' && chars.peek() == Some(&'\\') {
+                            chars.next();
+                            break;
+                        }
+                    }
+                }
+                _ => {}
+            },
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// How far into the history to look for the first line: the body's own
+/// length and a margin, capped.
+fn history_lines(body: &str) -> usize {
+    (body.lines().count() + HISTORY_MARGIN).min(HISTORY_CAP)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_body_loses_only_nuls_and_paste_markers() {
+        assert_eq!(
+            clean_body("a\0b\x1b[201~\rrm -rf /\x1b[200~ \x1b[31mred\x1b[0m ;#{x}$(y)"),
+            "ab\rrm -rf / \x1b[31mred\x1b[0m ;#{x}$(y)"
+        );
+    }
+
+    #[test]
+    fn the_needle_is_the_first_visible_line_without_escapes() {
+        assert_eq!(
+            needle("\n  \n\x1b[1;31mhello\x1b[0m world \x1b]0;title\x07!\nsecond").as_deref(),
+            Some("hello world !")
+        );
+        assert_eq!(needle("\x1b[2J\n\t\n"), None);
+        let long = "x".repeat(100);
+        assert_eq!(needle(&long).map(|n| n.len()), Some(NEEDLE_CHARS));
+        assert_eq!(needle("日本語").as_deref(), Some("日本語"));
+    }
+
+    #[test]
+    fn buffer_names_are_unique_and_plain() {
+        let a = buffer_name();
+        let b = buffer_name();
+        assert_ne!(a, b);
+        assert!(a.starts_with("tmux-agent-msg-"));
+        assert!(a.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+    }
+
+    #[test]
+    fn history_grows_with_the_body_and_is_capped() {
+        assert_eq!(history_lines("one"), 1 + HISTORY_MARGIN);
+        assert_eq!(history_lines(&"l\n".repeat(100_000)), HISTORY_CAP);
+    }
+}

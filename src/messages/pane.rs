@@ -219,7 +219,8 @@ pub async fn type_into(
 /// What tmux says of a pane, for the gate.
 struct PaneFacts {
     in_mode: bool,
-    session: SessionId,
+    /// The pane's session, as `#{client_session}` names it.
+    session_name: String,
 }
 
 impl Delivery {
@@ -243,7 +244,7 @@ impl Delivery {
         if facts.in_mode {
             return Ok(Gate::Hold(HoldReason::InMode));
         }
-        if self.someone_typing(handle, facts.session).await? {
+        if self.someone_typing(handle, &facts.session_name).await? {
             return Ok(Gate::Hold(HoldReason::UserTyping));
         }
         Ok(Gate::Ready)
@@ -295,12 +296,12 @@ impl Delivery {
         }
     }
 
-    /// Whether a client that is not a control client, attached to
-    /// `session`, had input within the typing window.
+    /// Whether a client that is not a control client, attached to the
+    /// session named `session_name`, had input within the typing window.
     async fn someone_typing(
         &self,
         handle: &ControlHandle,
-        session: SessionId,
+        session_name: &str,
     ) -> Result<bool, PaneError> {
         let reply = handle
             .run(Command::list_clients(
@@ -309,7 +310,6 @@ impl Delivery {
             .await?;
         let now = Utc::now().timestamp();
         let window = i64::try_from(self.typing_window.as_secs()).unwrap_or(i64::MAX);
-        let session_name = session_name(handle, session).await?;
         Ok(reply.text().lines().any(|line| {
             let mut fields = line.splitn(3, '\t');
             let (Some(name), Some(control), Some(activity)) =
@@ -326,36 +326,55 @@ impl Delivery {
 }
 
 /// The pane's mode flag and session, or [`PaneError::Gone`].
+///
+/// `display-message -t` of a pane that does not exist is no error in tmux
+/// 3.3a: it falls back to the client's current pane (or prints nothing).
+/// So the reply names its pane, and one that is not ours means gone.
 async fn pane_facts(handle: &ControlHandle, pane: PaneId) -> Result<PaneFacts, PaneError> {
+    let fields = pane_fields(
+        handle,
+        pane,
+        "#{pane_in_mode}\t#{session_id}\t#{session_name}",
+    )
+    .await?;
+    let mut fields = fields.splitn(3, '\t');
+    let in_mode = fields.next().unwrap_or_default() == "1";
+    // The id is asked for only to tell a real answer from an empty one.
+    let session = fields.next().and_then(|id| id.parse::<SessionId>().ok());
+    match (session, fields.next()) {
+        (Some(_), Some(session_name)) => Ok(PaneFacts {
+            in_mode,
+            session_name: session_name.to_owned(),
+        }),
+        _ => Err(PaneError::Gone),
+    }
+}
+
+/// `format` expanded for `pane`, or [`PaneError::Gone`] when tmux answers
+/// for another pane or none (see [`pane_facts`]).
+async fn pane_fields(
+    handle: &ControlHandle,
+    pane: PaneId,
+    format: &str,
+) -> Result<String, PaneError> {
     let reply = handle
         .run(Command::display_message(
             pane,
-            "#{pane_in_mode}\t#{session_id}",
+            &format!("#{{pane_id}}\t{format}"),
         )?)
         .await?;
     let text = reply.text();
-    let mut fields = text.trim_end().splitn(2, '\t');
-    let in_mode = fields.next().unwrap_or_default() == "1";
-    let session = fields
-        .next()
-        .and_then(|id| id.parse().ok())
-        .ok_or_else(|| PaneError::Tmux(format!("unexpected pane facts {text:?}")))?;
-    Ok(PaneFacts { in_mode, session })
-}
-
-/// The session's name, as `#{client_session}` shows it.
-async fn session_name(handle: &ControlHandle, session: SessionId) -> Result<String, PaneError> {
-    let reply = handle
-        .run(Command::display_message(session, "#{session_name}")?)
-        .await?;
-    Ok(reply.text().trim_end_matches('\n').to_owned())
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    match text.split_once('\t') {
+        Some((id, rest)) if id == pane.to_string() => Ok(rest.to_owned()),
+        _ => Err(PaneError::Gone),
+    }
 }
 
 /// The pane's `@agent-status`, as the status keeper last wrote it.
 async fn status_of(handle: &ControlHandle, pane: PaneId) -> Result<Option<AgentStatus>, PaneError> {
     let format = format!("#{{{}}}", schema::pane::STATUS);
-    let reply = handle.run(Command::display_message(pane, &format)?).await?;
-    Ok(reply.text().trim().parse().ok())
+    Ok(pane_fields(handle, pane, &format).await?.parse().ok())
 }
 
 /// How many lines of the pane's recent text (its screen and `history`

@@ -50,20 +50,23 @@
 //! [`PaneError::Gone`].
 //!
 //! The free functions [`gate`] and [`type_into`] use the default settings;
-//! [`Delivery`] carries `[delivery]` from the config.
+//! [`Delivery`] carries `[delivery]` and the submit keys from the config
+//! ([`crate::configuration::Configuration::delivery`]).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
 
+use crate::config::Config;
 use crate::control::command::{Command, CommandError};
 use crate::control::connection::{ControlError, ControlHandle};
 use crate::control::oneshot::{OneShot, OneShotError};
 use crate::control::server::ServerSocket;
 use crate::control::{PaneId, SessionId};
 use crate::schema;
-use crate::status::{AgentStatus, Board};
+use crate::status::{AgentKind, AgentStatus, Board};
 
 /// The submit key when `[agents.NAME] submit_key` does not say.
 pub const DEFAULT_SUBMIT_KEY: &str = "Enter";
@@ -180,13 +183,16 @@ fn is_gone(message: &str) -> bool {
         || message.starts_with("can't find session")
 }
 
-/// `[delivery]`: how panes are typed into.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How panes are typed into: `[delivery]`, and each agent's submit key
+/// (`[agents.NAME] submit_key`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
     /// Input from a person this recent holds a delivery back.
     pub typing_window: Duration,
     /// How long a typed message is watched for.
     pub verify_timeout: Duration,
+    /// Submit keys by agent name, where the config sets one.
+    pub submit_keys: BTreeMap<String, String>,
 }
 
 impl Default for Delivery {
@@ -194,7 +200,59 @@ impl Default for Delivery {
         Self {
             typing_window: DEFAULT_TYPING_WINDOW,
             verify_timeout: DEFAULT_VERIFY_TIMEOUT,
+            submit_keys: BTreeMap::new(),
         }
+    }
+}
+
+/// A `[delivery]` or `submit_key` value that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct DeliveryConfigError {
+    /// The key in config.toml (`agents.codex.submit_key`).
+    pub key: String,
+    pub message: String,
+}
+
+impl Delivery {
+    /// The settings the config file gives; every value that cannot be used
+    /// is an error naming its key.
+    pub fn from_config(config: &Config) -> Result<Self, Vec<DeliveryConfigError>> {
+        let mut delivery = Delivery::default();
+        let mut errors = Vec::new();
+        if let Some(window) = config.delivery.typing_window {
+            delivery.typing_window = window.0;
+        }
+        if let Some(timeout) = config.delivery.verify_timeout {
+            delivery.verify_timeout = timeout.0;
+        }
+        for (agent, section) in &config.agents {
+            let Some(key) = &section.submit_key else {
+                continue;
+            };
+            if key.is_empty() || key.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                errors.push(DeliveryConfigError {
+                    key: format!("agents.{agent}.submit_key"),
+                    message: format!(
+                        "{key:?} is not a tmux key name (one word such as \"Enter\", \"C-m\", \"M-Enter\")"
+                    ),
+                });
+                continue;
+            }
+            delivery.submit_keys.insert(agent.clone(), key.clone());
+        }
+        if errors.is_empty() {
+            Ok(delivery)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The key that submits a message to `kind` ([`DEFAULT_SUBMIT_KEY`]
+    /// unless its `[agents.NAME]` says otherwise).
+    pub fn submit_key(&self, kind: Option<&AgentKind>) -> &str {
+        kind.and_then(|kind| self.submit_keys.get(kind.as_str()))
+            .map_or(DEFAULT_SUBMIT_KEY, String::as_str)
     }
 }
 
@@ -485,6 +543,42 @@ fn history_lines(body: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn submit_keys_and_timings_come_from_the_config() {
+        let config: Config = toml::from_str(
+            "[delivery]\ntyping_window = \"5s\"\nverify_timeout = \"500ms\"\n\
+             [agents.codex]\nsubmit_key = \"Enter\"\n[agents.mybot]\nsubmit_key = \"C-j\"\n",
+        )
+        .unwrap();
+        let delivery = Delivery::from_config(&config).unwrap();
+        assert_eq!(delivery.typing_window, Duration::from_secs(5));
+        assert_eq!(delivery.verify_timeout, Duration::from_millis(500));
+        assert_eq!(delivery.submit_key(Some(&AgentKind::named("mybot"))), "C-j");
+        assert_eq!(delivery.submit_key(Some(&AgentKind::Claude)), "Enter");
+        assert_eq!(delivery.submit_key(None), DEFAULT_SUBMIT_KEY);
+        assert_eq!(
+            Delivery::from_config(&Config::default()).unwrap(),
+            Delivery::default()
+        );
+    }
+
+    #[test]
+    fn a_submit_key_that_is_not_a_key_name_is_refused_by_its_key() {
+        for bad in ["", "Enter; kill-server", "C-m\n", "a b"] {
+            let mut config = Config::default();
+            config.agents.insert(
+                "codex".into(),
+                crate::status::prompt::AgentPatternsConfig {
+                    submit_key: Some(bad.into()),
+                    ..Default::default()
+                },
+            );
+            let errors = Delivery::from_config(&config).unwrap_err();
+            assert_eq!(errors.len(), 1, "{bad:?}");
+            assert_eq!(errors[0].key, "agents.codex.submit_key");
+        }
+    }
 
     #[test]
     fn the_body_loses_only_nuls_and_paste_markers() {

@@ -145,6 +145,11 @@ pub struct ContextSection {
     /// Regular expressions whose matches in captured text become `[redacted]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub redact: Vec<String>,
+    /// Whether the built-in server's `look` tool shows panes outside the
+    /// caller's group (default false: only its own session's and its
+    /// group's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub look_outside_group: Option<bool>,
 }
 
 /// Declares a config table that carries the tuning knobs beside its own

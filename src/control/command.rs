@@ -732,6 +732,38 @@ impl Command {
             .done())
     }
 
+    /// `capture-pane -p -J -t <target> -S <start>`: [`Command::capture_pane`]
+    /// of a pane as a person named it (`%3`, `work`, `=work:`,
+    /// `work:1.2`): tmux refuses a target that matches nothing ("can't
+    /// find pane"), which `display-message -t` does not.
+    pub fn capture_pane_of(target: &SessionTarget, start: i64) -> Result<Command, CommandError> {
+        Ok(Line::new("capture-pane")
+            .flag("-p")
+            .flag("-J")
+            .flag("-t")
+            .arg(&target.pane_form())?
+            .flag("-S")
+            .id(start)
+            .done())
+    }
+
+    /// `display-message -p -t <target> -F <format>` of a pane as a person
+    /// named it. A target that matches nothing is no error here (an empty
+    /// line, or the current pane's values): run it after a command that
+    /// checks the target, such as [`Command::capture_pane_of`].
+    pub fn display_message_of(
+        target: &SessionTarget,
+        format: &str,
+    ) -> Result<Command, CommandError> {
+        Ok(Line::new("display-message")
+            .flag("-p")
+            .flag("-t")
+            .arg(&target.pane_form())?
+            .flag("-F")
+            .arg(format)?
+            .done())
+    }
+
     /// `show-messages`: tmux's message log, newest first; it holds every
     /// command any client ran (`client-123 command: ...`), up to
     /// `message-limit` lines. It needs a client, so it works over a control
@@ -965,6 +997,14 @@ mod tests {
             (
                 Command::capture_pane(PaneId(0), -100),
                 "capture-pane -p -J -t '%0' -S -100",
+            ),
+            (
+                Command::capture_pane_of(&SessionTarget::Given("work:1.2".into()), -5)?,
+                "capture-pane -p -J -t work:1.2 -S -5",
+            ),
+            (
+                Command::display_message_of(&SessionTarget::Exact("a b".into()), "#{pane_id}")?,
+                "display-message -p -t '=a b:' -F '#{pane_id}'",
             ),
             (
                 Command::load_buffer_from_stdin("tmux-agent-msg-7")?,

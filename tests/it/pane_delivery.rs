@@ -336,3 +336,128 @@ fn text_nobody_sees_land_is_unverified() {
         assert_eq!(typed, Typed::Unverified);
     });
 }
+
+/// A session `name` whose one pane shows `text` and then waits; its pane.
+fn pane_showing(server: &TmuxServer, name: &str, text: &str) -> String {
+    let pane = server
+        .tmux(&[
+            "new-session",
+            "-d",
+            "-P",
+            "-F",
+            "#{pane_id}",
+            "-s",
+            name,
+            &format!("printf '{text}\\n'; exec cat"),
+        ])
+        .trim()
+        .to_owned();
+    eventually(PATIENCE, "the pane to show its text", || {
+        let shown = server.tmux(&["capture-pane", "-p", "-t", &pane]);
+        shown
+            .contains(text.split(' ').next().unwrap())
+            .then_some(())
+    });
+    pane
+}
+
+const REDACT: &str = "[context]\nredact = ['sk-[a-z0-9]+']\n";
+
+#[test]
+fn look_shows_a_panes_last_lines_redacted() {
+    use crate::support::daemon::{agent_err, agent_ok, json};
+    let server = TmuxServer::start();
+    crate::support::write_config(server.home.path(), REDACT);
+    let pane = pane_showing(&server, "secret", "token sk-abc123 here");
+    let out = agent_ok(&server, &["look", "-t", &pane]);
+    assert_eq!(out, "token [redacted] here\n");
+    let out = agent_ok(&server, &["look", "-t", "=secret:", "-n", "1", "--json"]);
+    let seen = json(&out);
+    assert_eq!(seen["pane"], pane.as_str());
+    assert_eq!(seen["session"], "secret");
+    assert_eq!(seen["lines"], serde_json::json!(["token [redacted] here"]));
+
+    let err = agent_err(&server, &["look", "-t", "%999"]);
+    assert!(err.contains("no pane \"%999\""), "{err}");
+    let err = agent_err(&server, &["look", "-t", &pane, "-n", "0"]);
+    assert!(err.contains("--lines"), "{err}");
+    // A config that cannot be read whole is not trusted to redact.
+    crate::support::write_config(server.home.path(), "[context]\nredact = ['(']\n");
+    let err = agent_err(&server, &["look", "-t", &pane]);
+    assert!(err.contains("config check"), "{err}");
+    assert!(!err.contains("sk-abc123"), "{err}");
+}
+
+#[tokio::test]
+async fn the_look_tool_stays_in_the_callers_group_and_list_agents_says_who_is_there() {
+    use crate::support::serve::{connect, ok, serve_command, tool_error};
+    use serde_json::json;
+    let server = TmuxServer::start();
+    let config = crate::support::write_config(server.home.path(), REDACT);
+    let Some(agent) = server.fake_prompt_agent_window("base", &server.path("agent")) else {
+        return;
+    };
+    let me = pane_showing(&server, "me", "hello from me");
+    let peer = pane_showing(&server, "peer", "peer key sk-zz9 shown");
+    let stranger = pane_showing(&server, "stranger", "stranger key sk-yy8");
+    for (session, group) in [
+        ("=me:", "crew"),
+        ("=peer:", "crew"),
+        ("=stranger:", "other"),
+    ] {
+        server.tmux(&["set-option", "-t", session, "@agent-group", group]);
+    }
+    let mut cmd = serve_command(&server.path("b.db"), &["--config"]);
+    cmd.arg(&config)
+        .env("HOME", server.home.path())
+        .env("TMUX", server.tmux_env())
+        .env("TMUX_PANE", &me);
+    let client = connect(cmd).await;
+
+    let seen = ok(&client, "look", json!({"target": peer})).await;
+    assert_eq!(seen["session_name"], "peer");
+    assert_eq!(seen["lines"], json!(["peer key [redacted] shown"]));
+    let mine = ok(&client, "look", json!({"target": "=me:", "lines": 1})).await;
+    assert_eq!(mine["lines"], json!(["hello from me"]));
+
+    let refused = tool_error(&client, "look", json!({"target": stranger})).await;
+    assert!(refused.contains("look refused"), "{refused}");
+    assert!(refused.contains("look_outside_group"), "{refused}");
+    assert!(!refused.contains("sk-yy8"), "{refused}");
+    // The fake agent's session `base` is in no group: refused as well.
+    let refused = tool_error(&client, "look", json!({"target": agent})).await;
+    assert!(refused.contains("no group"), "{refused}");
+    let missing = tool_error(&client, "look", json!({"target": "%999"})).await;
+    assert!(missing.contains("no pane"), "{missing}");
+
+    let list = ok(&client, "list_agents", json!({})).await;
+    assert_eq!(list["me"], me.as_str());
+    let agents = list["agents"].as_array().unwrap();
+    assert_eq!(agents.len(), 1, "{list}");
+    assert_eq!(agents[0]["pane"], agent.as_str());
+    assert_eq!(agents[0]["status"], "idle");
+    assert_eq!(agents[0]["kind"], "claude");
+    assert_eq!(agents[0]["session_name"], "base");
+    assert_eq!(agents[0]["group"], serde_json::Value::Null);
+    assert_eq!(agents[0]["me"], false);
+    server.tmux(&["set-option", "-t", "=base:", "@agent-group", "crew"]);
+    let list = ok(&client, "list_agents", json!({"group": "crew"})).await;
+    assert_eq!(list["agents"][0]["group"], "crew");
+    let none = ok(&client, "list_agents", json!({"group": "other"})).await;
+    assert_eq!(none["agents"], json!([]));
+    // Now in the caller's group, the agent's pane may be looked at.
+    ok(&client, "look", json!({"target": agent})).await;
+    client.cancel().await.unwrap();
+
+    // With the config's leave, any pane.
+    std::fs::write(&config, format!("{REDACT}look_outside_group = true\n")).unwrap();
+    let mut cmd = serve_command(&server.path("b.db"), &["--config"]);
+    cmd.arg(&config)
+        .env("HOME", server.home.path())
+        .env("TMUX", server.tmux_env())
+        .env("TMUX_PANE", &me);
+    let client = connect(cmd).await;
+    let seen = ok(&client, "look", json!({"target": stranger})).await;
+    assert_eq!(seen["lines"], json!(["stranger key [redacted]"]));
+    client.cancel().await.unwrap();
+}

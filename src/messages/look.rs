@@ -4,7 +4,8 @@
 //! One way for both, with one-shot `tmux` commands (no daemon needed):
 //!
 //! - the target is what a person types (`%3`, `work`, `=work:`,
-//!   `work:1.2`); tmux resolves it, and `capture-pane` refuses one that
+//!   `work:1.2`): a session with exactly that name first (its active
+//!   pane), else tmux resolves it, and `capture-pane` refuses one that
 //!   matches nothing, so the capture and the `display-message` that names
 //!   the pane run as one chain that stops there;
 //! - the text is `capture-pane -J` (no escape sequences, wrapped lines
@@ -84,7 +85,7 @@ pub async fn look(
     if lines == 0 || lines > MAX_LINES {
         return Err(LookError::Lines(lines));
     }
-    let given = SessionTarget::Given(target.to_owned());
+    let given = resolve(tmux, target).await?;
     let start = -i64::try_from(lines).unwrap_or(i64::MAX);
     let chain = [
         Command::capture_pane_of(&given, start)?,
@@ -117,6 +118,26 @@ pub async fn look(
         session_id,
         session: session.to_owned(),
         lines: last_lines(screen, lines, patterns),
+    })
+}
+
+/// `target` as tmux should get it: the `$id` of the session named exactly
+/// `target` if there is one (as every `-t` of the CLI does: tmux's own
+/// syntax cannot name every session, `%0` or `=x` for instance), else the
+/// text itself, for tmux to resolve (`%3`, `work:1.2`, a name prefix).
+async fn resolve(tmux: &OneShot, target: &str) -> Result<SessionTarget, LookError> {
+    let listing = tmux
+        .run(&Command::list_sessions("#{session_id}\t#{session_name}")?)
+        .await
+        .map_err(LookError::Tmux)?;
+    let listing = String::from_utf8_lossy(&listing);
+    let named = listing.lines().find_map(|line| {
+        let (id, name) = line.split_once('\t')?;
+        (name == target).then(|| id.parse::<SessionId>().ok())?
+    });
+    Ok(match named {
+        Some(id) => SessionTarget::Id(id),
+        None => SessionTarget::Given(target.to_owned()),
     })
 }
 

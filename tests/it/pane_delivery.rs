@@ -377,6 +377,10 @@ fn look_shows_a_panes_last_lines_redacted() {
     assert_eq!(seen["session"], "secret");
     assert_eq!(seen["lines"], serde_json::json!(["token [redacted] here"]));
 
+    // A session named like a pane id is found by its name.
+    let odd = pane_showing(&server, "%0", "odd one");
+    let out = agent_ok(&server, &["look", "-t", "%0", "--json"]);
+    assert_eq!(json(&out)["pane"], odd.as_str());
     let err = agent_err(&server, &["look", "-t", "%999"]);
     assert!(err.contains("no pane \"%999\""), "{err}");
     let err = agent_err(&server, &["look", "-t", &pane, "-n", "0"]);

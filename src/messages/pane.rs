@@ -14,7 +14,8 @@
 //!   where typed text would move a cursor instead of reaching the agent
 //!   ([`HoldReason::InMode`]);
 //! - no person is typing: no client other than a control client is
-//!   attached to the pane's session with input newer than the typing
+//!   attached to the pane's session (or a session grouped with it, which
+//!   shows the same windows) with input newer than the typing
 //!   window (`#{client_activity}`, which tmux updates on every key and
 //!   mouse event of that client; [`HoldReason::UserTyping`]). tmux keeps
 //!   that time in whole seconds, so "within 2 s" means "in this second or
@@ -277,8 +278,9 @@ pub async fn type_into(
 /// What tmux says of a pane, for the gate.
 struct PaneFacts {
     in_mode: bool,
-    /// The pane's session, as `#{client_session}` names it.
-    session_name: String,
+    session: SessionId,
+    /// The session's group (`#{session_group}`), if it is grouped.
+    group: Option<String>,
 }
 
 impl Delivery {
@@ -302,7 +304,7 @@ impl Delivery {
         if facts.in_mode {
             return Ok(Gate::Hold(HoldReason::InMode));
         }
-        if self.someone_typing(handle, &facts.session_name).await? {
+        if self.someone_typing(handle, &facts).await? {
             return Ok(Gate::Hold(HoldReason::UserTyping));
         }
         Ok(Gate::Ready)
@@ -355,30 +357,39 @@ impl Delivery {
     }
 
     /// Whether a client that is not a control client, attached to the
-    /// session named `session_name`, had input within the typing window.
+    /// pane's session or to a session grouped with it (`new-session -t`:
+    /// the same windows), had input within the typing window.
     async fn someone_typing(
         &self,
         handle: &ControlHandle,
-        session_name: &str,
+        facts: &PaneFacts,
     ) -> Result<bool, PaneError> {
+        // The group name last: it is a session name, which may hold a tab.
         let reply = handle
             .run(Command::list_clients(
-                "#{client_session}\t#{client_control_mode}\t#{client_activity}",
+                "#{client_control_mode}\t#{client_activity}\t#{session_id}\t#{session_group}",
             )?)
             .await?;
         let now = Utc::now().timestamp();
         let window = i64::try_from(self.typing_window.as_secs()).unwrap_or(i64::MAX);
         Ok(reply.text().lines().any(|line| {
-            let mut fields = line.splitn(3, '\t');
-            let (Some(name), Some(control), Some(activity)) =
-                (fields.next(), fields.next(), fields.next())
+            let mut fields = line.splitn(4, '\t');
+            let (Some(control), Some(activity), Some(session), group) =
+                (fields.next(), fields.next(), fields.next(), fields.next())
             else {
                 return false;
             };
-            let Ok(activity) = activity.parse::<i64>() else {
+            let (Ok(activity), Ok(session)) =
+                (activity.parse::<i64>(), session.parse::<SessionId>())
+            else {
                 return false;
             };
-            name == session_name && control != "1" && now.saturating_sub(activity) <= window
+            let same = session == facts.session
+                || facts
+                    .group
+                    .as_deref()
+                    .is_some_and(|mine| group == Some(mine));
+            same && control != "1" && now.saturating_sub(activity) <= window
         }))
     }
 }
@@ -392,19 +403,20 @@ async fn pane_facts(handle: &ControlHandle, pane: PaneId) -> Result<PaneFacts, P
     let fields = pane_fields(
         handle,
         pane,
-        "#{pane_in_mode}\t#{session_id}\t#{session_name}",
+        "#{pane_in_mode}\t#{session_id}\t#{session_group}",
     )
     .await?;
     let mut fields = fields.splitn(3, '\t');
     let in_mode = fields.next().unwrap_or_default() == "1";
-    // The id is asked for only to tell a real answer from an empty one.
     let session = fields.next().and_then(|id| id.parse::<SessionId>().ok());
-    match (session, fields.next()) {
-        (Some(_), Some(session_name)) => Ok(PaneFacts {
+    let group = fields.next().filter(|g| !g.is_empty()).map(str::to_owned);
+    match session {
+        Some(session) => Ok(PaneFacts {
             in_mode,
-            session_name: session_name.to_owned(),
+            session,
+            group,
         }),
-        _ => Err(PaneError::Gone),
+        None => Err(PaneError::Gone),
     }
 }
 

@@ -262,6 +262,40 @@ fn a_person_typing_in_the_session_holds_delivery() {
         // The person stops: the gate opens again after the window.
         f.until_ready().await;
         drop(terminal);
+
+        // Typing in another session is no one typing here...
+        f.server.tmux(&["new-session", "-d", "-s", "elsewhere"]);
+        let mut other = f.server.attach_terminal("=elsewhere:");
+        wait_attached(&f.server, "elsewhere");
+        for _ in 0..20 {
+            other.type_keys(b"x");
+            assert_eq!(f.gate().await.unwrap(), Gate::Ready);
+        }
+        drop(other);
+        // ...but typing in a session grouped with the pane's (the same
+        // windows) is.
+        f.server
+            .tmux(&["new-session", "-d", "-t", "=base", "-s", "twin"]);
+        let mut twin = f.server.attach_terminal("=twin:");
+        wait_attached(&f.server, "twin");
+        f.until_ready().await;
+        twin.type_keys(b"lo");
+        f.until(Gate::Hold(HoldReason::UserTyping)).await;
+    });
+}
+
+/// Until a terminal client is attached to the session `name`.
+fn wait_attached(server: &TmuxServer, name: &str) {
+    eventually(PATIENCE, "the terminal client to attach", || {
+        let clients = server.tmux(&[
+            "list-clients",
+            "-F",
+            "#{client_control_mode} #{client_session}",
+        ]);
+        clients
+            .lines()
+            .any(|c| c == format!("0 {name}"))
+            .then_some(())
     });
 }
 

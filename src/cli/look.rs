@@ -22,8 +22,16 @@ use crate::messages::look::{self, DEFAULT_LINES, MAX_LINES};
     tmux-agent look -t =work: -n 100\n  \
     tmux-agent look -t work --json | jq -r '.lines[]'")]
 pub struct LookArgs {
-    /// The pane (or session: its active pane) to look at.
-    #[arg(short = 't', long = "target", value_name = "TARGET")]
+    /// The pane (or session: its active pane) to look at: a session's exact
+    /// name, else any tmux target (%3, =work:, work:1.2).
+    #[arg(
+        short = 't',
+        long = "target",
+        value_name = "TARGET",
+        // A session may be called `-dash`: after -t, it is the name.
+        allow_hyphen_values = true,
+        add = clap_complete::engine::ArgValueCandidates::new(super::shell::session_candidates)
+    )]
     pub target: String,
     /// How many lines, from the bottom (the screen's unused rows skipped).
     #[arg(short = 'n', long = "lines", value_name = "LINES", default_value_t = DEFAULT_LINES,

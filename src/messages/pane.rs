@@ -42,7 +42,8 @@
 //!
 //! # Verified
 //!
-//! After the submit key, the pane is watched until the verify deadline: the
+//! After the submit key, the pane is watched until the verify deadline
+//! (looks 1, 2, 4, … ms apart, then every 25 ms): the
 //! body's first line showing up on it (once more than before the paste),
 //! or the pane's `@agent-status` turning `working` (the status keeper
 //! writes it from the agent's hooks or its activity), is
@@ -79,7 +80,15 @@ pub const DEFAULT_TYPING_WINDOW: Duration = Duration::from_secs(2);
 /// unverified, by default.
 pub const DEFAULT_VERIFY_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// How often the pane is looked at while verifying.
+/// How soon the pane is looked at again after the first look, while
+/// verifying; the spacing doubles up to [`VERIFY_EVERY`]. An agent echoes
+/// a paste within milliseconds, and a fixed 25 ms step made a delivery
+/// wait a whole step for nothing (the typing itself took 4 to 9 ms in an
+/// ad hoc debug-build run). These looks are two control-mode round trips
+/// each, not retries: [`crate::backoff`] is for retrying failures.
+const VERIFY_FIRST: Duration = Duration::from_millis(1);
+
+/// The widest spacing of the looks while verifying.
 const VERIFY_EVERY: Duration = Duration::from_millis(25);
 
 /// The longest part of the first line looked for on the screen: an agent's
@@ -340,6 +349,7 @@ impl Delivery {
         handle.run(Command::send_key(pane, submit_key)?).await?;
 
         let deadline = tokio::time::Instant::now() + self.verify_timeout;
+        let mut every = VERIFY_FIRST;
         loop {
             if status_of(handle, pane).await? == Some(AgentStatus::Working) {
                 return Ok(Typed::Delivered);
@@ -352,7 +362,8 @@ impl Delivery {
             if tokio::time::Instant::now() >= deadline {
                 return Ok(Typed::Unverified);
             }
-            tokio::time::sleep(VERIFY_EVERY).await;
+            tokio::time::sleep(every).await;
+            every = (every * 2).min(VERIFY_EVERY);
         }
     }
 

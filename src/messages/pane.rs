@@ -6,10 +6,14 @@
 //! Only when the pane's agent is at its prompt and nobody else is at the
 //! keyboard:
 //!
-//! - the [`Board`] says the agent is `idle` or `waiting` (a `working`
-//!   agent, or one whose status is `unknown`, is [`HoldReason::Busy`]: it
-//!   is not known to be at its prompt; no agent, or one that has `exited`,
-//!   is [`HoldReason::NoAgent`]);
+//! - the [`Board`] says the agent is `idle`, at its prompt. Anything else
+//!   is [`HoldReason::Busy`]: `working` (its turn runs), `unknown` (not
+//!   known to be at its prompt) and `waiting`, which in the agent model
+//!   means a permission dialog or a question from the agent
+//!   ([`crate::status::hook`]: `PermissionRequest`, Claude's
+//!   `permission_prompt`), never its idle prompt: a message typed there,
+//!   and its Enter, would answer the dialog (approve a tool call). No
+//!   agent, or one that has `exited`, is [`HoldReason::NoAgent`];
 //! - the pane is not in a mode (`#{pane_in_mode}`: copy-mode, view-mode),
 //!   where typed text would move a cursor instead of reaching the agent
 //!   ([`HoldReason::InMode`]);
@@ -115,7 +119,8 @@ pub enum Gate {
 /// Why a message is held back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HoldReason {
-    /// The agent is working (or its status is unknown).
+    /// The agent is working, shows a dialog (`waiting`), or its status is
+    /// unknown: it is not at its prompt.
     Busy,
     /// The pane is in a mode (copy-mode): typing would not reach the agent.
     InMode,
@@ -305,10 +310,11 @@ impl Delivery {
         let facts = pane_facts(handle, *pane).await?;
         match board.pane(*pane).map(|agent| agent.status) {
             None | Some(AgentStatus::Exited) => return Ok(Gate::Hold(HoldReason::NoAgent)),
-            Some(AgentStatus::Working | AgentStatus::Unknown) => {
+            // `waiting` is a dialog, not the prompt (see the module doc).
+            Some(AgentStatus::Working | AgentStatus::Unknown | AgentStatus::Waiting) => {
                 return Ok(Gate::Hold(HoldReason::Busy));
             }
-            Some(AgentStatus::Idle | AgentStatus::Waiting) => {}
+            Some(AgentStatus::Idle) => {}
         }
         if facts.in_mode {
             return Ok(Gate::Hold(HoldReason::InMode));

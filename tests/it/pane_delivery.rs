@@ -240,6 +240,17 @@ fn a_busy_agent_is_held_and_typed_into_only_once_idle() {
             !f.dir.join("mid-turn").exists(),
             "something was typed during the agent's turn"
         );
+        // A dialog (`waiting`, as a PermissionRequest hook sets it) is no
+        // prompt: its Enter would answer the dialog.
+        f.server.tmux(&[
+            "set-option",
+            "-p",
+            "-t",
+            &f.target,
+            "@agent-status",
+            "waiting",
+        ]);
+        assert_eq!(f.gate().await.unwrap(), Gate::Hold(HoldReason::Busy));
     });
 }
 

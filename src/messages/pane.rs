@@ -87,7 +87,7 @@ pub const DEFAULT_VERIFY_TIMEOUT: Duration = Duration::from_secs(3);
 /// How soon the pane is looked at again after the first look, while
 /// verifying; the spacing doubles up to [`VERIFY_EVERY`]. An agent echoes
 /// a paste within milliseconds, and a fixed 25 ms step made a delivery
-/// wait a whole step for nothing (the typing itself took 4 to 9 ms in an
+/// wait a whole step for nothing (the typing itself took 4 to 30 ms in an
 /// ad hoc debug-build run). These looks are two control-mode round trips
 /// each, not retries: [`crate::backoff`] is for retrying failures.
 const VERIFY_FIRST: Duration = Duration::from_millis(1);

@@ -165,7 +165,8 @@ pub enum PaneError {
     /// The pane is not on the tmux server (any more).
     #[error("the pane is gone")]
     Gone,
-    /// tmux failed or refused a step.
+    /// tmux failed or refused a step (or there was nothing to type: an
+    /// empty body).
     #[error("tmux: {0}")]
     Tmux(String),
 }
@@ -339,6 +340,14 @@ impl Delivery {
     ) -> Result<Typed, PaneError> {
         let pane = *pane;
         let body = clean_body(text);
+        if body.is_empty() {
+            // tmux's `load-buffer -` makes no buffer of empty input, and
+            // a bare submit key would send the agent an empty prompt.
+            return Err(PaneError::Tmux(
+                "nothing to type: the message is empty (NULs and paste markers are taken out)"
+                    .to_owned(),
+            ));
+        }
         let needle = needle(&body);
         let history = history_lines(&body);
         let before = seen_count(handle, pane, needle.as_deref(), history).await?;

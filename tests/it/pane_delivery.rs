@@ -213,6 +213,10 @@ fn nuls_and_paste_markers_are_taken_out_so_a_body_cannot_leave_its_paste() {
         );
         assert!(!f.dir.join("received.2").exists(), "one submit only");
         assert!(!marker.exists());
+        // Nothing left to type: refused, and nothing submitted.
+        let empty = f.type_in("\0\x1b[201~").await.unwrap_err();
+        assert!(empty.to_string().contains("empty"), "{empty}");
+        assert!(!f.dir.join("received.2").exists());
     });
 }
 

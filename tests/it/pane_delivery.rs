@@ -177,6 +177,8 @@ fn bodies_arrive_byte_exact_and_nothing_in_them_runs() {
             "\x1b[31mred\x1b[0m, a title\x1b]0;pwned\x07 and \x1b[1mbold\x1b[0m".to_owned(),
             "two\nlines\nand a\ttab\n".to_owned(),
             long.join("\n"),
+            // Past a pipe's buffer (64 KiB) on the way to load-buffer.
+            format!("big {}", "0123456789abcdef".repeat(6_400)),
         ];
         for (i, body) in bodies.iter().enumerate() {
             f.until_ready().await;

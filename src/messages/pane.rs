@@ -49,7 +49,8 @@
 //! After the submit key, the pane is watched until the verify deadline
 //! (looks 1, 2, 4, … ms apart, then every 25 ms): the
 //! body's first line showing up on it (once more than before the paste),
-//! or the pane's `@agent-status` turning `working` (the status keeper
+//! or the pane's `@agent-status` turning `working` (from another status
+//! before the paste; the status keeper
 //! writes it from the agent's hooks or its activity), is
 //! [`Typed::Delivered`]; neither is [`Typed::Unverified`] (the text was
 //! typed, nobody saw it land). A pane that disappears at any step is
@@ -351,6 +352,10 @@ impl Delivery {
         let needle = needle(&body);
         let history = history_lines(&body);
         let before = seen_count(handle, pane, needle.as_deref(), history).await?;
+        // Only a turn that starts after the paste says it landed: the board
+        // the gate read is a snapshot, and the agent may have started one
+        // on its own since.
+        let working_before = status_of(handle, pane).await? == Some(AgentStatus::Working);
 
         let name = buffer_name();
         let tmux = OneShot::new(socket_of(handle).await?);
@@ -366,7 +371,7 @@ impl Delivery {
         let deadline = tokio::time::Instant::now() + self.verify_timeout;
         let mut every = VERIFY_FIRST;
         loop {
-            if status_of(handle, pane).await? == Some(AgentStatus::Working) {
+            if !working_before && status_of(handle, pane).await? == Some(AgentStatus::Working) {
                 return Ok(Typed::Delivered);
             }
             if needle.is_some()

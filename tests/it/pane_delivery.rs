@@ -385,6 +385,21 @@ fn text_nobody_sees_land_is_unverified() {
             .await
             .expect("typed");
         assert_eq!(typed, Typed::Unverified);
+        // A status that was `working` before the paste says nothing of it.
+        let mute_target = mute.to_string();
+        f.server.tmux(&[
+            "set-option",
+            "-p",
+            "-t",
+            &mute_target,
+            "@agent-status",
+            "working",
+        ]);
+        let typed = delivery
+            .type_into(&f.handle, &f.board(), &mute, "still the void", "Enter")
+            .await
+            .expect("typed");
+        assert_eq!(typed, Typed::Unverified);
     });
 }
 

@@ -28,7 +28,7 @@
 //! # How ([`type_into`])
 //!
 //! 1. The body goes into a paste buffer with a name of its own
-//!    (`tmux-agent-msg-<id>`), through `load-buffer -b NAME -` run as a
+//!    (`tmux-agent-msg-<pid>-<time>-<n>`), through `load-buffer -b NAME -` run as a
 //!    one-shot `tmux` with the body on its stdin: the body is never part of
 //!    a command line, so nothing in it (`;`, `#{}`, `#()`, `$(…)`, quotes)
 //!    is parsed, expanded or run by tmux or by a shell.
@@ -47,14 +47,14 @@
 //! # Verified
 //!
 //! After the submit key, the pane is watched until the verify deadline
-//! (looks 1, 2, 4, … ms apart, then every 25 ms): the
-//! body's first line showing up on it (once more than before the paste),
-//! or the pane's `@agent-status` turning `working` (from another status
-//! before the paste; the status keeper
-//! writes it from the agent's hooks or its activity), is
-//! [`Typed::Delivered`]; neither is [`Typed::Unverified`] (the text was
-//! typed, nobody saw it land). A pane that disappears at any step is
-//! [`PaneError::Gone`].
+//! (looks 1, 2, 4, … ms apart, then every 25 ms): the body's first line
+//! showing up on it (once more than before the paste), or the pane's
+//! `@agent-status` turning `working` from another status it had before the
+//! paste (the status keeper writes it from the agent's hooks or its
+//! activity), is [`Typed::Delivered`]; neither is [`Typed::Unverified`]
+//! (the text was typed, nobody saw it land). A pane that disappears at any
+//! step is [`PaneError::Gone`]. An empty body (once NULs and markers are
+//! out) is refused before anything is typed.
 //!
 //! The free functions [`gate`] and [`type_into`] use the default settings;
 //! [`Delivery`] carries `[delivery]` and the submit keys from the config

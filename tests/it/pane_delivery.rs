@@ -371,11 +371,18 @@ fn text_nobody_sees_land_is_unverified() {
                 "#{pane_id}",
                 "-t",
                 "=base:",
-                "stty -echo; exec cat >/dev/null",
+                "stty -echo; echo quiet; exec cat >/dev/null",
             ])
             .trim()
             .parse()
             .unwrap();
+        // Until `stty -echo` has run, the terminal itself would echo.
+        eventually(PATIENCE, "the mute pane to be quiet", || {
+            let shown = f
+                .server
+                .tmux(&["capture-pane", "-p", "-t", &mute.to_string()]);
+            shown.contains("quiet").then_some(())
+        });
         let delivery = Delivery {
             verify_timeout: Duration::from_millis(500),
             ..Delivery::default()

@@ -101,8 +101,8 @@ const VERIFY_EVERY: Duration = Duration::from_millis(25);
 /// whole.
 const NEEDLE_CHARS: usize = 40;
 
-/// How many lines of history, beyond the body's own length, the check
-/// looks through (a long body scrolls its first line off the screen).
+/// How many rows of history, beyond the rows the body itself takes, the
+/// check looks through (a long body scrolls its first line off the screen).
 const HISTORY_MARGIN: usize = 200;
 
 /// The most history lines one verification capture asks for.
@@ -350,7 +350,12 @@ impl Delivery {
             ));
         }
         let needle = needle(&body);
-        let history = history_lines(&body);
+        let width = pane_fields(handle, pane, "#{pane_width}")
+            .await?
+            .trim()
+            .parse()
+            .unwrap_or(80);
+        let history = history_lines(&body, width);
         let before = seen_count(handle, pane, needle.as_deref(), history).await?;
         // Only a turn that starts after the paste says it landed: the board
         // the gate read is a snapshot, and the agent may have started one
@@ -577,10 +582,17 @@ fn visible_text(line: &str) -> String {
     out
 }
 
-/// How far into the history to look for the first line: the body's own
-/// length and a margin, capped.
-fn history_lines(body: &str) -> usize {
-    (body.lines().count() + HISTORY_MARGIN).min(HISTORY_CAP)
+/// How far into the history to look for the first line: the rows the body
+/// takes on a pane `width` columns wide (a long line wraps, and its start
+/// scrolls up with every row; `capture-pane -J` joins it again only if its
+/// first row is in the capture), and a margin, capped.
+fn history_lines(body: &str, width: usize) -> usize {
+    let width = width.max(1);
+    let rows: usize = body
+        .lines()
+        .map(|line| line.chars().count().div_ceil(width).max(1))
+        .sum();
+    (rows + HISTORY_MARGIN).min(HISTORY_CAP)
 }
 
 #[cfg(test)]
@@ -654,7 +666,9 @@ mod tests {
 
     #[test]
     fn history_grows_with_the_body_and_is_capped() {
-        assert_eq!(history_lines("one"), 1 + HISTORY_MARGIN);
-        assert_eq!(history_lines(&"l\n".repeat(100_000)), HISTORY_CAP);
+        assert_eq!(history_lines("one", 80), 1 + HISTORY_MARGIN);
+        assert_eq!(history_lines(&"x".repeat(8_000), 80), 100 + HISTORY_MARGIN);
+        assert_eq!(history_lines("a\n\nb", 0), 3 + HISTORY_MARGIN);
+        assert_eq!(history_lines(&"l\n".repeat(100_000), 80), HISTORY_CAP);
     }
 }

@@ -32,6 +32,9 @@ pub struct Configuration {
     pub prompts: crate::status::prompt::PromptBook,
     /// `[notify]`; the defaults when it is invalid (then a problem says why).
     pub notify: crate::notify::NotifySettings,
+    /// `[delivery]` and the agents' `submit_key`; the defaults when they
+    /// are invalid (then a problem says why).
+    pub delivery: crate::messages::pane::Delivery,
     /// Errors: `config check` exits 1 and the daemon will not run them.
     pub problems: Vec<Problem>,
     /// Worth knowing, not errors in our own file.
@@ -82,11 +85,21 @@ impl Configuration {
                 crate::notify::NotifySettings::default()
             }
         };
+        let delivery = match crate::messages::pane::Delivery::from_config(&servers.config) {
+            Ok(delivery) => delivery,
+            Err(errors) => {
+                for err in errors {
+                    problems.push(Problem::new(&servers.config_path, err.key, err.message));
+                }
+                crate::messages::pane::Delivery::default()
+            }
+        };
         Configuration {
             servers,
             reactor,
             prompts,
             notify,
+            delivery,
             problems,
             warnings,
         }

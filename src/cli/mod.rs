@@ -23,6 +23,7 @@ pub mod hook;
 pub mod hooks;
 pub mod join;
 pub mod leave;
+pub mod look;
 pub mod mcp;
 pub mod new;
 pub mod next_waiting;
@@ -148,6 +149,8 @@ pub enum Command {
     /// Install, remove or check the agents' hooks that report their status.
     #[command(subcommand)]
     Hooks(hooks::HooksCommand),
+    /// Show the last lines of a pane's text, redacted.
+    Look(look::LookArgs),
 }
 
 /// Runs the parsed command line.
@@ -178,6 +181,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         // `main` runs it before any runtime exists; here for completeness.
         Command::Hook(args) => Ok(hook::run(&args, &cli.global)),
         Command::Hooks(cmd) => hooks::run(cmd, &cli.global).await,
+        Command::Look(args) => look::run(args, &cli.global).await,
         Command::NextWaiting(args) => next_waiting::run(args, &cli.global).await,
     }
 }

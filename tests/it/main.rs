@@ -34,6 +34,7 @@ mod mcp_reconfigure;
 mod notify;
 mod options;
 mod outbox_cli;
+mod pane_delivery;
 mod reactor;
 mod reactor_memory;
 mod reconnect;

@@ -23,6 +23,7 @@ use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router
 use serde::Serialize;
 
 use super::agent::{self, CompleteMyGoalArgs, SetGoalArgs, TmuxEnv, WhoAmI, WhoAmIArgs};
+use super::agents::{self, AgentList, ListAgentsArgs, LookArgs, Looked};
 use super::contexts::{
     self, ContextHistory, GetContext, SaveContext, SaveReceipt, SearchContext, SearchResults,
 };
@@ -350,6 +351,36 @@ impl BuiltinServer {
             .await
             .map(Json)
     }
+
+    #[tool(
+        description = "Every agent on this tmux server: its pane, session, kind (claude, \
+                       codex, ...), status (working, waiting, idle, exited, unknown), since \
+                       when, and its session's coordination group (only one group's with \
+                       `group`); `me` marks your own pane.",
+        annotations(title = "List agents", read_only_hint = true, open_world_hint = false)
+    )]
+    async fn list_agents(
+        &self,
+        Parameters(args): Parameters<ListAgentsArgs>,
+    ) -> Result<Json<AgentList>, String> {
+        agents::list(&self.tmux, args).await.map(Json)
+    }
+
+    #[tool(
+        description = "The last lines of a peer's pane text (default 40, at most 2000), with \
+                       the [context] redact patterns applied. Target a pane (\"%3\") or a \
+                       session (\"$2\", \"=name:\") for its active pane. Only panes of your \
+                       own session and of sessions in your coordination group, unless the \
+                       config allows any.",
+        annotations(
+            title = "Look at a pane",
+            read_only_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn look(&self, Parameters(args): Parameters<LookArgs>) -> Result<Json<Looked>, String> {
+        agents::look(&self.tmux, args).await.map(Json)
+    }
 }
 
 impl BuiltinServer {
@@ -478,7 +509,9 @@ impl ServerHandler for BuiltinServer {
                  save_context/get_context/search_context keep what a session looked like. \
                  From inside a tmux pane, whoami/set_goal/complete_my_goal act on the pane's \
                  own session, and group_peers/group_context/group_share on its coordination \
-                 group: who the coordinator and peers are, and the values the group shares.",
+                 group: who the coordinator and peers are, and the values the group shares. \
+                 list_agents says which agents run where and what each is doing; look shows \
+                 a peer's pane text (redacted), within your group.",
         )
     }
 

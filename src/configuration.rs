@@ -32,6 +32,8 @@ pub struct Configuration {
     pub prompts: crate::status::prompt::PromptBook,
     /// `[notify]`; the defaults when it is invalid (then a problem says why).
     pub notify: crate::notify::NotifySettings,
+    /// `[messages]`; the defaults when it is invalid (then a problem says why).
+    pub messages: crate::messages::Policy,
     /// Errors: `config check` exits 1 and the daemon will not run them.
     pub problems: Vec<Problem>,
     /// Worth knowing, not errors in our own file.
@@ -82,11 +84,21 @@ impl Configuration {
                 crate::notify::NotifySettings::default()
             }
         };
+        let messages = match crate::messages::Policy::from_section(&servers.config.messages) {
+            Ok(policy) => policy,
+            Err(found) => {
+                for message in found {
+                    problems.push(Problem::new(&servers.config_path, "messages", message));
+                }
+                crate::messages::Policy::default()
+            }
+        };
         Configuration {
             servers,
             reactor,
             prompts,
             notify,
+            messages,
             problems,
             warnings,
         }

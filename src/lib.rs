@@ -41,6 +41,7 @@ pub mod fault;
 pub mod group;
 pub mod ipc;
 pub mod mcp;
+pub mod messages;
 pub mod notify;
 pub mod paths;
 pub mod schema;

@@ -272,6 +272,8 @@ struct Prepared {
     prompts: crate::status::prompt::PromptBook,
     /// `[notify]`.
     notify: crate::notify::NotifySettings,
+    /// `[messages]`.
+    messages: crate::messages::Policy,
     /// Bound, and served once the daemon is attached (a client that
     /// connects meanwhile waits in the backlog).
     ipc: IpcServer,
@@ -316,6 +318,7 @@ impl Prepared {
             reactor: reactor_settings,
             prompts,
             notify,
+            messages,
             ..
         } = configuration;
         let ipc = IpcServer::bind(&lock)?;
@@ -330,6 +333,7 @@ impl Prepared {
             reactor_settings,
             prompts,
             notify,
+            messages,
             ipc,
             outbox,
             outbox_path,
@@ -518,9 +522,10 @@ impl Running {
             reactor_settings,
             prompts,
             notify,
+            messages: policy,
             ipc,
             outbox,
-            outbox_path: _,
+            outbox_path,
             drain_grace,
             reloads,
         } = prepared;
@@ -600,6 +605,28 @@ impl Running {
             services.clone(),
             restarts.clone(),
         );
+        // Messages (crate::messages): the mailbox beside the outbox, the
+        // service the handler answers from, and the scheduler.
+        let (policy_tx, policy) = watch::channel(Arc::new(policy));
+        let mailbox_path = crate::paths::mailbox_beside(&outbox_path);
+        let mailbox = tokio::task::spawn_blocking(move || {
+            crate::messages::Mailbox::open_or_memory(&mailbox_path)
+        })
+        .await
+        .unwrap_or_else(|_| crate::messages::Mailbox::in_memory().expect("an in-memory mailbox"));
+        let messages = crate::messages::Messages::new(crate::messages::service::MessagesParts {
+            mailbox,
+            policy,
+            events: events_published.clone(),
+            agents: agents.clone(),
+            groups: groups.clone(),
+            snapshots: tracker.snapshots(),
+            control: control.clone(),
+        });
+        let delivering = tokio::spawn(crate::messages::scheduler::run(
+            messages.clone(),
+            services.clone(),
+        ));
         let handler = Arc::new(handler::DaemonHandler {
             started: Utc::now(),
             started_at: Instant::now(),
@@ -610,11 +637,12 @@ impl Running {
             pool: pool.clone(),
             outbox,
             reactor: reactor_commands,
-            reload: reload::Reload::new(config, pool.clone(), settings_tx),
+            reload: reload::Reload::new(config, pool.clone(), settings_tx, policy_tx),
             stopping: stopping.clone(),
             restarts,
             events: events_published,
             agents,
+            messages,
         });
         tracing::info!(socket = %ipc.path().display(), "listening for tmux-agent commands");
         let serving = tokio::spawn(ipc.serve(handler.clone(), services.clone()));
@@ -631,6 +659,7 @@ impl Running {
                 agent_events,
                 watching,
                 notifying,
+                delivering,
             ],
             reacting,
             reactor_stop,

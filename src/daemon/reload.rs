@@ -34,6 +34,8 @@ pub(super) struct Reload {
     config: DiscoveryInput,
     pool: McpPool,
     settings: watch::Sender<Arc<ReactorSettings>>,
+    /// `[messages]`, for the message service and scheduler.
+    messages: watch::Sender<Arc<crate::messages::Policy>>,
     one_at_a_time: AsyncMutex<()>,
 }
 
@@ -42,11 +44,13 @@ impl Reload {
         config: DiscoveryInput,
         pool: McpPool,
         settings: watch::Sender<Arc<ReactorSettings>>,
+        messages: watch::Sender<Arc<crate::messages::Policy>>,
     ) -> Self {
         Self {
             config,
             pool,
             settings,
+            messages,
             one_at_a_time: AsyncMutex::new(()),
         }
     }
@@ -68,6 +72,7 @@ impl Reload {
         let servers = self.pool.reconfigure(&configuration.servers);
         let reactor = describe_reactor(&self.settings.borrow(), &new);
         self.settings.send_replace(Arc::new(new));
+        self.messages.send_replace(Arc::new(configuration.messages));
         let message = format!("servers: {}; reactor: {reactor}", servers.summary());
         tracing::info!(%message, "configuration reloaded");
         Ok(message)

@@ -67,6 +67,13 @@ const TICK: Duration = Duration::from_secs(1);
 /// message it may have typed.
 const RECOVERY_LINES: i64 = 5_000;
 
+/// Test faults (see [`crate::fault`]): milliseconds to hold open the
+/// moment after a message is marked typing and before it is pasted, and
+/// the moment after it was pasted and before its outcome is written, for a
+/// test to SIGKILL the daemon in.
+pub const FAULT_BEFORE_PASTE_ENV: &str = "TMUX_AGENT_FAULT_MESSAGE_BEFORE_PASTE_MS";
+pub const FAULT_AFTER_PASTE_ENV: &str = "TMUX_AGENT_FAULT_MESSAGE_AFTER_PASTE_MS";
+
 /// What a delivery task came to.
 struct Done {
     recipient: Recipient,
@@ -370,7 +377,9 @@ async fn deliver(messages: Messages, message: Message, pane: PaneId) -> Done {
         &message.thread,
         &message.body,
     );
+    crate::fault::delay(FAULT_BEFORE_PASTE_ENV).await;
     let typed = pane::type_into(&messages.control, &board, &pane, &text, &submit).await;
+    crate::fault::delay(FAULT_AFTER_PASTE_ENV).await;
     let id = message.id.clone();
     let now = now_ms();
     let attempts = message.attempts + 1;

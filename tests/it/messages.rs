@@ -354,3 +354,130 @@ fn sigkill_while_queued_for_a_busy_agent_delivers_once_after_restart() {
     assert!(alice.received(3).ends_with("\nthree"));
     assert_eq!(alice.count(), 3);
 }
+
+/// The built-in MCP server as the agent in `pane` runs it: `$TMUX` and
+/// `$TMUX_PANE` of that pane, the test's HOME (so it finds the daemon).
+async fn mcp_in_pane(server: &TmuxServer, pane: &str) -> crate::support::serve::Client {
+    let home = server.home.path();
+    let mut cmd = crate::support::serve::serve_command(&home.join("builtin-test.db"), &[]);
+    cmd.env("TMUX", server.tmux_env())
+        .env("TMUX_PANE", pane)
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .env("XDG_STATE_HOME", home.join(".local/state"))
+        .env("XDG_DATA_HOME", home.join(".local/share"))
+        .env("XDG_RUNTIME_DIR", home.join("run"));
+    crate::support::serve::connect(cmd).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_message_each_other_through_the_mcp_tools_as_their_own_pane() {
+    use crate::support::serve::{ok, tool_error};
+    use serde_json::json;
+    let server = TmuxServer::start();
+    let _daemon = start_daemon(&server, "");
+    let alice = FakeAgent::start(&server, "alice", "codex");
+    let bob = FakeAgent::start(&server, "bob", "codex");
+    server.tmux(&["new-session", "-d", "-s", "outsider"]);
+    for who in ["alice", "bob"] {
+        let out = agent(&server, &["join", "team", "-t", who]);
+        assert!(out.status.success(), "join: {out:?}");
+    }
+    let as_alice = std::sync::Arc::new(mcp_in_pane(&server, &alice.pane).await);
+    let as_bob = mcp_in_pane(&server, &bob.pane).await;
+    let body = "from MCP: 'quotes' \"double\" ; #{pane_id} #(date) $(date) ✓ \x1b[1mbold\x1b[0m";
+    let sent = ok(
+        &as_alice,
+        "send_message",
+        json!({"to": "bob", "text": body, "wait_secs": 20}),
+    )
+    .await;
+    assert_eq!(sent["delivered"], true, "{sent}");
+    let message = &sent["messages"][0];
+    assert_eq!(message["state"], "delivered");
+    assert_eq!(
+        message["from"],
+        format!("{}@{}", alice.pane, server.session_id("alice"))
+    );
+    let id = message["id"].as_str().unwrap().to_owned();
+    check_arrived(&bob.received(1), &id, body);
+    // Who sends is the pane, never an argument.
+    let refused = tool_error(
+        &as_alice,
+        "send_message",
+        json!({"to": "bob", "text": "x", "from": "user"}),
+    )
+    .await;
+    assert!(refused.contains("from"), "{refused}");
+    // Outside the group: refused by the scope rule.
+    let refused = tool_error(
+        &as_alice,
+        "send_message",
+        json!({"to": "outsider", "text": "x"}),
+    )
+    .await;
+    assert!(refused.contains("messages.scope"), "{refused}");
+    // Bob reads (nothing marked), acknowledges, and the sender sees `read`.
+    let inbox = ok(&as_bob, "read_messages", json!({})).await;
+    assert_eq!(inbox["messages"][0]["id"], id.as_str());
+    assert_eq!(inbox["messages"][0]["text"], body);
+    let again = ok(&as_bob, "read_messages", json!({})).await;
+    assert_eq!(
+        again["messages"].as_array().unwrap().len(),
+        1,
+        "reading marked it read"
+    );
+    let acked = ok(&as_bob, "ack_message", json!({"id": id})).await;
+    assert_eq!(acked["state"], "read");
+    let unread = ok(&as_bob, "read_messages", json!({})).await;
+    assert_eq!(unread["messages"].as_array().unwrap().len(), 0);
+    let not_theirs = tool_error(&as_alice, "ack_message", json!({"id": id})).await;
+    assert!(not_theirs.contains("not for"), "{not_theirs}");
+    // A reply joins the thread; a broadcast reaches the rest of the group.
+    bob.wait_status(&server, "idle");
+    let reply = ok(
+        &as_bob,
+        "send_message",
+        json!({"to": "alice", "text": "got it", "reply_to": id, "wait_secs": 20}),
+    )
+    .await;
+    assert_eq!(reply["messages"][0]["thread"], id.as_str());
+    assert!(alice.received(1).ends_with("\ngot it"));
+    bob.wait_status(&server, "idle");
+    let cast = ok(&as_alice, "broadcast", json!({"text": "to the team"})).await;
+    let to: Vec<_> = cast["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["to"].clone())
+        .collect();
+    assert_eq!(to, [json!(server.session_id("bob"))]);
+    assert!(bob.received(2).ends_with("\nto the team"));
+    // A recipient that closes: the result says so.
+    let out = agent(&server, &["join", "team", "-t", "outsider"]);
+    assert!(out.status.success());
+    let waiting = {
+        let as_alice = as_alice.clone();
+        tokio::spawn(async move {
+            crate::support::serve::call(
+                &as_alice,
+                "send_message",
+                json!({"to": "outsider", "text": "hello?", "wait_secs": 20}),
+            )
+            .await
+        })
+    };
+    let queued = crate::support::wait_for(PATIENCE, || {
+        let inbox = json(&text(
+            &agent(&server, &["inbox", "-t", "outsider", "--json"]).stdout,
+        ));
+        (inbox["messages"].as_array()?.len() == 1).then_some(())
+    });
+    assert!(queued.is_some(), "never queued");
+    server.tmux(&["kill-session", "-t", "=outsider"]);
+    let result = waiting.await.unwrap();
+    let value = result.structured_content.clone().unwrap();
+    assert_eq!(value["delivered"], false);
+    assert_eq!(value["messages"][0]["state"], "failed");
+    assert_eq!(value["messages"][0]["reason"], "recipient-gone");
+}

@@ -237,6 +237,8 @@ async fn tools_list_describes_every_tool() {
     assert_eq!(
         names,
         [
+            "ack_message",
+            "broadcast",
             "complete_goal",
             "complete_my_goal",
             "get_context",
@@ -244,9 +246,11 @@ async fn tools_list_describes_every_tool() {
             "group_peers",
             "group_share",
             "list_goals",
+            "read_messages",
             "register_goal",
             "save_context",
             "search_context",
+            "send_message",
             "set_goal",
             "update_goal",
             "whoami"
@@ -276,6 +280,7 @@ async fn tools_list_describes_every_tool() {
             "group_context",
             "group_peers",
             "list_goals",
+            "read_messages",
             "search_context",
             "whoami",
         ]

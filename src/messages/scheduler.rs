@@ -80,6 +80,9 @@ struct Done {
     pane: Option<PaneId>,
     /// Whether the message was typed (the pane then settles).
     typed: bool,
+    /// The pane's status `since` before it was typed: a change from it is
+    /// the agent's reaction.
+    since: DateTime<Utc>,
 }
 
 /// Runs until `stop`.
@@ -251,13 +254,7 @@ impl Scheduler {
     fn finished(&mut self, done: Done) {
         self.in_flight.remove(&done.recipient);
         if let (true, Some(pane)) = (done.typed, done.pane) {
-            let since = self
-                .messages
-                .agents
-                .board()
-                .pane(pane)
-                .map_or(DateTime::<Utc>::MIN_UTC, |agent| agent.since);
-            self.settling.insert(pane, (Instant::now(), since));
+            self.settling.insert(pane, (Instant::now(), done.since));
         }
     }
 
@@ -329,12 +326,16 @@ impl Scheduler {
 /// One delivery: gate, mark, type, record.
 async fn deliver(messages: Messages, message: Message, pane: PaneId) -> Done {
     let recipient = message.to;
+    let board = messages.agents.board();
+    let since = board
+        .pane(pane)
+        .map_or(DateTime::<Utc>::MIN_UTC, |agent| agent.since);
     let untyped = Done {
         recipient,
         pane: Some(pane),
         typed: false,
+        since,
     };
-    let board = messages.agents.board();
     match pane::gate(&messages.control, &board, &pane).await {
         Ok(Gate::Ready) => {}
         Ok(Gate::Hold(reason)) => {
@@ -423,6 +424,7 @@ async fn deliver(messages: Messages, message: Message, pane: PaneId) -> Done {
         recipient,
         pane: Some(pane),
         typed: true,
+        since,
     }
 }
 

@@ -7,6 +7,7 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::{Output, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -480,4 +481,92 @@ async fn agents_message_each_other_through_the_mcp_tools_as_their_own_pane() {
     assert_eq!(value["delivered"], false);
     assert_eq!(value["messages"][0]["state"], "failed");
     assert_eq!(value["messages"][0]["reason"], "recipient-gone");
+}
+
+/// The load the issue names: 10 agents, 100 messages each way in random
+/// pairs, sent as fast as the CLI goes. Every message arrives once, and
+/// each sender's messages to each recipient arrive in the order sent. Its
+/// deadline is its own (minutes, not PATIENCE): a thousand agent turns on
+/// a loaded 2-core machine; it asserts nothing about speed.
+#[test]
+fn ten_agents_a_thousand_messages_none_lost_none_twice_order_kept_per_pair() {
+    const AGENTS: usize = 10;
+    const MESSAGES: usize = 1000;
+    let server = TmuxServer::start();
+    let _daemon = start_daemon(&server, "[messages]\nscope = \"all\"\nrate = 0\n");
+    let agents: Vec<FakeAgent> = (0..AGENTS)
+        .map(|i| FakeAgent::start(&server, &format!("a{i}"), "codex"))
+        .collect();
+    // A fixed pseudo-random sequence of pairs (no self-sends), so a failure
+    // can be run again as it was.
+    let mut seed: u64 = 0x5eed;
+    let mut next = |n: usize| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        ((seed >> 33) as usize) % n
+    };
+    let mut expected = vec![Vec::new(); AGENTS];
+    for k in 0..MESSAGES {
+        let from = next(AGENTS);
+        let to = (from + 1 + next(AGENTS - 1)) % AGENTS;
+        let body = format!("load from a{from} number {k}");
+        let out = agent(
+            &server,
+            &[
+                "send",
+                "-t",
+                &format!("a{to}"),
+                "--from",
+                &format!("a{from}"),
+                &body,
+            ],
+        );
+        assert!(out.status.success(), "send {k}: {out:?}");
+        expected[to].push(body);
+    }
+    let deadline = Duration::from_secs(600);
+    for (i, agent) in agents.iter().enumerate() {
+        eventually(
+            deadline,
+            &format!("a{i} to get its {} messages", expected[i].len()),
+            || (agent.count() >= expected[i].len()).then_some(()),
+        );
+    }
+    for (i, agent) in agents.iter().enumerate() {
+        let arrived: Vec<String> = (1..=agent.count())
+            .map(|n| agent.received(n).split_once('\n').unwrap().1.to_owned())
+            .collect();
+        // None twice, none lost.
+        let mut sorted = arrived.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), arrived.len(), "a{i} got a message twice");
+        let mut want = expected[i].clone();
+        want.sort();
+        assert_eq!(sorted, want, "a{i} did not get exactly its messages");
+        // Per sender, in the order sent.
+        for from in 0..AGENTS {
+            let prefix = format!("load from a{from} number ");
+            let got: Vec<&String> = arrived.iter().filter(|b| b.starts_with(&prefix)).collect();
+            let sent: Vec<&String> = expected[i]
+                .iter()
+                .filter(|b| b.starts_with(&prefix))
+                .collect();
+            assert_eq!(got, sent, "a{from} → a{i}: out of order");
+        }
+    }
+    // Settled: nothing queued, all delivered.
+    for i in 0..AGENTS {
+        let inbox = json(&text(
+            &agent(
+                &server,
+                &["inbox", "-t", &format!("a{i}"), "-n", "1000", "--json"],
+            )
+            .stdout,
+        ));
+        for message in inbox["messages"].as_array().unwrap() {
+            assert_eq!(message["state"], "delivered", "{message}");
+        }
+    }
 }

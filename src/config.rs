@@ -78,6 +78,24 @@ pub struct Config {
     /// `[messages]`: who may message whom, body cap, rate, expiry.
     #[serde(default)]
     pub messages: crate::messages::policy::MessagesSection,
+    /// `[delivery]`: how messages are typed into panes
+    /// (`crate::messages::pane`).
+    #[serde(default)]
+    pub delivery: DeliverySection,
+}
+
+/// `[delivery]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverySection {
+    /// A person's input into a session this recent holds messages for its
+    /// panes back (default `"2s"`; tmux keeps it in whole seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub typing_window: Option<ConfigDuration>,
+    /// How long a typed message is watched for its first line or the agent
+    /// going `working` before it counts as unverified (default `"3s"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_timeout: Option<ConfigDuration>,
 }
 
 /// `[outbox]`.
@@ -130,6 +148,11 @@ pub struct ContextSection {
     /// Regular expressions whose matches in captured text become `[redacted]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub redact: Vec<String>,
+    /// Whether the built-in server's `look` tool shows panes outside the
+    /// caller's group (default false: only its own session's and its
+    /// group's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub look_outside_group: Option<bool>,
 }
 
 /// Declares a config table that carries the tuning knobs beside its own

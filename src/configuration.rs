@@ -34,6 +34,9 @@ pub struct Configuration {
     pub notify: crate::notify::NotifySettings,
     /// `[messages]`; the defaults when it is invalid (then a problem says why).
     pub messages: crate::messages::Policy,
+    /// `[delivery]` and the agents' `submit_key`; the defaults when they
+    /// are invalid (then a problem says why).
+    pub delivery: crate::messages::pane::Delivery,
     /// Errors: `config check` exits 1 and the daemon will not run them.
     pub problems: Vec<Problem>,
     /// Worth knowing, not errors in our own file.
@@ -93,12 +96,22 @@ impl Configuration {
                 crate::messages::Policy::default()
             }
         };
+        let delivery = match crate::messages::pane::Delivery::from_config(&servers.config) {
+            Ok(delivery) => delivery,
+            Err(errors) => {
+                for err in errors {
+                    problems.push(Problem::new(&servers.config_path, err.key, err.message));
+                }
+                crate::messages::pane::Delivery::default()
+            }
+        };
         Configuration {
             servers,
             reactor,
             prompts,
             notify,
             messages,
+            delivery,
             problems,
             warnings,
         }

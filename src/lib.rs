@@ -22,6 +22,7 @@
 //! - [`events`]: the daemon's event stream, followed over the socket.
 //! - [`notify`]: `[notify]`: messages, the bell, notify-send and a webhook when an agent waits.
 //! - [`status`]: the agent in each pane and its status (hooks first).
+//! - [`messages`]: messages between agents: typing them into panes, verified.
 //! - [`cli`]: one file per subcommand of the `tmux-agent` binary.
 //! - [`backoff`]: the one retry delay (doubling, capped, jittered).
 //! - [`supervise`]: long-lived tasks restarted, logged and counted when they panic.

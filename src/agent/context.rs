@@ -209,7 +209,8 @@ fn redact_captured(context: &mut SessionContext, patterns: &[regex::Regex]) {
     }
 }
 
-fn redact(text: &str, patterns: &[regex::Regex]) -> String {
+/// `text` with every match of `patterns` replaced by `[redacted]`.
+pub fn redact(text: &str, patterns: &[regex::Regex]) -> String {
     patterns.iter().fold(text.to_owned(), |text, pattern| {
         pattern.replace_all(&text, "[redacted]").into_owned()
     })

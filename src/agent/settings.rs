@@ -82,18 +82,7 @@ impl ReactorSettings {
             actions::preset(preset_name, &server).map_err(|e| invalid("reactor.preset", e))?;
         let actions = actions::combine(preset, &config.on).map_err(|e| invalid("on", e))?;
 
-        let redact = config
-            .context
-            .redact
-            .iter()
-            .enumerate()
-            .map(|(i, pattern)| {
-                regex::Regex::new(pattern).map_err(|err| SettingsError::Invalid {
-                    key: format!("context.redact[{i}]"),
-                    message: format!("not a valid regular expression: {err}"),
-                })
-            })
-            .collect::<Result<_, _>>()?;
+        let redact = redact_patterns(&config.context)?;
         let defaults = ReactorSettings::default();
         let capture_defaults = CaptureOptions::default();
         Ok(ReactorSettings {
@@ -149,6 +138,24 @@ fn preset_server(preset: &str) -> &'static str {
         "agent-runtime" => "agent-runtime",
         _ => "builtin",
     }
+}
+
+/// `[context] redact`, compiled: what captured pane text loses (saved
+/// contexts, `look`).
+pub fn redact_patterns(
+    context: &crate::config::ContextSection,
+) -> Result<Vec<regex::Regex>, SettingsError> {
+    context
+        .redact
+        .iter()
+        .enumerate()
+        .map(|(i, pattern)| {
+            regex::Regex::new(pattern).map_err(|err| SettingsError::Invalid {
+                key: format!("context.redact[{i}]"),
+                message: format!("not a valid regular expression: {err}"),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -77,7 +77,8 @@ pub enum McpCommand {
     #[command(
         long_about = "Run tmux-agent's own MCP server: goals and session contexts in SQLite, and \
                       tools for agents in panes (whoami, set_goal, complete_my_goal, and \
-                      group_peers, group_context, group_share for their group). The daemon \
+                      group_peers, group_context, group_share for their group, list_agents, and \
+                      look for a peer's pane text). The daemon \
                       starts it over stdio as the server named `builtin`; an agent can add the \
                       same command to its own MCP config.",
         after_help = "Examples:\n  tmux-agent mcp serve\n  tmux-agent mcp serve --http 127.0.0.1:8765\n  \
@@ -221,7 +222,10 @@ pub struct StatsArgs {
 pub async fn run(cmd: McpCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     // The built-in server reads no MCP client configuration.
     if let McpCommand::Serve(args) = cmd {
-        return crate::mcp::serve::run(args.with_tmux_server(global.server()))
+        let args = args
+            .with_tmux_server(global.server())
+            .with_config_file(global.config.clone());
+        return crate::mcp::serve::run(args)
             .await
             .map(|()| ExitCode::SUCCESS)
             .map_err(Into::into);

@@ -22,6 +22,7 @@ pub mod hooks;
 pub mod inbox;
 pub mod join;
 pub mod leave;
+pub mod look;
 pub mod mcp;
 pub mod new;
 pub mod next_waiting;
@@ -145,6 +146,8 @@ pub enum Command {
     /// Install, remove or check the agents' hooks that report their status.
     #[command(subcommand)]
     Hooks(hooks::HooksCommand),
+    /// Show the last lines of a pane's text, redacted.
+    Look(look::LookArgs),
 }
 
 /// Runs the parsed command line.
@@ -172,6 +175,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         // `main` runs it before any runtime exists; here for completeness.
         Command::Hook(args) => Ok(hook::run(&args, &cli.global)),
         Command::Hooks(cmd) => hooks::run(cmd, &cli.global).await,
+        Command::Look(args) => look::run(args, &cli.global).await,
         Command::NextWaiting(args) => next_waiting::run(args, &cli.global).await,
         Command::Send(args) => send::run(args, &cli.global).await,
         Command::Inbox(args) => inbox::run(args, &cli.global).await,

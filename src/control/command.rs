@@ -685,6 +685,85 @@ impl Command {
             .done()
     }
 
+    /// `load-buffer -b <name> -`: a paste buffer named `name` filled from
+    /// the client's stdin. Only for a one-shot `tmux` process
+    /// ([`crate::control::oneshot::OneShot::run_with_input`]): the body
+    /// travels on stdin, byte-exact, and never in a command line (a control
+    /// client has no stdin of its own to give).
+    pub fn load_buffer_from_stdin(name: &str) -> Result<Command, CommandError> {
+        Ok(Line::new("load-buffer")
+            .flag("-b")
+            .arg(name)?
+            .flag("-")
+            .done())
+    }
+
+    /// `paste-buffer -p -d -r -b <name> -t <pane>`: the buffer typed into
+    /// the pane as a bracketed paste (`-p`, when the application asked for
+    /// bracketed paste mode), then deleted (`-d`). `-r` keeps every LF an
+    /// LF: without it tmux turns them into CR, and the text would not
+    /// arrive byte-exact.
+    pub fn paste_buffer(name: &str, pane: PaneId) -> Result<Command, CommandError> {
+        Ok(Line::new("paste-buffer")
+            .flag("-p")
+            .flag("-d")
+            .flag("-r")
+            .flag("-b")
+            .arg(name)?
+            .flag("-t")
+            .id(pane)
+            .done())
+    }
+
+    /// `delete-buffer -b <name>`: a buffer that was loaded but not pasted.
+    pub fn delete_buffer(name: &str) -> Result<Command, CommandError> {
+        Ok(Line::new("delete-buffer").flag("-b").arg(name)?.done())
+    }
+
+    /// `send-keys -t <pane> -- <key>`: one key by tmux's name for it
+    /// (`Enter`, `C-m`, `M-Enter`); a name tmux does not know is typed as
+    /// its characters.
+    pub fn send_key(pane: PaneId, key: &str) -> Result<Command, CommandError> {
+        Ok(Line::new("send-keys")
+            .flag("-t")
+            .id(pane)
+            .flag("--")
+            .arg(key)?
+            .done())
+    }
+
+    /// `capture-pane -p -J -t <target> -S <start>`: [`Command::capture_pane`]
+    /// of a pane as a person named it (`%3`, `work`, `=work:`,
+    /// `work:1.2`): tmux refuses a target that matches nothing ("can't
+    /// find pane"), which `display-message -t` does not.
+    pub fn capture_pane_of(target: &SessionTarget, start: i64) -> Result<Command, CommandError> {
+        Ok(Line::new("capture-pane")
+            .flag("-p")
+            .flag("-J")
+            .flag("-t")
+            .arg(&target.pane_form())?
+            .flag("-S")
+            .id(start)
+            .done())
+    }
+
+    /// `display-message -p -t <target> -F <format>` of a pane as a person
+    /// named it. A target that matches nothing is no error here (an empty
+    /// line, or the current pane's values): run it after a command that
+    /// checks the target, such as [`Command::capture_pane_of`].
+    pub fn display_message_of(
+        target: &SessionTarget,
+        format: &str,
+    ) -> Result<Command, CommandError> {
+        Ok(Line::new("display-message")
+            .flag("-p")
+            .flag("-t")
+            .arg(&target.pane_form())?
+            .flag("-F")
+            .arg(format)?
+            .done())
+    }
+
     /// `show-messages`: tmux's message log, newest first; it holds every
     /// command any client ran (`client-123 command: ...`), up to
     /// `message-limit` lines. It needs a client, so it works over a control
@@ -918,6 +997,34 @@ mod tests {
             (
                 Command::capture_pane(PaneId(0), -100),
                 "capture-pane -p -J -t '%0' -S -100",
+            ),
+            (
+                Command::capture_pane_of(&SessionTarget::Given("work:1.2".into()), -5)?,
+                "capture-pane -p -J -t work:1.2 -S -5",
+            ),
+            (
+                Command::display_message_of(&SessionTarget::Exact("a b".into()), "#{pane_id}")?,
+                "display-message -p -t '=a b:' -F '#{pane_id}'",
+            ),
+            (
+                Command::load_buffer_from_stdin("tmux-agent-msg-7")?,
+                "load-buffer -b tmux-agent-msg-7 -",
+            ),
+            (
+                Command::paste_buffer("tmux-agent-msg-7", PaneId(2))?,
+                "paste-buffer -p -d -r -b tmux-agent-msg-7 -t '%2'",
+            ),
+            (
+                Command::delete_buffer("tmux-agent-msg-7")?,
+                "delete-buffer -b tmux-agent-msg-7",
+            ),
+            (
+                Command::send_key(PaneId(2), "Enter")?,
+                "send-keys -t '%2' -- Enter",
+            ),
+            (
+                Command::send_key(PaneId(2), "C-m; kill-server")?,
+                "send-keys -t '%2' -- 'C-m; kill-server'",
             ),
             (
                 Command::detach_client("/dev/pts/3")?,

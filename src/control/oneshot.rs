@@ -6,7 +6,8 @@
 //! argv rendering of [`Command::argv`] (a trailing `;` kept literal),
 //! several commands chained into one invocation (tmux runs a chain without
 //! another client's commands in between, and stops at the first failure),
-//! stdin closed, a timeout, the child killed when the call is dropped, and
+//! stdin closed (or, for `load-buffer -`, fed with the caller's bytes and
+//! then closed), a timeout, the child killed when the call is dropped, and
 //! one typed error whose variants a caller can act on: no server, tmux
 //! refused (with its message), timed out, could not start.
 //!
@@ -99,6 +100,27 @@ impl OneShot {
     /// and tmux's message is the error. No commands: nothing is started
     /// (a bare `tmux` would create a session).
     pub async fn run_all(&self, commands: &[Command]) -> Result<Vec<u8>, OneShotError> {
+        self.invoke(commands, None).await
+    }
+
+    /// Runs one command with `input` on its stdin, then stdin closed: how a
+    /// body reaches `load-buffer -` ([`Command::load_buffer_from_stdin`])
+    /// without ever being part of a command line. The input may hold any
+    /// bytes, NUL included, and any length.
+    pub async fn run_with_input(
+        &self,
+        command: &Command,
+        input: &[u8],
+    ) -> Result<Vec<u8>, OneShotError> {
+        self.invoke(std::slice::from_ref(command), Some(input))
+            .await
+    }
+
+    async fn invoke(
+        &self,
+        commands: &[Command],
+        input: Option<&[u8]>,
+    ) -> Result<Vec<u8>, OneShotError> {
         let Some(first) = commands.first() else {
             return Ok(Vec::new());
         };
@@ -109,12 +131,16 @@ impl OneShot {
             .args(Command::chain_argv(commands))
             // UTF-8 output, neither sanitised nor mangled by tmux.
             .env("LC_ALL", "C.UTF-8")
-            .stdin(Stdio::null())
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             // A timed-out call drops the future, and with it the child.
             .kill_on_drop(true);
-        let output = match tokio::time::timeout(self.timeout, process.output()).await {
+        let output = match tokio::time::timeout(self.timeout, feed(&mut process, input)).await {
             Ok(output) => output.map_err(OneShotError::Spawn)?,
             Err(_) => {
                 return Err(OneShotError::Timeout {
@@ -148,6 +174,36 @@ impl OneShot {
             Err(OneShotError::Spawn(err)) => Err(err),
         }
     }
+}
+
+/// Starts `process`, writes `input` (if any) to its stdin and closes it,
+/// while reading its output: writing first and reading after would
+/// deadlock on a child that fills its stdout pipe before it has read all
+/// its stdin.
+async fn feed(
+    process: &mut tokio::process::Command,
+    input: Option<&[u8]>,
+) -> std::io::Result<std::process::Output> {
+    use tokio::io::AsyncWriteExt;
+
+    let mut child = process.spawn()?;
+    let stdin = child.stdin.take();
+    let write = async move {
+        if let (Some(mut stdin), Some(input)) = (stdin, input) {
+            // A child that exits without reading everything (tmux refused
+            // the command) closes the pipe: its exit status and stderr say
+            // why, so the broken pipe itself is no error here.
+            match stdin.write_all(input).await {
+                Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => return Err(err),
+                _ => {}
+            }
+            drop(stdin);
+        }
+        Ok(())
+    };
+    let (written, output) = tokio::join!(write, child.wait_with_output());
+    written?;
+    output
 }
 
 /// Whether tmux's client said there is no server. A server on its way out
@@ -263,6 +319,31 @@ mod tests {
         // Nothing to run: no process at all.
         let never = runner(dir.path().join("no-such-tmux").into_os_string());
         assert_eq!(never.run_all(&[]).await.expect("no-op"), Vec::<u8>::new());
+    }
+
+    #[tokio::test]
+    async fn input_reaches_the_child_on_stdin_byte_exact() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let program = fake_tmux(dir.path(), "cat", "cat");
+        let command = Command::load_buffer_from_stdin("b").expect("buildable");
+        // Larger than a pipe's buffer, with a NUL and a non-UTF-8 byte.
+        let mut input = b"a\0b\xff;#{x}$(y)\n".to_vec();
+        input.extend(std::iter::repeat_n(b'z', 300_000));
+        let out = runner(program)
+            .run_with_input(&command, &input)
+            .await
+            .expect("runs");
+        assert_eq!(out, input);
+        // A child that reads nothing and fails: its refusal, not a broken pipe.
+        let refuses = fake_tmux(dir.path(), "refuses", "echo 'no buffer b' >&2; exit 1");
+        let err = runner(refuses)
+            .run_with_input(&command, &input)
+            .await
+            .expect_err("refused");
+        assert!(
+            matches!(&err, OneShotError::Refused { message, .. } if message == "no buffer b"),
+            "{err:?}"
+        );
     }
 
     #[tokio::test]

@@ -274,6 +274,8 @@ struct Prepared {
     notify: crate::notify::NotifySettings,
     /// `[messages]`.
     messages: crate::messages::Policy,
+    /// `[delivery]` and the agents' submit keys.
+    delivery: crate::messages::pane::Delivery,
     /// Bound, and served once the daemon is attached (a client that
     /// connects meanwhile waits in the backlog).
     ipc: IpcServer,
@@ -319,6 +321,7 @@ impl Prepared {
             prompts,
             notify,
             messages,
+            delivery,
             ..
         } = configuration;
         let ipc = IpcServer::bind(&lock)?;
@@ -334,6 +337,7 @@ impl Prepared {
             prompts,
             notify,
             messages,
+            delivery,
             ipc,
             outbox,
             outbox_path,
@@ -523,6 +527,7 @@ impl Running {
             prompts,
             notify,
             messages: policy,
+            delivery,
             ipc,
             outbox,
             outbox_path,
@@ -608,6 +613,7 @@ impl Running {
         // Messages (crate::messages): the mailbox beside the outbox, the
         // service the handler answers from, and the scheduler.
         let (policy_tx, policy) = watch::channel(Arc::new(policy));
+        let (delivery_tx, delivery) = watch::channel(Arc::new(delivery));
         let mailbox_path = crate::paths::mailbox_beside(&outbox_path);
         let mailbox = tokio::task::spawn_blocking(move || {
             crate::messages::Mailbox::open_or_memory(&mailbox_path)
@@ -617,6 +623,7 @@ impl Running {
         let messages = crate::messages::Messages::new(crate::messages::service::MessagesParts {
             mailbox,
             policy,
+            delivery,
             events: events_published.clone(),
             agents: agents.clone(),
             groups: groups.clone(),
@@ -637,7 +644,7 @@ impl Running {
             pool: pool.clone(),
             outbox,
             reactor: reactor_commands,
-            reload: reload::Reload::new(config, pool.clone(), settings_tx, policy_tx),
+            reload: reload::Reload::new(config, pool.clone(), settings_tx, policy_tx, delivery_tx),
             stopping: stopping.clone(),
             restarts,
             events: events_published,

@@ -4,14 +4,17 @@
 //!
 //! - [`envelope`]: ids, senders, recipients, targets, the envelope line.
 //! - [`mailbox`]: the SQLite mailbox and the message states.
-//! - [`policy`]: `[messages]`: scope, body cap, rate, expiry, submit keys.
+//! - [`policy`]: `[messages]`: scope, body cap, rate, expiry.
 //! - [`service`]: the daemon's side of `send`, `inbox`, `ack` and the
 //!   `Stop` hook's hand-over ([`Messages`]).
 //! - [`scheduler`]: the daemon task that delivers, retries and expires.
-//! - [`pane`]: typing into a pane, gated and verified (the `msg-pane`
-//!   branch's; a stand-in here until it is merged).
+//! - [`pane`]: typing a message into an agent's pane, gated on the agent
+//!   being at its prompt and nobody typing, and verified.
+//! - [`look`]: a pane's last lines, redacted (`tmux-agent look`, the
+//!   built-in server's `look` tool).
 
 pub mod envelope;
+pub mod look;
 pub mod mailbox;
 pub mod pane;
 pub mod policy;

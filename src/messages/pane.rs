@@ -1,40 +1,124 @@
-//! STAND-IN, to be replaced by the `msg-pane` branch's `pane.rs` at merge
-//! (it owns typing into panes; this file only keeps the contract the
-//! scheduler calls, so that this branch builds and its tests run).
+//! Typing a message into an agent's pane, and checking that it arrived
+//! (DESIGN.md D16): the one way text goes into a pane.
 //!
-//! The contract: [`gate`] says whether a message may be typed into a pane
-//! now; [`type_into`] pastes it (`load-buffer -` from stdin, so the body is
-//! never on a command line; `paste-buffer -p -d -r`; the submit key) and
-//! verifies it (the pane's `@agent-status` goes `working`, or the body's
-//! first line shows up) within a deadline. This stand-in does not check for
-//! a person typing; msg-pane's does.
+//! # When ([`gate`])
+//!
+//! Only when the pane's agent is at its prompt and nobody else is at the
+//! keyboard:
+//!
+//! - the [`Board`] says the agent is `idle` or `waiting` (a `working`
+//!   agent, or one whose status is `unknown`, is [`HoldReason::Busy`]: it
+//!   is not known to be at its prompt; no agent, or one that has `exited`,
+//!   is [`HoldReason::NoAgent`]);
+//! - the pane is not in a mode (`#{pane_in_mode}`: copy-mode, view-mode),
+//!   where typed text would move a cursor instead of reaching the agent
+//!   ([`HoldReason::InMode`]);
+//! - no person is typing: no client other than a control client is
+//!   attached to the pane's session (or a session grouped with it, which
+//!   shows the same windows) with input newer than the typing
+//!   window (`#{client_activity}`, which tmux updates on every key and
+//!   mouse event of that client; [`HoldReason::UserTyping`]). tmux keeps
+//!   that time in whole seconds, so "within 2 s" means "in this second or
+//!   the two before".
+//!
+//! # How ([`type_into`])
+//!
+//! 1. The body goes into a paste buffer with a name of its own
+//!    (`tmux-agent-msg-<id>`), through `load-buffer -b NAME -` run as a
+//!    one-shot `tmux` with the body on its stdin: the body is never part of
+//!    a command line, so nothing in it (`;`, `#{}`, `#()`, `$(…)`, quotes)
+//!    is parsed, expanded or run by tmux or by a shell.
+//! 2. `paste-buffer -p -d -r -b NAME -t PANE` over the control connection:
+//!    a bracketed paste when the agent asked for one (every agent TUI
+//!    does), the buffer deleted once pasted, LF kept LF.
+//! 3. The agent's submit key (`[agents.NAME] submit_key`, `Enter` by
+//!    default) with `send-keys`.
+//!
+//! Two things are taken out of the body first, and only these: NUL bytes
+//! (no terminal input carries them, and agents stop reading at them) and
+//! the bracketed-paste markers `ESC [ 200 ~` / `ESC [ 201 ~`, with which a
+//! body could end the paste early and have its remainder read as keys.
+//! Everything else, ANSI escapes included, arrives as written.
+//!
+//! # Verified
+//!
+//! After the submit key, the pane is watched until the verify deadline: the
+//! body's first line showing up on it (once more than before the paste),
+//! or the pane's `@agent-status` turning `working` (the status keeper
+//! writes it from the agent's hooks or its activity), is
+//! [`Typed::Delivered`]; neither is [`Typed::Unverified`] (the text was
+//! typed, nobody saw it land). A pane that disappears at any step is
+//! [`PaneError::Gone`].
+//!
+//! The free functions [`gate`] and [`type_into`] use the default settings;
+//! [`Delivery`] carries `[delivery]` and the submit keys from the config
+//! ([`crate::configuration::Configuration::delivery`]).
 
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use chrono::Utc;
 
-use crate::control::PaneId;
+use crate::config::Config;
 use crate::control::command::{Command, CommandError};
 use crate::control::connection::{ControlError, ControlHandle};
-use crate::status::{AgentStatus, Board};
+use crate::control::oneshot::{OneShot, OneShotError};
+use crate::control::server::ServerSocket;
+use crate::control::{PaneId, SessionId};
+use crate::schema;
+use crate::status::{AgentKind, AgentStatus, Board};
+
+/// The submit key when `[agents.NAME] submit_key` does not say.
+pub const DEFAULT_SUBMIT_KEY: &str = "Enter";
+
+/// How recent a person's input must be to hold a delivery back, by default.
+pub const DEFAULT_TYPING_WINDOW: Duration = Duration::from_secs(2);
+
+/// How long a typed message is watched for before it counts as
+/// unverified, by default.
+pub const DEFAULT_VERIFY_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How often the pane is looked at while verifying.
+const VERIFY_EVERY: Duration = Duration::from_millis(25);
+
+/// The longest part of the first line looked for on the screen: an agent's
+/// TUI wraps and boxes what it shows, so a long line never comes back
+/// whole.
+const NEEDLE_CHARS: usize = 40;
+
+/// How many lines of history, beyond the body's own length, the check
+/// looks through (a long body scrolls its first line off the screen).
+const HISTORY_MARGIN: usize = 200;
+
+/// The most history lines one verification capture asks for.
+const HISTORY_CAP: usize = 5_000;
 
 /// Whether a message may be typed now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Gate {
+    /// The agent is at its prompt and nobody is typing.
     Ready,
+    /// Not now; ask again later.
     Hold(HoldReason),
 }
 
 /// Why a message is held back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HoldReason {
+    /// The agent is working (or its status is unknown).
     Busy,
+    /// The pane is in a mode (copy-mode): typing would not reach the agent.
     InMode,
+    /// A person typed into the pane's session within the typing window.
     UserTyping,
+    /// No agent runs in the pane (none seen, or it exited).
     NoAgent,
 }
 
 impl HoldReason {
+    /// The name in logs and JSON (`busy`, `in-mode`, `user-typing`,
+    /// `no-agent`).
     pub fn as_str(self) -> &'static str {
         match self {
             HoldReason::Busy => "busy",
@@ -45,18 +129,29 @@ impl HoldReason {
     }
 }
 
+impl std::fmt::Display for HoldReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What typing a message came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Typed {
+    /// Typed, and seen to land (its first line on the screen, or the agent
+    /// went `working`).
     Delivered,
+    /// Typed, but not seen to land before the deadline.
     Unverified,
 }
 
 /// Why a message could not be typed.
 #[derive(Debug, thiserror::Error)]
 pub enum PaneError {
+    /// The pane is not on the tmux server (any more).
     #[error("the pane is gone")]
     Gone,
+    /// tmux failed or refused a step.
     #[error("tmux: {0}")]
     Tmux(String),
 }
@@ -64,11 +159,15 @@ pub enum PaneError {
 impl From<ControlError> for PaneError {
     fn from(err: ControlError) -> Self {
         match &err {
-            ControlError::Command { message, .. } if message.starts_with("can't find") => {
-                PaneError::Gone
-            }
+            ControlError::Command { message, .. } if is_gone(message) => PaneError::Gone,
             _ => PaneError::Tmux(err.to_string()),
         }
+    }
+}
+
+impl From<OneShotError> for PaneError {
+    fn from(err: OneShotError) -> Self {
+        PaneError::Tmux(err.to_string())
     }
 }
 
@@ -78,122 +177,453 @@ impl From<CommandError> for PaneError {
     }
 }
 
-const VERIFY_TIMEOUT: Duration = Duration::from_secs(3);
-
-pub async fn gate(handle: &ControlHandle, board: &Board, pane: &PaneId) -> Result<Gate, PaneError> {
-    let reply = handle
-        .run(Command::display_message(
-            *pane,
-            "#{pane_id} #{pane_in_mode}",
-        )?)
-        .await?;
-    let text = reply.text();
-    if !text.starts_with(&pane.to_string()) {
-        return Err(PaneError::Gone);
-    }
-    match board.pane(*pane).map(|agent| agent.status) {
-        None | Some(AgentStatus::Exited) => return Ok(Gate::Hold(HoldReason::NoAgent)),
-        Some(AgentStatus::Working | AgentStatus::Unknown) => {
-            return Ok(Gate::Hold(HoldReason::Busy));
-        }
-        Some(AgentStatus::Idle | AgentStatus::Waiting) => {}
-    }
-    if text.trim_end().ends_with(" 1") {
-        return Ok(Gate::Hold(HoldReason::InMode));
-    }
-    Ok(Gate::Ready)
+/// tmux's words for a target that does not exist.
+fn is_gone(message: &str) -> bool {
+    message.starts_with("can't find pane")
+        || message.starts_with("can't find window")
+        || message.starts_with("can't find session")
 }
 
+/// How panes are typed into: `[delivery]`, and each agent's submit key
+/// (`[agents.NAME] submit_key`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// Input from a person this recent holds a delivery back.
+    pub typing_window: Duration,
+    /// How long a typed message is watched for.
+    pub verify_timeout: Duration,
+    /// Submit keys by agent name, where the config sets one.
+    pub submit_keys: BTreeMap<String, String>,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Self {
+            typing_window: DEFAULT_TYPING_WINDOW,
+            verify_timeout: DEFAULT_VERIFY_TIMEOUT,
+            submit_keys: BTreeMap::new(),
+        }
+    }
+}
+
+/// A `[delivery]` or `submit_key` value that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct DeliveryConfigError {
+    /// The key in config.toml (`agents.codex.submit_key`).
+    pub key: String,
+    pub message: String,
+}
+
+impl Delivery {
+    /// The settings the config file gives; every value that cannot be used
+    /// is an error naming its key.
+    pub fn from_config(config: &Config) -> Result<Self, Vec<DeliveryConfigError>> {
+        let mut delivery = Delivery::default();
+        let mut errors = Vec::new();
+        if let Some(window) = config.delivery.typing_window {
+            delivery.typing_window = window.0;
+        }
+        if let Some(timeout) = config.delivery.verify_timeout {
+            delivery.verify_timeout = timeout.0;
+        }
+        for (agent, section) in &config.agents {
+            let Some(key) = &section.submit_key else {
+                continue;
+            };
+            if key.is_empty() || key.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                errors.push(DeliveryConfigError {
+                    key: format!("agents.{agent}.submit_key"),
+                    message: format!(
+                        "{key:?} is not a tmux key name (one word such as \"Enter\", \"C-m\", \"M-Enter\")"
+                    ),
+                });
+                continue;
+            }
+            delivery.submit_keys.insert(agent.clone(), key.clone());
+        }
+        if errors.is_empty() {
+            Ok(delivery)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The key that submits a message to `kind` ([`DEFAULT_SUBMIT_KEY`]
+    /// unless its `[agents.NAME]` says otherwise).
+    pub fn submit_key(&self, kind: Option<&AgentKind>) -> &str {
+        kind.and_then(|kind| self.submit_keys.get(kind.as_str()))
+            .map_or(DEFAULT_SUBMIT_KEY, String::as_str)
+    }
+}
+
+/// [`Delivery::gate`] with the default settings.
+pub async fn gate(handle: &ControlHandle, board: &Board, pane: &PaneId) -> Result<Gate, PaneError> {
+    Delivery::default().gate(handle, board, pane).await
+}
+
+/// [`Delivery::type_into`] with the default settings.
 pub async fn type_into(
     handle: &ControlHandle,
-    _board: &Board,
+    board: &Board,
     pane: &PaneId,
     text: &str,
     submit_key: &str,
 ) -> Result<Typed, PaneError> {
-    let socket = handle
-        .run(Command::display_server("#{socket_path}")?)
-        .await?
-        .text();
-    let socket = socket.trim_end();
-    let name = format!(
-        "tmux-agent-msg-{}-{}",
-        std::process::id(),
-        chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
-    );
-    let pane_arg = pane.to_string();
-    let mut child = tokio::process::Command::new(crate::control::server::tmux_binary())
-        .args([
-            "-S",
-            socket,
-            "load-buffer",
-            "-b",
-            &name,
-            "-",
-            ";",
-            "paste-buffer",
-            "-p",
-            "-d",
-            "-r",
-            "-b",
-            &name,
-            "-t",
-            &pane_arg,
-            ";",
-            "send-keys",
-            "-t",
-            &pane_arg,
-            submit_key,
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|err| PaneError::Tmux(err.to_string()))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(text.as_bytes())
-            .await
-            .map_err(|err| PaneError::Tmux(err.to_string()))?;
-    }
-    let output = child
-        .wait_with_output()
+    Delivery::default()
+        .type_into(handle, board, pane, text, submit_key)
         .await
-        .map_err(|err| PaneError::Tmux(err.to_string()))?;
-    if !output.status.success() {
-        let message = String::from_utf8_lossy(&output.stderr).trim().to_owned();
-        return Err(if message.starts_with("can't find") {
-            PaneError::Gone
-        } else {
-            PaneError::Tmux(message)
-        });
+}
+
+/// What tmux says of a pane, for the gate.
+struct PaneFacts {
+    in_mode: bool,
+    session: SessionId,
+    /// The session's group (`#{session_group}`), if it is grouped.
+    group: Option<String>,
+}
+
+impl Delivery {
+    /// Whether a message may be typed into `pane` now (see the module doc).
+    pub async fn gate(
+        &self,
+        handle: &ControlHandle,
+        board: &Board,
+        pane: &PaneId,
+    ) -> Result<Gate, PaneError> {
+        // The pane first: a pane that is gone is an error, whatever the
+        // board (a snapshot) still says of it.
+        let facts = pane_facts(handle, *pane).await?;
+        match board.pane(*pane).map(|agent| agent.status) {
+            None | Some(AgentStatus::Exited) => return Ok(Gate::Hold(HoldReason::NoAgent)),
+            Some(AgentStatus::Working | AgentStatus::Unknown) => {
+                return Ok(Gate::Hold(HoldReason::Busy));
+            }
+            Some(AgentStatus::Idle | AgentStatus::Waiting) => {}
+        }
+        if facts.in_mode {
+            return Ok(Gate::Hold(HoldReason::InMode));
+        }
+        if self.someone_typing(handle, &facts).await? {
+            return Ok(Gate::Hold(HoldReason::UserTyping));
+        }
+        Ok(Gate::Ready)
     }
-    let needle: String = text
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .chars()
-        .take(40)
-        .collect();
-    let deadline = tokio::time::Instant::now() + VERIFY_TIMEOUT;
-    loop {
-        let status = handle
-            .run(Command::display_message(
-                *pane,
-                &format!("#{{{}}}", crate::schema::pane::STATUS),
+
+    /// Types `text` into `pane` and presses `submit_key`, then verifies
+    /// (see the module doc). It does not check the gate: call [`gate`]
+    /// first. `board` is not consulted beyond that; the verification reads
+    /// the pane's status from tmux, where the keeper keeps it current.
+    pub async fn type_into(
+        &self,
+        handle: &ControlHandle,
+        _board: &Board,
+        pane: &PaneId,
+        text: &str,
+        submit_key: &str,
+    ) -> Result<Typed, PaneError> {
+        let pane = *pane;
+        let body = clean_body(text);
+        let needle = needle(&body);
+        let history = history_lines(&body);
+        let before = seen_count(handle, pane, needle.as_deref(), history).await?;
+
+        let name = buffer_name();
+        let tmux = OneShot::new(socket_of(handle).await?);
+        tmux.run_with_input(&Command::load_buffer_from_stdin(&name)?, body.as_bytes())
+            .await?;
+        if let Err(err) = handle.run(Command::paste_buffer(&name, pane)?).await {
+            // Not pasted, so not deleted by `-d`: no body left behind.
+            let _ = handle.run(Command::delete_buffer(&name)?).await;
+            return Err(err.into());
+        }
+        handle.run(Command::send_key(pane, submit_key)?).await?;
+
+        let deadline = tokio::time::Instant::now() + self.verify_timeout;
+        loop {
+            if status_of(handle, pane).await? == Some(AgentStatus::Working) {
+                return Ok(Typed::Delivered);
+            }
+            if needle.is_some()
+                && seen_count(handle, pane, needle.as_deref(), history).await? > before
+            {
+                return Ok(Typed::Delivered);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(Typed::Unverified);
+            }
+            tokio::time::sleep(VERIFY_EVERY).await;
+        }
+    }
+
+    /// Whether a client that is not a control client, attached to the
+    /// pane's session or to a session grouped with it (`new-session -t`:
+    /// the same windows), had input within the typing window.
+    async fn someone_typing(
+        &self,
+        handle: &ControlHandle,
+        facts: &PaneFacts,
+    ) -> Result<bool, PaneError> {
+        // The group name last: it is a session name, which may hold a tab.
+        let reply = handle
+            .run(Command::list_clients(
+                "#{client_control_mode}\t#{client_activity}\t#{session_id}\t#{session_group}",
             )?)
             .await?;
-        if status.text().trim() == "working" {
-            return Ok(Typed::Delivered);
+        let now = Utc::now().timestamp();
+        let window = i64::try_from(self.typing_window.as_secs()).unwrap_or(i64::MAX);
+        Ok(reply.text().lines().any(|line| {
+            let mut fields = line.splitn(4, '\t');
+            let (Some(control), Some(activity), Some(session), group) =
+                (fields.next(), fields.next(), fields.next(), fields.next())
+            else {
+                return false;
+            };
+            let (Ok(activity), Ok(session)) =
+                (activity.parse::<i64>(), session.parse::<SessionId>())
+            else {
+                return false;
+            };
+            let same = session == facts.session
+                || facts
+                    .group
+                    .as_deref()
+                    .is_some_and(|mine| group == Some(mine));
+            same && control != "1" && now.saturating_sub(activity) <= window
+        }))
+    }
+}
+
+/// The pane's mode flag and session, or [`PaneError::Gone`].
+///
+/// `display-message -t` of a pane that does not exist is no error in tmux
+/// 3.3a: it falls back to the client's current pane (or prints nothing).
+/// So the reply names its pane, and one that is not ours means gone.
+async fn pane_facts(handle: &ControlHandle, pane: PaneId) -> Result<PaneFacts, PaneError> {
+    let fields = pane_fields(
+        handle,
+        pane,
+        "#{pane_in_mode}\t#{session_id}\t#{session_group}",
+    )
+    .await?;
+    let mut fields = fields.splitn(3, '\t');
+    let in_mode = fields.next().unwrap_or_default() == "1";
+    let session = fields.next().and_then(|id| id.parse::<SessionId>().ok());
+    let group = fields.next().filter(|g| !g.is_empty()).map(str::to_owned);
+    match session {
+        Some(session) => Ok(PaneFacts {
+            in_mode,
+            session,
+            group,
+        }),
+        None => Err(PaneError::Gone),
+    }
+}
+
+/// `format` expanded for `pane`, or [`PaneError::Gone`] when tmux answers
+/// for another pane or none (see [`pane_facts`]).
+async fn pane_fields(
+    handle: &ControlHandle,
+    pane: PaneId,
+    format: &str,
+) -> Result<String, PaneError> {
+    let reply = handle
+        .run(Command::display_message(
+            pane,
+            &format!("#{{pane_id}}\t{format}"),
+        )?)
+        .await?;
+    let text = reply.text();
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    match text.split_once('\t') {
+        Some((id, rest)) if id == pane.to_string() => Ok(rest.to_owned()),
+        _ => Err(PaneError::Gone),
+    }
+}
+
+/// The pane's `@agent-status`, as the status keeper last wrote it.
+async fn status_of(handle: &ControlHandle, pane: PaneId) -> Result<Option<AgentStatus>, PaneError> {
+    let format = format!("#{{{}}}", schema::pane::STATUS);
+    Ok(pane_fields(handle, pane, &format).await?.parse().ok())
+}
+
+/// How many lines of the pane's recent text (its screen and `history`
+/// lines above) hold `needle`.
+async fn seen_count(
+    handle: &ControlHandle,
+    pane: PaneId,
+    needle: Option<&str>,
+    history: usize,
+) -> Result<usize, PaneError> {
+    let Some(needle) = needle else {
+        return Ok(0);
+    };
+    let start = -i64::try_from(history).unwrap_or(i64::MAX);
+    let reply = handle.run(Command::capture_pane(pane, start)).await?;
+    Ok(reply
+        .text()
+        .lines()
+        .filter(|line| line.contains(needle))
+        .count())
+}
+
+/// The tmux server behind the connection, as a socket a one-shot `tmux`
+/// can reach: tmux says where its socket is.
+async fn socket_of(handle: &ControlHandle) -> Result<ServerSocket, PaneError> {
+    let reply = handle
+        .run(Command::display_server("#{socket_path}")?)
+        .await?;
+    let path = reply.text().trim_end_matches('\n').to_owned();
+    if path.is_empty() {
+        return Err(PaneError::Tmux(
+            "tmux did not say where its socket is".into(),
+        ));
+    }
+    Ok(ServerSocket::Path(path.into()))
+}
+
+/// A buffer name no other message (of this or another process) has.
+fn buffer_name() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = Utc::now().timestamp_nanos_opt().unwrap_or_default();
+    format!("tmux-agent-msg-{}-{nanos}-{n}", std::process::id())
+}
+
+/// The body as it is typed: without NULs and bracketed-paste markers (see
+/// the module doc).
+pub fn clean_body(text: &str) -> String {
+    text.replace('\0', "")
+        .replace("\x1b[200~", "")
+        .replace("\x1b[201~", "")
+}
+
+/// What of the body is looked for on the screen: the start of its first
+/// line that shows anything, with escape sequences and control characters
+/// taken out (the terminal draws them as colours, not text). `None` for a
+/// body that shows nothing.
+pub fn needle(body: &str) -> Option<String> {
+    body.lines()
+        .map(|line| visible_text(line).trim().to_owned())
+        .find(|line| !line.is_empty())
+        .map(|line| line.chars().take(NEEDLE_CHARS).collect::<String>())
+        .map(|line| line.trim_end().to_owned())
+}
+
+/// `line` without ANSI escape sequences (CSI `ESC [ … final`, OSC `ESC ] …
+/// BEL/ST`, two-byte `ESC x`) and other control characters.
+fn visible_text(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\x1b' => match chars.next() {
+                Some('[') => {
+                    // Parameters and intermediates, up to a final byte.
+                    for c in chars.by_ref() {
+                        if ('\x40'..='\x7e').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                Some(']') => {
+                    while let Some(c) = chars.next() {
+                        if c == '\x07' {
+                            break;
+                        }
+                        if c == '\x1b' && chars.peek() == Some(&'\\') {
+                            chars.next();
+                            break;
+                        }
+                    }
+                }
+                _ => {}
+            },
+            c if c.is_control() => {}
+            c => out.push(c),
         }
-        let screen = handle.run(Command::capture_pane(*pane, -200)).await?.text();
-        if !needle.is_empty() && screen.contains(needle.trim_end()) {
-            return Ok(Typed::Delivered);
+    }
+    out
+}
+
+/// How far into the history to look for the first line: the body's own
+/// length and a margin, capped.
+fn history_lines(body: &str) -> usize {
+    (body.lines().count() + HISTORY_MARGIN).min(HISTORY_CAP)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn submit_keys_and_timings_come_from_the_config() {
+        let config: Config = toml::from_str(
+            "[delivery]\ntyping_window = \"5s\"\nverify_timeout = \"500ms\"\n\
+             [agents.codex]\nsubmit_key = \"Enter\"\n[agents.mybot]\nsubmit_key = \"C-j\"\n",
+        )
+        .unwrap();
+        let delivery = Delivery::from_config(&config).unwrap();
+        assert_eq!(delivery.typing_window, Duration::from_secs(5));
+        assert_eq!(delivery.verify_timeout, Duration::from_millis(500));
+        assert_eq!(delivery.submit_key(Some(&AgentKind::named("mybot"))), "C-j");
+        assert_eq!(delivery.submit_key(Some(&AgentKind::Claude)), "Enter");
+        assert_eq!(delivery.submit_key(None), DEFAULT_SUBMIT_KEY);
+        assert_eq!(
+            Delivery::from_config(&Config::default()).unwrap(),
+            Delivery::default()
+        );
+    }
+
+    #[test]
+    fn a_submit_key_that_is_not_a_key_name_is_refused_by_its_key() {
+        for bad in ["", "Enter; kill-server", "C-m\n", "a b"] {
+            let mut config = Config::default();
+            config.agents.insert(
+                "codex".into(),
+                crate::status::prompt::AgentPatternsConfig {
+                    submit_key: Some(bad.into()),
+                    ..Default::default()
+                },
+            );
+            let errors = Delivery::from_config(&config).unwrap_err();
+            assert_eq!(errors.len(), 1, "{bad:?}");
+            assert_eq!(errors[0].key, "agents.codex.submit_key");
         }
-        if tokio::time::Instant::now() >= deadline {
-            return Ok(Typed::Unverified);
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+
+    #[test]
+    fn the_body_loses_only_nuls_and_paste_markers() {
+        assert_eq!(
+            clean_body("a\0b\x1b[201~\rrm -rf /\x1b[200~ \x1b[31mred\x1b[0m ;#{x}$(y)"),
+            "ab\rrm -rf / \x1b[31mred\x1b[0m ;#{x}$(y)"
+        );
+    }
+
+    #[test]
+    fn the_needle_is_the_first_visible_line_without_escapes() {
+        assert_eq!(
+            needle("\n  \n\x1b[1;31mhello\x1b[0m world \x1b]0;title\x07!\nsecond").as_deref(),
+            Some("hello world !")
+        );
+        assert_eq!(needle("\x1b[2J\n\t\n"), None);
+        let long = "x".repeat(100);
+        assert_eq!(needle(&long).map(|n| n.len()), Some(NEEDLE_CHARS));
+        assert_eq!(needle("日本語").as_deref(), Some("日本語"));
+    }
+
+    #[test]
+    fn buffer_names_are_unique_and_plain() {
+        let a = buffer_name();
+        let b = buffer_name();
+        assert_ne!(a, b);
+        assert!(a.starts_with("tmux-agent-msg-"));
+        assert!(a.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+    }
+
+    #[test]
+    fn history_grows_with_the_body_and_is_capped() {
+        assert_eq!(history_lines("one"), 1 + HISTORY_MARGIN);
+        assert_eq!(history_lines(&"l\n".repeat(100_000)), HISTORY_CAP);
     }
 }

@@ -1,6 +1,8 @@
 //! `[messages]`: who may send to whom, how big a body may be, how fast one
-//! sender may send, how long a message waits, and each agent's submit key.
-//! Every refusal names the rule that refused and how to change it.
+//! sender may send, how long a message waits. Every refusal names the rule
+//! that refused and how to change it. (How a pane is typed into, the
+//! submit key included, is `[delivery]` and `[agents.NAME] submit_key`:
+//! `super::pane`.)
 //!
 //! ```toml
 //! [messages]
@@ -8,14 +10,13 @@
 //! max_body = 65536         # bytes of UTF-8; at most 1 MiB
 //! rate = 60                # messages per sender per minute; 0 = no limit
 //! expiry = "24h"           # a message not delivered by then is `expired`
-//! submit_keys = { codex = "Enter" }   # the key sent after the paste (default Enter)
 //! ```
 //!
 //! A body with a NUL byte is refused: a terminal cannot carry one (tmux
 //! and the pane's line discipline drop or misread it) and SQLite text
 //! would cut it short, so it could not arrive byte-exact.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -33,8 +34,6 @@ pub const MAX_MAX_BODY: usize = 1024 * 1024;
 pub const DEFAULT_RATE: u32 = 60;
 /// How long a message waits for delivery when no expiry is configured.
 pub const DEFAULT_EXPIRY: Duration = Duration::from_secs(24 * 3600);
-/// The key sent after a paste when the agent has none configured.
-pub const DEFAULT_SUBMIT_KEY: &str = "Enter";
 
 /// `[messages]` as written in the config file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -48,8 +47,6 @@ pub struct MessagesSection {
     pub rate: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiry: Option<ConfigDuration>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub submit_keys: BTreeMap<String, String>,
 }
 
 /// Who may message whom.
@@ -70,7 +67,6 @@ pub struct Policy {
     /// Per sender per minute; 0 is no limit.
     pub rate: u32,
     pub expiry: Duration,
-    pub submit_keys: BTreeMap<String, String>,
 }
 
 impl Default for Policy {
@@ -80,7 +76,6 @@ impl Default for Policy {
             max_body: DEFAULT_MAX_BODY,
             rate: DEFAULT_RATE,
             expiry: DEFAULT_EXPIRY,
-            submit_keys: BTreeMap::new(),
         }
     }
 }
@@ -129,26 +124,11 @@ impl Policy {
                 policy.expiry = expiry.0;
             }
         }
-        for (agent, key) in &section.submit_keys {
-            if key.is_empty() || key.contains(char::is_whitespace) {
-                problems.push(format!(
-                    "submit_keys.{agent} {key:?} is not one tmux key name (Enter, C-m, …)"
-                ));
-            }
-        }
-        policy.submit_keys = section.submit_keys.clone();
         if problems.is_empty() {
             Ok(policy)
         } else {
             Err(problems)
         }
-    }
-
-    /// The key to send after pasting into `agent`'s pane.
-    pub fn submit_key(&self, agent: Option<&str>) -> &str {
-        agent
-            .and_then(|agent| self.submit_keys.get(agent))
-            .map_or(DEFAULT_SUBMIT_KEY, String::as_str)
     }
 
     /// The body rules: no NUL byte, at most `max_body` bytes, not empty.
@@ -271,12 +251,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_defaults_are_group_64k_60_a_minute_24h_enter() {
+    fn the_defaults_are_group_64k_60_a_minute_24h() {
         let policy = Policy::from_section(&MessagesSection::default()).unwrap();
         assert_eq!(policy, Policy::default());
         assert_eq!(policy.max_body, 65536);
-        assert_eq!(policy.submit_key(Some("codex")), "Enter");
-        assert_eq!(policy.submit_key(None), "Enter");
+        assert_eq!(
+            (policy.rate, policy.expiry),
+            (60, Duration::from_secs(86_400))
+        );
     }
 
     #[test]
@@ -285,11 +267,10 @@ mod tests {
             scope: Some("world".into()),
             max_body: Some(0),
             expiry: Some(ConfigDuration(Duration::ZERO)),
-            submit_keys: [("codex".to_owned(), "C m".to_owned())].into(),
             ..Default::default()
         };
         let problems = Policy::from_section(&section).unwrap_err();
-        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert_eq!(problems.len(), 3, "{problems:?}");
         assert!(problems[0].contains("\"world\""));
     }
 

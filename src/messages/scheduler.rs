@@ -1,6 +1,7 @@
 //! The daemon task that delivers messages: it takes each recipient's
-//! oldest queued message, finds the pane, asks [`pane::gate`] whether it
-//! may be typed now, and types it with [`pane::type_into`]; it expires
+//! oldest queued message, finds the pane, asks the pane module's gate
+//! ([`super::pane::Delivery::gate`]) whether it may be typed now, and types it
+//! ([`super::pane::Delivery::type_into`]); it expires
 //! what waited too long, fails what has nobody to go to
 //! (`recipient-gone`), and keeps `@agent-unread` (per session) and
 //! `@agent-messages` (global) current.
@@ -46,7 +47,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::envelope::{self, Recipient};
 use super::mailbox::{Message, MessageState, Via};
-use super::pane::{self, Gate, PaneError, Typed};
+use super::pane::{Gate, PaneError, Typed};
 use super::service::{Messages, now_ms};
 use crate::control::command::Command;
 use crate::control::{PaneId, SessionId};
@@ -327,6 +328,7 @@ impl Scheduler {
 async fn deliver(messages: Messages, message: Message, pane: PaneId) -> Done {
     let recipient = message.to;
     let board = messages.agents.board();
+    let delivery = messages.delivery.borrow().clone();
     let since = board
         .pane(pane)
         .map_or(DateTime::<Utc>::MIN_UTC, |agent| agent.since);
@@ -336,7 +338,7 @@ async fn deliver(messages: Messages, message: Message, pane: PaneId) -> Done {
         typed: false,
         since,
     };
-    match pane::gate(&messages.control, &board, &pane).await {
+    match delivery.gate(&messages.control, &board, &pane).await {
         Ok(Gate::Ready) => {}
         Ok(Gate::Hold(reason)) => {
             tracing::trace!(id = %message.id, %pane, reason = reason.as_str(), "message held");
@@ -366,11 +368,7 @@ async fn deliver(messages: Messages, message: Message, pane: PaneId) -> Done {
         }
     }
     let kind = board.pane(pane).and_then(|agent| agent.kind.clone());
-    let submit = messages
-        .policy
-        .borrow()
-        .submit_key(kind.as_ref().map(|k| k.as_str()))
-        .to_owned();
+    let submit = delivery.submit_key(kind.as_ref()).to_owned();
     let text = envelope::render(
         &message.id,
         message.from,
@@ -379,7 +377,9 @@ async fn deliver(messages: Messages, message: Message, pane: PaneId) -> Done {
         &message.body,
     );
     crate::fault::delay(FAULT_BEFORE_PASTE_ENV).await;
-    let typed = pane::type_into(&messages.control, &board, &pane, &text, &submit).await;
+    let typed = delivery
+        .type_into(&messages.control, &board, &pane, &text, &submit)
+        .await;
     crate::fault::delay(FAULT_AFTER_PASTE_ENV).await;
     let id = message.id.clone();
     let now = now_ms();

@@ -115,6 +115,8 @@ impl MessageEvent {
 pub struct Messages {
     pub(super) mailbox: Arc<Mutex<Mailbox>>,
     pub(super) policy: watch::Receiver<Arc<Policy>>,
+    /// `[delivery]` and the submit keys (`super::pane`).
+    pub(super) delivery: watch::Receiver<Arc<super::pane::Delivery>>,
     limiter: Arc<Mutex<RateLimiter>>,
     /// Wakes the scheduler: something was posted.
     pub(super) posted: Arc<Notify>,
@@ -135,6 +137,7 @@ impl std::fmt::Debug for Messages {
 pub struct MessagesParts {
     pub mailbox: Mailbox,
     pub policy: watch::Receiver<Arc<Policy>>,
+    pub delivery: watch::Receiver<Arc<super::pane::Delivery>>,
     pub events: EventStream,
     pub agents: KeeperHandle,
     pub groups: GroupHandle,
@@ -151,6 +154,7 @@ impl Messages {
         Self {
             mailbox: Arc::new(Mutex::new(parts.mailbox)),
             policy: parts.policy,
+            delivery: parts.delivery,
             limiter: Arc::default(),
             posted: Arc::default(),
             events: parts.events,

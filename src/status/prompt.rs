@@ -65,6 +65,9 @@ pub struct AgentPatternsConfig {
     pub working: Option<String>,
     /// How many of the last non-blank lines are looked at.
     pub lines: Option<usize>,
+    /// The key that submits a typed message (tmux's key name; default
+    /// `Enter`). Not a screen pattern: read by `crate::messages::pane`.
+    pub submit_key: Option<String>,
 }
 
 /// A pattern in the config that is not a regular expression.

@@ -35,6 +35,7 @@ mod messages;
 mod notify;
 mod options;
 mod outbox_cli;
+mod pane_delivery;
 mod reactor;
 mod reactor_memory;
 mod reconnect;

@@ -62,6 +62,9 @@ pub struct TmuxEnv {
     pub server: ServerSocket,
     /// `$TMUX_PANE` (e.g. `%3`), when the server runs in a pane.
     pub pane: Option<String>,
+    /// The config file (`--config`), for what `look` redacts and allows;
+    /// `None`: the default place.
+    pub config_file: Option<std::path::PathBuf>,
 }
 
 impl TmuxEnv {
@@ -71,6 +74,7 @@ impl TmuxEnv {
         Self {
             server: server.unwrap_or_else(|| ServerSocket::choose(None, None)),
             pane: std::env::var("TMUX_PANE").ok().filter(|p| !p.is_empty()),
+            config_file: None,
         }
     }
 }

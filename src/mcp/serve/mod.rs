@@ -7,6 +7,8 @@
 //! - [`store`]: the SQLite file, schema, transactions, idempotency ledger.
 //! - [`goals`], [`contexts`]: the tools' data and the SQL behind them.
 //! - [`agent`]: the pane's own session and its `@agent-*` tmux options.
+//! - [`agents`]: the other agents: `list_agents` and `look` (a peer's
+//!   pane text, redacted, within the caller's group).
 //! - [`groups`]: the session's coordination group (peers, shared context),
 //!   through the same group layer as the CLI.
 //! - [`messages`]: `send_message`, `broadcast`, `read_messages`,
@@ -27,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::control::server::ServerSocket;
 
 pub mod agent;
+pub mod agents;
 pub mod contexts;
 pub mod goals;
 pub mod groups;
@@ -69,12 +72,23 @@ pub struct ServeArgs {
     /// `$TMUX` (else tmux's default). The CLI sets it from `-L`/`-S`.
     #[arg(skip)]
     pub tmux_server: Option<ServerSocket>,
+    /// The config file `look` reads (`[context] redact`,
+    /// `look_outside_group`); `None`: the default place. The CLI sets it
+    /// from `--config`.
+    #[arg(skip)]
+    pub config_file: Option<PathBuf>,
 }
 
 impl ServeArgs {
     /// These arguments with the agent tools aimed at `server`.
     pub fn with_tmux_server(mut self, server: ServerSocket) -> Self {
         self.tmux_server = Some(server);
+        self
+    }
+
+    /// These arguments with `look` reading `config_file`.
+    pub fn with_config_file(mut self, config_file: Option<PathBuf>) -> Self {
+        self.config_file = config_file;
         self
     }
 }
@@ -123,7 +137,8 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         max_value_bytes: args.max_value_bytes,
         keep_saves: args.keep_saves,
     };
-    let tmux = agent::TmuxEnv::from_env(args.tmux_server);
+    let mut tmux = agent::TmuxEnv::from_env(args.tmux_server);
+    tmux.config_file = args.config_file;
     let new_server = move || BuiltinServer::new(Arc::clone(&store), limits, tmux.clone());
 
     let shutdown = CancellationToken::new();

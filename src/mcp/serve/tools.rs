@@ -23,6 +23,7 @@ use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router
 use serde::Serialize;
 
 use super::agent::{self, CompleteMyGoalArgs, SetGoalArgs, TmuxEnv, WhoAmI, WhoAmIArgs};
+use super::agents::{self, AgentList, ListAgentsArgs, LookArgs, Looked};
 use super::contexts::{
     self, ContextHistory, GetContext, SaveContext, SaveReceipt, SearchContext, SearchResults,
 };
@@ -356,7 +357,13 @@ impl BuiltinServer {
     }
 
     #[tool(
-        description = "Send a message to another agent: `to` is a session name, `$id` or pane                        `%id`. It is queued in the daemon's mailbox and typed into the                        recipient's pane when it is at its prompt (or handed to it by its hook),                        once, after a one-line envelope naming you and the message id. You are                        the pane this server runs in. Pass reply_to to answer a message, and                        wait_secs (at most 25) to wait for delivered/read/failed: a message                        whose recipient closed comes back failed with reason recipient-gone.",
+        description = "Send a message to another agent: `to` is a session name, `$id` or pane \
+                       `%id`. It is queued in the daemon's mailbox and typed into the \
+                       recipient's pane when it is at its prompt (or handed to it by its hook), \
+                       once, after a one-line envelope naming you and the message id. You are \
+                       the pane this server runs in. Pass reply_to to answer a message, and \
+                       wait_secs (at most 25) to wait for delivered/read/failed: a message \
+                       whose recipient closed comes back failed with reason recipient-gone.",
         annotations(
             title = "Send message",
             read_only_hint = false,
@@ -373,7 +380,8 @@ impl BuiltinServer {
     }
 
     #[tool(
-        description = "Send a message to every other member of this pane's session's                        coordination group (one message per member, each delivered on its own).",
+        description = "Send a message to every other member of this pane's session's \
+                       coordination group (one message per member, each delivered on its own).",
         annotations(
             title = "Broadcast",
             read_only_hint = false,
@@ -390,7 +398,9 @@ impl BuiltinServer {
     }
 
     #[tool(
-        description = "The messages to this pane's session, oldest first: unread ones only by                        default (unread_only: false for all), at most limit (20). Reading marks                        nothing: acknowledge each with ack_message.",
+        description = "The messages to this pane's session, oldest first: unread ones only by \
+                       default (unread_only: false for all), at most limit (20). Reading marks \
+                       nothing: acknowledge each with ack_message.",
         annotations(
             title = "Read messages",
             read_only_hint = true,
@@ -405,7 +415,8 @@ impl BuiltinServer {
     }
 
     #[tool(
-        description = "Acknowledge a message to this session by its id: its state becomes                        read (the sender sees it). Acknowledging it again changes nothing.",
+        description = "Acknowledge a message to this session by its id: its state becomes \
+                       read (the sender sees it). Acknowledging it again changes nothing.",
         annotations(
             title = "Acknowledge message",
             read_only_hint = false,
@@ -419,6 +430,36 @@ impl BuiltinServer {
         Parameters(args): Parameters<AckMessageArgs>,
     ) -> Result<Json<MessageView>, String> {
         messages::ack(&self.tmux, args).await.map(Json)
+    }
+
+    #[tool(
+        description = "Every agent on this tmux server: its pane, session, kind (claude, \
+                       codex, ...), status (working, waiting, idle, exited, unknown), since \
+                       when, and its session's coordination group (only one group's with \
+                       `group`); `me` marks your own pane.",
+        annotations(title = "List agents", read_only_hint = true, open_world_hint = false)
+    )]
+    async fn list_agents(
+        &self,
+        Parameters(args): Parameters<ListAgentsArgs>,
+    ) -> Result<Json<AgentList>, String> {
+        agents::list(&self.tmux, args).await.map(Json)
+    }
+
+    #[tool(
+        description = "The last lines of a peer's pane text (default 40, at most 2000), with \
+                       the [context] redact patterns applied. Target a pane (\"%3\") or a \
+                       session (\"$2\", \"=name:\") for its active pane. Only panes of your \
+                       own session and of sessions in your coordination group, unless the \
+                       config allows any.",
+        annotations(
+            title = "Look at a pane",
+            read_only_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn look(&self, Parameters(args): Parameters<LookArgs>) -> Result<Json<Looked>, String> {
+        agents::look(&self.tmux, args).await.map(Json)
     }
 }
 
@@ -548,7 +589,9 @@ impl ServerHandler for BuiltinServer {
                  save_context/get_context/search_context keep what a session looked like. \
                  From inside a tmux pane, whoami/set_goal/complete_my_goal act on the pane's \
                  own session, and group_peers/group_context/group_share on its coordination \
-                 group: who the coordinator and peers are, and the values the group shares; \
+                 group: who the coordinator and peers are, and the values the group shares. \
+                 list_agents says which agents run where and what each is doing; look shows \
+                 a peer's pane text (redacted), within your group; \
                  send_message/broadcast/read_messages/ack_message exchange messages with the \
                  other agents through the tmux-agent daemon.",
         )

@@ -109,6 +109,51 @@ impl TmuxServer {
         .to_owned()
     }
 
+    /// Starts the fake prompt agent
+    /// (`tests/fixtures/agents/fake-prompt-agent.py`: a prompt, a line read,
+    /// "working", the prompt again; its state and what it received in
+    /// `dir`, made here) in a new detached window of session `=SESSION:`;
+    /// its pane id, once the agent has said it is idle (its first `Stop`
+    /// hook set `@agent-status`). `None` when python3 is missing (see
+    /// [`super::require`]).
+    pub fn fake_prompt_agent_window(&self, session: &str, dir: &std::path::Path) -> Option<String> {
+        let python = Command::new("python3").arg("--version").output();
+        if !super::require(
+            python.is_ok_and(|out| out.status.success()),
+            "python3 (the fake prompt agent)",
+            "install python3",
+        ) {
+            return None;
+        }
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/agents/fake-prompt-agent.py");
+        std::fs::create_dir_all(dir).unwrap();
+        let command = format!(
+            "python3 '{}' '{}' '{}'",
+            script.display(),
+            dir.display(),
+            AGENT
+        );
+        let target = format!("={session}:");
+        let pane = self
+            .tmux(&[
+                "new-window",
+                "-d",
+                "-P",
+                "-F",
+                "#{pane_id}",
+                "-t",
+                &target,
+                &command,
+            ])
+            .trim()
+            .to_owned();
+        super::eventually(super::PATIENCE, "the fake prompt agent to be idle", || {
+            (self.display(&pane, "#{@agent-status}") == "idle").then_some(())
+        });
+        Some(pane)
+    }
+
     /// A file (or directory) name in the test HOME.
     pub fn path(&self, name: &str) -> PathBuf {
         self.home.path().join(name)
@@ -297,6 +342,16 @@ pub fn clean_env(cmd: &mut Command, home: &std::path::Path) {
 /// A terminal client; killed on drop.
 pub struct TerminalClient {
     child: Child,
+}
+
+impl TerminalClient {
+    /// Types `keys` at the terminal, as a person would.
+    pub fn type_keys(&mut self, keys: &[u8]) {
+        use std::io::Write as _;
+        let stdin = self.child.stdin.as_mut().expect("the terminal's stdin");
+        stdin.write_all(keys).expect("type at the terminal");
+        stdin.flush().expect("flush the terminal");
+    }
 }
 
 impl Drop for TerminalClient {

@@ -570,3 +570,30 @@ fn ten_agents_a_thousand_messages_none_lost_none_twice_order_kept_per_pair() {
         }
     }
 }
+
+#[test]
+fn a_message_nobody_takes_expires_and_a_short_wait_exits_2() {
+    let server = TmuxServer::start();
+    let _daemon = start_daemon(&server, "[messages]\nexpiry = \"3s\"\n");
+    // No agent in it: nothing takes the message.
+    server.tmux(&["new-session", "-d", "-s", "nobody"]);
+    let out = agent(
+        &server,
+        &["send", "-t", "nobody", "--wait=1", "--json", "hello?"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let answer = json(&text(&out.stdout));
+    assert_eq!(answer["timed_out"], true);
+    assert_eq!(answer["messages"][0]["state"], "queued");
+    let out = agent(
+        &server,
+        &["send", "-t", "nobody", "--wait=60", "--json", "anyone?"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let messages = sent(&out);
+    assert_eq!(messages[0]["state"], "expired");
+    assert_eq!(
+        server.option("=nobody:", "@agent-unread").as_deref(),
+        Some("0")
+    );
+}

@@ -286,8 +286,10 @@ impl Scheduler {
         until_due.map_or(TICK, |d| d.min(TICK))
     }
 
-    /// `@agent-unread` on each session whose count changed, and
-    /// `@agent-messages`, the sum.
+    /// `@agent-unread` on each session whose count changed (set while it
+    /// has unread messages, unset when it has none, so a session that never
+    /// had a message gets no option), and `@agent-messages`, the sum (`0`
+    /// too, so a status line has a value from the start).
     async fn write_counts(&mut self) {
         let Ok(counts) = self.messages.with_mailbox(|m| m.unread_counts()).await else {
             return;
@@ -298,14 +300,20 @@ impl Scheduler {
         let before = self.written.clone().unwrap_or_default();
         let model = self.messages.snapshots.borrow().clone();
         let mut commands = Vec::new();
-        for session in model.sessions().map(|s| s.info.id) {
+        let sessions: std::collections::BTreeSet<SessionId> =
+            before.keys().chain(counts.keys()).copied().collect();
+        for session in sessions {
             let now = counts.get(&session).copied().unwrap_or(0);
-            let changed =
-                self.written.is_none() || before.get(&session).copied().unwrap_or(0) != now;
-            if changed
-                && let Ok(command) =
-                    Command::set_option(session, schema::session::UNREAD, &now.to_string())
+            if model.session(session).is_none() || before.get(&session).copied().unwrap_or(0) == now
             {
+                continue;
+            }
+            let command = if now > 0 {
+                Command::set_option(session, schema::session::UNREAD, &now.to_string())
+            } else {
+                Command::unset_option(session, schema::session::UNREAD)
+            };
+            if let Ok(command) = command {
                 commands.push(command);
             }
         }

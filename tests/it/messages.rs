@@ -592,8 +592,9 @@ fn a_message_nobody_takes_expires_and_a_short_wait_exits_2() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let messages = sent(&out);
     assert_eq!(messages[0]["state"], "expired");
+    assert_eq!(server.option("=nobody:", "@agent-unread"), None);
     assert_eq!(
-        server.option("=nobody:", "@agent-unread").as_deref(),
+        server.global_option("@agent-messages").as_deref(),
         Some("0")
     );
 }

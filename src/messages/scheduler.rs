@@ -64,6 +64,10 @@ pub const MAX_ATTEMPTS: u32 = 5;
 /// How often held messages are looked at again without any news.
 const TICK: Duration = Duration::from_secs(1);
 
+/// The sleep with nothing in the mailbox to wait for (a post, a change, a
+/// snapshot wakes it first).
+const IDLE: Duration = Duration::from_secs(3600);
+
 /// How many lines of a pane's history a restart looks through for a
 /// message it may have typed.
 const RECOVERY_LINES: i64 = 5_000;
@@ -93,6 +97,7 @@ pub async fn run(messages: Messages, stop: CancellationToken) {
         in_flight: HashSet::new(),
         settling: HashMap::new(),
         written: None,
+        held: false,
     };
     scheduler.recover().await;
     let mut changes = scheduler.messages.agents.changes();
@@ -137,6 +142,9 @@ struct Scheduler {
     settling: HashMap<PaneId, (Instant, DateTime<Utc>)>,
     /// The counts last written to tmux.
     written: Option<BTreeMap<SessionId, u64>>,
+    /// Whether the last pass left a message waiting for its recipient (so
+    /// the tick is needed); an empty mailbox costs no wake-up.
+    held: bool,
 }
 
 impl Scheduler {
@@ -215,14 +223,18 @@ impl Scheduler {
                 Vec::new()
             }
         };
+        self.held = !heads.is_empty();
         let board = self.messages.agents.board();
         let model = self.messages.snapshots.borrow().clone();
         for message in heads {
             if self.in_flight.contains(&message.to) {
                 continue;
             }
-            if model.session(message.to_session).is_none() && !model.is_empty() {
-                self.fail(&message, "recipient-gone").await;
+            if model.session(message.to_session).is_none() {
+                if !self.messages.session_exists(message.to_session).await {
+                    self.fail(&message, "recipient-gone").await;
+                }
+                // Gone, or too new for the snapshot: either way, not now.
                 continue;
             }
             let pane = match message.to {
@@ -273,7 +285,9 @@ impl Scheduler {
     }
 
     /// How long to sleep with no news: to the next retry or expiry, at
-    /// most [`TICK`] (and the tick only while something waits).
+    /// most [`TICK`] while a message waits for its recipient; with nothing
+    /// waiting, only until the next retry or expiry (an idle daemon's
+    /// mailbox wakes nothing).
     async fn next_wait(&self) -> Duration {
         let now = now_ms();
         let due = self
@@ -283,7 +297,12 @@ impl Scheduler {
             .ok()
             .flatten();
         let until_due = due.map(|due| Duration::from_millis(u64::try_from(due - now).unwrap_or(0)));
-        until_due.map_or(TICK, |d| d.min(TICK))
+        match (until_due, self.held) {
+            (Some(due), true) => due.min(TICK),
+            (None, true) => TICK,
+            (Some(due), false) => due,
+            (None, false) => IDLE,
+        }
     }
 
     /// `@agent-unread` on each session whose count changed (set while it

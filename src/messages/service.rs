@@ -291,7 +291,8 @@ impl Messages {
         };
         let found = match &request.to {
             Target::Session(session) => {
-                if model.session(*session).is_none() {
+                // The snapshot may not have a session made a moment ago yet.
+                if model.session(*session).is_none() && !self.session_exists(*session).await {
                     return Err(MessagesError::NoSuchSession(*session));
                 }
                 vec![(Recipient::Session(*session), *session)]
@@ -338,6 +339,17 @@ impl Messages {
             }));
         }
         Ok(found)
+    }
+
+    /// Whether tmux has `session` now (the tracker's snapshot can lag a
+    /// session made or closed a moment ago). A connection that fails says
+    /// yes: only tmux saying no makes a session gone.
+    pub(super) async fn session_exists(&self, session: SessionId) -> bool {
+        match self.control.run(Command::has_session(session)).await {
+            Ok(_) => true,
+            Err(crate::control::connection::ControlError::Command { .. }) => false,
+            Err(_) => true,
+        }
     }
 
     /// The session `pane` is in, as tmux says.

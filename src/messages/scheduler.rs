@@ -104,31 +104,40 @@ pub async fn run(messages: Messages, stop: CancellationToken) {
     let mut snapshots = scheduler.messages.snapshots.clone();
     let posted = scheduler.messages.posted.clone();
     let mut tasks: JoinSet<Done> = JoinSet::new();
+    let mut look = true;
     loop {
-        scheduler.pass(&mut tasks).await;
+        if look {
+            scheduler.pass(&mut tasks).await;
+        }
         let wait = scheduler.next_wait().await;
-        tokio::select! {
+        // A status change or a new snapshot matters only to a message that
+        // waits (a session burst with an empty mailbox costs no pass).
+        let waiting = scheduler.held || !tasks.is_empty();
+        look = tokio::select! {
             () = stop.cancelled() => break,
-            () = posted.notified() => {}
+            () = posted.notified() => true,
             change = changes.recv() => {
                 if let Err(tokio::sync::broadcast::error::RecvError::Closed) = change {
                     // The keeper stopped; the tick still drives us.
                     changes = scheduler.messages.agents.changes();
                     tokio::time::sleep(TICK).await;
                 }
+                waiting
             }
             changed = snapshots.changed() => {
                 if changed.is_err() {
                     tokio::time::sleep(TICK).await;
                 }
+                waiting
             }
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                 if let Ok(done) = done {
                     scheduler.finished(done);
                 }
+                true
             }
-            () = tokio::time::sleep(wait) => {}
-        }
+            () = tokio::time::sleep(wait) => true,
+        };
     }
     // A delivery cut short here is left `typing`: the next start recovers it.
     tasks.abort_all();

@@ -75,6 +75,9 @@ pub struct Config {
     /// `[notify]`: which status changes notify the user, and how.
     #[serde(default)]
     pub notify: crate::notify::NotifySection,
+    /// `[messages]`: who may message whom, body cap, rate, expiry.
+    #[serde(default)]
+    pub messages: crate::messages::policy::MessagesSection,
     /// `[delivery]`: how messages are typed into panes
     /// (`crate::messages::pane`).
     #[serde(default)]

@@ -32,6 +32,8 @@ pub struct Configuration {
     pub prompts: crate::status::prompt::PromptBook,
     /// `[notify]`; the defaults when it is invalid (then a problem says why).
     pub notify: crate::notify::NotifySettings,
+    /// `[messages]`; the defaults when it is invalid (then a problem says why).
+    pub messages: crate::messages::Policy,
     /// `[delivery]` and the agents' `submit_key`; the defaults when they
     /// are invalid (then a problem says why).
     pub delivery: crate::messages::pane::Delivery,
@@ -85,6 +87,15 @@ impl Configuration {
                 crate::notify::NotifySettings::default()
             }
         };
+        let messages = match crate::messages::Policy::from_section(&servers.config.messages) {
+            Ok(policy) => policy,
+            Err(found) => {
+                for message in found {
+                    problems.push(Problem::new(&servers.config_path, "messages", message));
+                }
+                crate::messages::Policy::default()
+            }
+        };
         let delivery = match crate::messages::pane::Delivery::from_config(&servers.config) {
             Ok(delivery) => delivery,
             Err(errors) => {
@@ -99,6 +110,7 @@ impl Configuration {
             reactor,
             prompts,
             notify,
+            messages,
             delivery,
             problems,
             warnings,

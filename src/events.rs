@@ -38,6 +38,9 @@ const BACKLOG: usize = 1024;
 pub enum DaemonEvent {
     /// A session or client event, as the reactor acted on it.
     Lifecycle(LifecycleEvent),
+    /// What happened to a message (`message-queued`, `-delivered`,
+    /// `-read`, `-failed`).
+    Message(crate::messages::MessageEvent),
 }
 
 /// The publishing end, shared by the reactor (which publishes) and the
@@ -173,10 +176,23 @@ mod tests {
         assert!(line.contains(r#""late":true"#), "{line}");
         let back: DaemonEvent = serde_json::from_str(&line).unwrap();
         // The time keeps its milliseconds only.
-        let (DaemonEvent::Lifecycle(a), DaemonEvent::Lifecycle(b)) = (&back, &event);
+        let (DaemonEvent::Lifecycle(a), DaemonEvent::Lifecycle(b)) = (&back, &event) else {
+            panic!("a lifecycle event read back as another kind: {back:?}");
+        };
         assert_eq!(
             (a.kind, a.session_id, &a.session, a.late),
             (b.kind, b.session_id, &b.session, b.late)
         );
+    }
+
+    #[test]
+    fn a_message_event_reads_back_as_one() {
+        let line = r#"{"event":"message-delivered","id":"m-0123456789abcdef","send_id":"m-0123456789abcdef","from":"user","to":"$2","to_session":"$2","pane":"%4","thread":"m-0123456789abcdef","state":"delivered","via":"pane","attempts":1,"time":"2026-12-01T10:00:00.000Z"}"#;
+        let event: DaemonEvent = serde_json::from_str(line).unwrap();
+        let DaemonEvent::Message(message) = &event else {
+            panic!("read as {event:?}");
+        };
+        assert_eq!(message.event, "message-delivered");
+        assert_eq!(serde_json::to_string(&event).unwrap(), line);
     }
 }

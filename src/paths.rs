@@ -107,6 +107,25 @@ pub fn outbox(server: &ServerSocket) -> PathBuf {
     state_dir().join(outbox_file_name(&server_key(server)))
 }
 
+/// The mailbox database (`crate::messages::mailbox`) that goes with the
+/// outbox at `outbox`: the same directory and server key.
+pub fn mailbox_beside(outbox: &Path) -> PathBuf {
+    let name = outbox
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let key = name
+        .strip_prefix("outbox-")
+        .and_then(|n| n.strip_suffix(".db"))
+        .unwrap_or(&name);
+    outbox.with_file_name(format!("mailbox-{key}.db"))
+}
+
+/// The mailbox database of the daemon on `server`.
+pub fn mailbox(server: &ServerSocket) -> PathBuf {
+    mailbox_beside(&outbox(server))
+}
+
 /// Where builds before the full key kept the outbox of `server`, in the
 /// directory `dir` of the current one: named by the socket's file name
 /// only, so possibly shared with other servers of the same name.

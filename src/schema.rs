@@ -44,6 +44,9 @@ pub mod session {
     /// session has none. The same name as the pane option, so a format
     /// evaluated for a pane without an agent falls back to its session's.
     pub const AGENT_STATUS: &str = "@agent-status";
+    /// How many messages to the session are not read yet (queued,
+    /// delivered, unverified), kept by the daemon's message scheduler.
+    pub const UNREAD: &str = "@agent-unread";
     /// The prefix of shared context options: `@agent-ctx-KEY`.
     pub const CONTEXT_PREFIX: &str = "@agent-ctx-";
 
@@ -108,6 +111,9 @@ pub mod global {
         "set-option -gF \"@agent-name-#{hook_session}\" \"#{hook_session_name}\"";
     /// How many agents wait for the user, on every session.
     pub const WAITING: &str = "@agent-waiting";
+    /// How many messages are not read yet, on every session (the sum of
+    /// the sessions' `@agent-unread`).
+    pub const MESSAGES: &str = "@agent-messages";
 }
 
 /// The value of `@agent-state`: what the daemon last did for a session.

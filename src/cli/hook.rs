@@ -14,6 +14,12 @@
 //!   and on JSON on stdout, Gemini CLI parses stdout as JSON. What went
 //!   wrong goes to the hook log ([`crate::paths::hook_log`]).
 //!
+//! The one exception is a message hand-over (issue #13): on Claude Code's
+//! `Stop` (with `stop_hook_active` false), the daemon hands over the next
+//! message waiting for the pane, already marked `delivered`, and the hook
+//! prints `{"decision":"block","reason":"<envelope and body>"}`, which
+//! Claude Code reads as its next input: nothing is typed into the pane.
+//!
 //! Which pane: `$TMUX_PANE`, which tmux sets for every process in a pane.
 //! Which server: `-L`/`-S`, else `$TMUX` (see [`GlobalArgs::server`]).
 
@@ -138,12 +144,17 @@ fn handle(args: &HookArgs, global: &GlobalArgs, at: DateTime<Utc>) -> Result<Str
         None => read_stdin()?,
     };
     let kind = args.agent.kind();
+    let reading = hook::read(&kind, &payload)?;
+    let stop = reading
+        .is_claude_stop(&kind)
+        .then_some(reading.stop_hook_active);
     let HookReading {
         event,
         status,
         agent_session_id,
         transcript_path,
-    } = hook::read(&kind, &payload)?;
+        ..
+    } = reading;
     let status = status.ok_or_else(|| Skipped::NoStatus(event.clone()))?;
     let observation = Observation {
         pane,
@@ -155,6 +166,29 @@ fn handle(args: &HookArgs, global: &GlobalArgs, at: DateTime<Utc>) -> Result<Str
         transcript_path,
     };
     let server = global.server();
+    if let Some(stop_hook_active) = stop {
+        let request = Request::StopHook {
+            observation: observation.clone(),
+            stop_hook_active,
+        };
+        // No daemon, or one that does not know the request: the status
+        // alone, as below.
+        if let Some(Response::HandedOver { accepted, text }) =
+            ask_daemon(&Endpoint::for_server(&server), &request)
+        {
+            if let Some(text) = text {
+                hand_over(&text);
+                return Ok(format!(
+                    "{event} on {pane}: handed a message over, told the daemon"
+                ));
+            }
+            return if accepted {
+                Ok(format!("{event} → {status} on {pane}, told the daemon"))
+            } else {
+                Err(Skipped::Dropped)
+            };
+        }
+    }
     match tell_daemon(&Endpoint::for_server(&server), &observation) {
         Some(true) => Ok(format!("{event} → {status} on {pane}, told the daemon")),
         Some(false) => Err(Skipped::Dropped),
@@ -194,26 +228,41 @@ fn read_stdin() -> Result<Vec<u8>, Skipped> {
     }
 }
 
-/// Hands the observation to the daemon: `Some(accepted)`, or `None` when
-/// no daemon answers (then the caller sets the options itself).
-fn tell_daemon(endpoint: &Endpoint, observation: &Observation) -> Option<bool> {
+/// Prints the hand-over for Claude Code: the message as the reason a
+/// `Stop` is blocked, which Claude reads as its next input.
+fn hand_over(text: &str) {
+    let decision = serde_json::json!({"decision": "block", "reason": text});
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{decision}");
+    let _ = stdout.flush();
+}
+
+/// One request to the daemon, one answer; `None` when no daemon answers.
+fn ask_daemon(endpoint: &Endpoint, request: &Request) -> Option<Response> {
     let mut stream = UnixStream::connect(&endpoint.socket).ok()?;
     // The socket is in our 0700 runtime directory (see ipc::endpoint), so
     // whoever listens there is us (or root).
     stream.set_write_timeout(Some(DAEMON_BUDGET)).ok()?;
     stream.set_read_timeout(Some(DAEMON_BUDGET)).ok()?;
-    let request = Request::AgentStatus {
-        observation: observation.clone(),
-    };
-    let mut line = serde_json::to_vec(&request).ok()?;
+    let mut line = serde_json::to_vec(request).ok()?;
     line.push(b'\n');
     stream.write_all(&line).ok()?;
     let mut answer = Vec::new();
+    // A handed-over message is at most the body cap, JSON-escaped.
     BufReader::new(stream)
-        .take(64 * 1024)
+        .take(crate::ipc::MAX_REQUEST as u64)
         .read_until(b'\n', &mut answer)
         .ok()?;
-    match serde_json::from_slice(&answer).ok()? {
+    serde_json::from_slice(&answer).ok()
+}
+
+/// Hands the observation to the daemon: `Some(accepted)`, or `None` when
+/// no daemon answers (then the caller sets the options itself).
+fn tell_daemon(endpoint: &Endpoint, observation: &Observation) -> Option<bool> {
+    let request = Request::AgentStatus {
+        observation: observation.clone(),
+    };
+    match ask_daemon(endpoint, &request)? {
         Response::Observed { accepted } => Some(accepted),
         // An older daemon that does not know the request: do it ourselves.
         _ => None,

@@ -21,6 +21,7 @@ pub mod freeze;
 pub mod groups;
 pub mod hook;
 pub mod hooks;
+pub mod inbox;
 pub mod join;
 pub mod leave;
 pub mod look;
@@ -32,6 +33,7 @@ pub mod output;
 pub mod peers;
 pub mod reload;
 pub mod save;
+pub mod send;
 pub mod share;
 pub mod shell;
 pub mod show;
@@ -144,6 +146,10 @@ pub enum Command {
     /// Tell tmux-agent what the agent in this pane is doing (run by the
     /// agent's hooks; always exits 0, prints nothing).
     Hook(hook::HookArgs),
+    /// Send a message to an agent (a session, a pane, a group, everyone).
+    Send(send::SendArgs),
+    /// List the messages to a session.
+    Inbox(inbox::InboxArgs),
     /// Switch to the agent that has waited longest for you.
     NextWaiting(next_waiting::NextWaitingArgs),
     /// Install, remove or check the agents' hooks that report their status.
@@ -183,6 +189,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Hooks(cmd) => hooks::run(cmd, &cli.global).await,
         Command::Look(args) => look::run(args, &cli.global).await,
         Command::NextWaiting(args) => next_waiting::run(args, &cli.global).await,
+        Command::Send(args) => send::run(args, &cli.global).await,
+        Command::Inbox(args) => inbox::run(args, &cli.global).await,
     }
 }
 

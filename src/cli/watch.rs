@@ -156,6 +156,20 @@ async fn follow_daemon(
                     }
                     if json { line } else { event.to_string() }
                 }
+                Some(DaemonEvent::Message(event)) => {
+                    if json {
+                        line
+                    } else {
+                        let mut text = format!(
+                            "{} {} {} from {} to {}",
+                            event.time, event.event, event.id, event.from, event.to
+                        );
+                        if let Some(reason) = &event.reason {
+                            text.push_str(&format!(" ({reason})"));
+                        }
+                        text
+                    }
+                }
                 // A kind this version does not know: shown as it came.
                 None => line,
             },

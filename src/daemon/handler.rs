@@ -23,6 +23,7 @@ use crate::control::server::ServerSocket;
 use crate::group::{ContextKey, GroupHandle, GroupsReport};
 use crate::ipc::{ActionsStatus, Handler, McpServerStatus, SaveReport, StatusReport};
 use crate::mcp::McpPool;
+use crate::messages::{Message, MessageId, MessagesError, SendRequest};
 use crate::state::Model;
 use crate::status::{KeeperHandle, Observation};
 
@@ -50,6 +51,8 @@ pub(super) struct DaemonHandler {
     pub(super) events: crate::events::EventStream,
     /// The agents in panes (`crate::status`).
     pub(super) agents: KeeperHandle,
+    /// Messages between agents (`crate::messages`).
+    pub(super) messages: crate::messages::Messages,
 }
 
 impl DaemonHandler {
@@ -155,5 +158,55 @@ impl Handler for DaemonHandler {
 
     async fn agent_status(&self, observation: Observation) -> bool {
         self.agents.sender().observe(observation)
+    }
+
+    async fn send(&self, request: SendRequest) -> Result<Vec<Message>, MessagesError> {
+        self.messages.send(request).await
+    }
+
+    async fn messages(&self, ids: Vec<MessageId>) -> Result<Vec<Message>, MessagesError> {
+        self.messages.lookup(ids).await
+    }
+
+    async fn inbox(
+        &self,
+        session: SessionId,
+        unread_only: bool,
+        limit: usize,
+    ) -> Result<Vec<Message>, MessagesError> {
+        self.messages.inbox(session, unread_only, limit).await
+    }
+
+    async fn ack(&self, id: MessageId, by: SessionId) -> Result<Message, MessagesError> {
+        self.messages.ack(id, by).await
+    }
+
+    async fn stop_hook(
+        &self,
+        mut observation: Observation,
+        stop_hook_active: bool,
+    ) -> (bool, Option<String>) {
+        // The hand-over first: the keeper must not hear `idle` (and the
+        // scheduler type into the pane) before the hook has taken the
+        // message. A message handed over continues the turn: `working`.
+        let text = if stop_hook_active {
+            None
+        } else {
+            let kind = observation
+                .kind
+                .clone()
+                .unwrap_or(crate::status::AgentKind::Claude);
+            match self.messages.hand_over(observation.pane, &kind).await {
+                Ok(text) => text,
+                Err(err) => {
+                    tracing::error!(%err, pane = %observation.pane, "could not hand a message to a Stop hook");
+                    None
+                }
+            }
+        };
+        if text.is_some() {
+            observation.status = crate::status::AgentStatus::Working;
+        }
+        (self.agents.sender().observe(observation), text)
     }
 }

@@ -272,6 +272,10 @@ struct Prepared {
     prompts: crate::status::prompt::PromptBook,
     /// `[notify]`.
     notify: crate::notify::NotifySettings,
+    /// `[messages]`.
+    messages: crate::messages::Policy,
+    /// `[delivery]` and the agents' submit keys.
+    delivery: crate::messages::pane::Delivery,
     /// Bound, and served once the daemon is attached (a client that
     /// connects meanwhile waits in the backlog).
     ipc: IpcServer,
@@ -316,6 +320,8 @@ impl Prepared {
             reactor: reactor_settings,
             prompts,
             notify,
+            messages,
+            delivery,
             ..
         } = configuration;
         let ipc = IpcServer::bind(&lock)?;
@@ -330,6 +336,8 @@ impl Prepared {
             reactor_settings,
             prompts,
             notify,
+            messages,
+            delivery,
             ipc,
             outbox,
             outbox_path,
@@ -518,9 +526,11 @@ impl Running {
             reactor_settings,
             prompts,
             notify,
+            messages: policy,
+            delivery,
             ipc,
             outbox,
-            outbox_path: _,
+            outbox_path,
             drain_grace,
             reloads,
         } = prepared;
@@ -604,6 +614,30 @@ impl Running {
             services.clone(),
             restarts.clone(),
         );
+        // Messages (crate::messages): the mailbox beside the outbox, the
+        // service the handler answers from, and the scheduler.
+        let (policy_tx, policy) = watch::channel(Arc::new(policy));
+        let (delivery_tx, delivery) = watch::channel(Arc::new(delivery));
+        let mailbox_path = crate::paths::mailbox_beside(&outbox_path);
+        let mailbox = tokio::task::spawn_blocking(move || {
+            crate::messages::Mailbox::open_or_memory(&mailbox_path)
+        })
+        .await
+        .unwrap_or_else(|_| crate::messages::Mailbox::in_memory().expect("an in-memory mailbox"));
+        let messages = crate::messages::Messages::new(crate::messages::service::MessagesParts {
+            mailbox,
+            policy,
+            delivery,
+            events: events_published.clone(),
+            agents: agents.clone(),
+            groups: groups.clone(),
+            snapshots: tracker.snapshots(),
+            control: control.clone(),
+        });
+        let delivering = tokio::spawn(crate::messages::scheduler::run(
+            messages.clone(),
+            services.clone(),
+        ));
         let handler = Arc::new(handler::DaemonHandler {
             started: Utc::now(),
             started_at: Instant::now(),
@@ -614,11 +648,12 @@ impl Running {
             pool: pool.clone(),
             outbox,
             reactor: reactor_commands,
-            reload: reload::Reload::new(config, pool.clone(), settings_tx),
+            reload: reload::Reload::new(config, pool.clone(), settings_tx, policy_tx, delivery_tx),
             stopping: stopping.clone(),
             restarts,
             events: events_published,
             agents,
+            messages,
         });
         tracing::info!(socket = %ipc.path().display(), "listening for tmux-agent commands");
         let serving = tokio::spawn(ipc.serve(handler.clone(), services.clone()));
@@ -635,6 +670,7 @@ impl Running {
                 agent_events,
                 watching,
                 notifying,
+                delivering,
             ],
             reacting,
             reactor_stop,

@@ -34,6 +34,10 @@ pub(super) struct Reload {
     config: DiscoveryInput,
     pool: McpPool,
     settings: watch::Sender<Arc<ReactorSettings>>,
+    /// `[messages]`, for the message service and scheduler.
+    messages: watch::Sender<Arc<crate::messages::Policy>>,
+    /// `[delivery]` and the submit keys, for the message scheduler.
+    delivery: watch::Sender<Arc<crate::messages::pane::Delivery>>,
     one_at_a_time: AsyncMutex<()>,
 }
 
@@ -42,11 +46,15 @@ impl Reload {
         config: DiscoveryInput,
         pool: McpPool,
         settings: watch::Sender<Arc<ReactorSettings>>,
+        messages: watch::Sender<Arc<crate::messages::Policy>>,
+        delivery: watch::Sender<Arc<crate::messages::pane::Delivery>>,
     ) -> Self {
         Self {
             config,
             pool,
             settings,
+            messages,
+            delivery,
             one_at_a_time: AsyncMutex::new(()),
         }
     }
@@ -68,6 +76,8 @@ impl Reload {
         let servers = self.pool.reconfigure(&configuration.servers);
         let reactor = describe_reactor(&self.settings.borrow(), &new);
         self.settings.send_replace(Arc::new(new));
+        self.messages.send_replace(Arc::new(configuration.messages));
+        self.delivery.send_replace(Arc::new(configuration.delivery));
         let message = format!("servers: {}; reactor: {reactor}", servers.summary());
         tracing::info!(%message, "configuration reloaded");
         Ok(message)

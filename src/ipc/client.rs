@@ -45,7 +45,12 @@ pub fn deadline(request: &Request) -> Duration {
         Request::Status
         | Request::McpStats
         | Request::Events { .. }
-        | Request::AgentStatus { .. } => Duration::from_secs(2),
+        | Request::AgentStatus { .. }
+        | Request::StopHook { .. } => Duration::from_secs(2),
+        Request::Send(_)
+        | Request::Messages { .. }
+        | Request::Inbox { .. }
+        | Request::Ack { .. } => Duration::from_secs(10),
         Request::Stop => Duration::from_secs(5),
         Request::Reconcile | Request::Share { .. } => Duration::from_secs(10),
         Request::Reload => Duration::from_secs(30),

@@ -12,6 +12,14 @@
 //! ← {"response":"mcp-stats","servers":[{"server":"builtin","calls":12,...}]}
 //! → {"request":"agent-status","observation":{"pane":"%5","kind":"claude","status":"waiting",...}}
 //! ← {"response":"observed","accepted":true}
+//! → {"request":"send","id":"m-3f9c2a71d04b6e88","from":"user","to":{"kind":"session","name":"$3"},"body":"hi"}
+//! ← {"response":"messages","messages":[{"id":"m-3f9c2a71d04b6e88","state":"queued",...}]}
+//! ← {"response":"refused","rule":"messages.scope","message":"..."}
+//! → {"request":"messages","ids":["m-3f9c2a71d04b6e88"]}
+//! → {"request":"inbox","session":"$3","unread_only":true}
+//! → {"request":"ack","id":"m-3f9c2a71d04b6e88","by":"$3"}
+//! → {"request":"stop-hook","observation":{...},"stop_hook_active":false}
+//! ← {"response":"handed-over","accepted":true,"text":"[tmux-agent message ...]\nhi"}
 //! → {"request":"stop"}
 //! ← {"response":"stopping","pid":4242}
 //! → {"request":"events","since":"2026-11-21T16:00:00.000Z"}
@@ -37,6 +45,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::control::SessionId;
 use crate::group::{ContextKey, GroupsReport};
+use crate::messages::{Message, MessageId, SendRequest};
 use crate::status::{Observation, PaneAgent};
 
 /// What the CLI asks.
@@ -78,6 +87,31 @@ pub enum Request {
     /// What an agent's hook said (`tmux-agent hook`): handed to the status
     /// keeper and answered at once, without waiting on tmux.
     AgentStatus { observation: Observation },
+    /// Post a message (`tmux-agent send`, `send_message`, `broadcast`):
+    /// answered once it is committed, with one message per recipient, or
+    /// `refused` with the rule.
+    Send(SendRequest),
+    /// The messages with these ids, or of the sends with these ids (for
+    /// `send --wait`).
+    Messages { ids: Vec<MessageId> },
+    /// A session's messages, newest last (`inbox`, `read_messages`).
+    Inbox {
+        session: SessionId,
+        #[serde(default)]
+        unread_only: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
+    },
+    /// `by` has read message `id` (`ack_message`).
+    Ack { id: MessageId, by: SessionId },
+    /// Claude Code's `Stop` hook: the status, and the next message for the
+    /// pane handed over as the hook's continuation, unless the agent is
+    /// already continuing because of a hook (`stop_hook_active`).
+    StopHook {
+        observation: Observation,
+        #[serde(default)]
+        stop_hook_active: bool,
+    },
 }
 
 /// The longest a `save` request waits for its calls (the daemon answers
@@ -108,6 +142,11 @@ impl Request {
             Request::McpStats => "mcp-stats",
             Request::Events { .. } => "events",
             Request::AgentStatus { .. } => "agent-status",
+            Request::Send(_) => "send",
+            Request::Messages { .. } => "messages",
+            Request::Inbox { .. } => "inbox",
+            Request::Ack { .. } => "ack",
+            Request::StopHook { .. } => "stop-hook",
         }
     }
 }
@@ -149,6 +188,22 @@ pub enum Response {
     /// status keeper is behind or stopped.
     Observed {
         accepted: bool,
+    },
+    /// Messages: those a send posted, looked up, or in an inbox.
+    Messages {
+        messages: Vec<Message>,
+    },
+    /// A send the policy refused: which rule, and how to change it.
+    Refused {
+        rule: String,
+        message: String,
+    },
+    /// A `stop-hook`: the status taken (`accepted`), and the text handed
+    /// over to the agent, if a message was waiting.
+    HandedOver {
+        accepted: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        text: Option<String>,
     },
     Error {
         message: String,

@@ -24,4 +24,4 @@ pub use message::{
     ActionsStatus, CallState, MAX_SAVE_WAIT_SECS, McpServerStatus, Request, Response, SaveReport,
     SavedCall, StatusReport,
 };
-pub use server::{Handler, IpcServer};
+pub use server::{Handler, IpcServer, MAX_REQUEST};

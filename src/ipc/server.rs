@@ -24,10 +24,13 @@ use super::message::{Request, Response, SaveReport, StatusReport};
 use crate::control::SessionId;
 use crate::events::Subscription;
 use crate::group::{ContextKey, GroupsReport};
+use crate::messages::{Message, MessageId, MessagesError, SendRequest};
 use crate::status::Observation;
 
-/// The longest request line accepted (a shared value is at most 4 KiB).
-pub const MAX_REQUEST: usize = 64 * 1024;
+/// The longest request line accepted: a message body at the largest cap
+/// `[messages] max_body` allows, escaped as JSON (a control character
+/// takes six bytes), with room for the rest.
+pub const MAX_REQUEST: usize = 6 * crate::messages::policy::MAX_MAX_BODY + 64 * 1024;
 
 /// How long a client may take to send its request.
 const READ_DEADLINE: Duration = Duration::from_secs(5);
@@ -77,7 +80,40 @@ pub trait Handler: Send + Sync + 'static {
     /// Hands an agent's observation to the status keeper, without waiting
     /// on tmux; `false` if it was dropped.
     fn agent_status(&self, observation: Observation) -> impl Future<Output = bool> + Send;
+    /// Posts a message (checked against `[messages]`).
+    fn send(
+        &self,
+        request: SendRequest,
+    ) -> impl Future<Output = Result<Vec<Message>, MessagesError>> + Send;
+    /// The messages with these ids or send ids.
+    fn messages(
+        &self,
+        ids: Vec<MessageId>,
+    ) -> impl Future<Output = Result<Vec<Message>, MessagesError>> + Send;
+    /// A session's messages, newest last.
+    fn inbox(
+        &self,
+        session: SessionId,
+        unread_only: bool,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Message>, MessagesError>> + Send;
+    /// `by` has read `id`.
+    fn ack(
+        &self,
+        id: MessageId,
+        by: SessionId,
+    ) -> impl Future<Output = Result<Message, MessagesError>> + Send;
+    /// A Claude `Stop` hook: hands over the pane's next message (unless
+    /// `stop_hook_active`) and takes the status; `(accepted, text)`.
+    fn stop_hook(
+        &self,
+        observation: Observation,
+        stop_hook_active: bool,
+    ) -> impl Future<Output = (bool, Option<String>)> + Send;
 }
+
+/// How many messages an inbox request lists when it does not say.
+pub const INBOX_LIMIT: usize = 100;
 
 /// The daemon's listening socket. Dropping it removes the socket file.
 #[derive(Debug)]
@@ -247,6 +283,25 @@ async fn dispatch<H: Handler>(handler: &H, request: Request) -> Response {
         Request::AgentStatus { observation } => Response::Observed {
             accepted: handler.agent_status(observation).await,
         },
+        Request::Send(request) => messages_answer(handler.send(request).await),
+        Request::Messages { ids } => messages_answer(handler.messages(ids).await),
+        Request::Inbox {
+            session,
+            unread_only,
+            limit,
+        } => messages_answer(
+            handler
+                .inbox(session, unread_only, limit.unwrap_or(INBOX_LIMIT))
+                .await,
+        ),
+        Request::Ack { id, by } => messages_answer(handler.ack(id, by).await.map(|m| vec![m])),
+        Request::StopHook {
+            observation,
+            stop_hook_active,
+        } => {
+            let (accepted, text) = handler.stop_hook(observation, stop_hook_active).await;
+            Response::HandedOver { accepted, text }
+        }
     }
 }
 
@@ -304,6 +359,21 @@ fn answer_with<T, E: std::error::Error>(
 ) -> Response {
     match outcome {
         Ok(value) => answer(value),
+        Err(err) => Response::Error {
+            message: err.to_string(),
+        },
+    }
+}
+
+/// The response for a messages request: the messages, a refusal with its
+/// rule, or the error in words.
+fn messages_answer(outcome: Result<Vec<Message>, MessagesError>) -> Response {
+    match outcome {
+        Ok(messages) => Response::Messages { messages },
+        Err(MessagesError::Refused(refusal)) => Response::Refused {
+            rule: refusal.rule.to_owned(),
+            message: refusal.message,
+        },
         Err(err) => Response::Error {
             message: err.to_string(),
         },

@@ -45,6 +45,17 @@ pub struct HookReading {
     pub status: Option<AgentStatus>,
     pub agent_session_id: Option<String>,
     pub transcript_path: Option<PathBuf>,
+    /// Claude's `Stop`: the agent is already continuing because a Stop
+    /// hook blocked it (so a hook must not block it again, or it loops).
+    pub stop_hook_active: bool,
+}
+
+impl HookReading {
+    /// Whether this is the end of a Claude Code turn at which a waiting
+    /// message may be handed over (`Stop`, not already continuing).
+    pub fn is_claude_stop(&self, kind: &AgentKind) -> bool {
+        *kind == AgentKind::Claude && self.event == "Stop"
+    }
 }
 
 /// Why a payload could not be read.
@@ -79,6 +90,8 @@ struct Payload {
     transcript_path: Option<PathBuf>,
     #[serde(default)]
     notification_type: Option<String>,
+    #[serde(default)]
+    stop_hook_active: bool,
 }
 
 /// Reads `payload` as `kind`'s hook said it.
@@ -109,6 +122,7 @@ pub fn read(kind: &AgentKind, payload: &[u8]) -> Result<HookReading, HookError> 
         status,
         agent_session_id: payload.session_id.or(payload.thread_id),
         transcript_path: payload.transcript_path,
+        stop_hook_active: payload.stop_hook_active,
     })
 }
 
@@ -209,6 +223,25 @@ mod tests {
         .unwrap();
         assert_eq!(notify.status, Some(AgentStatus::Idle));
         assert_eq!(notify.agent_session_id.as_deref(), Some("t1"));
+    }
+
+    #[test]
+    fn a_claude_stop_says_whether_a_hook_already_continued_it() {
+        let claude = AgentKind::Claude;
+        let first = read(
+            &claude,
+            br#"{"hook_event_name":"Stop","stop_hook_active":false}"#,
+        )
+        .unwrap();
+        assert!(first.is_claude_stop(&claude) && !first.stop_hook_active);
+        let again = read(
+            &claude,
+            br#"{"hook_event_name":"Stop","stop_hook_active":true}"#,
+        )
+        .unwrap();
+        assert!(again.stop_hook_active);
+        let codex = read(&AgentKind::Codex, br#"{"hook_event_name":"Stop"}"#).unwrap();
+        assert!(!codex.is_claude_stop(&AgentKind::Codex));
     }
 
     #[test]

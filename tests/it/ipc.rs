@@ -375,7 +375,8 @@ fn malformed_requests_get_errors_and_the_daemon_carries_on() {
             "{answer}"
         );
     }
-    let huge = vec![b'x'; 200 * 1024];
+    // Past the cap (which fits the largest message body, JSON-escaped).
+    let huge = vec![b'x'; tmux_agent::ipc::MAX_REQUEST + 16];
     let answer = exchange(&socket, &huge);
     assert!(
         answer["message"].as_str().unwrap().contains("longer than"),

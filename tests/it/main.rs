@@ -31,6 +31,7 @@ mod mcp_memory;
 mod mcp_npm;
 mod mcp_pool;
 mod mcp_reconfigure;
+mod messages;
 mod notify;
 mod options;
 mod outbox_cli;

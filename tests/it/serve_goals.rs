@@ -237,6 +237,8 @@ async fn tools_list_describes_every_tool() {
     assert_eq!(
         names,
         [
+            "ack_message",
+            "broadcast",
             "complete_goal",
             "complete_my_goal",
             "get_context",
@@ -246,9 +248,11 @@ async fn tools_list_describes_every_tool() {
             "list_agents",
             "list_goals",
             "look",
+            "read_messages",
             "register_goal",
             "save_context",
             "search_context",
+            "send_message",
             "set_goal",
             "update_goal",
             "whoami"
@@ -280,6 +284,7 @@ async fn tools_list_describes_every_tool() {
             "list_agents",
             "list_goals",
             "look",
+            "read_messages",
             "search_context",
             "whoami",
         ]

@@ -86,6 +86,11 @@ fn outboxes(home: &Path) -> Vec<PathBuf> {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "db"))
+        // The mailbox beside it is not an outbox (crate::messages).
+        .filter(|p| {
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("mailbox-"))
+        })
         .collect();
     found.sort();
     found

@@ -11,6 +11,8 @@
 //!   pane text, redacted, within the caller's group).
 //! - [`groups`]: the session's coordination group (peers, shared context),
 //!   through the same group layer as the CLI.
+//! - [`messages`]: `send_message`, `broadcast`, `read_messages`,
+//!   `ack_message`, through the daemon's mailbox.
 //! - [`tools`]: the MCP surface (tool list, schemas, checks on every call).
 //! - [`prompts`]: `resume-session`, a session's last context and goals.
 //! - [`resources`]: goals and saved contexts as `tmux-agent://` resources.
@@ -32,6 +34,7 @@ pub mod contexts;
 pub mod goals;
 pub mod groups;
 pub mod http;
+pub mod messages;
 pub mod prompts;
 pub mod resources;
 pub mod store;

@@ -31,6 +31,10 @@ use super::goals::{
     self, CompleteGoal, Goal, GoalId, GoalList, ListGoals, RegisterGoal, UpdateGoal,
 };
 use super::groups::{self, GroupArgs, GroupContext, GroupPeers, GroupShareArgs, GroupShared};
+use super::messages::{
+    self, AckMessageArgs, BroadcastArgs, Inbox, MessageView, ReadMessagesArgs, SendMessageArgs,
+    Sent,
+};
 use super::store::{Store, StoreError};
 
 /// Limits on what one call may store.
@@ -353,6 +357,82 @@ impl BuiltinServer {
     }
 
     #[tool(
+        description = "Send a message to another agent: `to` is a session name, `$id` or pane \
+                       `%id`. It is queued in the daemon's mailbox and typed into the \
+                       recipient's pane when it is at its prompt (or handed to it by its hook), \
+                       once, after a one-line envelope naming you and the message id. You are \
+                       the pane this server runs in. Pass reply_to to answer a message, and \
+                       wait_secs (at most 25) to wait for delivered/read/failed: a message \
+                       whose recipient closed comes back failed with reason recipient-gone.",
+        annotations(
+            title = "Send message",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
+    async fn send_message(
+        &self,
+        Parameters(args): Parameters<SendMessageArgs>,
+    ) -> Result<Json<Sent>, String> {
+        messages::send(&self.tmux, args).await.map(Json)
+    }
+
+    #[tool(
+        description = "Send a message to every other member of this pane's session's \
+                       coordination group (one message per member, each delivered on its own).",
+        annotations(
+            title = "Broadcast",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
+    async fn broadcast(
+        &self,
+        Parameters(args): Parameters<BroadcastArgs>,
+    ) -> Result<Json<Sent>, String> {
+        messages::broadcast(&self.tmux, args).await.map(Json)
+    }
+
+    #[tool(
+        description = "The messages to this pane's session, oldest first: unread ones only by \
+                       default (unread_only: false for all), at most limit (20). Reading marks \
+                       nothing: acknowledge each with ack_message.",
+        annotations(
+            title = "Read messages",
+            read_only_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn read_messages(
+        &self,
+        Parameters(args): Parameters<ReadMessagesArgs>,
+    ) -> Result<Json<Inbox>, String> {
+        messages::read(&self.tmux, args).await.map(Json)
+    }
+
+    #[tool(
+        description = "Acknowledge a message to this session by its id: its state becomes \
+                       read (the sender sees it). Acknowledging it again changes nothing.",
+        annotations(
+            title = "Acknowledge message",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn ack_message(
+        &self,
+        Parameters(args): Parameters<AckMessageArgs>,
+    ) -> Result<Json<MessageView>, String> {
+        messages::ack(&self.tmux, args).await.map(Json)
+    }
+
+    #[tool(
         description = "Every agent on this tmux server: its pane, session, kind (claude, \
                        codex, ...), status (working, waiting, idle, exited, unknown), since \
                        when, and its session's coordination group (only one group's with \
@@ -511,7 +591,9 @@ impl ServerHandler for BuiltinServer {
                  own session, and group_peers/group_context/group_share on its coordination \
                  group: who the coordinator and peers are, and the values the group shares. \
                  list_agents says which agents run where and what each is doing; look shows \
-                 a peer's pane text (redacted), within your group.",
+                 a peer's pane text (redacted), within your group; \
+                 send_message/broadcast/read_messages/ack_message exchange messages with the \
+                 other agents through the tmux-agent daemon.",
         )
     }
 

@@ -77,6 +77,38 @@ impl TmuxServer {
         .to_owned()
     }
 
+    /// Starts the fake coding agent (`tests/fixtures/agents/fake-coder.sh`,
+    /// which records what it receives in `dir`) as the only pane of a new
+    /// detached 200x50 session `name`, reporting its status with
+    /// `tmux-agent hook KIND`; its pane id.
+    pub fn fake_coder_session(&self, name: &str, kind: &str, dir: &std::path::Path) -> String {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/agents/fake-coder.sh");
+        std::fs::create_dir_all(dir).unwrap();
+        let command = format!(
+            "bash {} {} {kind} {}",
+            script.display(),
+            AGENT,
+            dir.display()
+        );
+        self.tmux(&[
+            "new-session",
+            "-d",
+            "-P",
+            "-F",
+            "#{pane_id}",
+            "-s",
+            name,
+            "-x",
+            "200",
+            "-y",
+            "50",
+            &command,
+        ])
+        .trim()
+        .to_owned()
+    }
+
     /// Starts the fake prompt agent
     /// (`tests/fixtures/agents/fake-prompt-agent.py`: a prompt, a line read,
     /// "working", the prompt again; its state and what it received in

@@ -1,0 +1,966 @@
+//! The durable mailbox (DESIGN.md D16): every message, one row per
+//! recipient, in its own SQLite file next to the outbox
+//! (`$XDG_STATE_HOME/tmux-agent/<server>.mailbox.db`; see
+//! `docs/ARCHITECTURE.md` for why not in the outbox).
+//!
+//! # States
+//!
+//! ```text
+//! queued ──► delivered ──► read
+//!    │   └─► unverified ─► read
+//!    ├─► failed (reason: recipient-gone, typing-failed, …)
+//!    └─► expired
+//! ```
+//!
+//! A message is committed (`synchronous = FULL`) before [`Mailbox::post`]
+//! returns, so a `send` that was answered is on disk. Posting is idempotent
+//! by message id: a send retried after a lost answer gets the rows of the
+//! first try back.
+//!
+//! # Order
+//!
+//! Each recipient's messages are handed out oldest first, one at a time
+//! ([`Mailbox::heads`]): the next one is not offered until the one before
+//! it has left `queued`. So the order from any one sender to any one
+//! recipient is kept, retries and restarts included.
+//!
+//! # Typing and crashes
+//!
+//! Typing into a pane is not atomic with the database. The scheduler marks
+//! a message `typing` ([`Mailbox::begin_typing`], committed) before it
+//! types and writes the outcome after. A daemon killed in between leaves
+//! rows that [`Mailbox::typing_left`] returns at the next start: the
+//! scheduler then looks for the message in the pane before typing it again
+//! (see `super::scheduler`), so it is delivered once.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use super::envelope::{MessageId, Recipient, Sender};
+use crate::control::{PaneId, SessionId};
+
+/// Where one message stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageState {
+    /// Waiting for its recipient (idle, no user typing) or a hook.
+    Queued,
+    /// Typed into the pane and seen there, or handed over by a hook.
+    Delivered,
+    /// Typed, but not seen in the pane within the deadline.
+    Unverified,
+    /// Acknowledged by the recipient (`ack_message`).
+    Read,
+    /// Will not be delivered: `reason` says why.
+    Failed,
+    /// Not delivered before its expiry.
+    Expired,
+}
+
+impl MessageState {
+    pub const ALL: [MessageState; 6] = [
+        MessageState::Queued,
+        MessageState::Delivered,
+        MessageState::Unverified,
+        MessageState::Read,
+        MessageState::Failed,
+        MessageState::Expired,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageState::Queued => "queued",
+            MessageState::Delivered => "delivered",
+            MessageState::Unverified => "unverified",
+            MessageState::Read => "read",
+            MessageState::Failed => "failed",
+            MessageState::Expired => "expired",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|state| state.as_str() == s)
+    }
+
+    /// Whether nothing more will happen to the message but a read.
+    pub fn is_settled(self) -> bool {
+        !matches!(self, MessageState::Queued)
+    }
+
+    /// Whether the recipient has it and has not said it read it.
+    pub fn is_unread(self) -> bool {
+        matches!(self, MessageState::Delivered | MessageState::Unverified)
+    }
+}
+
+impl std::fmt::Display for MessageState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a message reached its recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Via {
+    /// The agent's own hook took it (Claude Code's `Stop`): nothing typed.
+    Hook,
+    /// Pasted into the pane and submitted.
+    Pane,
+}
+
+impl Via {
+    fn as_str(self) -> &'static str {
+        match self {
+            Via::Hook => "hook",
+            Via::Pane => "pane",
+        }
+    }
+}
+
+/// One message for one recipient.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub id: MessageId,
+    /// The id the sender gave its send: the same for every copy of a send
+    /// to a group.
+    pub send_id: MessageId,
+    pub from: Sender,
+    /// The sender's session name when it was sent, for the envelope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_name: Option<String>,
+    pub to: Recipient,
+    /// The session it is for (a pane recipient's session included).
+    pub to_session: SessionId,
+    /// The pane it went into (or is going into), once chosen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pane: Option<PaneId>,
+    /// The first message of its conversation (its own id if it starts one).
+    pub thread: MessageId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<MessageId>,
+    pub body: String,
+    /// Unix milliseconds.
+    pub created_ms: i64,
+    pub expires_ms: i64,
+    pub state: MessageState,
+    /// Why it failed, or why the last try did not deliver it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<Via>,
+    pub attempts: u32,
+    /// When it last changed state, Unix milliseconds.
+    pub updated_ms: i64,
+}
+
+/// A message to post: what the daemon makes of a checked send.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub id: MessageId,
+    pub send_id: MessageId,
+    pub from: Sender,
+    pub from_name: Option<String>,
+    pub to: Recipient,
+    pub to_session: SessionId,
+    pub reply_to: Option<MessageId>,
+    pub body: String,
+    pub expires_ms: i64,
+}
+
+/// Why the mailbox could not do something.
+#[derive(Debug, thiserror::Error)]
+pub enum MailboxError {
+    #[error("the mailbox database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error(
+        "the mailbox database holds a row it cannot read ({0}); was it written by a newer tmux-agent?"
+    )]
+    Corrupt(String),
+    #[error("no message {0} in the mailbox")]
+    NoSuchMessage(MessageId),
+    #[error("message {id} is for {to}, not for {by}")]
+    NotYours {
+        id: MessageId,
+        to: SessionId,
+        by: SessionId,
+    },
+    #[error("message {id} is still {state}: only a delivered message can be acknowledged")]
+    NotDelivered { id: MessageId, state: MessageState },
+}
+
+/// The schema's version, in `user_version`.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    send_id TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    sender_name TEXT,
+    recipient TEXT NOT NULL,
+    recipient_session TEXT NOT NULL,
+    pane TEXT,
+    thread TEXT NOT NULL,
+    reply_to TEXT,
+    body TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT,
+    via TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    -- Set while the message is being typed (see the module doc).
+    typing_ms INTEGER,
+    -- Not offered again before this (a retry's backoff).
+    due_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
+CREATE INDEX messages_queued ON messages (recipient, seq) WHERE state = 'queued';
+CREATE INDEX messages_session ON messages (recipient_session, seq);
+CREATE INDEX messages_send ON messages (send_id);
+";
+
+const COLUMNS: &str = "id, send_id, sender, sender_name, recipient, recipient_session, pane, thread, \
+     reply_to, body, created_ms, expires_ms, state, reason, via, attempts, updated_ms";
+
+/// The mailbox database.
+#[derive(Debug)]
+pub struct Mailbox {
+    db: Connection,
+}
+
+impl Mailbox {
+    /// Opens (or creates, 0600) the mailbox at `path`.
+    pub fn open(path: &Path) -> Result<Self, MailboxError> {
+        if let Some(dir) = path.parent() {
+            let _ = crate::paths::private_dir(dir);
+        }
+        let db = Connection::open(path)?;
+        let _ = crate::paths::private_file(path);
+        db.pragma_update(None, "journal_mode", "WAL")?;
+        Self::init(db)
+    }
+
+    /// A mailbox that lives in memory only (tests, and a daemon that could
+    /// not open its file: it says so in its log).
+    pub fn in_memory() -> Result<Self, MailboxError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    /// Opens the file, or falls back to memory with an error in the log.
+    pub fn open_or_memory(path: &Path) -> Self {
+        match Self::open(path) {
+            Ok(mailbox) => mailbox,
+            Err(err) => {
+                tracing::error!(%err, path = %path.display(), "cannot open the mailbox; messages live in memory and are lost if the daemon stops");
+                Self::in_memory().expect("an in-memory SQLite database")
+            }
+        }
+    }
+
+    fn init(db: Connection) -> Result<Self, MailboxError> {
+        // A send that was answered is on disk, power cut included.
+        db.pragma_update(None, "synchronous", "FULL")?;
+        db.busy_timeout(std::time::Duration::from_secs(5))?;
+        let version: i64 = db.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        if version == 0 {
+            db.execute_batch(&format!(
+                "BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            ))?;
+        } else if version > SCHEMA_VERSION {
+            return Err(MailboxError::Corrupt(format!(
+                "schema version {version}, this build knows {SCHEMA_VERSION}"
+            )));
+        }
+        Ok(Self { db })
+    }
+
+    /// Posts messages, all or none, and returns them as stored. A message
+    /// whose id is already there is not posted again: the stored one is
+    /// returned (idempotent by id).
+    pub fn post(
+        &mut self,
+        messages: &[NewMessage],
+        now_ms: i64,
+    ) -> Result<Vec<Message>, MailboxError> {
+        let tx = self.db.transaction()?;
+        for message in messages {
+            // A reply joins its parent's thread; an unknown parent starts one.
+            let thread: Option<String> = match &message.reply_to {
+                Some(parent) => tx
+                    .query_row(
+                        "SELECT thread FROM messages WHERE id = ?1 OR send_id = ?1 LIMIT 1",
+                        [parent.as_str()],
+                        |row| row.get(0),
+                    )
+                    .optional()?,
+                None => None,
+            };
+            tx.execute(
+                "INSERT OR IGNORE INTO messages (id, send_id, sender, sender_name, recipient,
+                     recipient_session, pane, thread, reply_to, body, created_ms, expires_ms,
+                     state, attempts, due_ms, updated_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'queued', 0, ?11, ?11)",
+                params![
+                    message.id.as_str(),
+                    message.send_id.as_str(),
+                    message.from.to_string(),
+                    message.from_name,
+                    message.to.to_string(),
+                    message.to_session.to_string(),
+                    match message.to {
+                        Recipient::Pane(pane) => Some(pane.to_string()),
+                        Recipient::Session(_) => None,
+                    },
+                    thread.unwrap_or_else(|| message.send_id.to_string()),
+                    message.reply_to.as_ref().map(MessageId::as_str),
+                    message.body,
+                    now_ms,
+                    message.expires_ms,
+                ],
+            )?;
+        }
+        tx.commit()?;
+        messages.iter().map(|m| self.expect(&m.id)).collect()
+    }
+
+    /// The message with this id.
+    pub fn get(&self, id: &MessageId) -> Result<Option<Message>, MailboxError> {
+        self.db
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM messages WHERE id = ?1"),
+                [id.as_str()],
+                RawMessage::read,
+            )
+            .optional()?
+            .map(RawMessage::parse)
+            .transpose()
+    }
+
+    fn expect(&self, id: &MessageId) -> Result<Message, MailboxError> {
+        self.get(id)?
+            .ok_or_else(|| MailboxError::NoSuchMessage(id.clone()))
+    }
+
+    /// The messages with these ids, or of the sends with these ids (a send
+    /// to a group is one message per member), in order.
+    pub fn lookup(&self, ids: &[MessageId]) -> Result<Vec<Message>, MailboxError> {
+        let mut found = Vec::new();
+        let mut statement = self.db.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM messages WHERE id = ?1 OR send_id = ?1 ORDER BY seq"
+        ))?;
+        for id in ids {
+            for raw in statement.query_map([id.as_str()], RawMessage::read)? {
+                let message = raw?.parse()?;
+                if !found.iter().any(|m: &Message| m.id == message.id) {
+                    found.push(message);
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// The oldest queued message of each recipient, in order, if it is due
+    /// (a recipient whose oldest waits for a retry offers nothing: the
+    /// next must not overtake it). Rows being typed are not offered.
+    pub fn heads(&self, now_ms: i64) -> Result<Vec<Message>, MailboxError> {
+        let mut statement = self.db.prepare_cached(&format!(
+            "SELECT {COLUMNS}, due_ms, typing_ms FROM messages m
+             WHERE state = 'queued'
+               AND seq = (SELECT MIN(seq) FROM messages o
+                          WHERE o.state = 'queued' AND o.recipient = m.recipient)
+             ORDER BY seq"
+        ))?;
+        let mut heads = Vec::new();
+        let rows = statement.query_map([], |row| {
+            Ok((
+                RawMessage::read(row)?,
+                row.get::<_, i64>(17)?,
+                row.get::<_, Option<i64>>(18)?,
+            ))
+        })?;
+        for row in rows {
+            let (raw, due, typing) = row?;
+            if due <= now_ms && typing.is_none() {
+                heads.push(raw.parse()?);
+            }
+        }
+        Ok(heads)
+    }
+
+    /// When the earliest queued message not yet due becomes due, if any.
+    pub fn next_due(&self, now_ms: i64) -> Result<Option<i64>, MailboxError> {
+        Ok(self.db.query_row(
+            "SELECT MIN(t) FROM (
+                 SELECT due_ms AS t FROM messages
+                 WHERE state = 'queued' AND typing_ms IS NULL AND due_ms > ?1
+                 UNION ALL
+                 SELECT expires_ms FROM messages
+                 WHERE state = 'queued' AND typing_ms IS NULL AND expires_ms > ?1)",
+            [now_ms],
+            |row| row.get(0),
+        )?)
+    }
+
+    /// Marks `id` as being typed into `pane` (committed before the typing
+    /// starts). `false` if it is no longer queued, or is being typed
+    /// already (a hook took it meanwhile).
+    pub fn begin_typing(
+        &mut self,
+        id: &MessageId,
+        pane: PaneId,
+        now_ms: i64,
+    ) -> Result<bool, MailboxError> {
+        let changed = self.db.execute(
+            "UPDATE messages SET typing_ms = ?2, pane = ?3, attempts = attempts + 1, updated_ms = ?2
+             WHERE id = ?1 AND state = 'queued' AND typing_ms IS NULL",
+            params![id.as_str(), now_ms, pane.to_string()],
+        )?;
+        Ok(changed == 1)
+    }
+
+    /// Rows left `typing` by a daemon that stopped mid-delivery.
+    pub fn typing_left(&self) -> Result<Vec<Message>, MailboxError> {
+        self.select(
+            "WHERE state = 'queued' AND typing_ms IS NOT NULL ORDER BY seq",
+            [],
+        )
+    }
+
+    /// The typing of `id` ended with `state` (delivered or unverified).
+    pub fn finish(
+        &mut self,
+        id: &MessageId,
+        state: MessageState,
+        via: Via,
+        now_ms: i64,
+    ) -> Result<Message, MailboxError> {
+        self.db.execute(
+            "UPDATE messages SET state = ?2, via = ?3, typing_ms = NULL, reason = NULL, updated_ms = ?4
+             WHERE id = ?1 AND state = 'queued'",
+            params![id.as_str(), state.as_str(), via.as_str(), now_ms],
+        )?;
+        self.expect(id)
+    }
+
+    /// Puts `id` back in its queue, not offered before `due_ms`; `reason`
+    /// says why the try did not deliver it.
+    pub fn retry(
+        &mut self,
+        id: &MessageId,
+        reason: &str,
+        due_ms: i64,
+        now_ms: i64,
+    ) -> Result<Message, MailboxError> {
+        self.db.execute(
+            "UPDATE messages SET typing_ms = NULL, reason = ?2, due_ms = ?3, updated_ms = ?4
+             WHERE id = ?1 AND state = 'queued'",
+            params![id.as_str(), reason, due_ms, now_ms],
+        )?;
+        self.expect(id)
+    }
+
+    /// Gives up on `id`: `failed` with `reason`.
+    pub fn fail(
+        &mut self,
+        id: &MessageId,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<Message, MailboxError> {
+        self.db.execute(
+            "UPDATE messages SET state = 'failed', typing_ms = NULL, reason = ?2, updated_ms = ?3
+             WHERE id = ?1 AND state = 'queued'",
+            params![id.as_str(), reason, now_ms],
+        )?;
+        self.expect(id)
+    }
+
+    /// Marks every queued message past its expiry `expired` (those being
+    /// typed are left to finish); returns them.
+    pub fn expire(&mut self, now_ms: i64) -> Result<Vec<Message>, MailboxError> {
+        let tx = self.db.transaction()?;
+        let ids: Vec<String> = {
+            let mut statement = tx.prepare(
+                "SELECT id FROM messages WHERE state = 'queued' AND typing_ms IS NULL AND expires_ms <= ?1",
+            )?;
+            statement
+                .query_map([now_ms], |row| row.get(0))?
+                .collect::<Result<_, _>>()?
+        };
+        tx.execute(
+            "UPDATE messages SET state = 'expired', reason = 'expired', updated_ms = ?1
+             WHERE state = 'queued' AND typing_ms IS NULL AND expires_ms <= ?1",
+            [now_ms],
+        )?;
+        tx.commit()?;
+        ids.iter()
+            .map(|id| {
+                self.expect(
+                    &MessageId::try_from(id.clone())
+                        .map_err(|e| MailboxError::Corrupt(e.to_string()))?,
+                )
+            })
+            .collect()
+    }
+
+    /// A hook's hand-over: the oldest queued message for `pane` (or for
+    /// its session, `session`), marked `delivered` via the hook in the same
+    /// statement, so it is handed over once even when the scheduler or a
+    /// second hook asks at the same moment. Messages not yet due (a retry's
+    /// backoff) are handed over too: the agent is asking now.
+    pub fn hand_over(
+        &mut self,
+        pane: PaneId,
+        session: Option<SessionId>,
+        now_ms: i64,
+    ) -> Result<Option<Message>, MailboxError> {
+        let session = session.map(|s| s.to_string()).unwrap_or_default();
+        let tx = self.db.transaction()?;
+        let id: Option<String> = tx
+            .query_row(
+                "SELECT id FROM messages
+                 WHERE state = 'queued' AND typing_ms IS NULL
+                   AND (recipient = ?1 OR recipient = ?2)
+                 ORDER BY seq LIMIT 1",
+                params![pane.to_string(), session],
+                |row| row.get(0),
+            )
+            .optional()?;
+        let Some(id) = id else {
+            return Ok(None);
+        };
+        // Only if it is its recipient's oldest: a message being typed to
+        // the same recipient goes first.
+        let blocked: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM messages o, messages m
+                 WHERE m.id = ?1 AND o.recipient = m.recipient AND o.state = 'queued' AND o.seq < m.seq)",
+            [&id],
+            |row| row.get(0),
+        )?;
+        if blocked {
+            return Ok(None);
+        }
+        tx.execute(
+            "UPDATE messages SET state = 'delivered', via = 'hook', pane = ?2, attempts = attempts + 1,
+                 reason = NULL, updated_ms = ?3
+             WHERE id = ?1",
+            params![id, pane.to_string(), now_ms],
+        )?;
+        tx.commit()?;
+        let id = MessageId::try_from(id).map_err(|e| MailboxError::Corrupt(e.to_string()))?;
+        self.get(&id)
+    }
+
+    /// The messages for `session` (and its panes), newest last: the
+    /// unread ones only (`delivered`, `unverified`, and `queued` ones,
+    /// which will arrive) if asked; at most `limit`, the newest.
+    pub fn inbox(
+        &self,
+        session: SessionId,
+        unread_only: bool,
+        limit: usize,
+    ) -> Result<Vec<Message>, MailboxError> {
+        let filter = if unread_only {
+            "AND state IN ('queued', 'delivered', 'unverified')"
+        } else {
+            ""
+        };
+        let mut messages = self.select(
+            &format!("WHERE recipient_session = ?1 {filter} ORDER BY seq DESC LIMIT ?2"),
+            params![session.to_string(), limit as i64],
+        )?;
+        messages.reverse();
+        Ok(messages)
+    }
+
+    /// `by` acknowledges `id`: `read`. Acknowledging a read message again
+    /// is a no-op; a message for another session, or not yet delivered,
+    /// is refused.
+    pub fn ack(
+        &mut self,
+        id: &MessageId,
+        by: SessionId,
+        now_ms: i64,
+    ) -> Result<Message, MailboxError> {
+        let message = self.expect(id)?;
+        if message.to_session != by {
+            return Err(MailboxError::NotYours {
+                id: id.clone(),
+                to: message.to_session,
+                by,
+            });
+        }
+        match message.state {
+            MessageState::Read => return Ok(message),
+            MessageState::Delivered | MessageState::Unverified => {}
+            state => {
+                return Err(MailboxError::NotDelivered {
+                    id: id.clone(),
+                    state,
+                });
+            }
+        }
+        self.db.execute(
+            "UPDATE messages SET state = 'read', updated_ms = ?2 WHERE id = ?1",
+            params![id.as_str(), now_ms],
+        )?;
+        self.expect(id)
+    }
+
+    /// How many messages each session has that it has not read (queued,
+    /// delivered, unverified), for `@agent-unread` and `@agent-messages`.
+    pub fn unread_counts(&self) -> Result<BTreeMap<SessionId, u64>, MailboxError> {
+        let mut statement = self.db.prepare_cached(
+            "SELECT recipient_session, COUNT(*) FROM messages
+             WHERE state IN ('queued', 'delivered', 'unverified') GROUP BY recipient_session",
+        )?;
+        let rows = statement.query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+        })?;
+        let mut counts = BTreeMap::new();
+        for row in rows {
+            let (session, count) = row?;
+            let session = session
+                .parse()
+                .map_err(|_| MailboxError::Corrupt(format!("recipient session {session:?}")))?;
+            counts.insert(session, count as u64);
+        }
+        Ok(counts)
+    }
+
+    /// Drops settled messages last changed before `before_ms` (kept for
+    /// `inbox` until then).
+    pub fn prune(&mut self, before_ms: i64) -> Result<usize, MailboxError> {
+        Ok(self.db.execute(
+            "DELETE FROM messages WHERE state NOT IN ('queued') AND updated_ms < ?1",
+            [before_ms],
+        )?)
+    }
+
+    fn select<P: rusqlite::Params>(
+        &self,
+        tail: &str,
+        params: P,
+    ) -> Result<Vec<Message>, MailboxError> {
+        let mut statement = self
+            .db
+            .prepare_cached(&format!("SELECT {COLUMNS} FROM messages {tail}"))?;
+        let rows = statement.query_map(params, RawMessage::read)?;
+        rows.map(|raw| raw?.parse()).collect()
+    }
+}
+
+/// A row as SQLite holds it.
+struct RawMessage {
+    id: String,
+    send_id: String,
+    sender: String,
+    sender_name: Option<String>,
+    recipient: String,
+    recipient_session: String,
+    pane: Option<String>,
+    thread: String,
+    reply_to: Option<String>,
+    body: String,
+    created_ms: i64,
+    expires_ms: i64,
+    state: String,
+    reason: Option<String>,
+    via: Option<String>,
+    attempts: i64,
+    updated_ms: i64,
+}
+
+impl RawMessage {
+    fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: row.get(0)?,
+            send_id: row.get(1)?,
+            sender: row.get(2)?,
+            sender_name: row.get(3)?,
+            recipient: row.get(4)?,
+            recipient_session: row.get(5)?,
+            pane: row.get(6)?,
+            thread: row.get(7)?,
+            reply_to: row.get(8)?,
+            body: row.get(9)?,
+            created_ms: row.get(10)?,
+            expires_ms: row.get(11)?,
+            state: row.get(12)?,
+            reason: row.get(13)?,
+            via: row.get(14)?,
+            attempts: row.get(15)?,
+            updated_ms: row.get(16)?,
+        })
+    }
+
+    fn parse(self) -> Result<Message, MailboxError> {
+        let bad = |what: &str, value: &str| MailboxError::Corrupt(format!("{what} {value:?}"));
+        let id = |what: &str, value: String| {
+            MessageId::try_from(value.clone()).map_err(|_| bad(what, &value))
+        };
+        Ok(Message {
+            id: id("id", self.id)?,
+            send_id: id("send id", self.send_id)?,
+            from: self
+                .sender
+                .parse()
+                .map_err(|_| bad("sender", &self.sender))?,
+            from_name: self.sender_name,
+            to: self
+                .recipient
+                .parse()
+                .map_err(|_| bad("recipient", &self.recipient))?,
+            to_session: self
+                .recipient_session
+                .parse()
+                .map_err(|_| bad("recipient session", &self.recipient_session))?,
+            pane: match self.pane {
+                Some(pane) => Some(pane.parse().map_err(|_| bad("pane", &pane))?),
+                None => None,
+            },
+            thread: id("thread", self.thread)?,
+            reply_to: self.reply_to.map(|r| id("reply-to", r)).transpose()?,
+            body: self.body,
+            created_ms: self.created_ms,
+            expires_ms: self.expires_ms,
+            state: MessageState::parse(&self.state).ok_or_else(|| bad("state", &self.state))?,
+            reason: self.reason,
+            via: match self.via.as_deref() {
+                None => None,
+                Some("hook") => Some(Via::Hook),
+                Some("pane") => Some(Via::Pane),
+                Some(other) => return Err(bad("via", other)),
+            },
+            attempts: u32::try_from(self.attempts).unwrap_or(u32::MAX),
+            updated_ms: self.updated_ms,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S1: SessionId = SessionId(1);
+    const S2: SessionId = SessionId(2);
+
+    fn new(to: Recipient, body: &str) -> NewMessage {
+        let id = MessageId::generate();
+        NewMessage {
+            id: id.clone(),
+            send_id: id,
+            from: Sender::Session(S1),
+            from_name: Some("one".into()),
+            to,
+            to_session: match to {
+                Recipient::Session(s) => s,
+                Recipient::Pane(_) => S2,
+            },
+            reply_to: None,
+            body: body.into(),
+            expires_ms: 1_000_000,
+        }
+    }
+
+    fn to_s2(body: &str) -> NewMessage {
+        new(Recipient::Session(S2), body)
+    }
+
+    #[test]
+    fn a_posted_message_is_queued_with_everything_it_was_given() {
+        let mut mailbox = Mailbox::in_memory().unwrap();
+        let message = to_s2("hi \"there\"; #{x} $(rm -rf /) ✓ \x1b[31m");
+        let stored = mailbox.post(std::slice::from_ref(&message), 10).unwrap();
+        assert_eq!(stored.len(), 1);
+        let stored = &stored[0];
+        assert_eq!(stored.id, message.id);
+        assert_eq!(stored.thread, message.id);
+        assert_eq!(stored.state, MessageState::Queued);
+        assert_eq!(stored.body, message.body);
+        assert_eq!(stored.from, Sender::Session(S1));
+        assert_eq!(stored.to, Recipient::Session(S2));
+        assert_eq!(stored.created_ms, 10);
+        assert_eq!(mailbox.get(&message.id).unwrap().as_ref(), Some(stored));
+    }
+
+    #[test]
+    fn posting_the_same_id_again_changes_nothing() {
+        let mut mailbox = Mailbox::in_memory().unwrap();
+        let message = to_s2("once");
+        let first = mailbox.post(std::slice::from_ref(&message), 10).unwrap();
+        let mut again = message.clone();
+        again.body = "twice".into();
+        let second = mailbox.post(&[again], 20).unwrap();
+        assert_eq!(first, second);
+        assert_eq!(mailbox.inbox(S2, false, 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn each_recipient_is_offered_its_oldest_message_only_and_in_order() {
+        let mut mailbox = Mailbox::in_memory().unwrap();
+        let a = to_s2("a");
+        let b = to_s2("b");
+        let c = new(Recipient::Pane(PaneId(7)), "c");
+        mailbox.post(&[a.clone(), b.clone(), c.clone()], 1).unwrap();
+        let heads: Vec<_> = mailbox
+            .heads(1)
+            .unwrap()
+            .into_iter()
+            .map(|m| m.body)
+            .collect();
+        assert_eq!(heads, ["a", "c"]);
+        // `a` waits for a retry: `b` must not overtake it.
+        assert!(mailbox.begin_typing(&a.id, PaneId(3), 2).unwrap());
+        assert!(
+            !mailbox.begin_typing(&a.id, PaneId(3), 2).unwrap(),
+            "typed twice"
+        );
+        mailbox.retry(&a.id, "busy", 100, 3).unwrap();
+        let heads: Vec<_> = mailbox
+            .heads(50)
+            .unwrap()
+            .into_iter()
+            .map(|m| m.body)
+            .collect();
+        assert_eq!(heads, ["c"]);
+        assert_eq!(mailbox.next_due(50).unwrap(), Some(100));
+        let heads: Vec<_> = mailbox
+            .heads(100)
+            .unwrap()
+            .into_iter()
+            .map(|m| m.body)
+            .collect();
+        assert_eq!(heads, ["a", "c"]);
+        assert!(mailbox.begin_typing(&a.id, PaneId(3), 101).unwrap());
+        let done = mailbox
+            .finish(&a.id, MessageState::Delivered, Via::Pane, 102)
+            .unwrap();
+        assert_eq!(
+            (done.state, done.attempts, done.pane),
+            (MessageState::Delivered, 2, Some(PaneId(3)))
+        );
+        let heads: Vec<_> = mailbox
+            .heads(102)
+            .unwrap()
+            .into_iter()
+            .map(|m| m.body)
+            .collect();
+        assert_eq!(heads, ["b", "c"]);
+    }
+
+    #[test]
+    fn a_row_left_typing_is_found_at_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mailbox.db");
+        let message = to_s2("typed?");
+        {
+            let mut mailbox = Mailbox::open(&path).unwrap();
+            mailbox.post(std::slice::from_ref(&message), 1).unwrap();
+            mailbox.begin_typing(&message.id, PaneId(4), 2).unwrap();
+            // Dropped here as if killed: the commit is all there is.
+        }
+        let mailbox = Mailbox::open(&path).unwrap();
+        let left = mailbox.typing_left().unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].id, message.id);
+        assert_eq!(left[0].pane, Some(PaneId(4)));
+        assert!(
+            mailbox.heads(5).unwrap().is_empty(),
+            "a row being typed is not offered"
+        );
+    }
+
+    #[test]
+    fn a_hook_takes_the_oldest_message_once() {
+        let mut mailbox = Mailbox::in_memory().unwrap();
+        let a = to_s2("a");
+        let b = to_s2("b");
+        mailbox.post(&[a.clone(), b.clone()], 1).unwrap();
+        let pane = PaneId(9);
+        let taken = mailbox.hand_over(pane, Some(S2), 2).unwrap().unwrap();
+        assert_eq!(
+            (taken.id.clone(), taken.state, taken.via),
+            (a.id.clone(), MessageState::Delivered, Some(Via::Hook))
+        );
+        assert_eq!(
+            mailbox.hand_over(pane, Some(S2), 3).unwrap().unwrap().id,
+            b.id
+        );
+        assert!(mailbox.hand_over(pane, Some(S2), 4).unwrap().is_none());
+        // Another session's pane gets nothing.
+        let c = to_s2("c");
+        mailbox.post(std::slice::from_ref(&c), 5).unwrap();
+        assert!(
+            mailbox
+                .hand_over(PaneId(10), Some(SessionId(8)), 6)
+                .unwrap()
+                .is_none()
+        );
+        // One being typed is not handed over, and holds back the next.
+        assert!(mailbox.begin_typing(&c.id, pane, 7).unwrap());
+        mailbox.post(&[to_s2("d")], 8).unwrap();
+        assert!(mailbox.hand_over(pane, Some(S2), 9).unwrap().is_none());
+    }
+
+    #[test]
+    fn only_the_recipient_acknowledges_and_only_what_it_has() {
+        let mut mailbox = Mailbox::in_memory().unwrap();
+        let a = to_s2("a");
+        mailbox.post(std::slice::from_ref(&a), 1).unwrap();
+        assert!(matches!(
+            mailbox.ack(&a.id, S2, 2),
+            Err(MailboxError::NotDelivered { .. })
+        ));
+        mailbox.begin_typing(&a.id, PaneId(1), 2).unwrap();
+        mailbox
+            .finish(&a.id, MessageState::Unverified, Via::Pane, 3)
+            .unwrap();
+        assert!(matches!(
+            mailbox.ack(&a.id, S1, 4),
+            Err(MailboxError::NotYours { .. })
+        ));
+        assert_eq!(mailbox.unread_counts().unwrap().get(&S2), Some(&1));
+        assert_eq!(mailbox.ack(&a.id, S2, 5).unwrap().state, MessageState::Read);
+        assert_eq!(mailbox.ack(&a.id, S2, 6).unwrap().state, MessageState::Read);
+        assert_eq!(mailbox.unread_counts().unwrap().get(&S2), None);
+        let unknown = MessageId::generate();
+        assert!(matches!(
+            mailbox.ack(&unknown, S2, 7),
+            Err(MailboxError::NoSuchMessage(_))
+        ));
+    }
+
+    #[test]
+    fn expiry_fails_queued_messages_and_replies_join_their_thread() {
+        let mut mailbox = Mailbox::in_memory().unwrap();
+        let a = to_s2("a");
+        mailbox.post(std::slice::from_ref(&a), 1).unwrap();
+        let mut reply = new(Recipient::Session(S1), "re");
+        reply.reply_to = Some(a.id.clone());
+        reply.expires_ms = 5_000_000;
+        let stored = mailbox.post(&[reply], 2).unwrap();
+        assert_eq!(stored[0].thread, a.id);
+        let expired = mailbox.expire(1_000_000).unwrap();
+        assert_eq!(expired.len(), 1);
+        assert_eq!(expired[0].state, MessageState::Expired);
+        assert_eq!(mailbox.inbox(S1, true, 10).unwrap().len(), 1);
+        assert_eq!(
+            mailbox.lookup(std::slice::from_ref(&a.id)).unwrap()[0].state,
+            MessageState::Expired
+        );
+        assert_eq!(
+            mailbox
+                .fail(&stored[0].id, "recipient-gone", 3)
+                .unwrap()
+                .reason
+                .as_deref(),
+            Some("recipient-gone")
+        );
+    }
+}

@@ -75,6 +75,26 @@ pub struct Config {
     /// `[notify]`: which status changes notify the user, and how.
     #[serde(default)]
     pub notify: crate::notify::NotifySection,
+    /// `[snapshots]`: how often the daemon snapshots sessions for
+    /// `restore`, and how many it keeps.
+    #[serde(default)]
+    pub snapshots: SnapshotsSection,
+}
+
+/// `[snapshots]` (see `crate::sessions::snapshot`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotsSection {
+    /// Snapshot every session this often, besides after each of its
+    /// events (default `"60s"`; `"0s"` turns the daemon's snapshots off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<ConfigDuration>,
+    /// The most snapshots kept per session name (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_session: Option<usize>,
+    /// The most snapshots kept in all (default 500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<usize>,
 }
 
 /// `[outbox]`.

@@ -32,6 +32,9 @@ pub struct Configuration {
     pub prompts: crate::status::prompt::PromptBook,
     /// `[notify]`; the defaults when it is invalid (then a problem says why).
     pub notify: crate::notify::NotifySettings,
+    /// The agents' resume commands (`[agents.NAME] resume`); the shipped
+    /// ones when one is invalid (then a problem says why).
+    pub resume: crate::sessions::resume::ResumeBook,
     /// Errors: `config check` exits 1 and the daemon will not run them.
     pub problems: Vec<Problem>,
     /// Worth knowing, not errors in our own file.
@@ -82,11 +85,23 @@ impl Configuration {
                 crate::notify::NotifySettings::default()
             }
         };
+        let resume =
+            match crate::sessions::resume::ResumeBook::with_overrides(&servers.config.agents) {
+                Ok(book) => book,
+                Err(errors) => {
+                    for err in errors {
+                        let key = format!("agents.{}.resume", err.agent);
+                        problems.push(Problem::new(&servers.config_path, key, err.reason));
+                    }
+                    crate::sessions::resume::ResumeBook::default()
+                }
+            };
         Configuration {
             servers,
             reactor,
             prompts,
             notify,
+            resume,
             problems,
             warnings,
         }

@@ -27,6 +27,7 @@
 //! - [`supervise`]: long-lived tasks restarted, logged and counted when they panic.
 //! - [`fault`]: the faults tests inject through environment variables.
 //! - [`paths`]: where files live (XDG directories).
+//! - [`sessions`]: sessions as files, the daemon's snapshots, `restore`.
 //! - [`schema`]: the name of every `@agent-*` tmux option, and `@agent-state`'s values.
 
 pub mod agent;
@@ -44,6 +45,7 @@ pub mod mcp;
 pub mod notify;
 pub mod paths;
 pub mod schema;
+pub mod sessions;
 pub mod state;
 pub mod status;
 pub mod supervise;

@@ -65,6 +65,12 @@ pub struct AgentPatternsConfig {
     pub working: Option<String>,
     /// How many of the last non-blank lines are looked at.
     pub lines: Option<usize>,
+    /// The command that resumes the agent's conversation on `restore`, with
+    /// `{resume_id}` (`claude --resume {resume_id}`); see
+    /// `crate::sessions::resume`. Not a screen pattern, but the agent's
+    /// table is the place for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<String>,
 }
 
 /// A pattern in the config that is not a regular expression.

@@ -1,0 +1,1 @@
+//! `tmux-agent restore`: sessions brought back from their snapshots.

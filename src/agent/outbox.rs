@@ -777,6 +777,34 @@ impl Outbox {
         })
     }
 
+    /// Leaves the notes of a restore about to create sessions (see
+    /// [`snapshot::PendingRestore`]).
+    pub fn expect_restores(
+        &mut self,
+        notes: &[snapshot::PendingRestore],
+        at_ms: i64,
+    ) -> Result<(), OutboxError> {
+        self.write(|db| {
+            let tx = db.transaction()?;
+            snapshot::expect_restores(&tx, notes, at_ms)?;
+            tx.commit()
+        })
+    }
+
+    /// Takes the restore note of the session just created as `name`.
+    pub fn take_restore(
+        &mut self,
+        name: &str,
+        now_ms: i64,
+    ) -> Result<Option<snapshot::PendingRestore>, OutboxError> {
+        self.write(|db| {
+            let tx = db.transaction()?;
+            let taken = snapshot::take_restore(&tx, name, now_ms)?;
+            tx.commit()?;
+            Ok(taken)
+        })
+    }
+
     /// Deletes snapshot `id`; whether there was one.
     pub fn drop_snapshot(&mut self, id: i64) -> Result<bool, OutboxError> {
         self.write(|db| Ok(db.execute("DELETE FROM snapshots WHERE id = ?1", [id])? == 1))

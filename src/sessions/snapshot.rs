@@ -61,7 +61,72 @@ CREATE TABLE IF NOT EXISTS snapshots (
 );
 CREATE INDEX IF NOT EXISTS snapshots_by_session ON snapshots (session, id);
 CREATE INDEX IF NOT EXISTS snapshots_by_key ON snapshots (session_key, id);
+-- Restores under way: the note `restore` leaves under a session's name
+-- before creating it, taken by the reactor on that session's creation.
+CREATE TABLE IF NOT EXISTS restores (
+    session     TEXT PRIMARY KEY,
+    snapshot_id INTEGER NOT NULL,
+    goal_id     TEXT,
+    asked_at    INTEGER NOT NULL
+);
 ";
+
+/// How long a restore's note waits for its session to be created: past
+/// this, a session of that name is a new one (the restore failed, or it
+/// ran with no daemon, whose next start adopts the session as restored
+/// only within this time).
+pub const RESTORE_NOTE_TTL_MS: i64 = 10 * 60 * 1000;
+
+/// The note a restore leaves before creating a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingRestore {
+    pub session: String,
+    pub snapshot_id: i64,
+    pub goal_id: Option<String>,
+}
+
+/// Leaves the notes of a restore (replacing older ones of the same names).
+pub(crate) fn expect_restores(
+    tx: &Transaction<'_>,
+    notes: &[PendingRestore],
+    at_ms: i64,
+) -> rusqlite::Result<()> {
+    let mut put = tx.prepare_cached(
+        "INSERT OR REPLACE INTO restores (session, snapshot_id, goal_id, asked_at)
+         VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for note in notes {
+        put.execute(params![note.session, note.snapshot_id, note.goal_id, at_ms])?;
+    }
+    Ok(())
+}
+
+/// Takes the note of session `name`, if one was left less than
+/// [`RESTORE_NOTE_TTL_MS`] ago (an older one is dropped).
+pub(crate) fn take_restore(
+    tx: &Transaction<'_>,
+    name: &str,
+    now_ms: i64,
+) -> rusqlite::Result<Option<PendingRestore>> {
+    let found: Option<(i64, Option<String>, i64)> = tx
+        .query_row(
+            "SELECT snapshot_id, goal_id, asked_at FROM restores WHERE session = ?1",
+            [name],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )
+        .optional()?;
+    let Some((snapshot_id, goal_id, asked_at)) = found else {
+        return Ok(None);
+    };
+    tx.execute("DELETE FROM restores WHERE session = ?1", [name])?;
+    Ok(
+        (now_ms - asked_at <= RESTORE_NOTE_TTL_MS).then(|| PendingRestore {
+            session: name.to_owned(),
+            snapshot_id,
+            goal_id,
+        }),
+    )
+}
 
 /// The default of `[snapshots] per_session`.
 pub const PER_SESSION: usize = 5;

@@ -9,6 +9,8 @@
 //! - [`agent`]: the pane's own session and its `@agent-*` tmux options.
 //! - [`groups`]: the session's coordination group (peers, shared context),
 //!   through the same group layer as the CLI.
+//! - [`snapshots`]: `list_snapshots`, `restore_hint`, `restore_goal`: the
+//!   daemon's session snapshots and restored sessions' goals.
 //! - [`tools`]: the MCP surface (tool list, schemas, checks on every call).
 //! - [`prompts`]: `resume-session`, a session's last context and goals.
 //! - [`resources`]: goals and saved contexts as `tmux-agent://` resources.
@@ -31,6 +33,7 @@ pub mod groups;
 pub mod http;
 pub mod prompts;
 pub mod resources;
+pub mod snapshots;
 pub mod store;
 pub mod tools;
 pub mod wire;

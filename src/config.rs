@@ -603,7 +603,7 @@ fn check<T: serde::de::DeserializeOwned>(table: toml::Table) -> Result<(), (Stri
 
 /// Turns serde's wording into `key: what is expected`. An unknown field is
 /// reported at its own key, not at the table that holds it.
-fn describe(path: String, message: &str) -> (String, String) {
+pub(crate) fn describe(path: String, message: &str) -> (String, String) {
     let path = if path == "." { String::new() } else { path };
     if let Some(rest) = message.strip_prefix("unknown field `")
         && let Some((field, expected)) = rest.split_once('`')

@@ -27,8 +27,9 @@
 //! - [`supervise`]: long-lived tasks restarted, logged and counted when they panic.
 //! - [`fault`]: the faults tests inject through environment variables.
 //! - [`paths`]: where files live (XDG directories).
-//! - [`sessions`]: sessions as files, the daemon's snapshots, `restore`.
 //! - [`schema`]: the name of every `@agent-*` tmux option, and `@agent-state`'s values.
+//! - [`sessions`]: sessions as files: the TOML format, `up`, `down`, `freeze`,
+//!   the daemon's snapshots and `restore`.
 
 pub mod agent;
 pub mod backoff;

@@ -15,7 +15,9 @@ use crate::state::{TrackEnd, Tracker};
 
 pub mod config;
 pub mod daemon;
+pub mod down;
 pub mod ensure;
+pub mod freeze;
 pub mod groups;
 pub mod hook;
 pub mod hooks;
@@ -34,6 +36,7 @@ pub mod shell;
 pub mod show;
 pub mod status;
 pub mod stop;
+pub mod up;
 pub mod watch;
 
 mod coordination;
@@ -104,6 +107,12 @@ pub enum Command {
     Outbox(outbox::OutboxCommand),
     /// Create a session with its agent options (goal, type, group) set.
     New(new::NewArgs),
+    /// Create the sessions of a sessions file (TOML), agent options set.
+    Up(up::UpArgs),
+    /// Close the sessions of a sessions file.
+    Down(down::DownArgs),
+    /// Write current sessions as a sessions file that `up` brings back.
+    Freeze(freeze::FreezeArgs),
     /// Put a session in a coordination group.
     Join(join::JoinArgs),
     /// Take a session out of its group.
@@ -156,6 +165,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Show(args) => show::run(args, &cli.global).await,
         Command::Outbox(cmd) => outbox::run(cmd, &cli.global).await,
         Command::New(args) => new::run(args, &cli.global).await,
+        Command::Up(args) => up::run(args, &cli.global).await,
+        Command::Down(args) => down::run(args, &cli.global).await,
+        Command::Freeze(args) => freeze::run(args, &cli.global).await,
         Command::Join(args) => join::run(args, &cli.global).await,
         Command::Leave(args) => leave::run(args, &cli.global).await,
         Command::Share(args) => share::run(args, &cli.global).await,

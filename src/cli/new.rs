@@ -25,7 +25,7 @@ use serde_json::json;
 use super::GlobalArgs;
 use super::coordination::{Groups, print_json, session_lines, who};
 use crate::control::SessionId;
-use crate::control::command::{Command, SessionTarget};
+use crate::control::command::{Command, SessionTarget, Spawn};
 use crate::group::GroupName;
 use crate::group::names::check_value;
 use crate::group::plan::SessionRef;
@@ -98,11 +98,12 @@ pub async fn run(args: NewArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode>
     );
     // By exact name (`=TEMP`), never a prefix of another session's.
     let exact = SessionTarget::Exact(temp.clone());
-    let mut commands = vec![Command::new_session(
-        &temp,
-        args.directory.as_deref(),
-        &args.command,
-    )?];
+    let spawn = Spawn {
+        directory: args.directory.clone(),
+        environment: Vec::new(),
+        command: args.command.clone(),
+    };
+    let mut commands = vec![Command::new_session(&temp, None, None, &spawn)?];
     let options = [
         (schema::session::GOAL, args.goal.clone()),
         (schema::session::TYPE, args.agent_type.clone()),

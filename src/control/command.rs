@@ -203,6 +203,18 @@ impl SessionTarget {
         }
     }
 
+    /// The target of one of the session's windows: `=NAME:`, `=NAME:3`.
+    /// An empty window part is the session's current window
+    /// where a window must exist, and "the next free index" for
+    /// `new-window`.
+    fn window_form(&self, window: WindowPart) -> String {
+        let session = self.session_form();
+        match window {
+            WindowPart::Current => format!("{session}:"),
+            WindowPart::Index(index) => format!("{session}:{index}"),
+        }
+    }
+
     /// The target where tmux wants a pane (`set-option -t`): `=NAME` alone
     /// would first be tried as a window of the current session, `=NAME:` is
     /// "session NAME exactly, its current window". An id needs no suffix.
@@ -212,6 +224,30 @@ impl SessionTarget {
             other => other.session_form(),
         }
     }
+}
+
+/// Which window of a session a command targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowPart {
+    /// The session's current window; for `new-window`, the next free index.
+    Current,
+    /// The window with this index.
+    Index(u32),
+}
+
+/// What a new pane starts with, for `new-session`, `new-window` and
+/// `split-window`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Spawn {
+    /// `-c`: the start directory. tmux expands formats in it, so it is
+    /// passed through [`escape_format`].
+    pub directory: Option<String>,
+    /// `-e NAME=VALUE` each: set in the new pane's environment (for
+    /// `new-session`, the session's). Not expanded.
+    pub environment: Vec<(String, String)>,
+    /// After `--`: one word runs through the shell, several run directly;
+    /// none: the default shell. Not expanded.
+    pub command: Vec<String>,
 }
 
 /// What a `refresh-client -B` subscription reports on (the `what` field).
@@ -299,6 +335,24 @@ impl Line {
         self.line.push_str(&quote(&id));
         self.args.push(id);
         self
+    }
+
+    /// `-c DIR`, `-e NAME=VALUE`… and `-- COMMAND…` of a new pane.
+    fn spawn(self, spawn: &Spawn) -> Result<Self, CommandError> {
+        let mut line = match &spawn.directory {
+            Some(directory) => self.flag("-c").arg(&escape_format(directory))?,
+            None => self,
+        };
+        for (name, value) in &spawn.environment {
+            line = line.flag("-e").arg(&format!("{name}={value}"))?;
+        }
+        if !spawn.command.is_empty() {
+            line = line.flag("--");
+            for word in &spawn.command {
+                line = line.arg(word)?;
+            }
+        }
+        Ok(line)
     }
 
     fn done(self) -> Command {
@@ -742,36 +796,108 @@ impl Command {
         Line::new("kill-server").done()
     }
 
-    /// `new-session -d -P -F '#{session_id}' -s <name> [-c <directory>] [--
-    /// <command>...]`: a detached session; the reply's one line is its id.
-    /// tmux expands formats in `-s` and `-c`, so both are passed through
-    /// [`escape_format`]; the command is not expanded (one word runs through
-    /// the shell, several run directly; none: the default shell). tmux itself
-    /// changes some bytes of a session name (`.` and `:` to `_`, and
-    /// vis-escapes control characters and `$`).
+    /// `new-session -d -P -F '#{session_id}' -s <name> [-n <window>] [-x W
+    /// -y H] [-c <directory>] [-e NAME=VALUE]… [-- <command>...]`: a
+    /// detached session; the reply's one line is its id. tmux expands
+    /// formats in `-s`, `-n` and `-c`, so they are passed through
+    /// [`escape_format`]; the command and environment are not expanded.
+    /// tmux itself changes some bytes of a session name (`.` and `:` to `_`,
+    /// and vis-escapes control characters and `$`). `size` also becomes the
+    /// session's `default-size`, so later windows start that big.
     pub fn new_session(
         name: &str,
-        start_directory: Option<&str>,
-        command: &[String],
+        window_name: Option<&str>,
+        size: Option<(u32, u32)>,
+        spawn: &Spawn,
     ) -> Result<Command, CommandError> {
-        let line = Line::new("new-session")
+        let mut line = Line::new("new-session")
             .flag("-d")
             .flag("-P")
             .flag("-F")
             .arg("#{session_id}")?
             .flag("-s")
             .arg(&escape_format(name))?;
-        let mut line = match start_directory {
-            Some(directory) => line.flag("-c").arg(&escape_format(directory))?,
-            None => line,
-        };
-        if !command.is_empty() {
-            line = line.flag("--");
-            for word in command {
-                line = line.arg(word)?;
-            }
+        if let Some(window) = window_name {
+            line = line.flag("-n").arg(&escape_format(window))?;
         }
-        Ok(line.done())
+        if let Some((width, height)) = size {
+            line = line.flag("-x").id(width).flag("-y").id(height);
+        }
+        Ok(line.spawn(spawn)?.done())
+    }
+
+    /// `new-window -t <session>:[index] [-n <name>] [-c …] [-e …] [-- …]`:
+    /// a window at `index` (or the next free one), made the session's
+    /// current window. Formats in the name and directory are escaped.
+    pub fn new_window(
+        session: &SessionTarget,
+        index: Option<u32>,
+        name: Option<&str>,
+        spawn: &Spawn,
+    ) -> Result<Command, CommandError> {
+        let window = index.map_or(WindowPart::Current, WindowPart::Index);
+        let mut line = Line::new("new-window")
+            .flag("-t")
+            .arg(&session.window_form(window))?;
+        if let Some(name) = name {
+            line = line.flag("-n").arg(&escape_format(name))?;
+        }
+        Ok(line.spawn(spawn)?.done())
+    }
+
+    /// `split-window -t <session>:<window> [-c …] [-e …] [-- …]`: a new pane
+    /// below the window's active pane, which it becomes.
+    pub fn split_window(
+        session: &SessionTarget,
+        window: WindowPart,
+        spawn: &Spawn,
+    ) -> Result<Command, CommandError> {
+        Ok(Line::new("split-window")
+            .flag("-t")
+            .arg(&session.window_form(window))?
+            .spawn(spawn)?
+            .done())
+    }
+
+    /// `select-layout -t <session>:<window> <layout>`: the window's panes
+    /// arranged (and the window sized) as a `#{window_layout}` string says;
+    /// tmux refuses one whose checksum or sizes are wrong.
+    pub fn select_layout(
+        session: &SessionTarget,
+        window: WindowPart,
+        layout: &str,
+    ) -> Result<Command, CommandError> {
+        Ok(Line::new("select-layout")
+            .flag("-t")
+            .arg(&session.window_form(window))?
+            .arg(layout)?
+            .done())
+    }
+
+    /// `select-window -t <session>:<window>`: makes it the current window.
+    pub fn select_window(
+        session: &SessionTarget,
+        window: WindowPart,
+    ) -> Result<Command, CommandError> {
+        Ok(Line::new("select-window")
+            .flag("-t")
+            .arg(&session.window_form(window))?
+            .done())
+    }
+
+    /// `move-window -s <session>:<from> -t <session>:<index>`: gives a
+    /// window another index (which must be free).
+    pub fn move_window(
+        session: &SessionTarget,
+        from: WindowPart,
+        index: u32,
+    ) -> Result<Command, CommandError> {
+        Ok(Line::new("move-window")
+            .flag("-s")
+            .arg(&session.window_form(from))?
+            .flag("-t")
+            .arg(&session.window_form(WindowPart::Index(index)))?
+            .done())
     }
 }
 
@@ -925,11 +1051,27 @@ mod tests {
             ),
             (Command::kill_server(), "kill-server"),
             (
-                Command::new_session("x'; kill-server; '#(reboot)", Some("/tmp/a b"), &[])?,
+                Command::new_session(
+                    "x'; kill-server; '#(reboot)",
+                    None,
+                    None,
+                    &Spawn {
+                        directory: Some("/tmp/a b".into()),
+                        ..Spawn::default()
+                    },
+                )?,
                 "new-session -d -P -F '#{session_id}' -s \"x'; kill-server; '##(reboot)\" -c '/tmp/a b'",
             ),
             (
-                Command::new_session("n", None, &["sh".into(), "-c".into(), "#(x); y".into()])?,
+                Command::new_session(
+                    "n",
+                    None,
+                    None,
+                    &Spawn {
+                        command: vec!["sh".into(), "-c".into(), "#(x); y".into()],
+                        ..Spawn::default()
+                    },
+                )?,
                 "new-session -d -P -F '#{session_id}' -s n -- sh -c '#(x); y'",
             ),
             (
@@ -970,6 +1112,64 @@ mod tests {
                 "rename-session -t =tmp-1 -- 'a ##{b}'",
             ),
             (
+                Command::new_session(
+                    "s",
+                    Some("w #(x)"),
+                    Some((120, 40)),
+                    &Spawn {
+                        directory: Some("/a#b".into()),
+                        environment: vec![("K".into(), "v #(x); y".into())],
+                        command: vec!["sleep 9".into()],
+                    },
+                )?,
+                "new-session -d -P -F '#{session_id}' -s s -n 'w ##(x)' -x 120 -y 40 -c '/a##b' -e 'K=v #(x); y' -- 'sleep 9'",
+            ),
+            (
+                Command::new_window(
+                    &SessionTarget::Exact("t".into()),
+                    Some(3),
+                    Some("edit"),
+                    &Spawn::default(),
+                )?,
+                "new-window -t =t:3 -n edit",
+            ),
+            (
+                Command::new_window(
+                    &SessionTarget::Exact("t".into()),
+                    None,
+                    None,
+                    &Spawn::default(),
+                )?,
+                "new-window -t =t:",
+            ),
+            (
+                Command::split_window(
+                    &SessionTarget::Exact("t".into()),
+                    WindowPart::Current,
+                    &Spawn {
+                        command: vec!["vim".into(), "a b".into()],
+                        ..Spawn::default()
+                    },
+                )?,
+                "split-window -t =t: -- vim 'a b'",
+            ),
+            (
+                Command::select_layout(
+                    &SessionTarget::Exact("t".into()),
+                    WindowPart::Index(2),
+                    "c08a,100x30,0,0[100x15,0,0,0,100x14,0,16,1]",
+                )?,
+                "select-layout -t =t:2 'c08a,100x30,0,0[100x15,0,0,0,100x14,0,16,1]'",
+            ),
+            (
+                Command::select_window(&SessionTarget::Exact("t".into()), WindowPart::Index(0))?,
+                "select-window -t =t:0",
+            ),
+            (
+                Command::move_window(&SessionTarget::Exact("t".into()), WindowPart::Current, 5)?,
+                "move-window -s =t: -t =t:5",
+            ),
+            (
                 Command::rename_session_to_number(SessionTarget::Exact("tmp-1".into()))?,
                 "rename-session -t =tmp-1 -- '#{s/[$]//:session_id}'",
             ),
@@ -989,8 +1189,20 @@ mod tests {
                 argument: "a\0b".to_owned()
             })
         );
-        assert!(Command::new_session("n\0", None, &[]).is_err());
-        assert!(Command::new_session("n", None, &["a\0".into()]).is_err());
+        assert!(Command::new_session("n\0", None, None, &Spawn::default()).is_err());
+        let nul = Spawn {
+            command: vec!["a\0".into()],
+            ..Spawn::default()
+        };
+        assert!(Command::new_session("n", None, None, &nul).is_err());
+        let nul = Spawn {
+            environment: vec![("K".into(), "v\0".into())],
+            ..Spawn::default()
+        };
+        assert!(
+            Command::split_window(&SessionTarget::Exact("t".into()), WindowPart::Current, &nul)
+                .is_err()
+        );
         assert!(Command::kill_session_named("n\0").is_err());
         assert!(Command::set_option(SessionTarget::Given("\0".into()), "@x", "v").is_err());
         for name in ["", "a:b", ":"] {

@@ -93,6 +93,13 @@ const ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
 /// reconnects within the second joins the same session (`new-session -A`).
 const SIDECAR_PANE_COMMAND: &str = "printf 'This session carries tmux-agent'\\''s control connection. Detach with prefix d.\\n'; while sleep 1; do [ \"$(tmux display-message -p -t \"$TMUX_PANE\" '#{session_attached}' 2>/dev/null)\" = 0 ] && exit; done";
 
+/// Whether a pane started with these arguments (`#{pane_start_command}`,
+/// split) is the sidecar session's pane: how `freeze` leaves the daemon's
+/// own session out, whatever it is named.
+pub fn is_sidecar_pane(start_command: &[String]) -> bool {
+    matches!(start_command, [only] if only == SIDECAR_PANE_COMMAND)
+}
+
 /// The command that puts a control client on the sidecar session `name`,
 /// joined if it exists, else made with its pane: the command line of the
 /// daemon's `tmux -C`, and what its client runs to go back there when

@@ -102,6 +102,63 @@ pub fn parse_option_line(line: &[u8]) -> Result<(String, String), OptionLineErro
     Ok((name, String::from_utf8_lossy(&value).into_owned()))
 }
 
+/// Splits a command as tmux prints it back into its arguments:
+/// `#{pane_start_command}` is each argument quoted the way `show-options`
+/// quotes a value, joined by spaces (`sh -c "sleep 1" 'q"x' n\nl \~h`).
+/// Unlike an option value, a single-quoted argument there still holds
+/// escapes (tmux vis-encodes every form), so they are undone in all three.
+pub fn split_command(line: &[u8]) -> Result<Vec<String>, OptionLineError> {
+    let error = |reason| OptionLineError {
+        line: String::from_utf8_lossy(line).into_owned(),
+        reason,
+    };
+    let mut words = Vec::new();
+    let mut i = 0;
+    while i < line.len() {
+        if line[i] == b' ' {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        let quote = match line[i] {
+            q @ (b'\'' | b'"') => {
+                i += 1;
+                Some(q)
+            }
+            _ => None,
+        };
+        loop {
+            let Some(&b) = line.get(i) else {
+                if quote.is_some() {
+                    return Err(error("unclosed quote"));
+                }
+                break;
+            };
+            if b == b'\\' {
+                i += 2;
+                continue;
+            }
+            i += 1;
+            match quote {
+                Some(q) if b == q => break,
+                None if b == b' ' => {
+                    i -= 1;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let word = &line[start..i.min(line.len())];
+        let inner = match quote {
+            Some(_) => &word[1..word.len() - 1],
+            None => word,
+        };
+        let bytes = unescape(inner).map_err(error)?;
+        words.push(String::from_utf8_lossy(&bytes).into_owned());
+    }
+    Ok(words)
+}
+
 /// Undoes tmux's quoting of one word: `'single'` (no escapes), `"double"`
 /// (C-style and octal escapes), or bare with backslash escapes.
 fn unquote(word: &[u8]) -> Result<Vec<u8>, &'static str> {
@@ -182,6 +239,37 @@ mod tests {
         let field = listed_option("@agent-goal");
         assert!(field.contains("s/%/%25/;"), "{field}");
         assert!(field.ends_with(":@agent-goal}"), "{field}");
+    }
+
+    #[test]
+    fn a_start_command_splits_into_the_arguments_it_was_given() {
+        // As tmux 3.3a printed `#{pane_start_command}` for the arguments below.
+        let printed: &[u8] = b"sh -c \"sleep 100\" \"a \\\\ b\" 'q\"x' \"p q\" '' \\~h \"x'y\" \"l;\" n\\nl \"\xc3\xa9#{x}\\$H\" \"a\\tb c\" \\'";
+        assert_eq!(
+            split_command(printed).unwrap(),
+            [
+                "sh",
+                "-c",
+                "sleep 100",
+                "a \\ b",
+                "q\"x",
+                "p q",
+                "",
+                "~h",
+                "x'y",
+                "l;",
+                "n\nl",
+                "\u{e9}#{x}$H",
+                "a\tb c",
+                "'"
+            ]
+        );
+        assert_eq!(
+            split_command(b"\"sleep 100 # x\"").unwrap(),
+            ["sleep 100 # x"]
+        );
+        assert!(split_command(b"").unwrap().is_empty());
+        assert!(split_command(b"\"open").is_err());
     }
 
     #[test]

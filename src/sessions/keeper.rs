@@ -6,7 +6,8 @@
 //! waits [`SETTLE`] (a burst of events, or the splits that follow a
 //! `new-session`, make one snapshot) and reads the session from tmux; on a
 //! timer it reads every session. A live close marks the session's
-//! snapshots closed. Late events (made from the journal at start) describe
+//! snapshots closed once tmux is seen to outlive it ([`CLOSE_CONFIRM`]):
+//! the closes `kill-server` causes are not recorded. Late events (made from the journal at start) describe
 //! a server that is gone and are not snapshotted.
 
 use std::collections::BTreeMap;
@@ -31,6 +32,11 @@ pub const SETTLE: Duration = Duration::from_millis(300);
 
 /// The default of `[snapshots] every`.
 pub const EVERY: Duration = Duration::from_secs(60);
+
+/// How long a close waits before it is recorded: `kill-server` closes
+/// every session too, and a close is recorded only if tmux still answers
+/// after it (a session ended on purpose), not when the server went with it.
+pub const CLOSE_CONFIRM: Duration = Duration::from_millis(1000);
 
 /// How long the last snapshot of a daemon asked to stop may take.
 const LAST_GRACE: Duration = Duration::from_secs(2);
@@ -128,13 +134,20 @@ impl Keeper {
         let settle = tokio::time::sleep(SETTLE);
         tokio::pin!(settle);
         let mut settling = false;
+        // Closes seen, not yet recorded (see CLOSE_CONFIRM).
+        let mut closing: Vec<SessionId> = Vec::new();
+        let confirm = tokio::time::sleep(CLOSE_CONFIRM);
+        tokio::pin!(confirm);
         loop {
             tokio::select! {
                 event = live.recv() => match event {
                     Ok(DaemonEvent::Lifecycle(event)) if !event.late => match event.kind {
                         EventKind::SessionClosed => {
                             dirty.remove(&event.session_id);
-                            self.closed(event.session_id).await;
+                            if closing.is_empty() {
+                                confirm.as_mut().reset(tokio::time::Instant::now() + CLOSE_CONFIRM);
+                            }
+                            closing.push(event.session_id);
                         }
                         EventKind::SessionMissed => {}
                         _ => {
@@ -153,6 +166,14 @@ impl Keeper {
                     }
                     Err(broadcast::error::RecvError::Closed) => break,
                 },
+                () = &mut confirm, if !closing.is_empty() => {
+                    let closed = std::mem::take(&mut closing);
+                    if self.server_answers().await {
+                        for id in closed {
+                            self.closed(id).await;
+                        }
+                    }
+                }
                 () = &mut settle, if settling => {
                     settling = false;
                     let sessions = std::mem::take(&mut dirty);
@@ -215,6 +236,15 @@ impl Keeper {
                 Err(err) => tracing::warn!(%err, session_id = %id, "a snapshot could not be kept"),
             }
         }
+    }
+
+    /// Whether tmux still answers on the daemon's connection.
+    async fn server_answers(&self) -> bool {
+        let ask = Command::display_server("#{pid}").expect("a fixed format");
+        matches!(
+            tokio::time::timeout(CLOSE_CONFIRM, self.control.run(ask)).await,
+            Ok(Ok(_))
+        )
     }
 
     async fn closed(&self, id: SessionId) {

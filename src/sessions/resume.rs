@@ -43,14 +43,14 @@ pub struct ResumeError {
 /// The command a restored pane starts with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resumed {
-    /// Not an agent's pane: its own command line (empty: the default shell).
-    Plain(String),
+    /// Not an agent's pane: its own command (no words: the default shell).
+    Plain(Vec<String>),
     /// The agent resumed with its conversation: an argv, run without a shell.
     Resumed { agent: String, argv: Vec<String> },
-    /// The agent started fresh with the command line it had, and why.
+    /// The agent started fresh with the command it had, and why.
     Fresh {
         agent: String,
-        command: String,
+        command: Vec<String>,
         why: String,
     },
 }
@@ -60,8 +60,7 @@ impl Resumed {
     /// runs), several (an argv run directly), or none (the default shell).
     pub fn words(&self) -> Vec<String> {
         match self {
-            Self::Plain(command) | Self::Fresh { command, .. } if command.is_empty() => vec![],
-            Self::Plain(command) | Self::Fresh { command, .. } => vec![command.clone()],
+            Self::Plain(command) | Self::Fresh { command, .. } => command.clone(),
             Self::Resumed { argv, .. } => argv.clone(),
         }
     }
@@ -112,17 +111,17 @@ impl ResumeBook {
     /// `resume_id`, starts with on restore.
     pub fn command_for(
         &self,
-        command: &str,
+        command: &[String],
         agent: Option<&str>,
         resume_id: Option<&str>,
     ) -> Resumed {
         let Some(agent) = agent else {
-            return Resumed::Plain(command.to_owned());
+            return Resumed::Plain(command.to_vec());
         };
         let fresh_command = if command.is_empty() {
-            agent.to_owned()
+            vec![agent.to_owned()]
         } else {
-            command.to_owned()
+            command.to_vec()
         };
         let fresh = |why: String| Resumed::Fresh {
             agent: agent.to_owned(),
@@ -177,17 +176,17 @@ mod tests {
     fn shipped_agents_resume_by_id_and_the_id_stays_one_argument() {
         let book = ResumeBook::default();
         assert_eq!(
-            book.command_for("claude", Some("claude"), Some("8f3c2a1e")),
+            book.command_for(&["claude".into()], Some("claude"), Some("8f3c2a1e")),
             Resumed::Resumed {
                 agent: "claude".into(),
                 argv: vec!["claude".into(), "--resume".into(), "8f3c2a1e".into()]
             }
         );
         assert_eq!(
-            book.command_for("", Some("codex"), Some("t1")).words(),
+            book.command_for(&[], Some("codex"), Some("t1")).words(),
             ["codex", "resume", "t1"]
         );
-        let hostile = book.command_for("", Some("claude"), Some("x; touch /tmp/p $(id)"));
+        let hostile = book.command_for(&[], Some("claude"), Some("x; touch /tmp/p $(id)"));
         assert_eq!(
             hostile.words(),
             ["claude", "--resume", "x; touch /tmp/p $(id)"]
@@ -197,20 +196,24 @@ mod tests {
     #[test]
     fn without_an_id_or_a_template_the_agent_starts_fresh_and_says_why() {
         let book = ResumeBook::default();
-        let Resumed::Fresh { command, why, .. } = book.command_for("", Some("claude"), None) else {
-            panic!("not fresh");
-        };
-        assert_eq!(command, "claude");
-        assert!(why.contains("no resume id"), "{why}");
-        let Resumed::Fresh { command, why, .. } =
-            book.command_for("aider --yes", Some("aider"), Some("x"))
+        let Resumed::Fresh { command, why, .. } = book.command_for(&[], Some("claude"), None)
         else {
             panic!("not fresh");
         };
-        assert_eq!(command, "aider --yes");
+        assert_eq!(command, ["claude"]);
+        assert!(why.contains("no resume id"), "{why}");
+        let Resumed::Fresh { command, why, .. } =
+            book.command_for(&["aider --yes".into()], Some("aider"), Some("x"))
+        else {
+            panic!("not fresh");
+        };
+        assert_eq!(command, ["aider --yes"]);
         assert!(why.contains("[agents.aider] resume"), "{why}");
-        assert_eq!(book.command_for("htop", None, None).words(), ["htop"]);
-        assert!(book.command_for("", None, None).words().is_empty());
+        assert_eq!(
+            book.command_for(&["htop".into()], None, None).words(),
+            ["htop"]
+        );
+        assert!(book.command_for(&[], None, None).words().is_empty());
     }
 
     #[test]
@@ -228,7 +231,7 @@ mod tests {
         };
         let book = with("gemini", "gemini --resume={resume_id}").unwrap();
         assert_eq!(
-            book.command_for("", Some("gemini"), Some("g")).words(),
+            book.command_for(&[], Some("gemini"), Some("g")).words(),
             ["gemini", "--resume=g"]
         );
         let err = with("claude", "claude --continue").unwrap_err();
@@ -240,7 +243,7 @@ mod tests {
         assert!(with("x", "x {resume_id} {cwd}").is_err());
         let none = with("claude", "").unwrap();
         assert!(matches!(
-            none.command_for("", Some("claude"), Some("a")),
+            none.command_for(&[], Some("claude"), Some("a")),
             Resumed::Fresh { .. }
         ));
     }

@@ -43,7 +43,7 @@ use serde::{Deserialize, Serialize};
 use crate::control::SessionId;
 use crate::control::command::Command;
 use crate::control::connection::{ControlError, ControlHandle};
-use crate::control::options::parse_options;
+use crate::control::options::{decode_listed, listed_option, parse_options, split_command};
 use crate::schema;
 
 /// The snapshots table: the migration step the outbox applies (schema
@@ -162,10 +162,12 @@ pub struct WindowSnapshot {
 pub struct PaneSnapshot {
     pub index: u32,
     pub cwd: String,
-    /// The command the pane was started with (`#{pane_start_command}`, as
-    /// tmux shows it); empty for the default shell.
+    /// The command the pane was started with, as words
+    /// (`#{pane_start_command}` split back, see
+    /// `control::options::split_command`): one word is run by the shell,
+    /// several directly; none is the default shell.
     #[serde(default)]
-    pub command: String,
+    pub command: Vec<String>,
     /// The agent in the pane (`@agent-kind`: `claude`, `codex`, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
@@ -442,25 +444,24 @@ pub enum SnapshotError {
     Listing { session: SessionId, line: String },
 }
 
-/// The field separator of [`PANES_FORMAT`]: a control character no name
-/// tmux prints contains (tmux shows control characters in names escaped).
-const SEP: char = '\u{1f}';
-
-/// One line per pane of a session, with its window's fields.
+/// One line per pane of a session, with its window's fields, each
+/// field percent-encoded so that tabs and newlines in names and paths stay
+/// inside it (`control::options::listed_option`).
 fn panes_format() -> String {
     [
-        "#{window_index}",
-        "#{window_name}",
-        "#{window_layout}",
-        "#{window_active}",
-        "#{pane_index}",
-        "#{pane_active}",
-        "#{pane_current_path}",
-        "#{pane_start_command}",
-        "#{@agent-kind}",
-        "#{@agent-session-id}",
+        "window_index",
+        "window_name",
+        "window_layout",
+        "window_active",
+        "pane_index",
+        "pane_active",
+        "pane_current_path",
+        "pane_start_command",
+        "@agent-kind",
+        "@agent-session-id",
     ]
-    .join(&SEP.to_string())
+    .map(listed_option)
+    .join("\t")
 }
 
 /// Whether a session option belongs in a snapshot: what restore sets again.
@@ -484,10 +485,10 @@ pub async fn capture(
     };
     let panes = Command::list_panes(id, &panes_format()).expect("a fixed format");
     let reply = control.run(panes).await.map_err(failed)?;
-    let lines: Vec<String> = reply
+    let lines: Vec<Vec<String>> = reply
         .lines
         .iter()
-        .map(|l| String::from_utf8_lossy(l).into_owned())
+        .map(|l| l.split(|&b| b == b'\t').map(decode_listed).collect())
         .collect();
     let options = control
         .run(Command::show_options(id))
@@ -501,32 +502,32 @@ pub async fn capture(
     from_listing(id, name, options, &lines)
 }
 
-/// A snapshot from the lines of [`panes_format`].
+/// A snapshot from the lines of [`panes_format`], split and decoded.
 fn from_listing(
     id: SessionId,
     name: &str,
     options: BTreeMap<String, String>,
-    lines: &[String],
+    lines: &[Vec<String>],
 ) -> Result<SessionSnapshot, SnapshotError> {
     let mut windows: Vec<WindowSnapshot> = Vec::new();
-    for line in lines {
+    for f in lines {
         let bad = || SnapshotError::Listing {
             session: id,
-            line: line.clone(),
+            line: f.join("\t"),
         };
-        let f: Vec<&str> = line.split(SEP).collect();
         if f.len() != 10 {
             return Err(bad());
         }
+        let command = split_command(f[7].as_bytes()).map_err(|_| bad())?;
         let index: u32 = f[0].parse().map_err(|_| bad())?;
         let pane_index: u32 = f[4].parse().map_err(|_| bad())?;
         let optional = |s: &str| (!s.is_empty()).then(|| s.to_owned());
         let pane = PaneSnapshot {
             index: pane_index,
             cwd: f[6].to_owned(),
-            command: f[7].to_owned(),
-            agent: optional(f[8]),
-            resume_id: optional(f[9]),
+            command,
+            agent: optional(&f[8]),
+            resume_id: optional(&f[9]),
             active: f[5] == "1",
         };
         match windows.last_mut().filter(|w| w.index == index) {
@@ -563,7 +564,7 @@ mod tests {
                 panes: vec![PaneSnapshot {
                     index: 0,
                     cwd: "/tmp".into(),
-                    command: String::new(),
+                    command: Vec::new(),
                     agent: Some("claude".into()),
                     resume_id: Some("abc".into()),
                     active: true,
@@ -657,7 +658,8 @@ mod tests {
                 agent,
                 id,
             ]
-            .join(&SEP.to_string())
+            .map(String::from)
+            .to_vec()
         };
         let lines = vec![
             line("0", "0", "claude", "abc"),
@@ -670,7 +672,9 @@ mod tests {
         assert_eq!(s.windows[0].panes[0].resume_id.as_deref(), Some("abc"));
         assert_eq!(s.windows[0].panes[1].agent, None);
         assert_eq!(s.windows[1].index, 2);
-        let err = from_listing(SessionId(1), "s", BTreeMap::new(), &["x".into()]).unwrap_err();
+        assert_eq!(s.windows[0].panes[0].command, ["claude"]);
+        let err =
+            from_listing(SessionId(1), "s", BTreeMap::new(), &[vec!["x".into()]]).unwrap_err();
         assert!(err.to_string().contains("not what was asked for"), "{err}");
     }
 }

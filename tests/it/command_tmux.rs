@@ -383,9 +383,16 @@ fn every_builder_is_accepted_by_tmux() {
     let name = name.replace(['.', ':'], "_");
     let dir = server.path("start dir #{session_name} ~");
     std::fs::create_dir(&dir).expect("mkdir");
-    let created = client.ok(
-        &Command::new_session(&name, Some(dir.to_str().expect("utf-8")), &[]).expect("buildable"),
-    );
+    let created = client.ok(&Command::new_session(
+        &name,
+        None,
+        None,
+        &tmux_agent::control::command::Spawn {
+            directory: Some(dir.to_str().expect("utf-8").to_owned()),
+            ..Default::default()
+        },
+    )
+    .expect("buildable"));
     let created: SessionId = created.trim().parse().expect("new-session prints the id");
     let format = "#{session_id}\t#{session_name}\t#{session_path}";
     let listed = client.ok(&Command::list_sessions(format).expect("buildable"));
@@ -575,8 +582,13 @@ fn the_oneshot_runner_reports_tmux_refusals_and_a_missing_server() {
     let argument = server.path("argument");
     let script = format!("printf %s \"$0\" > '{}'; exec sleep 30", argument.display());
     let words = ["sh".to_owned(), "-c".to_owned(), script, "arg;".to_owned()];
-    let created = block_on(tmux.run(&Command::new_session("made;", None, &words).expect("ok")))
-        .expect("new-session");
+    let spawn = tmux_agent::control::command::Spawn {
+        command: words.to_vec(),
+        ..Default::default()
+    };
+    let created =
+        block_on(tmux.run(&Command::new_session("made;", None, None, &spawn).expect("ok")))
+            .expect("new-session");
     let created: SessionId = String::from_utf8_lossy(&created)
         .trim()
         .parse()

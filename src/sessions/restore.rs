@@ -87,11 +87,11 @@ pub struct SessionPlan {
 pub enum RestoreError {
     #[error("no snapshot of a session named {0:?} (see `tmux-agent restore --list`)")]
     NoSnapshot(String),
-    #[error("reading the snapshots: {0}")]
+    #[error(transparent)]
     Snapshots(#[from] super::snapshot::SnapshotError),
-    #[error("the outbox: {0}")]
+    #[error(transparent)]
     Outbox(#[from] OutboxError),
-    #[error("asking tmux: {0}")]
+    #[error(transparent)]
     Tmux(#[from] OneShotError),
     #[error("snapshot {id} of {session:?} cannot be restored: {reason}")]
     Unusable {
@@ -99,7 +99,7 @@ pub enum RestoreError {
         session: String,
         reason: String,
     },
-    #[error("{0}")]
+    #[error(transparent)]
     Up(#[from] UpError),
 }
 

@@ -403,8 +403,10 @@ pub(crate) fn list(
     };
     rows.into_iter()
         .map(|(id, session_key, taken_at, reason, closed_at, body)| {
-            let snapshot = serde_json::from_str(&body)
-                .map_err(|source| SnapshotError::Corrupt { id, source })?;
+            let snapshot = serde_json::from_str(&body).map_err(|err| SnapshotError::Corrupt {
+                id,
+                reason: err.to_string(),
+            })?;
             Ok(StoredSnapshot {
                 id,
                 session_key,
@@ -425,13 +427,9 @@ fn millis(ms: i64) -> DateTime<Utc> {
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
     #[error(
-        "snapshot {id} in the outbox cannot be read ({source}); drop it with `tmux-agent snapshots drop {id}`"
+        "snapshot {id} in the outbox cannot be read ({reason}); drop it with `tmux-agent snapshots drop {id}`"
     )]
-    Corrupt {
-        id: i64,
-        #[source]
-        source: serde_json::Error,
-    },
+    Corrupt { id: i64, reason: String },
     #[error("outbox database: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("reading session {session} from tmux: {source}")]

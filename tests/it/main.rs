@@ -37,6 +37,7 @@ mod outbox_cli;
 mod reactor;
 mod reactor_memory;
 mod reconnect;
+mod restore;
 mod serve_agent;
 mod serve_concurrency;
 mod serve_contexts;

@@ -22,6 +22,7 @@ use crate::sessions::freeze::{Which, freeze};
 /// was typed into it is not replayed).
 #[derive(Debug, Args)]
 #[command(
+    group = clap::ArgGroup::new("which").required(true).args(["targets", "all"]),
     after_help = "Examples:\n  tmux-agent freeze --all -o ~/team.toml\n  tmux-agent freeze -t api -t web > two.toml\n  tmux-agent freeze --all -o team.toml && tmux kill-server && tmux-agent up team.toml"
 )]
 pub struct FreezeArgs {
@@ -29,8 +30,6 @@ pub struct FreezeArgs {
     #[arg(
         short = 't',
         value_name = "SESSION",
-        required_unless_present = "all",
-        conflicts_with = "all",
         add = clap_complete::engine::ArgValueCandidates::new(super::shell::session_candidates)
     )]
     pub targets: Vec<String>,

@@ -59,6 +59,10 @@ pub fn check_session_name(name: &str) -> Result<(), String> {
             "`;` ends a tmux command: `attach -t` with this name in tmux.conf, a key binding or the command prompt would run what follows it",
         ),
         (
+            '$',
+            "tmux stores `$` in a session name as `\\$`, so the session would not have this name",
+        ),
+        (
             '#',
             "`#` starts a tmux format: where a name is expanded, `#{…}` is replaced and `#(…)` runs a shell command",
         ),
@@ -68,10 +72,10 @@ pub fn check_session_name(name: &str) -> Result<(), String> {
         }
     }
     if let Some(first) = name.chars().next()
-        && "=$%@~-".contains(first)
+        && "=%@~-".contains(first)
     {
         return Err(format!(
-            "a session name cannot start with `{first}`: tmux reads a target starting with it as something else (`=` exact match, `$` session id, `@` window id, `%` pane id, `~` home, `-` a flag)"
+            "a session name cannot start with `{first}`: tmux reads a target starting with it as something else (`=` exact match, `@` window id, `%` pane id, `~` home, `-` a flag)"
         ));
     }
     Ok(())

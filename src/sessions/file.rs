@@ -54,7 +54,8 @@ pub struct SessionSpec {
     /// `@agent-type`.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub agent_type: Option<String>,
-    /// `@agent-group`.
+    /// `@agent-group`. Checked as it is read, so it takes no placeholders
+    /// (a group name has no braces).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<GroupName>,
     /// The role the session had in its group when it was frozen. The
@@ -556,6 +557,25 @@ mod tests {
         let text = file.to_toml().unwrap();
         let back = parse(&text, None, Path::new("/"), &[]).unwrap();
         assert_eq!(back, file, "{text}");
+    }
+
+    #[test]
+    fn the_documented_example_reads() {
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+        let path = docs.join("example-sessions.toml");
+        let file = load(&path, &[("feature".into(), "fix-1".into())]).unwrap();
+        let names: Vec<&str> = file.sessions.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["fix-1-lead", "fix-1-dev"]);
+        let lead = &file.sessions[0];
+        assert_eq!(lead.group.as_ref().map(GroupName::as_str), Some("team"));
+        assert_eq!(lead.cwd.as_deref(), docs.to_str());
+        assert_eq!(lead.env["TEAM"], "fix-1");
+        let dev = &file.sessions[1];
+        let worktree = dev.worktree.as_ref().unwrap();
+        assert_eq!(
+            Some(worktree.path.as_str()),
+            docs.parent().unwrap().join("worktrees/fix-1-dev").to_str()
+        );
     }
 
     #[test]

@@ -62,10 +62,11 @@ pub fn check(layout: &str) -> Result<Layout, LayoutError> {
         at: 0,
         offset: 5,
     };
-    let root = parser.cell()?;
+    let mut root = parser.cell()?;
     if parser.at != parser.text.len() {
         return Err(parser.error("unexpected text after the layout"));
     }
+    root.fix_top_size();
     root.check_sizes()?;
     Ok(Layout {
         width: root.width,
@@ -95,6 +96,30 @@ impl Cell {
             None => 1,
             Some((_, children)) => children.iter().map(Cell::panes).sum(),
         }
+    }
+
+    /// What tmux does before checking: "older versions of tmux were able
+    /// to generate layouts with an incorrect top cell size", so the top
+    /// cell of a split takes the size its children add up to.
+    fn fix_top_size(&mut self) {
+        let Some((split, children)) = &self.split else {
+            return;
+        };
+        let (mut width, mut height) = (0u32, 0u32);
+        for child in children {
+            match split {
+                Split::LeftRight => {
+                    width = width.saturating_add(child.width.saturating_add(1));
+                    height = child.height.saturating_add(1);
+                }
+                Split::TopBottom => {
+                    width = child.width.saturating_add(1);
+                    height = height.saturating_add(child.height.saturating_add(1));
+                }
+            }
+        }
+        self.width = width.saturating_sub(1);
+        self.height = height.saturating_sub(1);
     }
 
     /// tmux's `layout_check`.
@@ -281,10 +306,21 @@ mod tests {
                 "{body}"
             );
         }
+        // A top cell whose size is not its children's is corrected, as
+        // tmux does; a mismatch below the top is not.
+        let corrected = with_checksum("80x24,0,0{40x24,0,0,1,40x24,41,0,2}");
+        assert_eq!(
+            check(&corrected),
+            Ok(Layout {
+                width: 81,
+                height: 24,
+                panes: 2
+            })
+        );
         for body in [
-            "80x24,0,0{40x24,0,0,1,40x24,41,0,2}",
             "80x24,0,0{40x24,0,0,1,39x23,41,0,2}",
-            "80x24,0,0[80x12,0,0,1,80x12,0,13,2]",
+            "80x24,0,0[80x24,0,0{40x24,0,0,1,40x24,41,0,2}]",
+            "80x24,0,0{40x24,0,0[40x12,0,0,1,40x12,0,13,2],39x24,41,0,3}",
         ] {
             assert!(
                 matches!(check(&with_checksum(body)), Err(LayoutError::Sizes { .. })),

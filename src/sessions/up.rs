@@ -2,8 +2,9 @@
 //! with its agent options already set, so the daemon's `session-created`
 //! event sees them.
 //!
-//! Each session is made by *one* tmux invocation ([`plan`]), which tmux runs
-//! without other clients' commands in between, the way `tmux-agent new`
+//! Each session is made by commands that tmux runs in *one* invocation
+//! ([`plan`]; several sessions share one, see [`bring_up`]), without other
+//! clients' commands in between, the way `tmux-agent new`
 //! does (see `cli/new.rs`): `new-session` under a unique temporary name,
 //! its options set on `=TEMP`, its windows and panes made and laid out,
 //! and the rename to its real name last. So no one ever sees a session of
@@ -14,7 +15,8 @@
 //!   panes are never touched: they may hold work).
 //! - All or nothing: when one session fails, the sessions (and worktrees)
 //!   made before it in this run are removed again, and the error says what
-//!   was undone and what could not be.
+//!   was undone and what could not be. Options already reconciled are not
+//!   set back.
 //!
 //! This is also how `restore` brings a snapshot up: a snapshot is a
 //! [`SessionsFile`] whose panes carry their resume commands.
@@ -137,7 +139,30 @@ pub enum UpError {
     },
 }
 
+/// How many bytes of arguments one tmux invocation may carry: the client
+/// sends them in one message of at most 16 KiB (tmux's `MAX_IMSGSIZE`,
+/// "command too long" past it), and the rest of the message needs room.
+const BATCH_BYTES: usize = 12 * 1024;
+
+/// At most this many sessions go in one invocation, so that one tmux
+/// command queue item does not hold the server for long.
+const BATCH_SESSIONS: usize = 32;
+
+/// A session of the file that does not exist yet, planned.
+struct Pending<'a> {
+    spec: &'a SessionSpec,
+    temp: String,
+    commands: Vec<Command>,
+    worktree: Option<String>,
+}
+
 /// Brings up every session of `file` on the server `tmux` talks to.
+///
+/// Sessions to create go to tmux in batches: one invocation holds the
+/// commands of several whole sessions (as many as fit in a tmux message),
+/// since starting a tmux client per session cost more than the sessions.
+/// Each session's commands stay together and end with its rename, so the
+/// rule holds per session: nobody sees one half made.
 pub async fn bring_up(
     tmux: &OneShot,
     file: &SessionsFile,
@@ -151,22 +176,17 @@ pub async fn bring_up(
     };
     let mut made: Vec<(String, SessionId)> = Vec::new();
     let mut worktrees: Vec<Made> = Vec::new();
-    for (n, spec) in creation_order(file).into_iter().enumerate() {
+    let mut batch: Vec<Pending<'_>> = Vec::new();
+    let mut batch_bytes = 0;
+    let order = creation_order(file);
+    for (n, spec) in order.iter().copied().enumerate() {
         if let Some(&id) = existing.get(&spec.name) {
             let outcome = if options.reconcile {
-                let commands = option_commands(&SessionTarget::Id(id), spec)
-                    .map_err(|err| (spec.name.clone(), err.to_string()));
-                let result = match commands {
-                    Ok(commands) => tmux
-                        .run_all(&commands)
-                        .await
-                        .map_err(|err| (spec.name.clone(), err.to_string())),
-                    Err(err) => Err(err),
-                };
-                if let Err((session, cause)) = result {
+                if let Err(cause) = reconcile(tmux, id, spec).await {
+                    // The sessions planned but not sent yet were never made.
                     let undone = undo(tmux, &made, &worktrees, None).await;
                     return Err(UpError::Failed {
-                        session,
+                        session: spec.name.clone(),
                         cause: format!("reconciling its options: {cause}"),
                         undone,
                     });
@@ -193,6 +213,7 @@ pub async fn bring_up(
                 }
                 Ok(None) => {}
                 Err(err) => {
+                    // The sessions planned but not sent yet were never made.
                     let undone = undo(tmux, &made, &worktrees, None).await;
                     return Err(UpError::Failed {
                         session: spec.name.clone(),
@@ -204,38 +225,135 @@ pub async fn bring_up(
         }
 
         let temp = temporary_name(n);
-        let result = match plan(spec, &temp, base_index) {
-            Ok(commands) => tmux.run_all(&commands).await.map_err(|e| e.to_string()),
-            Err(err) => Err(err.to_string()),
-        };
-        let id = result.and_then(|out| {
-            let text = String::from_utf8_lossy(&out);
-            text.lines()
-                .next()
-                .and_then(|l| l.trim().parse::<SessionId>().ok())
-                .ok_or_else(|| format!("tmux did not print the new session's id: {text:?}"))
-        });
-        match id {
-            Ok(id) => {
-                made.push((spec.name.clone(), id));
-                report.sessions.push(UpSession {
-                    name: spec.name.clone(),
-                    session_id: id,
-                    outcome: Outcome::Created,
-                    worktree: worktree_path,
-                });
-            }
-            Err(cause) => {
-                let undone = undo(tmux, &made, &worktrees, Some(&temp)).await;
+        let commands = match plan(spec, &temp, base_index) {
+            Ok(commands) => commands,
+            Err(err) => {
+                // The sessions planned but not sent yet were never made.
+                let undone = undo(tmux, &made, &worktrees, None).await;
                 return Err(UpError::Failed {
                     session: spec.name.clone(),
-                    cause,
+                    cause: err.to_string(),
                     undone,
                 });
             }
+        };
+        let bytes: usize = Command::chain_argv(&commands)
+            .iter()
+            .map(|a| a.len() + 1)
+            .sum();
+        if !batch.is_empty() && (batch_bytes + bytes > BATCH_BYTES || batch.len() >= BATCH_SESSIONS)
+        {
+            let pending = std::mem::take(&mut batch);
+            batch_bytes = 0;
+            if let Err(err) = run_batch(tmux, pending, &mut made, &mut report).await {
+                return Err(fail(tmux, err, &made, &worktrees).await);
+            }
         }
+        batch_bytes += bytes;
+        batch.push(Pending {
+            spec,
+            temp,
+            commands,
+            worktree: worktree_path,
+        });
+    }
+    if let Err(err) = run_batch(tmux, batch, &mut made, &mut report).await {
+        return Err(fail(tmux, err, &made, &worktrees).await);
     }
     Ok(report)
+}
+
+/// How a batch failed: the session that did not come up, why, and the
+/// temporary name of its half-made session if one is left.
+struct BatchFailure {
+    session: String,
+    cause: String,
+    half_made: Option<String>,
+}
+
+/// Runs one batch: every session's commands in one invocation. On success
+/// each session is in `made` and `report` (tmux prints one id per
+/// `new-session`, in order). On failure tmux has stopped at the failing
+/// command: the sessions before it are made (and are added to `made`, for
+/// the undo), the failing one may be left under its temporary name, the
+/// ones after it were never started. Which is which is read back from tmux.
+async fn run_batch(
+    tmux: &OneShot,
+    batch: Vec<Pending<'_>>,
+    made: &mut Vec<(String, SessionId)>,
+    report: &mut UpReport,
+) -> Result<(), BatchFailure> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let commands: Vec<Command> = batch.iter().flat_map(|p| p.commands.clone()).collect();
+    let cause = match tmux.run_all(&commands).await {
+        Ok(out) => {
+            let text = String::from_utf8_lossy(&out);
+            let ids: Vec<SessionId> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+            if ids.len() == batch.len() {
+                for (pending, id) in batch.into_iter().zip(ids) {
+                    made.push((pending.spec.name.clone(), id));
+                    report.sessions.push(UpSession {
+                        name: pending.spec.name.clone(),
+                        session_id: id,
+                        outcome: Outcome::Created,
+                        worktree: pending.worktree,
+                    });
+                }
+                return Ok(());
+            }
+            format!(
+                "tmux printed {} session id(s) for {} new session(s): {text:?}",
+                ids.len(),
+                batch.len()
+            )
+        }
+        Err(err) => err.to_string(),
+    };
+    // What came up before tmux stopped: every session before the failing
+    // one was renamed to its real name (a name that did not exist when
+    // `up` looked, and tmux refuses a second session of a name); the
+    // failing one is the first left under its temporary name, or, if its
+    // `new-session` itself failed, the first without its real name.
+    let now = existing_sessions(tmux).await.unwrap_or_default();
+    let failing = batch
+        .iter()
+        .position(|p| now.contains_key(&p.temp) || !now.contains_key(&p.spec.name))
+        .unwrap_or(batch.len().saturating_sub(1));
+    for pending in &batch[..failing] {
+        if let Some(&id) = now.get(&pending.spec.name) {
+            made.push((pending.spec.name.clone(), id));
+        }
+    }
+    let failed = &batch[failing];
+    Err(BatchFailure {
+        session: failed.spec.name.clone(),
+        cause,
+        half_made: now.contains_key(&failed.temp).then(|| failed.temp.clone()),
+    })
+}
+
+/// The error of a failed batch, after undoing everything made.
+async fn fail(
+    tmux: &OneShot,
+    failure: BatchFailure,
+    made: &[(String, SessionId)],
+    worktrees: &[Made],
+) -> UpError {
+    let undone = undo(tmux, made, worktrees, failure.half_made.as_deref()).await;
+    UpError::Failed {
+        session: failure.session,
+        cause: failure.cause,
+        undone,
+    }
+}
+
+/// Sets an existing session's agent options to the file's.
+async fn reconcile(tmux: &OneShot, id: SessionId, spec: &SessionSpec) -> Result<(), String> {
+    let commands = option_commands(&SessionTarget::Id(id), spec).map_err(|e| e.to_string())?;
+    tmux.run_all(&commands).await.map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 /// The order sessions are made in: the file's, except that a group's

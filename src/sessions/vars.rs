@@ -16,8 +16,8 @@
 //! every string of that session.
 //!
 //! What is rendered: every string of a session but its `layout` (tmux
-//! layouts use `{` and `}` themselves) and the keys of `env` and
-//! `options`.
+//! layouts use `{` and `}` themselves), its `group` (checked as it is read:
+//! a group name has no braces) and the keys of `env` and `options`.
 
 use serde_json::{Map, Value};
 

@@ -46,6 +46,7 @@ mod serve_goals;
 mod serve_http;
 mod serve_prompts;
 mod serve_wire;
+mod sessions_file;
 mod shell;
 mod state_files;
 mod status_fallback;

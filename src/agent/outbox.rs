@@ -747,20 +747,22 @@ impl Outbox {
         })
     }
 
-    /// Keeps a snapshot of session `key` (see [`crate::sessions::snapshot`]):
-    /// a new row unless the session's latest says the same, pruned to
-    /// `retention` in the same transaction.
-    pub fn keep_snapshot(
+    /// Keeps snapshots of sessions, `(key, snapshot)`, in one transaction
+    /// (see [`crate::sessions::snapshot`]): a new row for each unless the
+    /// session's latest says the same, pruned to `retention`.
+    pub fn keep_snapshots(
         &mut self,
-        key: &str,
-        snapshot: &snapshot::SessionSnapshot,
+        snapshots: &[(String, snapshot::SessionSnapshot)],
         reason: snapshot::Reason,
         at_ms: i64,
         retention: snapshot::Retention,
-    ) -> Result<snapshot::Kept, OutboxError> {
+    ) -> Result<Vec<snapshot::Kept>, OutboxError> {
         self.write(|db| {
             let tx = db.transaction()?;
-            let kept = snapshot::insert(&tx, key, snapshot, reason, at_ms, retention)?;
+            let kept = snapshots
+                .iter()
+                .map(|(key, s)| snapshot::insert(&tx, key, s, reason, at_ms, retention))
+                .collect::<rusqlite::Result<Vec<_>>>()?;
             tx.commit()?;
             Ok(kept)
         })

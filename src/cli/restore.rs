@@ -392,12 +392,13 @@ pub async fn run_import(
         let now = Utc::now().timestamp_millis();
         tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
             let mut outbox = Outbox::open(&outbox)?;
-            for snapshot in &stored {
-                // One generation per import: `restore --all` brings back
-                // what this save held.
-                let key = format!("import:{now}:{}", snapshot.name);
-                outbox.keep_snapshot(&key, snapshot, Reason::Import, now, Retention::default())?;
-            }
+            // One generation per import: `restore --all` brings back what
+            // this save held.
+            let keyed: Vec<(String, SessionSnapshot)> = stored
+                .into_iter()
+                .map(|s| (format!("import:{now}:{}", s.name), s))
+                .collect();
+            outbox.keep_snapshots(&keyed, Reason::Import, now, Retention::default())?;
             Ok(())
         })
         .await??;

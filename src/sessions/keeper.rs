@@ -205,7 +205,10 @@ impl Keeper {
             .collect()
     }
 
+    /// Reads `sessions` from tmux and keeps their snapshots, all in one
+    /// transaction (a burst of creations is one write, not one per session).
     async fn take(&self, sessions: BTreeMap<SessionId, String>, reason: Reason) {
+        let mut taken = Vec::with_capacity(sessions.len());
         for (id, name) in sessions {
             // The name tmux has now: the event's may be older.
             let name = {
@@ -215,26 +218,36 @@ impl Keeper {
                     None => name,
                 }
             };
-            let taken = match snapshot::capture(&self.control, id, &name).await {
-                Ok(taken) if !taken.windows.is_empty() => taken,
-                Ok(_) => continue,
-                Err(err) => {
-                    // Most often: the session closed meanwhile.
-                    tracing::debug!(%err, session_id = %id, "no snapshot");
-                    continue;
+            match snapshot::capture(&self.control, id, &name).await {
+                Ok(snapshot) if !snapshot.windows.is_empty() => {
+                    taken.push((self.identity.session_key(id).to_string(), snapshot));
                 }
-            };
-            let key = self.identity.session_key(id).to_string();
-            let retention = self.retention;
-            let now = Utc::now().timestamp_millis();
-            let kept = self
-                .outbox
-                .run(move |outbox| outbox.keep_snapshot(&key, &taken, reason, now, retention))
-                .await;
-            match kept {
-                Ok(kept) => tracing::debug!(session_id = %id, ?kept, "snapshot"),
-                Err(err) => tracing::warn!(%err, session_id = %id, "a snapshot could not be kept"),
+                Ok(_) => {}
+                // Most often: the session closed meanwhile.
+                Err(err) => tracing::debug!(%err, session_id = %id, "no snapshot"),
             }
+        }
+        if taken.is_empty() {
+            return;
+        }
+        let retention = self.retention;
+        let now = Utc::now().timestamp_millis();
+        let count = taken.len();
+        let kept = self
+            .outbox
+            .run(move |outbox| outbox.keep_snapshots(&taken, reason, now, retention))
+            .await;
+        match kept {
+            Ok(kept) => tracing::debug!(
+                count,
+                ?reason,
+                new = kept
+                    .iter()
+                    .filter(|k| matches!(k, snapshot::Kept::New { .. }))
+                    .count(),
+                "snapshots"
+            ),
+            Err(err) => tracing::warn!(%err, count, "snapshots could not be kept"),
         }
     }
 

@@ -331,6 +331,20 @@ fn restore_all_after_kill_server_brings_back_layout_goals_group_and_the_claude_c
         server.option("=alpha:", "@agent-role").as_deref(),
         Some("coordinator")
     );
+    // What an agent resumed in alpha is told about its session.
+    let mut cmd = server.agent();
+    cmd.env("TMUX", server.tmux_env()).args([
+        "mcp",
+        "call",
+        "builtin",
+        "restore_hint",
+        r#"{"session":"alpha"}"#,
+    ]);
+    let out = cmd.output().unwrap();
+    let hint = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(hint["goal"]["id"].to_string(), goal_ids[0], "{hint}");
+    assert_eq!(hint["goal"]["status"], "active", "{hint}");
+    assert_eq!(hint["snapshot"]["windows"], 2, "{hint}");
 }
 
 #[test]
@@ -371,6 +385,29 @@ fn a_tmux_resurrect_save_is_imported_and_bad_lines_import_nothing() {
     assert_eq!(latest.len(), 3, "{latest:?}");
     assert_eq!(latest["notes"]["panes"], 3);
     assert_eq!(latest["notes"]["reason"], "import");
+    // The built-in server's tools see the same snapshots, from a pane of
+    // this server as an agent calls them (`$TMUX` names the server).
+    let call = |tool: &str, args: &str| {
+        let mut cmd = server.agent();
+        cmd.env("TMUX", server.tmux_env())
+            .args(["mcp", "call", "builtin", tool, args]);
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        json(&String::from_utf8_lossy(&out.stdout))
+    };
+    let listed = call("list_snapshots", "{}");
+    assert_eq!(listed["snapshots"].as_array().unwrap().len(), 3, "{listed}");
+    let hint = call("restore_hint", r#"{"session":"work"}"#);
+    assert_eq!(hint["snapshot"]["panes"], 3, "{hint}");
+    let notes = hint["notes"].to_string();
+    assert!(
+        notes.contains("no goal") && notes.contains("no context"),
+        "says what is missing: {hint}"
+    );
 
     // A save with a line tmux-resurrect never writes: nothing imported.
     let bad = server.path("bad.txt");

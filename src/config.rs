@@ -82,6 +82,10 @@ pub struct Config {
     /// (`crate::messages::pane`).
     #[serde(default)]
     pub delivery: DeliverySection,
+    /// `[snapshots]`: how often the daemon snapshots sessions for
+    /// `restore`, and how many it keeps.
+    #[serde(default)]
+    pub snapshots: SnapshotsSection,
 }
 
 /// `[delivery]`.
@@ -96,6 +100,22 @@ pub struct DeliverySection {
     /// going `working` before it counts as unverified (default `"3s"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify_timeout: Option<ConfigDuration>,
+}
+
+/// `[snapshots]` (see `crate::sessions::snapshot`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotsSection {
+    /// Snapshot every session this often, besides after each of its
+    /// events (default `"60s"`; `"0s"` turns the daemon's snapshots off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<ConfigDuration>,
+    /// The most snapshots kept per session name (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_session: Option<usize>,
+    /// The most snapshots kept in all (default 500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<usize>,
 }
 
 /// `[outbox]`.

@@ -37,6 +37,9 @@ pub struct Configuration {
     /// `[delivery]` and the agents' `submit_key`; the defaults when they
     /// are invalid (then a problem says why).
     pub delivery: crate::messages::pane::Delivery,
+    /// The agents' resume commands (`[agents.NAME] resume`); the shipped
+    /// ones when one is invalid (then a problem says why).
+    pub resume: crate::sessions::resume::ResumeBook,
     /// Errors: `config check` exits 1 and the daemon will not run them.
     pub problems: Vec<Problem>,
     /// Worth knowing, not errors in our own file.
@@ -105,6 +108,17 @@ impl Configuration {
                 crate::messages::pane::Delivery::default()
             }
         };
+        let resume =
+            match crate::sessions::resume::ResumeBook::with_overrides(&servers.config.agents) {
+                Ok(book) => book,
+                Err(errors) => {
+                    for err in errors {
+                        let key = format!("agents.{}.resume", err.agent);
+                        problems.push(Problem::new(&servers.config_path, key, err.reason));
+                    }
+                    crate::sessions::resume::ResumeBook::default()
+                }
+            };
         Configuration {
             servers,
             reactor,
@@ -112,6 +126,7 @@ impl Configuration {
             notify,
             messages,
             delivery,
+            resume,
             problems,
             warnings,
         }

@@ -29,7 +29,8 @@
 //! - [`fault`]: the faults tests inject through environment variables.
 //! - [`paths`]: where files live (XDG directories).
 //! - [`schema`]: the name of every `@agent-*` tmux option, and `@agent-state`'s values.
-//! - [`sessions`]: sessions as files: the TOML format, `up`, `down`, `freeze`.
+//! - [`sessions`]: sessions as files: the TOML format, `up`, `down`, `freeze`,
+//!   the daemon's snapshots and `restore`.
 
 pub mod agent;
 pub mod backoff;

@@ -85,7 +85,7 @@ pub enum ActionsError {
 pub fn preset(name: &str, server: &str) -> Result<ActionMap, ActionsError> {
     use Trigger::{
         AgentExited, AgentIdle, AgentWaiting, AgentWorking, Checkpoint, SessionAttached,
-        SessionClosed, SessionCreated, SessionDetached,
+        SessionClosed, SessionCreated, SessionDetached, SessionRestored,
     };
     let spec = |tool: &str, args: Value, keep: &[(&str, &str)]| ActionSpec {
         server: server.to_owned(),
@@ -127,6 +127,25 @@ pub fn preset(name: &str, server: &str) -> Result<ActionMap, ActionsError> {
                         "type": "{type}",
                         "session": "{session_key}",
                         "metadata": {"session_id": "{session_id}", "host": "{host}", "created": "{session_created}"},
+                        "idempotency_key": "{idempotency_key}",
+                    }),
+                    &[("goal_id", "$.id")],
+                )],
+            );
+            // A restored session's goal is the one it had, active again
+            // (`{goal_id}` is kept by the reactor from restore's note; empty
+            // when the snapshot had none, and then a goal is registered).
+            map.insert(
+                SessionRestored,
+                vec![spec(
+                    "restore_goal",
+                    json!({
+                        "id": "{goal_id}",
+                        "session": "{session_key}",
+                        "name": "{session}",
+                        "description": "{goal}",
+                        "type": "{type}",
+                        "note": "session restored",
                         "idempotency_key": "{idempotency_key}",
                     }),
                     &[("goal_id", "$.id")],
@@ -216,6 +235,12 @@ pub fn preset(name: &str, server: &str) -> Result<ActionMap, ActionsError> {
             );
         }
         other => return Err(ActionsError::UnknownPreset(other.to_owned())),
+    }
+    // Presets that know no restore treat a restored session as created.
+    if !map.contains_key(&SessionRestored)
+        && let Some(created) = map.get(&SessionCreated).cloned()
+    {
+        map.insert(SessionRestored, created);
     }
     Ok(map)
 }

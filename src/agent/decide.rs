@@ -82,7 +82,9 @@ pub(crate) fn captures_for(kind: EventKind) -> bool {
 /// The `@agent-state` a lifecycle event puts its session in, if any.
 pub(crate) fn state_on(kind: EventKind) -> Option<AgentState> {
     match kind {
-        EventKind::SessionCreated | EventKind::SessionAttached => Some(AgentState::Active),
+        EventKind::SessionCreated | EventKind::SessionRestored | EventKind::SessionAttached => {
+            Some(AgentState::Active)
+        }
         EventKind::SessionDetached => Some(AgentState::Detached),
         EventKind::SessionRenamed
         | EventKind::SessionClosed

@@ -67,6 +67,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
 use super::journal::{self, Journal, JournalChange, JournalError};
+use crate::sessions::snapshot;
 
 /// How urgent an action is when the queue is backed up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -318,7 +319,10 @@ pub struct HistoryEntry {
 ///   of `[outbox] keep` (plus the open and failed ones) and a history row
 ///   per call (about 300 bytes with its index entries). Migrating moves
 ///   the payloads that are still there and vacuums the file once.
-const SCHEMA_VERSION: i64 = 3;
+/// - 4: the daemon's session snapshots, `snapshots`
+///   ([`crate::sessions::snapshot`]), added by the step [`SNAPSHOTS_STEP`]
+///   (a table of its own, so another migration can be numbered around it).
+const SCHEMA_VERSION: i64 = 4;
 
 /// From version 1 to 2 (see [`SCHEMA_VERSION`]).
 const MIGRATE_TO_2: &str = "
@@ -353,6 +357,10 @@ ALTER TABLE actions DROP COLUMN template;
 ALTER TABLE actions DROP COLUMN vars;
 ALTER TABLE actions DROP COLUMN keep;
 ";
+
+/// The migration step that adds the snapshots table (schema version 4):
+/// the table only, nothing else touched, so it applies to any older version.
+const SNAPSHOTS_STEP: &str = crate::sessions::snapshot::SCHEMA;
 
 /// The failed actions, newest last: what `status` counts and lists, and
 /// what `tmux-agent outbox list --failed` shows, without reading the
@@ -642,9 +650,10 @@ impl Outbox {
         db.busy_timeout(std::time::Duration::from_secs(5))?;
         let version: i64 = db.pragma_query_value(None, "user_version", |row| row.get(0))?;
         let steps = match version {
-            0 => format!("{SCHEMA}{PAYLOADS}"),
-            1 => format!("{MIGRATE_TO_2}{PAYLOADS}{MIGRATE_TO_3}"),
-            2 => format!("{PAYLOADS}{MIGRATE_TO_3}"),
+            0 => format!("{SCHEMA}{PAYLOADS}{SNAPSHOTS_STEP}"),
+            1 => format!("{MIGRATE_TO_2}{PAYLOADS}{MIGRATE_TO_3}{SNAPSHOTS_STEP}"),
+            2 => format!("{PAYLOADS}{MIGRATE_TO_3}{SNAPSHOTS_STEP}"),
+            3 => SNAPSHOTS_STEP.to_owned(),
             // Current, or written by a newer build that kept these tables.
             _ => String::new(),
         };
@@ -656,7 +665,7 @@ impl Outbox {
                 let _ = db.execute_batch("ROLLBACK;");
             }
             done?;
-            if version > 0 {
+            if (1..3).contains(&version) {
                 // The old payload columns' pages are free now: give them
                 // back once, rather than keep a file as big as before.
                 db.execute_batch("VACUUM;")?;
@@ -736,6 +745,79 @@ impl Outbox {
             tx.commit()?;
             Ok(added)
         })
+    }
+
+    /// Keeps snapshots of sessions, `(key, snapshot)`, in one transaction
+    /// (see [`crate::sessions::snapshot`]): a new row for each unless the
+    /// session's latest says the same, pruned to `retention`.
+    pub fn keep_snapshots(
+        &mut self,
+        snapshots: &[(String, snapshot::SessionSnapshot)],
+        reason: snapshot::Reason,
+        at_ms: i64,
+        retention: snapshot::Retention,
+    ) -> Result<Vec<snapshot::Kept>, OutboxError> {
+        self.write(|db| {
+            let tx = db.transaction()?;
+            let kept = snapshots
+                .iter()
+                .map(|(key, s)| snapshot::insert(&tx, key, s, reason, at_ms, retention))
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            tx.commit()?;
+            Ok(kept)
+        })
+    }
+
+    /// Marks the snapshots of session `key` closed: `restore --all` leaves
+    /// a session the user ended alone.
+    pub fn close_snapshots(&mut self, key: &str, at_ms: i64) -> Result<usize, OutboxError> {
+        self.write(|db| {
+            let tx = db.transaction()?;
+            let marked = snapshot::mark_closed(&tx, key, at_ms)?;
+            tx.commit()?;
+            Ok(marked)
+        })
+    }
+
+    /// Leaves the notes of a restore about to create sessions (see
+    /// [`snapshot::PendingRestore`]).
+    pub fn expect_restores(
+        &mut self,
+        notes: &[snapshot::PendingRestore],
+        at_ms: i64,
+    ) -> Result<(), OutboxError> {
+        self.write(|db| {
+            let tx = db.transaction()?;
+            snapshot::expect_restores(&tx, notes, at_ms)?;
+            tx.commit()
+        })
+    }
+
+    /// Takes the restore note of the session just created as `name`.
+    pub fn take_restore(
+        &mut self,
+        name: &str,
+        now_ms: i64,
+    ) -> Result<Option<snapshot::PendingRestore>, OutboxError> {
+        self.write(|db| {
+            let tx = db.transaction()?;
+            let taken = snapshot::take_restore(&tx, name, now_ms)?;
+            tx.commit()?;
+            Ok(taken)
+        })
+    }
+
+    /// Deletes snapshot `id`; whether there was one.
+    pub fn drop_snapshot(&mut self, id: i64) -> Result<bool, OutboxError> {
+        self.write(|db| Ok(db.execute("DELETE FROM snapshots WHERE id = ?1", [id])? == 1))
+    }
+
+    /// The stored snapshots `which` names.
+    pub fn snapshots(
+        &self,
+        which: snapshot::Which<'_>,
+    ) -> Result<Vec<snapshot::StoredSnapshot>, snapshot::SnapshotError> {
+        snapshot::list(&self.db, which)
     }
 
     /// The lifecycle journal (see [`journal`]), as the last commit left it.

@@ -367,7 +367,7 @@ impl<C: ToolCaller> Reactor<C> {
                 continue;
             }
             tracing::info!(session_id = %id, session = %session.info.name, "tracking a session that existed before the daemon");
-            let event = LifecycleEvent {
+            let mut event = LifecycleEvent {
                 kind: EventKind::SessionCreated,
                 session_id: id,
                 session: session.info.name.clone(),
@@ -381,12 +381,14 @@ impl<C: ToolCaller> Reactor<C> {
                 options: None,
                 agent: None,
             };
+            self.restored(&mut event, &key).await;
             // Shown to followers only when it happened while no daemon
-            // watched: a first daemon's sessions were simply there.
-            if event.late {
+            // watched (a first daemon's sessions were simply there), or
+            // when it is a restore.
+            if event.late || event.kind == EventKind::SessionRestored {
                 self.publish(&event);
             }
-            let decision = decide::on_trigger(&self.settings.actions, Trigger::SessionCreated);
+            let decision = decide::on_trigger(&self.settings.actions, event.kind.into());
             let memo = self.memos.get(&id).cloned().unwrap_or_default();
             let changes = self
                 .journal_change(&event, key.as_str(), &memo)
@@ -486,11 +488,12 @@ impl<C: ToolCaller> Reactor<C> {
     /// Acts on one event of the session `key`: the memo, `@agent-state`,
     /// the context capture, then the actions committed with the journal's
     /// change, in one transaction.
-    async fn act(&mut self, event: LifecycleEvent, key: SessionKey) {
+    async fn act(&mut self, mut event: LifecycleEvent, key: SessionKey) {
+        self.restored(&mut event, &key).await;
         self.publish(&event);
         let id = event.session_id;
         match event.kind {
-            EventKind::SessionCreated => {
+            EventKind::SessionCreated | EventKind::SessionRestored => {
                 let mut memo = Memo::from_event(&event);
                 memo.options = self
                     .options_of(id, event.options.as_ref())
@@ -550,6 +553,45 @@ impl<C: ToolCaller> Reactor<C> {
             self.memos.remove(&id);
             self.dispatchers.stamps().forget(id);
         }
+    }
+
+    /// Makes the `session-created` of a session `tmux-agent restore` just
+    /// made its `session-restored` (see `crate::sessions::restore`): restore
+    /// leaves a note under the session's name before creating it, taken
+    /// here once; the goal id it had is kept for the new session key, so
+    /// the preset brings that goal back rather than registering a new one.
+    async fn restored(&mut self, event: &mut LifecycleEvent, key: &SessionKey) {
+        if event.kind != EventKind::SessionCreated {
+            return;
+        }
+        let name = event.session.clone();
+        let now = Utc::now().timestamp_millis();
+        let taken = self
+            .outbox
+            .run(move |outbox| outbox.take_restore(&name, now))
+            .await;
+        let pending = match taken {
+            Ok(Some(pending)) => pending,
+            Ok(None) => return,
+            Err(err) => {
+                tracing::warn!(%err, session = %event.session, "could not read the restore notes: the session counts as new");
+                return;
+            }
+        };
+        tracing::info!(session_id = %event.session_id, session = %event.session, snapshot = pending.snapshot_id, goal_id = ?pending.goal_id, "a restored session");
+        event.kind = EventKind::SessionRestored;
+        let goal_id = match pending.goal_id.as_deref().map(str::trim) {
+            Some(id) => id
+                .parse::<i64>()
+                .map(Value::from)
+                .unwrap_or_else(|_| Value::String(id.to_owned())),
+            // The preset's restore_goal registers a new goal for it.
+            None => Value::String(String::new()),
+        };
+        self.staged
+            .batch
+            .kept
+            .push((key.to_string(), "goal_id".to_owned(), goal_id));
     }
 
     /// What the journal says of the session after `event`; nothing for a
@@ -781,7 +823,10 @@ impl<C: ToolCaller> Reactor<C> {
         );
         self.sequence += 1;
         let actions = decide::actions(decision, event, key, &vars, self.sequence);
-        if decision.trigger == Trigger::SessionCreated {
+        if matches!(
+            decision.trigger,
+            Trigger::SessionCreated | Trigger::SessionRestored
+        ) {
             // The entity name of memory presets is fixed at creation.
             self.staged.batch.kept.push((
                 key.to_string(),

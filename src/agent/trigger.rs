@@ -34,6 +34,9 @@ pub enum Trigger {
     AgentIdle,
     /// An agent left its pane.
     AgentExited,
+    /// `tmux-agent restore` brought the session back (in place of its
+    /// `session-created`).
+    SessionRestored,
     /// Every `checkpoint_interval`, for each attached session.
     Checkpoint,
     /// `tmux-agent save`: not configurable; it sends the `checkpoint`
@@ -44,7 +47,7 @@ pub enum Trigger {
 impl Trigger {
     /// The triggers a config may attach actions to (`[[on.NAME]]`), in
     /// lifecycle order.
-    pub const CONFIGURABLE: [Trigger; 13] = [
+    pub const CONFIGURABLE: [Trigger; 14] = [
         Self::SessionCreated,
         Self::SessionRenamed,
         Self::SessionAttached,
@@ -57,6 +60,7 @@ impl Trigger {
         Self::AgentWorking,
         Self::AgentIdle,
         Self::AgentExited,
+        Self::SessionRestored,
         Self::Checkpoint,
     ];
 
@@ -75,6 +79,7 @@ impl Trigger {
             Self::AgentWorking => EventKind::AgentWorking.as_str(),
             Self::AgentIdle => EventKind::AgentIdle.as_str(),
             Self::AgentExited => EventKind::AgentExited.as_str(),
+            Self::SessionRestored => EventKind::SessionRestored.as_str(),
             Self::Checkpoint => "checkpoint",
             Self::Save => "save",
         }
@@ -101,7 +106,8 @@ impl Trigger {
             | Self::AgentWaiting
             | Self::AgentWorking
             | Self::AgentIdle
-            | Self::AgentExited => Priority::Register,
+            | Self::AgentExited
+            | Self::SessionRestored => Priority::Register,
         }
     }
 
@@ -126,6 +132,7 @@ impl From<EventKind> for Trigger {
             EventKind::AgentWorking => Self::AgentWorking,
             EventKind::AgentIdle => Self::AgentIdle,
             EventKind::AgentExited => Self::AgentExited,
+            EventKind::SessionRestored => Self::SessionRestored,
         }
     }
 }
@@ -173,7 +180,7 @@ mod tests {
             "unknown event `session-exploded` (known: session-created, session-renamed, \
              session-attached, session-detached, session-closed, client-attached, \
              client-detached, session-missed, agent-waiting, agent-working, agent-idle, \
-             agent-exited, checkpoint)"
+             agent-exited, session-restored, checkpoint)"
         );
     }
 

@@ -32,6 +32,7 @@ pub mod outbox;
 pub mod output;
 pub mod peers;
 pub mod reload;
+pub mod restore;
 pub mod save;
 pub mod send;
 pub mod share;
@@ -116,6 +117,13 @@ pub enum Command {
     Down(down::DownArgs),
     /// Write current sessions as a sessions file that `up` brings back.
     Freeze(freeze::FreezeArgs),
+    /// Bring sessions back from the daemon's snapshots, agents resumed.
+    Restore(restore::RestoreArgs),
+    /// List, show or drop the daemon's session snapshots.
+    #[command(subcommand)]
+    Snapshots(restore::SnapshotsCommand),
+    /// Import a tmux-resurrect save file as snapshots (or a sessions file).
+    ImportResurrect(restore::ImportResurrectArgs),
     /// Put a session in a coordination group.
     Join(join::JoinArgs),
     /// Take a session out of its group.
@@ -177,6 +185,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Up(args) => up::run(args, &cli.global).await,
         Command::Down(args) => down::run(args, &cli.global).await,
         Command::Freeze(args) => freeze::run(args, &cli.global).await,
+        Command::Restore(args) => restore::run(args, &cli.global).await,
+        Command::Snapshots(cmd) => restore::run_snapshots(cmd, &cli.global).await,
+        Command::ImportResurrect(args) => restore::run_import(args, &cli.global).await,
         Command::Join(args) => join::run(args, &cli.global).await,
         Command::Leave(args) => leave::run(args, &cli.global).await,
         Command::Share(args) => share::run(args, &cli.global).await,

@@ -608,6 +608,15 @@ impl Running {
         )
         .await;
         let pruning = tokio::spawn(prune::run(prune_settings, outbox.clone(), services.clone()));
+        // Each session's latest snapshot, for `tmux-agent restore`.
+        let snapshotting = crate::sessions::keeper::spawn(
+            control.clone(),
+            tracker.snapshots(),
+            &events_published,
+            outbox.clone(),
+            crate::sessions::keeper::SnapshotSettings::from_section(&discovered.config.snapshots),
+            services.clone(),
+        );
         let (groups, reconciling) = Reconciler::spawn(
             control.clone(),
             tracker.snapshots(),
@@ -666,6 +675,7 @@ impl Running {
                 serving,
                 reloading,
                 pruning,
+                snapshotting,
                 keeping,
                 agent_events,
                 watching,

@@ -38,6 +38,11 @@ pub enum EventKind {
     AgentIdle,
     /// An agent left its pane, or the pane closed.
     AgentExited,
+    /// A session `tmux-agent restore` brought back from a snapshot: made
+    /// by the reactor in place of the session's `session-created`
+    /// (`crate::sessions::restore`), so its goal goes back to active under
+    /// the id it had rather than a new one being registered.
+    SessionRestored,
 }
 
 impl EventKind {
@@ -56,6 +61,7 @@ impl EventKind {
             Self::AgentWorking => "agent-working",
             Self::AgentIdle => "agent-idle",
             Self::AgentExited => "agent-exited",
+            Self::SessionRestored => "session-restored",
         }
     }
 
@@ -81,7 +87,7 @@ impl EventKind {
     }
 
     /// Every kind, in a stable order.
-    pub const ALL: [EventKind; 12] = [
+    pub const ALL: [EventKind; 13] = [
         Self::SessionCreated,
         Self::SessionRenamed,
         Self::SessionAttached,
@@ -94,6 +100,7 @@ impl EventKind {
         Self::AgentWorking,
         Self::AgentIdle,
         Self::AgentExited,
+        Self::SessionRestored,
     ];
 }
 

@@ -67,7 +67,14 @@ pub struct AgentPatternsConfig {
     pub lines: Option<usize>,
     /// The key that submits a typed message (tmux's key name; default
     /// `Enter`). Not a screen pattern: read by `crate::messages::pane`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub submit_key: Option<String>,
+    /// The command that resumes the agent's conversation on `restore`, with
+    /// `{resume_id}` (`claude --resume {resume_id}`); see
+    /// `crate::sessions::resume`. Not a screen pattern, but the agent's
+    /// table is the place for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<String>,
 }
 
 /// A pattern in the config that is not a regular expression.

@@ -39,6 +39,7 @@ mod pane_delivery;
 mod reactor;
 mod reactor_memory;
 mod reconnect;
+mod restore;
 mod serve_agent;
 mod serve_concurrency;
 mod serve_contexts;

@@ -320,6 +320,29 @@ pub fn update(tx: &Transaction<'_>, args: &UpdateGoal) -> Result<Goal, StoreErro
     get(tx, args.id)
 }
 
+/// Brings goal `id` back to `active`, whatever its status, under the
+/// session key `session`: the one exception to "a finished goal stays
+/// finished", made only by `restore_goal` for a session `tmux-agent
+/// restore` recreated (its close completed the goal; the work goes on).
+/// The event is recorded with `note` like any other status change.
+pub fn revive(
+    tx: &Transaction<'_>,
+    id: GoalId,
+    session: Option<&str>,
+    note: Option<&str>,
+) -> Result<Goal, StoreError> {
+    get(tx, id)?;
+    let now = now();
+    tx.execute(
+        "UPDATE goals SET status = 'active', session = COALESCE(?2, session), note = ?3,
+                          updated_at = ?4, completed_at = NULL
+         WHERE id = ?1",
+        (id.0, session, note, &now),
+    )?;
+    record_event(tx, id, GoalStatus::Active, note, &now)?;
+    get(tx, id)
+}
+
 /// Marks a goal completed with its outcome; a finished goal is returned
 /// unchanged.
 pub fn complete(tx: &Transaction<'_>, args: &CompleteGoal) -> Result<Goal, StoreError> {

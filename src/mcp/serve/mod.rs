@@ -13,6 +13,8 @@
 //!   through the same group layer as the CLI.
 //! - [`messages`]: `send_message`, `broadcast`, `read_messages`,
 //!   `ack_message`, through the daemon's mailbox.
+//! - [`snapshots`]: `list_snapshots`, `restore_hint`, `restore_goal`: the
+//!   daemon's session snapshots and restored sessions' goals.
 //! - [`tools`]: the MCP surface (tool list, schemas, checks on every call).
 //! - [`prompts`]: `resume-session`, a session's last context and goals.
 //! - [`resources`]: goals and saved contexts as `tmux-agent://` resources.
@@ -37,6 +39,7 @@ pub mod http;
 pub mod messages;
 pub mod prompts;
 pub mod resources;
+pub mod snapshots;
 pub mod store;
 pub mod tools;
 pub mod wire;

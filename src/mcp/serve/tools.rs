@@ -70,7 +70,8 @@ type ToolResult<T> = Result<Json<T>, String>;
 impl BuiltinServer {
     /// A server over an open store.
     pub fn new(store: Arc<Mutex<Store>>, limits: Limits, tmux: TmuxEnv) -> Self {
-        let mut tool_router = Self::tool_router();
+        // The snapshot tools are their own router (`super::snapshots`).
+        let mut tool_router = Self::tool_router() + Self::snapshot_router();
         for route in tool_router.map.values_mut() {
             let tool = &mut route.attr;
             tool.input_schema = Arc::new(portable_schema(&tool.input_schema));
@@ -464,8 +465,13 @@ impl BuiltinServer {
 }
 
 impl BuiltinServer {
+    /// The tmux server and pane this server runs for.
+    pub(super) fn tmux_env(&self) -> &TmuxEnv {
+        &self.tmux
+    }
+
     /// Runs a write on the blocking pool, once per idempotency key.
-    async fn write_once<A, T>(
+    pub(super) async fn write_once<A, T>(
         &self,
         tool: &'static str,
         key: Option<String>,
@@ -497,7 +503,7 @@ impl BuiltinServer {
         self.with_store(move |store| store.read(f)).await.map(Json)
     }
 
-    async fn with_store<T: Send + 'static>(
+    pub(super) async fn with_store<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, String> {

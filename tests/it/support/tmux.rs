@@ -82,6 +82,17 @@ impl TmuxServer {
     /// detached 200x50 session `name`, reporting its status with
     /// `tmux-agent hook KIND`; its pane id.
     pub fn fake_coder_session(&self, name: &str, kind: &str, dir: &std::path::Path) -> String {
+        // The fake reads its hook payloads with jq; without it every
+        // message test would fail for a reason far from its cause.
+        let jq = Command::new("jq").arg("--version").output();
+        assert!(
+            super::require(
+                jq.is_ok_and(|out| out.status.success()),
+                "jq (the fake coding agent)",
+                "install jq (scripts/test installs it with apt-get when it can)",
+            ),
+            "the fake coding agent needs jq"
+        );
         let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/agents/fake-coder.sh");
         std::fs::create_dir_all(dir).unwrap();

@@ -238,8 +238,11 @@ fn a_busy_claude_gets_its_message_from_the_stop_hook_and_nothing_is_typed() {
     let server = TmuxServer::start();
     let _daemon = start_daemon(&server, "");
     let claude = FakeAgent::start(&server, "claude", "claude");
-    // The first message is typed (the agent is idle); its turn works 3 s.
-    claude.set_busy(3.0);
+    // The first message is typed (the agent is idle); its turn works 10 s,
+    // long enough that the second is surely sent while it works (3 s was
+    // not, on a loaded machine: the turn ended first, and the second was
+    // rightly typed at the idle prompt).
+    claude.set_busy(10.0);
     let out = agent(&server, &["send", "-t", "claude", "--wait=60", "first"]);
     assert!(out.status.success(), "{out:?}");
     claude.wait_status(&server, "working");

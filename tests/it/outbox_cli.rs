@@ -29,12 +29,7 @@ args = { step = "register", name = "{session}", padding = "some payload to prune
 "#;
 
 fn outbox_file(rig: &Rig) -> PathBuf {
-    let dir = rig.server.home.path().join(".local/state/tmux-agent");
-    std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "db"))
-        .expect("an outbox file")
+    crate::support::outbox_file(rig.server.home.path())
 }
 
 #[test]

@@ -456,11 +456,7 @@ fn a_corrupt_or_unusable_snapshot_is_a_clear_error_and_creates_nothing() {
     );
 
     // A snapshot whose stored body is not one.
-    let outbox = std::fs::read_dir(server.path(".local/state/tmux-agent"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "db"))
-        .expect("the outbox");
+    let outbox = crate::support::outbox_file(server.home.path());
     let db = rusqlite::Connection::open(&outbox).unwrap();
     db.execute("UPDATE snapshots SET body = '{\"name\": 1}'", [])
         .unwrap();

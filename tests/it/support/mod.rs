@@ -125,6 +125,21 @@ pub fn write_claude_json(home: &Path, json: &serde_json::Value) -> PathBuf {
 }
 
 /// Lossy UTF-8, for output in assertions.
+/// The daemon's outbox database (`outbox-<key>.db`) in `home`'s state
+/// directory: not the mailbox (`mailbox-<key>.db`) beside it.
+pub fn outbox_file(home: &Path) -> PathBuf {
+    std::fs::read_dir(home.join(".local/state/tmux-agent"))
+        .expect("the state directory")
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.extension().is_some_and(|e| e == "db")
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("outbox-"))
+        })
+        .expect("an outbox file")
+}
+
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }

@@ -333,12 +333,7 @@ fn copy_mode_holds_delivery() {
 fn a_pane_without_an_agent_is_held_and_a_closed_pane_is_gone() {
     runtime().block_on(async {
         let Some(f) = fixture().await else { return };
-        let shell: PaneId = f
-            .server
-            .tmux(&["new-window", "-d", "-P", "-F", "#{pane_id}", "-t", "=base:"])
-            .trim()
-            .parse()
-            .unwrap();
+        let shell: PaneId = f.server.new_window("base", None).parse().unwrap();
         let board = f.board();
         assert_eq!(
             pane::gate(&f.handle, &board, &shell).await.unwrap(),
@@ -363,17 +358,7 @@ fn text_nobody_sees_land_is_unverified() {
         // A pane that swallows its input without a word: no echo, no status.
         let mute: PaneId = f
             .server
-            .tmux(&[
-                "new-window",
-                "-d",
-                "-P",
-                "-F",
-                "#{pane_id}",
-                "-t",
-                "=base:",
-                "stty -echo; echo quiet; exec cat >/dev/null",
-            ])
-            .trim()
+            .new_window("base", Some("stty -echo; echo quiet; exec cat >/dev/null"))
             .parse()
             .unwrap();
         // Until `stty -echo` has run, the terminal itself would echo.

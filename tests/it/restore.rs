@@ -13,37 +13,28 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::support::daemon::{Daemon, agent_err, agent_ok, json};
-use crate::support::tmux::TmuxServer;
+use crate::support::tmux::{ROUND_TRIP_PANES, TmuxServer};
 use crate::support::{AGENT, PATIENCE, eventually, write_config};
-
-/// The issue's comparison: every pane's session, window, layout, cwd and
-/// start command. The daemon's own session is left out: it is the
-/// daemon's, not restored.
-const PANES: &str = "#{session_name} #{window_index} #{window_name} #{window_layout} #{pane_current_path} #{pane_start_command}";
 
 /// The resume id the fake Claude's SessionStart hook reports.
 const RESUME_ID: &str = "8f3c2a1e-5b7d-4e9a-a0c4-2d6b9e1f7a30";
 
+/// The issue's comparison; the daemon's own session is left out: it is the
+/// daemon's, not restored.
 fn panes(server: &TmuxServer) -> Vec<String> {
     server
-        .tmux(&["list-panes", "-a", "-F", PANES])
+        .tmux(&["list-panes", "-a", "-F", ROUND_TRIP_PANES])
         .lines()
         .filter(|l| !l.starts_with("tmux-agent "))
         .map(str::to_owned)
         .collect()
 }
 
-fn dir(server: &TmuxServer, name: &str) -> PathBuf {
-    let path = server.path(name);
-    std::fs::create_dir_all(&path).unwrap();
-    path
-}
-
 /// A fake `claude` in `bin`: records its arguments (one line per start in
 /// `argv.log`), reports SessionStart through `tmux-agent hook claude` as
 /// Claude Code's hook does, and waits.
 fn fake_claude(server: &TmuxServer) -> PathBuf {
-    let bin = dir(server, "bin");
+    let bin = server.dir("bin");
     let log = server.path("argv.log");
     let script = format!(
         "#!/bin/sh\n\
@@ -129,7 +120,7 @@ fn restore_all_after_kill_server_brings_back_layout_goals_group_and_the_claude_c
     write_config(server.home.path(), "[snapshots]\nevery = \"1s\"\n");
     let bin = fake_claude(&server);
     server.tmux(&["set-environment", "-g", "PATH", &path_with(&bin)]);
-    let (a, b, c) = (dir(&server, "a"), dir(&server, "b"), dir(&server, "c dir"));
+    let (a, b, c) = (server.dir("a"), server.dir("b"), server.dir("c dir"));
     let s = |p: &PathBuf| p.to_str().unwrap().to_owned();
     server.tmux(&[
         "set",

@@ -10,37 +10,13 @@
 //!   git worktree per session.
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
-use crate::support::tmux::TmuxServer;
+use crate::support::daemon::{agent, agent_ok};
+use crate::support::tmux::{ROUND_TRIP_PANES, TmuxServer};
 use crate::support::{PATIENCE, eventually, require, text};
-
-/// The round trip's view of a server, as the issue names it.
-const PANES: &str = "#{session_name} #{window_index} #{window_name} #{window_layout} #{pane_current_path} #{pane_start_command}";
-
-fn dir(server: &TmuxServer, name: &str) -> PathBuf {
-    let path = server.path(name);
-    std::fs::create_dir_all(&path).unwrap();
-    path
-}
 
 fn s(path: &Path) -> &str {
     path.to_str().unwrap()
-}
-
-fn agent(server: &TmuxServer, args: &[&str]) -> Output {
-    server.agent().args(args).output().expect("run tmux-agent")
-}
-
-fn agent_ok(server: &TmuxServer, args: &[&str]) -> String {
-    let out = agent(server, args);
-    assert!(
-        out.status.success(),
-        "tmux-agent {args:?} failed: {}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
 }
 
 /// Every session's name on the server, sorted.
@@ -87,7 +63,7 @@ fn a_frozen_server_comes_back_the_same_on_a_fresh_one() {
     // fresh server gives its panes the same ids, which `#{window_layout}`
     // includes.
     let server = TmuxServer::start_with_session("alpha");
-    let (a, b, c) = (dir(&server, "a"), dir(&server, "b"), dir(&server, "c dir"));
+    let (a, b, c) = (server.dir("a"), server.dir("b"), server.dir("c dir"));
     let marker = server.path("marker");
     let goal = format!("ship it; \"now\" '$HOME' #(touch {})", marker.display());
     // alpha: a renamed window split in two, then a window running a long
@@ -161,7 +137,8 @@ fn a_frozen_server_comes_back_the_same_on_a_fresh_one() {
     // And for every pane's process to have started: until then its current
     // path reads empty (two spaces in a line).
     let before = eventually(PATIENCE, "every pane's current path", || {
-        Some(server.tmux(&["list-panes", "-a", "-F", PANES])).filter(|l| !l.contains("  "))
+        Some(server.tmux(&["list-panes", "-a", "-F", ROUND_TRIP_PANES]))
+            .filter(|l| !l.contains("  "))
     });
     let options_before: Vec<Vec<String>> = ["alpha", "beta", "gamma"]
         .iter()
@@ -179,10 +156,10 @@ fn a_frozen_server_comes_back_the_same_on_a_fresh_one() {
     // A pane's current path is read from its process, which may not have
     // started yet right after `up`: poll for the listing, then compare.
     let settled = crate::support::wait_for(PATIENCE, || {
-        let after = server.tmux(&["list-panes", "-a", "-F", PANES]);
+        let after = server.tmux(&["list-panes", "-a", "-F", ROUND_TRIP_PANES]);
         (after == before).then_some(())
     });
-    let after = server.tmux(&["list-panes", "-a", "-F", PANES]);
+    let after = server.tmux(&["list-panes", "-a", "-F", ROUND_TRIP_PANES]);
     assert!(
         settled.is_some(),
         "before:\n{before}\nafter:\n{after}\nthe frozen file:\n{frozen}"
@@ -204,7 +181,10 @@ fn a_frozen_server_comes_back_the_same_on_a_fresh_one() {
         .map(|s| s["outcome"].as_str().unwrap())
         .collect();
     assert_eq!(outcomes, ["existing"; 3]);
-    assert_eq!(server.tmux(&["list-panes", "-a", "-F", PANES]), before);
+    assert_eq!(
+        server.tmux(&["list-panes", "-a", "-F", ROUND_TRIP_PANES]),
+        before
+    );
 }
 
 /// Writes `body` as `name` in the test HOME; its path.
@@ -217,7 +197,7 @@ fn write(server: &TmuxServer, name: &str, body: &str) -> PathBuf {
 #[test]
 fn a_bad_file_names_line_and_key_and_nothing_is_created() {
     let server = TmuxServer::start();
-    let ok = dir(&server, "ok");
+    let ok = server.dir("ok");
     // A key no one knows: serde stops there, with its line.
     let unknown = write(
         &server,
@@ -320,7 +300,7 @@ fn hostile_values_in_a_valid_file_arrive_intact_and_run_nothing() {
     let server = TmuxServer::start();
     let canary = server.path("canary");
     let touch = format!("touch {}", canary.display());
-    let weird = dir(&server, "d;'q' $(x) #(y)");
+    let weird = server.dir("d;'q' $(x) #(y)");
     let out_file = server.path("said");
     let value = format!("'; {touch}; ' $({touch}) `{touch}` #({touch}) \"q\" ~ $HOME {{x}}");
     let name = "it's \"q\" ~ a,b {x}";
@@ -455,10 +435,10 @@ fn a_failure_half_way_undoes_what_was_made_and_a_worktree_is_made_per_session() 
         return;
     }
     let server = TmuxServer::start();
-    let repo = dir(&server, "repo");
+    let repo = server.dir("repo");
     git(&repo, &["init", "-q", "-b", "main"]);
     git(&repo, &["commit", "-q", "--allow-empty", "-m", "first"]);
-    let not_a_repo = dir(&server, "plain");
+    let not_a_repo = server.dir("plain");
 
     // The second session's worktree cannot be made: the first session's
     // worktree is removed again, and the error says so.

@@ -14,6 +14,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::AGENT;
 
+/// What the sessions-as-files round trips compare (issue #14): every
+/// pane's session, window, layout, directory and start command, as
+/// `list-panes -a -F` prints them.
+pub const ROUND_TRIP_PANES: &str = "#{session_name} #{window_index} #{window_name} #{window_layout} #{pane_current_path} #{pane_start_command}";
+
 /// A private tmux server, killed (and its socket removed) on drop.
 pub struct TmuxServer {
     /// Its `-L` socket name.
@@ -62,19 +67,16 @@ impl TmuxServer {
             .join("tests/fixtures/agents/fake-claude.sh");
         std::fs::create_dir_all(dir).unwrap();
         let command = format!("bash {} {}", script.display(), dir.display());
+        self.new_window(session, Some(&command))
+    }
+
+    /// A new detached window in session `=SESSION:` running `command` (the
+    /// default shell without one); its pane id.
+    pub fn new_window(&self, session: &str, command: Option<&str>) -> String {
         let target = format!("={session}:");
-        self.tmux(&[
-            "new-window",
-            "-d",
-            "-P",
-            "-F",
-            "#{pane_id}",
-            "-t",
-            &target,
-            &command,
-        ])
-        .trim()
-        .to_owned()
+        let mut args = vec!["new-window", "-d", "-P", "-F", "#{pane_id}", "-t", &target];
+        args.extend(command);
+        self.tmux(&args).trim().to_owned()
     }
 
     /// Starts the fake coding agent (`tests/fixtures/agents/fake-coder.sh`,
@@ -145,20 +147,7 @@ impl TmuxServer {
             dir.display(),
             AGENT
         );
-        let target = format!("={session}:");
-        let pane = self
-            .tmux(&[
-                "new-window",
-                "-d",
-                "-P",
-                "-F",
-                "#{pane_id}",
-                "-t",
-                &target,
-                &command,
-            ])
-            .trim()
-            .to_owned();
+        let pane = self.new_window(session, Some(&command));
         super::eventually(super::PATIENCE, "the fake prompt agent to be idle", || {
             (self.display(&pane, "#{@agent-status}") == "idle").then_some(())
         });
@@ -168,6 +157,13 @@ impl TmuxServer {
     /// A file (or directory) name in the test HOME.
     pub fn path(&self, name: &str) -> PathBuf {
         self.home.path().join(name)
+    }
+
+    /// A directory in the test HOME, made (with its parents) if missing.
+    pub fn dir(&self, name: &str) -> PathBuf {
+        let path = self.path(name);
+        std::fs::create_dir_all(&path).unwrap();
+        path
     }
 
     /// `display-message -p -t TARGET FORMAT`, without the final newline.

@@ -254,10 +254,16 @@ impl Keeper {
     }
 
     async fn observe(&mut self, observation: Observation) {
+        self.observe_in(observation, None).await;
+    }
+
+    /// [`Self::observe`], with the pane's session when the caller has just
+    /// read it from tmux (a pane listing): then tmux is not asked again.
+    async fn observe_in(&mut self, observation: Observation, listed: Option<SessionId>) {
         let pane = observation.pane;
         let mut outcome = Outcome::default();
         let placed = self.board.pane(pane).and_then(|agent| agent.session);
-        let session = match placed {
+        let session = match placed.or(listed) {
             Some(session) => Some(session),
             None => match self.session_of(pane).await {
                 Ok(session) => session,
@@ -403,7 +409,7 @@ impl Keeper {
                 }
                 _ => continue,
             };
-            self.observe(observation).await;
+            self.observe_in(observation, Some(pane.session)).await;
         }
     }
 

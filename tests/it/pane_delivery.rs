@@ -10,8 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tmux_agent::control::PaneId;
-use tmux_agent::control::connection::{ConnectOptions, Connection, ControlHandle};
-use tmux_agent::control::server::ServerSocket;
+use tmux_agent::control::connection::ControlHandle;
 use tmux_agent::messages::pane::{
     self, DEFAULT_SUBMIT_KEY, Delivery, Gate, HoldReason, PaneError, Typed,
 };
@@ -53,16 +52,7 @@ async fn fixture() -> Option<Fixture> {
     let dir = server.path("agent");
     let target = server.fake_prompt_agent_window("base", &dir)?;
     let shutdown = CancellationToken::new();
-    let connection = Connection::open(
-        ConnectOptions::new(ServerSocket::Name(server.name.clone())),
-        shutdown.clone(),
-    )
-    .await
-    .expect("attach");
-    let handle = connection.handle.clone();
-    // The notifications are not this test's business; the connection keeps
-    // reading them whether or not anyone does.
-    std::mem::forget(connection.notifications);
+    let handle = server.control(&shutdown).await;
     Some(Fixture {
         pane: target.parse().expect("a pane id"),
         server,

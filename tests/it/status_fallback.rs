@@ -16,8 +16,7 @@ use std::time::{Duration, Instant};
 
 use tmux_agent::control::PaneId;
 use tmux_agent::control::command::Command;
-use tmux_agent::control::connection::{ConnectOptions, Connection, ControlHandle};
-use tmux_agent::control::server::ServerSocket;
+use tmux_agent::control::connection::ControlHandle;
 use tmux_agent::status::activity::{Activity, ActivitySettings, WatchedPanes};
 use tmux_agent::status::prompt::PromptBook;
 use tmux_agent::status::{AgentKind, AgentStatus, Observation, Source};
@@ -53,16 +52,7 @@ struct Fallback {
 
 async fn start_fallback(server: &TmuxServer, pane: PaneId) -> Fallback {
     let shutdown = CancellationToken::new();
-    let connection = Connection::open(
-        ConnectOptions::new(ServerSocket::Name(server.name.clone())),
-        shutdown.clone(),
-    )
-    .await
-    .expect("attach");
-    let handle = connection.handle.clone();
-    // The connection's notifications are not this test's business; the
-    // connection keeps reading them whether or not anyone does.
-    std::mem::forget(connection.notifications);
+    let handle = server.control(&shutdown).await;
     let settings = ActivitySettings {
         settle: tmux_agent::status::activity::DEFAULT_SETTLE,
         fifo_dir: server.path("fifos"),
@@ -233,14 +223,7 @@ fn hooks_win_over_an_older_fallback_guess_and_a_younger_one_corrects_them() {
     let (server, pane, dir) = server_with_agent();
     runtime().block_on(async {
         let shutdown = CancellationToken::new();
-        let connection = Connection::open(
-            ConnectOptions::new(ServerSocket::Name(server.name.clone())),
-            shutdown.clone(),
-        )
-        .await
-        .expect("attach");
-        let handle = connection.handle.clone();
-        std::mem::forget(connection.notifications);
+        let handle = server.control(&shutdown).await;
         let sidecar = server.session_id(tmux_agent::control::connection::DEFAULT_SESSION_NAME);
         let (_snapshots, snapshots) = watch::channel(Model::new(sidecar.parse().unwrap()));
         let names = tmux_agent::status::process::ProcessNames::new([]);

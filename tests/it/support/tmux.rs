@@ -159,6 +159,27 @@ impl TmuxServer {
         self.home.path().join(name)
     }
 
+    /// A control connection to this server, made by the library as the
+    /// daemon makes its own, for tests that drive library parts directly;
+    /// its handle. It ends when `shutdown` is cancelled. Its notifications
+    /// are not read: the connection keeps reading tmux whether or not
+    /// anyone takes them.
+    pub async fn control(
+        &self,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> tmux_agent::control::connection::ControlHandle {
+        use tmux_agent::control::connection::{ConnectOptions, Connection};
+        use tmux_agent::control::server::ServerSocket;
+        let connection = Connection::open(
+            ConnectOptions::new(ServerSocket::Name(self.name.clone())),
+            shutdown.clone(),
+        )
+        .await
+        .expect("attach a control connection");
+        std::mem::forget(connection.notifications);
+        connection.handle
+    }
+
     /// A directory in the test HOME, made (with its parents) if missing.
     pub fn dir(&self, name: &str) -> PathBuf {
         let path = self.path(name);

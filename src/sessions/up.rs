@@ -184,12 +184,12 @@ pub async fn bring_up(
             let outcome = if options.reconcile {
                 if let Err(cause) = reconcile(tmux, id, spec).await {
                     // The sessions planned but not sent yet were never made.
-                    let undone = undo(tmux, &made, &worktrees, None).await;
-                    return Err(UpError::Failed {
+                    let failure = BatchFailure {
                         session: spec.name.clone(),
                         cause: format!("reconciling its options: {cause}"),
-                        undone,
-                    });
+                        half_made: None,
+                    };
+                    return Err(fail(tmux, failure, &made, &worktrees).await);
                 }
                 Outcome::Reconciled
             } else {
@@ -214,12 +214,12 @@ pub async fn bring_up(
                 Ok(None) => {}
                 Err(err) => {
                     // The sessions planned but not sent yet were never made.
-                    let undone = undo(tmux, &made, &worktrees, None).await;
-                    return Err(UpError::Failed {
+                    let failure = BatchFailure {
                         session: spec.name.clone(),
                         cause: err.to_string(),
-                        undone,
-                    });
+                        half_made: None,
+                    };
+                    return Err(fail(tmux, failure, &made, &worktrees).await);
                 }
             }
         }
@@ -229,12 +229,12 @@ pub async fn bring_up(
             Ok(commands) => commands,
             Err(err) => {
                 // The sessions planned but not sent yet were never made.
-                let undone = undo(tmux, &made, &worktrees, None).await;
-                return Err(UpError::Failed {
+                let failure = BatchFailure {
                     session: spec.name.clone(),
                     cause: err.to_string(),
-                    undone,
-                });
+                    half_made: None,
+                };
+                return Err(fail(tmux, failure, &made, &worktrees).await);
             }
         };
         let bytes: usize = Command::chain_argv(&commands)
@@ -334,7 +334,8 @@ async fn run_batch(
     })
 }
 
-/// The error of a failed batch, after undoing everything made.
+/// The error of a failure (a batch's, or a session's before its batch),
+/// after undoing everything made.
 async fn fail(
     tmux: &OneShot,
     failure: BatchFailure,

@@ -379,8 +379,11 @@ impl Keeper {
         for pane in listed {
             let agent = self.names.agent_of(pane);
             let known = self.board.pane(pane.pane);
-            let observation = match (agent, known) {
-                (Some(kind), None) => {
+            // Known only from its process: no hook ever spoke for it.
+            let unhooked = known.map(|k| (k.last_hook.is_none(), k.status));
+            let observation = match (agent, unhooked) {
+                // New, or back in a pane its process had left.
+                (Some(kind), None | Some((true, AgentStatus::Exited))) => {
                     tracing::info!(pane = %pane.pane, agent = %kind.as_str(), "an agent started in a pane (its process)");
                     Observation::new(
                         pane.pane,
@@ -390,20 +393,7 @@ impl Keeper {
                         now,
                     )
                 }
-                (Some(kind), Some(known))
-                    if known.status == AgentStatus::Exited && known.last_hook.is_none() =>
-                {
-                    Observation::new(
-                        pane.pane,
-                        Some(kind),
-                        AgentStatus::Unknown,
-                        Source::Process,
-                        now,
-                    )
-                }
-                (None, Some(known))
-                    if known.last_hook.is_none() && known.status != AgentStatus::Exited =>
-                {
+                (None, Some((true, status))) if status != AgentStatus::Exited => {
                     tracing::info!(pane = %pane.pane, command = %pane.command, "an agent seen by its process left its pane");
                     Observation::new(pane.pane, None, AgentStatus::Exited, Source::Process, now)
                 }

@@ -34,7 +34,7 @@ use crate::supervise::{Restarts, supervise};
 
 use super::decide;
 use super::identity::ServerIdentity;
-use super::outbox::{Action, Claimed, OutboxError, Outcome, Priority, SharedOutbox};
+use super::outbox::{Action, Claimed, Outbox, OutboxError, Outcome, Priority, SharedOutbox};
 use super::template;
 use super::trigger::Trigger;
 use crate::backoff;
@@ -269,6 +269,13 @@ type Sending<'a> = Pin<Box<dyn Future<Output = Sent> + Send + 'a>>;
 /// takes only the heads of session queues with nothing in flight), each
 /// batch claimed in one transaction and each batch of answers recorded in
 /// one. A batch is what is there: nothing waits for more.
+///
+/// A round is one trip to the outbox's thread: the answers that came in
+/// are recorded, the open count is read for `@agent-pending`, and the
+/// next batch is claimed, in that order (a session's next call reads the
+/// values its last one kept, and is claimable only once that one is
+/// recorded). At a few calls in flight the trips, not the transactions,
+/// were what the rate paid for (docs/PERFORMANCE.md, figure 10).
 async fn dispatch<C: ToolCaller>(
     link: Arc<Link<C>>,
     server: String,
@@ -277,51 +284,49 @@ async fn dispatch<C: ToolCaller>(
 ) {
     let mut sending: FuturesUnordered<Sending<'_>> = FuturesUnordered::new();
     let mut finished: Vec<Sent> = Vec::new();
+    let mut shown_pending = None;
     loop {
-        // Answers first: a session's next call reads the values its last
-        // one kept, and is claimable only once that one is recorded.
-        if !finished.is_empty() {
-            kill_point(KillPoint::BeforeRecord);
-            settle(&link, std::mem::take(&mut finished)).await;
-            publish_pending(&link.control, &link.outbox).await;
+        // A call is never cut short by shutdown: its own timeout bounds
+        // it, and the daemon bounds the whole drain. (One cut short
+        // anyway, by the daemon being killed, stays `inflight` and is
+        // re-sent.) Nothing new is claimed once it has fired.
+        let stopping = shutdown.is_cancelled();
+        if stopping && sending.is_empty() && finished.is_empty() {
+            return;
         }
-        if shutdown.is_cancelled() {
-            // A call is never cut short by shutdown: its own timeout
-            // bounds it, and the daemon bounds the whole drain. (One cut
-            // short anyway, by the daemon being killed, stays `inflight`
-            // and is re-sent.)
-            if sending.is_empty() {
-                return;
-            }
-            while let Some(sent) = sending.next().await {
-                finished.push(sent);
-            }
-            continue;
-        }
-        let room = link
-            .caller
-            .concurrency(&server)
-            .saturating_sub(sending.len());
-        let now = Utc::now().timestamp_millis();
+        let room = if stopping {
+            0
+        } else {
+            link.caller
+                .concurrency(&server)
+                .saturating_sub(sending.len())
+        };
         let mut wait = IDLE_WAIT;
-        if room > 0 {
+        if room > 0 || !finished.is_empty() {
+            if !finished.is_empty() {
+                kill_point(KillPoint::BeforeRecord);
+            }
+            let ended = std::mem::take(&mut finished);
+            let now = Utc::now().timestamp_millis();
+            let (outcomes, settled): (Vec<Outcome>, Vec<Settled>) =
+                ended.iter().map(|sent| outcome(sent, now)).unzip();
             let name = server.clone();
-            let claimed = link
+            let round = link
                 .outbox
-                .run(move |outbox| {
-                    let claimed = outbox.claim(&name, now, room)?;
-                    // When to look again matters only when fewer are ready
-                    // than there is room for (and it reads every pending
-                    // action of the server).
-                    let due = if claimed.len() < room {
-                        outbox.next_due(&name, now)?
-                    } else {
-                        None
-                    };
-                    Ok::<_, OutboxError>((claimed, due))
-                })
+                .run(move |outbox| Round::take(outbox, &outcomes, &name, now, room))
                 .await;
-            match claimed {
+            if let Err(err) = &round.recorded {
+                tracing::error!(%err, calls = ended.len(), "calls ended, but could not record it: they may be sent again");
+            }
+            for (sent, settled) in ended.into_iter().zip(settled) {
+                show(&link, sent, settled).await;
+            }
+            // `@agent-pending` is written when it changes, not per round.
+            if round.pending.is_some() && round.pending != shown_pending {
+                shown_pending = round.pending;
+                show_pending(&link.control, round.pending.unwrap_or(0)).await;
+            }
+            match round.claimed {
                 Ok((claimed, due)) => {
                     if !claimed.is_empty() {
                         kill_point(KillPoint::BeforeSend);
@@ -345,6 +350,12 @@ async fn dispatch<C: ToolCaller>(
                 }
             }
         }
+        if stopping {
+            while let Some(sent) = sending.next().await {
+                finished.push(sent);
+            }
+            continue;
+        }
         tokio::select! {
             Some(sent) = sending.next(), if !sending.is_empty() => {
                 finished.push(sent);
@@ -356,6 +367,57 @@ async fn dispatch<C: ToolCaller>(
             () = wake.notified() => {}
             () = tokio::time::sleep(wait) => {}
             () = shutdown.cancelled() => {}
+        }
+    }
+}
+
+/// What one round's trip to the outbox brings back (see [`dispatch`]).
+struct Round {
+    /// Whether the answers were recorded.
+    recorded: Result<(), OutboxError>,
+    /// The open count after recording them, for `@agent-pending`.
+    pending: Option<u64>,
+    /// The batch claimed, and when to look again if it was smaller than
+    /// the room there was.
+    claimed: Result<(Vec<Claimed>, Option<i64>), OutboxError>,
+}
+
+impl Round {
+    /// Records `outcomes`, counts, and claims up to `room` of `server`'s
+    /// due actions. The three stay independent: an answer that cannot be
+    /// recorded does not keep other sessions' calls from going out.
+    fn take(
+        outbox: &mut Outbox,
+        outcomes: &[Outcome],
+        server: &str,
+        now: i64,
+        room: usize,
+    ) -> Self {
+        let recorded = if outcomes.is_empty() {
+            Ok(())
+        } else {
+            outbox.record(outcomes)
+        };
+        let pending = outbox.open_count().ok();
+        let claimed = if room == 0 {
+            Ok((Vec::new(), None))
+        } else {
+            outbox.claim(server, now, room).and_then(|claimed| {
+                // When to look again matters only when fewer are ready
+                // than there is room for (and it reads every pending
+                // action of the server).
+                let due = if claimed.len() < room {
+                    outbox.next_due(server, now)?
+                } else {
+                    None
+                };
+                Ok((claimed, due))
+            })
+        };
+        Round {
+            recorded,
+            pending,
+            claimed,
         }
     }
 }
@@ -491,24 +553,6 @@ enum Settled {
     Failed { reason: String },
 }
 
-/// Records the ends of `finished` calls in one transaction, then sets
-/// what tmux shows of each (goal id, state, last save).
-async fn settle<C: ToolCaller>(link: &Link<C>, finished: Vec<Sent>) {
-    let now = Utc::now().timestamp_millis();
-    let (outcomes, settled): (Vec<Outcome>, Vec<Settled>) =
-        finished.iter().map(|sent| outcome(sent, now)).unzip();
-    let recorded = link
-        .outbox
-        .run(move |outbox| outbox.record(&outcomes))
-        .await;
-    if let Err(err) = &recorded {
-        tracing::error!(%err, calls = finished.len(), "calls ended, but could not record it: they may be sent again");
-    }
-    for (sent, settled) in finished.into_iter().zip(settled) {
-        show(link, sent, settled).await;
-    }
-}
-
 /// The outcome to record for a call's end.
 fn outcome(sent: &Sent, now: i64) -> (Outcome, Settled) {
     let new = &sent.action.new;
@@ -538,7 +582,9 @@ fn outcome(sent: &Sent, now: i64) -> (Outcome, Settled) {
                     "the result has no value to keep"
                 );
             }
-            tracing::info!(
+            // One line per call is a debug line: at thousands of calls a
+            // second, writing it was a visible share of the daemon's time.
+            tracing::debug!(
                 action = id,
                 server = new.server,
                 tool = new.tool,
@@ -689,6 +735,11 @@ pub(crate) async fn set_session_option(
 /// as [`set_session_option`] does).
 pub(crate) async fn publish_pending(control: &ControlHandle, outbox: &SharedOutbox) {
     let pending = outbox.run(|outbox| outbox.open_count()).await.unwrap_or(0);
+    show_pending(control, pending).await;
+}
+
+/// Writes `@agent-pending` (queued, as [`set_session_option`] does).
+async fn show_pending(control: &ControlHandle, pending: u64) {
     if let Ok(command) = Command::set_global_option(schema::global::PENDING, &pending.to_string()) {
         let _ = control.queue(command).await;
     }

@@ -807,6 +807,36 @@ impl Outbox {
         })
     }
 
+    /// What the outbox knows of sessions a starting daemon finds that the
+    /// journal does not name, in one transaction: for each `(session key,
+    /// name)`, [`FirstSight::Known`] when it has calls (an outbox from
+    /// before the journal), else its restore note, taken. A start-up on
+    /// hundreds of sessions asks once, not twice per session.
+    pub fn first_sight(
+        &mut self,
+        sessions: &[(String, String)],
+        now_ms: i64,
+    ) -> Result<Vec<FirstSight>, OutboxError> {
+        self.write(|db| {
+            let tx = db.transaction()?;
+            let mut seen = Vec::with_capacity(sessions.len());
+            {
+                let mut known = tx.prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM actions WHERE session_key = ?1)",
+                )?;
+                for (key, name) in sessions {
+                    if known.query_row([key], |row| row.get(0))? {
+                        seen.push(FirstSight::Known);
+                    } else {
+                        seen.push(FirstSight::New(snapshot::take_restore(&tx, name, now_ms)?));
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(seen)
+        })
+    }
+
     /// Deletes snapshot `id`; whether there was one.
     pub fn drop_snapshot(&mut self, id: i64) -> Result<bool, OutboxError> {
         self.write(|db| Ok(db.execute("DELETE FROM snapshots WHERE id = ?1", [id])? == 1))
@@ -1327,6 +1357,15 @@ fn history_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<HistoryEntry> {
         error: row.get(9)?,
         late: row.get(10)?,
     })
+}
+
+/// What [`Outbox::first_sight`] says of one session.
+#[derive(Debug)]
+pub enum FirstSight {
+    /// The outbox has calls of it: an outbox from before the journal.
+    Known,
+    /// Never seen; with its restore note when `tmux-agent restore` made it.
+    New(Option<snapshot::PendingRestore>),
 }
 
 /// The next `limit` actions to send to `server` (see [`Outbox::claim`]),

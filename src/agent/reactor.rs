@@ -33,7 +33,7 @@ use super::decide::{self, Decision};
 use super::dispatch::{Dispatchers, ToolCaller, publish_pending, set_session_option};
 use super::identity::{IDENTITY_FORMAT, ServerIdentity, SessionKey};
 use super::journal::{self, Journal, JournalChange, JournalEntry, Listed};
-use super::outbox::{Batch, OutboxError, SharedOutbox};
+use super::outbox::{Batch, FirstSight, OutboxError, SharedOutbox};
 use super::settings::ReactorSettings;
 use super::trigger::Trigger;
 use super::vars::{self, Memo};
@@ -42,6 +42,7 @@ use crate::control::command::Command;
 use crate::control::connection::{ControlError, ControlHandle};
 use crate::control::options::parse_options;
 use crate::schema::{self, AgentState};
+use crate::sessions::snapshot::PendingRestore;
 use crate::state::{EventKind, LifecycleEvent, Model};
 
 /// What the reactor receives.
@@ -313,6 +314,32 @@ impl<C: ToolCaller> Reactor<C> {
             .map(|e| (e.session_key.as_str(), e))
             .collect();
         let mut journaled = Vec::new();
+        let unjournaled: Vec<(String, String)> = model
+            .sessions()
+            .filter(|session| {
+                let id = session.info.id;
+                let key = self.identity.session_key(id);
+                !entries.contains_key(key.as_str()) || gap.unknown.contains(&id)
+            })
+            .map(|session| {
+                let key = self.identity.session_key(session.info.id);
+                (key.to_string(), session.info.name.clone())
+            })
+            .collect();
+        let keys: Vec<String> = unjournaled.iter().map(|(key, _)| key.clone()).collect();
+        let now_ms = now.timestamp_millis();
+        let seen = self
+            .outbox
+            .run(move |outbox| outbox.first_sight(&unjournaled, now_ms))
+            .await
+            .unwrap_or_else(|err| {
+                // As before a journal: each of them counts as known, so
+                // nothing is registered twice; they are journaled as they are.
+                tracing::warn!(%err, "could not read the outbox's history: sessions found are journaled as they are");
+                Vec::new()
+            });
+        let mut first_sight: HashMap<String, FirstSight> = keys.into_iter().zip(seen).collect();
+        let mut found = 0usize;
         for session in model.sessions() {
             let id = session.info.id;
             let key = self.identity.session_key(id);
@@ -354,19 +381,16 @@ impl<C: ToolCaller> Reactor<C> {
             if entry.is_some() {
                 continue;
             }
-            let key_text = key.to_string();
-            let known = self
-                .outbox
-                .run(move |outbox| outbox.history(&key_text, 1))
-                .await
-                .map(|h| !h.is_empty())
-                .unwrap_or(true);
-            if known {
-                // An outbox from before the journal: journal it as it is.
-                journaled.push(id);
-                continue;
-            }
-            tracing::info!(session_id = %id, session = %session.info.name, "tracking a session that existed before the daemon");
+            let restore = match first_sight.remove(key.as_str()) {
+                Some(FirstSight::New(restore)) => restore,
+                Some(FirstSight::Known) | None => {
+                    // An outbox from before the journal: journal it as it is.
+                    journaled.push(id);
+                    continue;
+                }
+            };
+            found += 1;
+            tracing::debug!(session_id = %id, session = %session.info.name, "tracking a session that existed before the daemon");
             let mut event = LifecycleEvent {
                 kind: EventKind::SessionCreated,
                 session_id: id,
@@ -381,7 +405,9 @@ impl<C: ToolCaller> Reactor<C> {
                 options: None,
                 agent: None,
             };
-            self.restored(&mut event, &key).await;
+            if let Some(pending) = restore {
+                self.restore_note(&mut event, &key, pending);
+            }
             // Shown to followers only when it happened while no daemon
             // watched (a first daemon's sessions were simply there), or
             // when it is a restore.
@@ -395,6 +421,13 @@ impl<C: ToolCaller> Reactor<C> {
                 .into_iter()
                 .collect();
             self.stage(&event, decision.as_ref(), &memo, &key, None, changes);
+        }
+        if found > 0 {
+            // One line, not one per session: a start-up on thousands.
+            tracing::info!(
+                sessions = found,
+                "tracking sessions that existed before the daemon"
+            );
         }
         for mut event in gap.changed {
             tracing::info!(session_id = %event.session_id, session = %event.session, event = %event.kind, "a session changed while no daemon watched");
@@ -570,14 +603,22 @@ impl<C: ToolCaller> Reactor<C> {
             .outbox
             .run(move |outbox| outbox.take_restore(&name, now))
             .await;
-        let pending = match taken {
-            Ok(Some(pending)) => pending,
-            Ok(None) => return,
+        match taken {
+            Ok(Some(pending)) => self.restore_note(event, key, pending),
+            Ok(None) => {}
             Err(err) => {
                 tracing::warn!(%err, session = %event.session, "could not read the restore notes: the session counts as new");
-                return;
             }
-        };
+        }
+    }
+
+    /// Makes `event` a restore, as its restore note says.
+    fn restore_note(
+        &mut self,
+        event: &mut LifecycleEvent,
+        key: &SessionKey,
+        pending: PendingRestore,
+    ) {
         tracing::info!(session_id = %event.session_id, session = %event.session, snapshot = pending.snapshot_id, goal_id = ?pending.goal_id, "a restored session");
         event.kind = EventKind::SessionRestored;
         let goal_id = match pending.goal_id.as_deref().map(str::trim) {

@@ -47,6 +47,7 @@ mod serve_errors;
 mod serve_goals;
 mod serve_http;
 mod serve_prompts;
+mod serve_resources;
 mod serve_wire;
 mod sessions_file;
 mod shell;

@@ -1,15 +1,18 @@
 """The official MCP Python SDK as a client of `tmux-agent mcp serve`.
 
-    python_client.py stdio TMUX_AGENT_BIN DB
-    python_client.py http URL
+    python_client.py stdio TMUX_AGENT_BIN DB TMUX_SOCKET_NAME SESSION
+    python_client.py http URL SESSION
 
 Runs the handshake, ping, tools/list, a tool call with structured content,
-an unknown tool (an isError result), and a call with arguments of the wrong
-type; prints one "ok ..." line per check and exits non-zero on the first
-failure. Used by scripts/check-mcp-compat.
+an unknown tool (an isError result), a call with arguments of the wrong
+type, and reads the live tmux session SESSION (on the server's tmux: `-L
+TMUX_SOCKET_NAME` for stdio) through its resource, found in resources/list
+under its percent-encoded name; prints one "ok ..." line per check and
+exits non-zero on the first failure. Used by scripts/check-mcp-compat.
 """
 
 import asyncio
+import json
 import sys
 from contextlib import asynccontextmanager
 
@@ -21,7 +24,9 @@ from mcp.client.streamable_http import streamable_http_client
 @asynccontextmanager
 async def connect(argv):
     if argv[0] == "stdio":
-        params = StdioServerParameters(command=argv[1], args=["mcp", "serve", "--db", argv[2]])
+        params = StdioServerParameters(
+            command=argv[1], args=["-L", argv[3], "mcp", "serve", "--db", argv[2]]
+        )
         async with stdio_client(params) as (read, write):
             async with ClientSession(read, write) as session:
                 yield session
@@ -57,6 +62,19 @@ async def main(argv):
         check("unknown tool is an isError result", result.is_error, result)
         result = await session.call_tool("update_goal", {"id": "not a number", "status": 5})
         check("wrong argument types are an isError result", result.is_error, result)
+        wanted = argv[-1]
+        listed = await session.list_resources()
+        sessions = json.loads((await session.read_resource("tmux-agent://sessions")).contents[0].text)
+        entry = next((s for s in sessions["sessions"] if s["session_name"] == wanted), None)
+        check("resources/read tmux-agent://sessions", entry is not None, sessions)
+        uris = {str(r.uri) for r in listed.resources}
+        check("resources/list has the session", entry["uri"] in uris, uris)
+        view = json.loads((await session.read_resource(entry["uri"])).contents[0].text)
+        check(
+            "resources/read a session by its percent-encoded URI",
+            view["session_name"] == wanted and view["goal"] == "compat #(goal)",
+            view,
+        )
 
 
 if __name__ == "__main__":

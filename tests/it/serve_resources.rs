@@ -260,6 +260,8 @@ async fn sessions_coming_and_going_are_told(
     notices: &mut mpsc::UnboundedReceiver<Notice>,
 ) {
     let new_uri = "tmux-agent://session/new%20one";
+    // A client that cares lists first; changes from then on are told.
+    assert!(!listed_sessions(client).await.iter().any(|u| u == new_uri));
     new_session(server, "new one");
     after_list_change(client, notices, None, "the new session is listed", |uris| {
         uris.iter().any(|u| u == new_uri)

@@ -150,7 +150,7 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
 
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    let sessions = watch::SessionWatch::start(tmux.clone(), shutdown.clone()).await;
+    let sessions = watch::SessionWatch::new(tmux.clone(), shutdown.clone());
     let new_server =
         move || BuiltinServer::new(Arc::clone(&store), limits, tmux.clone(), sessions.clone());
     match args.http {

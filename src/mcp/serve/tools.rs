@@ -58,6 +58,8 @@ pub struct BuiltinServer {
     sessions: SessionWatch,
     /// The resource URIs this connection's client subscribed to.
     subscribed: Arc<Mutex<HashSet<String>>>,
+    /// Set once this connection tells its client of changes.
+    telling: Arc<std::sync::Once>,
     tool_router: ToolRouter<Self>,
 }
 
@@ -97,6 +99,7 @@ impl BuiltinServer {
             tmux: Arc::new(tmux),
             sessions,
             subscribed: Arc::default(),
+            telling: Arc::new(std::sync::Once::new()),
             tool_router,
         }
     }
@@ -479,6 +482,51 @@ impl BuiltinServer {
 }
 
 impl BuiltinServer {
+    /// Tells the client what the session watch sees from now until it goes:
+    /// every list change, and `updated` for the URIs it subscribed to.
+    /// Started by the client's first resources request, so a client that
+    /// never looks at resources (the daemon's own connection) costs no
+    /// watching.
+    async fn tell_changes(&self, peer: &rmcp::Peer<RoleServer>) {
+        let mut first = false;
+        self.telling.call_once(|| first = true);
+        if !first {
+            return;
+        }
+        let mut changes = self.sessions.subscribe().await;
+        let subscribed = Arc::clone(&self.subscribed);
+        let peer = peer.clone();
+        tokio::spawn(async move {
+            loop {
+                let sent = match changes.recv().await {
+                    Ok(Change::List) => peer.notify_resource_list_changed().await,
+                    Ok(Change::Updated(uri)) => {
+                        let wanted = subscribed
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .contains(&uri);
+                        if !wanted {
+                            continue;
+                        }
+                        peer.notify_resource_updated(
+                            rmcp::model::ResourceUpdatedNotificationParam::new(uri),
+                        )
+                        .await
+                    }
+                    // Fell behind: the list may have changed meanwhile.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        peer.notify_resource_list_changed().await
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                if sent.is_err() {
+                    // The client has gone.
+                    return;
+                }
+            }
+        });
+    }
+
     /// The tmux server and pane this server runs for.
     pub(super) fn tmux_env(&self) -> &TmuxEnv {
         &self.tmux
@@ -635,48 +683,12 @@ impl ServerHandler for BuiltinServer {
         Ok(())
     }
 
-    /// Tells the client what the session watch sees until it goes: every
-    /// list change, and `updated` for the URIs it subscribed to.
-    async fn on_initialized(&self, context: rmcp::service::NotificationContext<RoleServer>) {
-        let mut changes = self.sessions.subscribe();
-        let subscribed = Arc::clone(&self.subscribed);
-        let peer = context.peer;
-        tokio::spawn(async move {
-            loop {
-                let sent = match changes.recv().await {
-                    Ok(Change::List) => peer.notify_resource_list_changed().await,
-                    Ok(Change::Updated(uri)) => {
-                        let wanted = subscribed
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .contains(&uri);
-                        if !wanted {
-                            continue;
-                        }
-                        peer.notify_resource_updated(
-                            rmcp::model::ResourceUpdatedNotificationParam::new(uri),
-                        )
-                        .await
-                    }
-                    // Fell behind: the list may have changed meanwhile.
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        peer.notify_resource_list_changed().await
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                };
-                if sent.is_err() {
-                    // The client has gone.
-                    return;
-                }
-            }
-        });
-    }
-
     async fn list_resources(
         &self,
         _request: Option<rmcp::model::PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::ListResourcesResult, ErrorData> {
+        self.tell_changes(&context.peer).await;
         let mut all = super::resources::list();
         all.extend(super::live::resources(&self.tmux).await);
         Ok(rmcp::model::ListResourcesResult::with_all_items(all))
@@ -689,8 +701,9 @@ impl ServerHandler for BuiltinServer {
     async fn subscribe(
         &self,
         request: rmcp::model::SubscribeRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
+        self.tell_changes(&context.peer).await;
         self.subscribed
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -724,9 +737,12 @@ impl ServerHandler for BuiltinServer {
     async fn read_resource(
         &self,
         request: rmcp::model::ReadResourceRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::ReadResourceResponse, ErrorData> {
         let uri = request.uri;
+        if uri == super::live::SESSIONS || uri.starts_with(super::live::SESSION) {
+            self.tell_changes(&context.peer).await;
+        }
         if uri == super::live::SESSIONS {
             let sessions = super::live::sessions(&self.tmux)
                 .await

@@ -4,7 +4,8 @@
 //! server watches sessions").
 //!
 //! One watch per server process, shared by every connection (each
-//! subscribes to its [`broadcast`]), and it works only while someone
+//! subscribes to its [`broadcast`] at its client's first resources
+//! request), started by the first, and it works only while someone
 //! listens:
 //!
 //! - when the daemon runs, it follows the daemon's event stream (the IPC
@@ -22,9 +23,10 @@
 //! (docs/COMPATIBILITY.md).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::broadcast;
+use tokio::sync::{OnceCell, broadcast};
 use tokio_util::sync::CancellationToken;
 
 use super::agent::TmuxEnv;
@@ -47,27 +49,45 @@ pub enum Change {
     Updated(String),
 }
 
-/// The shared watch: connections subscribe; the task runs until `shutdown`.
+/// The shared watch: connections subscribe; it starts with the first
+/// subscriber and runs until `shutdown`.
 #[derive(Debug, Clone)]
 pub struct SessionWatch {
-    changes: broadcast::Sender<Change>,
+    env: TmuxEnv,
+    shutdown: CancellationToken,
+    changes: Arc<OnceCell<broadcast::Sender<Change>>>,
 }
 
 impl SessionWatch {
-    /// Starts watching the sessions of `env`'s server. The first look (the
-    /// daemon's stream, else a listing) is taken before this returns, so a
-    /// change made once a client has its `initialize` answer is told.
-    pub async fn start(env: TmuxEnv, shutdown: CancellationToken) -> Self {
-        let (changes, _) = broadcast::channel(256);
-        let endpoint = Endpoint::for_server(&env.server);
-        let first = look(&env, &endpoint).await;
-        tokio::spawn(run(env, endpoint, changes.clone(), shutdown, first));
-        Self { changes }
+    /// A watch of the sessions of `env`'s server, not started yet.
+    pub fn new(env: TmuxEnv, shutdown: CancellationToken) -> Self {
+        Self {
+            env,
+            shutdown,
+            changes: Arc::default(),
+        }
     }
 
-    /// The changes from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
-        self.changes.subscribe()
+    /// The changes from now on. The first subscriber starts the watch, and
+    /// its first look (the daemon's stream, else a listing) is taken before
+    /// this returns, so a change made after it is told.
+    pub async fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.changes
+            .get_or_init(|| async {
+                let (changes, _) = broadcast::channel(256);
+                let endpoint = Endpoint::for_server(&self.env.server);
+                let first = look(&self.env, &endpoint).await;
+                tokio::spawn(run(
+                    self.env.clone(),
+                    endpoint,
+                    changes.clone(),
+                    self.shutdown.clone(),
+                    first,
+                ));
+                changes
+            })
+            .await
+            .subscribe()
     }
 }
 

@@ -4,7 +4,8 @@
 //! round-tripping through percent-encoded URIs without anything being run,
 //! and `notifications/resources/list_changed` / `updated` when sessions
 //! come, go and are renamed, with no daemon (the server's own 1 Hz
-//! listing) and beside a running daemon (its event stream).
+//! listing) and beside a running daemon (its event stream), over stdio and
+//! Streamable HTTP.
 
 use rmcp::RoleClient;
 use rmcp::model::{
@@ -48,17 +49,23 @@ impl rmcp::ClientHandler for Recorder {
 
 type Client = RunningService<RoleClient, Recorder>;
 
-/// `mcp serve` for `server`'s sessions, with the test server's HOME and
-/// runtime directory (where a daemon of that server has its socket).
-async fn serve(server: &TmuxServer) -> (Client, mpsc::UnboundedReceiver<Notice>) {
+/// `mcp serve <extra>` for `server`'s sessions, with the test server's HOME
+/// and runtime directory (where a daemon of that server has its socket).
+fn serve_command_for(server: &TmuxServer, extra: &[&str]) -> tokio::process::Command {
     let home = server.home.path();
-    let mut cmd = serve_command(&home.join("builtin-resources.db"), &[]);
+    let mut cmd = serve_command(&home.join("builtin-resources.db"), extra);
     cmd.env("TMUX", server.tmux_env())
         .env("HOME", home)
         .env("XDG_STATE_HOME", home.join(".local/state"))
         .env("XDG_DATA_HOME", home.join(".local/share"))
         .env("XDG_RUNTIME_DIR", home.join("run"));
+    cmd
+}
+
+/// The server over stdio, and what it notifies.
+async fn serve(server: &TmuxServer) -> (Client, mpsc::UnboundedReceiver<Notice>) {
     let (tx, rx) = mpsc::unbounded_channel();
+    let cmd = serve_command_for(server, &[]);
     (connect_with(cmd, Recorder(tx)).await, rx)
 }
 
@@ -315,4 +322,22 @@ async fn list_changed_when_sessions_come_and_go_beside_a_daemon() {
     sessions_coming_and_going_are_told(&server, &client, &mut notices).await;
     client.cancel().await.unwrap();
     daemon.stop(&server);
+}
+
+#[tokio::test]
+async fn list_changed_over_streamable_http() {
+    use rmcp::service::ServiceExt;
+    let server = TmuxServer::start_with_session("base");
+    let http =
+        crate::serve_http::start_http_with(serve_command_for(&server, &["--http", "127.0.0.1:0"]))
+            .await;
+    let (tx, mut notices) = mpsc::unbounded_channel();
+    let transport = rmcp::transport::StreamableHttpClientTransport::from_uri(http.url.clone());
+    let client = tokio::time::timeout(PATIENCE, Recorder(tx).serve(transport))
+        .await
+        .expect("HTTP handshake timed out")
+        .expect("HTTP handshake failed");
+    sessions_coming_and_going_are_told(&server, &client, &mut notices).await;
+    client.cancel().await.unwrap();
+    drop(http);
 }

@@ -17,6 +17,7 @@ mod closed_stdout;
 mod codec;
 mod command_tmux;
 mod commands;
+mod conformance_client;
 mod daemon_run;
 mod faults;
 mod groups;

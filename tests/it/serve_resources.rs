@@ -325,19 +325,35 @@ async fn list_changed_when_sessions_come_and_go_beside_a_daemon() {
 }
 
 #[tokio::test]
-async fn list_changed_over_streamable_http() {
+async fn list_changed_over_streamable_http_to_each_client() {
     use rmcp::service::ServiceExt;
     let server = TmuxServer::start_with_session("base");
     let http =
         crate::serve_http::start_http_with(serve_command_for(&server, &["--http", "127.0.0.1:0"]))
             .await;
-    let (tx, mut notices) = mpsc::unbounded_channel();
-    let transport = rmcp::transport::StreamableHttpClientTransport::from_uri(http.url.clone());
-    let client = tokio::time::timeout(PATIENCE, Recorder(tx).serve(transport))
-        .await
-        .expect("HTTP handshake timed out")
-        .expect("HTTP handshake failed");
+    let connect = async || {
+        let (tx, notices) = mpsc::unbounded_channel();
+        let transport = rmcp::transport::StreamableHttpClientTransport::from_uri(http.url.clone());
+        let client = tokio::time::timeout(PATIENCE, Recorder(tx).serve(transport))
+            .await
+            .expect("HTTP handshake timed out")
+            .expect("HTTP handshake failed");
+        (client, notices)
+    };
+    // Two MCP sessions on one server share its watch; each is told.
+    let (client, mut notices) = connect().await;
+    let (other, mut other_notices) = connect().await;
+    listed_sessions(&other).await;
     sessions_coming_and_going_are_told(&server, &client, &mut notices).await;
+    after_list_change(
+        &other,
+        &mut other_notices,
+        None,
+        "the other client saw it all",
+        |uris| uris == ["tmux-agent://session/base"],
+    )
+    .await;
     client.cancel().await.unwrap();
+    other.cancel().await.unwrap();
     drop(http);
 }

@@ -59,7 +59,7 @@ pub struct BuiltinServer {
     /// The resource URIs this connection's client subscribed to.
     subscribed: Arc<Mutex<HashSet<String>>>,
     /// Set once this connection tells its client of changes.
-    telling: Arc<std::sync::Once>,
+    telling: Arc<tokio::sync::OnceCell<()>>,
     tool_router: ToolRouter<Self>,
 }
 
@@ -99,7 +99,7 @@ impl BuiltinServer {
             tmux: Arc::new(tmux),
             sessions,
             subscribed: Arc::default(),
-            telling: Arc::new(std::sync::Once::new()),
+            telling: Arc::default(),
             tool_router,
         }
     }
@@ -487,15 +487,16 @@ impl BuiltinServer {
     /// Started by the client's first resources request, so a client that
     /// never looks at resources (the daemon's own connection) costs no
     /// watching.
+    /// A request made meanwhile waits for the watch's first look too.
     async fn tell_changes(&self, peer: &rmcp::Peer<RoleServer>) {
-        let mut first = false;
-        self.telling.call_once(|| first = true);
-        if !first {
-            return;
-        }
+        self.telling
+            .get_or_init(|| self.start_telling(peer.clone()))
+            .await;
+    }
+
+    async fn start_telling(&self, peer: rmcp::Peer<RoleServer>) {
         let mut changes = self.sessions.subscribe().await;
         let subscribed = Arc::clone(&self.subscribed);
-        let peer = peer.clone();
         tokio::spawn(async move {
             loop {
                 let sent = match changes.recv().await {

@@ -19,7 +19,12 @@ pub(crate) struct HttpServer {
 }
 
 pub(crate) async fn start_http(db: &std::path::Path) -> HttpServer {
-    let mut cmd = serve_command(db, &["--http", "127.0.0.1:0"]);
+    start_http_with(serve_command(db, &["--http", "127.0.0.1:0"])).await
+}
+
+/// [`start_http`] of a command the test made (`serve_command` with
+/// `--http 127.0.0.1:0` and an environment of its own).
+pub(crate) async fn start_http_with(mut cmd: tokio::process::Command) -> HttpServer {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -76,7 +76,11 @@ async fn goals_and_contexts_are_resources() {
     let uris: Vec<_> = templates.iter().map(|t| t.uri_template.as_str()).collect();
     assert_eq!(
         uris,
-        ["tmux-agent://goal/{id}", "tmux-agent://context/{session}"]
+        [
+            "tmux-agent://goal/{id}",
+            "tmux-agent://context/{session}",
+            "tmux-agent://session/{name}"
+        ]
     );
 
     let goal = ok(&client, "register_goal", json!({"name": "as a resource"})).await;

@@ -18,6 +18,9 @@
 //! - [`tools`]: the MCP surface (tool list, schemas, checks on every call).
 //! - [`prompts`]: `resume-session`, a session's last context and goals.
 //! - [`resources`]: goals and saved contexts as `tmux-agent://` resources.
+//! - [`live`]: live tmux sessions as resources, read from tmux.
+//! - [`watch`]: sessions coming and going, for `list_changed` and
+//!   `updated` notifications.
 //! - [`wire`]: an answer to every message, even one rmcp cannot read.
 //! - [`http`]: Streamable HTTP on a loopback address.
 
@@ -36,12 +39,14 @@ pub mod contexts;
 pub mod goals;
 pub mod groups;
 pub mod http;
+pub mod live;
 pub mod messages;
 pub mod prompts;
 pub mod resources;
 pub mod snapshots;
 pub mod store;
 pub mod tools;
+pub mod watch;
 pub mod wire;
 
 pub use tools::{BuiltinServer, Limits};
@@ -142,10 +147,12 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     };
     let mut tmux = agent::TmuxEnv::from_env(args.tmux_server);
     tmux.config_file = args.config_file;
-    let new_server = move || BuiltinServer::new(Arc::clone(&store), limits, tmux.clone());
 
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let sessions = watch::SessionWatch::new(tmux.clone(), shutdown.clone());
+    let new_server =
+        move || BuiltinServer::new(Arc::clone(&store), limits, tmux.clone(), sessions.clone());
     match args.http {
         Some(addr) => {
             http::serve(

@@ -5,8 +5,8 @@
 //! - `tmux-agent://context/{session}`: a session's latest saved context, by
 //!   session key or name, written as is (`tmux-agent://context/host:1:$3`).
 //!
-//! Not done: `notifications/resources/list_changed` when tmux sessions come
-//! and go (the server does not watch tmux), and subscriptions.
+//! Live tmux sessions (`tmux-agent://sessions`, `tmux-agent://session/{name}`)
+//! are read from tmux, not the database: [`super::live`].
 
 use rmcp::model::{ReadResourceResult, Resource, ResourceContents, ResourceTemplate};
 use rusqlite::Transaction;
@@ -20,12 +20,14 @@ const GOAL: &str = "tmux-agent://goal/";
 const CONTEXT: &str = "tmux-agent://context/";
 const JSON: &str = "application/json";
 
-/// The fixed resources.
+/// The fixed resources; the sessions there are now follow them in
+/// `resources/list` ([`super::live::resources`]).
 pub fn list() -> Vec<Resource> {
     vec![
         Resource::new(GOALS, "goals")
             .with_description("Every goal this server records, newest first")
             .with_mime_type(JSON),
+        super::live::fixed(),
     ]
 }
 
@@ -38,15 +40,19 @@ pub fn templates() -> Vec<ResourceTemplate> {
         ResourceTemplate::new(format!("{CONTEXT}{{session}}"), "session-context")
             .with_description("A tmux session's latest saved context, by session key or name")
             .with_mime_type(JSON),
+        super::live::template(),
     ]
 }
 
-/// Reads one resource.
+/// Reads one resource of the database.
 /// An unknown URI is `NotFound`, naming the resources there are.
 pub fn read(tx: &Transaction<'_>, uri: &str) -> Result<ReadResourceResult, StoreError> {
     let unknown = || {
         StoreError::NotFound(format!(
-            "resource {uri:?}; this server has {GOALS}, {GOAL}{{id}} and {CONTEXT}{{session}}"
+            "resource {uri:?}; this server has {GOALS}, {GOAL}{{id}}, {CONTEXT}{{session}}, \
+             {} and {}{{name}}",
+            super::live::SESSIONS,
+            super::live::SESSION
         ))
     };
     let value = if uri == GOALS {
@@ -63,8 +69,11 @@ pub fn read(tx: &Transaction<'_>, uri: &str) -> Result<ReadResourceResult, Store
     } else {
         return Err(unknown());
     };
-    let text = value.map(|v| v.to_string()).unwrap_or_default();
-    Ok(ReadResourceResult::new(vec![
-        ResourceContents::text(text, uri).with_mime_type(JSON),
-    ]))
+    Ok(json(uri, &value.unwrap_or_default()))
+}
+
+/// A resource's contents: `value` as JSON text.
+pub fn json(uri: &str, value: &impl serde::Serialize) -> ReadResourceResult {
+    let text = serde_json::to_string(value).unwrap_or_default();
+    ReadResourceResult::new(vec![ResourceContents::text(text, uri).with_mime_type(JSON)])
 }

@@ -10,6 +10,7 @@
 //! error: an unknown tool, arguments that do not fit the schema, a value over
 //! the cap, a missing goal, a state change that is not allowed.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use rmcp::handler::server::tool::{ToolCallContext, ToolRouter};
@@ -36,6 +37,7 @@ use super::messages::{
     Sent,
 };
 use super::store::{Store, StoreError};
+use super::watch::{Change, SessionWatch};
 
 /// Limits on what one call may store.
 #[derive(Debug, Clone, Copy)]
@@ -52,6 +54,12 @@ pub struct BuiltinServer {
     store: Arc<Mutex<Store>>,
     limits: Limits,
     tmux: Arc<TmuxEnv>,
+    /// Sessions coming and going, shared by every connection.
+    sessions: SessionWatch,
+    /// The resource URIs this connection's client subscribed to.
+    subscribed: Arc<Mutex<HashSet<String>>>,
+    /// Set once this connection tells its client of changes.
+    telling: Arc<tokio::sync::OnceCell<()>>,
     tool_router: ToolRouter<Self>,
 }
 
@@ -68,8 +76,14 @@ type ToolResult<T> = Result<Json<T>, String>;
 
 #[tool_router]
 impl BuiltinServer {
-    /// A server over an open store.
-    pub fn new(store: Arc<Mutex<Store>>, limits: Limits, tmux: TmuxEnv) -> Self {
+    /// A server over an open store, telling its client what `sessions`
+    /// sees change.
+    pub fn new(
+        store: Arc<Mutex<Store>>,
+        limits: Limits,
+        tmux: TmuxEnv,
+        sessions: SessionWatch,
+    ) -> Self {
         // The snapshot tools are their own router (`super::snapshots`).
         let mut tool_router = Self::tool_router() + Self::snapshot_router();
         for route in tool_router.map.values_mut() {
@@ -83,6 +97,9 @@ impl BuiltinServer {
             store,
             limits,
             tmux: Arc::new(tmux),
+            sessions,
+            subscribed: Arc::default(),
+            telling: Arc::default(),
             tool_router,
         }
     }
@@ -465,6 +482,52 @@ impl BuiltinServer {
 }
 
 impl BuiltinServer {
+    /// Tells the client what the session watch sees from now until it goes:
+    /// every list change, and `updated` for the URIs it subscribed to.
+    /// Started by the client's first resources request, so a client that
+    /// never looks at resources (the daemon's own connection) costs no
+    /// watching.
+    /// A request made meanwhile waits for the watch's first look too.
+    async fn tell_changes(&self, peer: &rmcp::Peer<RoleServer>) {
+        self.telling
+            .get_or_init(|| self.start_telling(peer.clone()))
+            .await;
+    }
+
+    async fn start_telling(&self, peer: rmcp::Peer<RoleServer>) {
+        let mut changes = self.sessions.subscribe().await;
+        let subscribed = Arc::clone(&self.subscribed);
+        tokio::spawn(async move {
+            loop {
+                let sent = match changes.recv().await {
+                    Ok(Change::List) => peer.notify_resource_list_changed().await,
+                    Ok(Change::Updated(uri)) => {
+                        let wanted = subscribed
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .contains(&uri);
+                        if !wanted {
+                            continue;
+                        }
+                        peer.notify_resource_updated(
+                            rmcp::model::ResourceUpdatedNotificationParam::new(uri),
+                        )
+                        .await
+                    }
+                    // Fell behind: the list may have changed meanwhile.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        peer.notify_resource_list_changed().await
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                if sent.is_err() {
+                    // The client has gone.
+                    return;
+                }
+            }
+        });
+    }
+
     /// The tmux server and pane this server runs for.
     pub(super) fn tmux_env(&self) -> &TmuxEnv {
         &self.tmux
@@ -585,6 +648,9 @@ impl ServerHandler for BuiltinServer {
                 .enable_tools()
                 .enable_prompts()
                 .enable_resources()
+                // Both are sent: super::watch.
+                .enable_resources_list_changed()
+                .enable_resources_subscribe()
                 .enable_logging()
                 .build(),
         )
@@ -621,11 +687,42 @@ impl ServerHandler for BuiltinServer {
     async fn list_resources(
         &self,
         _request: Option<rmcp::model::PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::ListResourcesResult, ErrorData> {
-        Ok(rmcp::model::ListResourcesResult::with_all_items(
-            super::resources::list(),
-        ))
+        self.tell_changes(&context.peer).await;
+        let mut all = super::resources::list();
+        all.extend(super::live::resources(&self.tmux).await);
+        Ok(rmcp::model::ListResourcesResult::with_all_items(all))
+    }
+
+    /// `resources/subscribe`: `notifications/resources/updated` for this
+    /// URI when the watch sees its session renamed, closed or its agent's
+    /// status change (legacy in rmcp 3.9, current in MCP 2025-11-25).
+    #[allow(deprecated)]
+    async fn subscribe(
+        &self,
+        request: rmcp::model::SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.tell_changes(&context.peer).await;
+        self.subscribed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(request.uri);
+        Ok(())
+    }
+
+    #[allow(deprecated)]
+    async fn unsubscribe(
+        &self,
+        request: rmcp::model::UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.subscribed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&request.uri);
+        Ok(())
     }
 
     async fn list_resource_templates(
@@ -641,9 +738,27 @@ impl ServerHandler for BuiltinServer {
     async fn read_resource(
         &self,
         request: rmcp::model::ReadResourceRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::ReadResourceResponse, ErrorData> {
         let uri = request.uri;
+        if uri == super::live::SESSIONS || uri.starts_with(super::live::SESSION) {
+            self.tell_changes(&context.peer).await;
+        }
+        if uri == super::live::SESSIONS {
+            let sessions = super::live::sessions(&self.tmux)
+                .await
+                .map_err(|err| ErrorData::internal_error(err.to_string(), None))?;
+            return Ok(super::resources::json(&uri, &super::live::SessionList { sessions }).into());
+        }
+        if let Some(name) = super::live::name_of(&uri) {
+            let view = match name {
+                Ok(name) => super::live::read(&self.tmux, &name).await,
+                Err(err) => Err(err),
+            };
+            return view
+                .map(|view| super::resources::json(&uri, &view).into())
+                .map_err(|err| ErrorData::resource_not_found(err.to_string(), None));
+        }
         self.with_store(move |store| store.read(|tx| super::resources::read(tx, &uri)))
             .await
             .map(Into::into)

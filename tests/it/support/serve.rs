@@ -36,13 +36,27 @@ pub fn serve_command(db: &Path, extra: &[&str]) -> tokio::process::Command {
 /// Spawns the server and completes the MCP handshake, asking for the
 /// protocol version the daemon asks for.
 pub async fn connect(cmd: tokio::process::Command) -> Client {
-    let transport = TokioChildProcess::new(cmd).expect("spawn tmux-agent mcp serve");
-    let config = ClientConfig::new(
+    connect_with(cmd, client_config()).await
+}
+
+/// The client's side of the handshake: its name and the protocol version
+/// the daemon asks for.
+pub fn client_config() -> ClientConfig {
+    ClientConfig::new(
         ClientCapabilities::default(),
         Implementation::new("serve-test", "0"),
     )
-    .with_protocol_version(ProtocolVersion::V_2025_11_25);
-    let client = tokio::time::timeout(PATIENCE, config.serve(transport))
+    .with_protocol_version(ProtocolVersion::V_2025_11_25)
+}
+
+/// [`connect`] with a client handler of the test's own (one that records
+/// the server's notifications); its `get_info` should be [`client_config`].
+pub async fn connect_with<H: rmcp::ClientHandler>(
+    cmd: tokio::process::Command,
+    handler: H,
+) -> RunningService<RoleClient, H> {
+    let transport = TokioChildProcess::new(cmd).expect("spawn tmux-agent mcp serve");
+    let client = tokio::time::timeout(PATIENCE, handler.serve(transport))
         .await
         .expect("handshake timed out")
         .expect("handshake failed");

@@ -262,9 +262,11 @@ pub fn discover(input: &DiscoveryInput) -> Discovered {
             &mut approval,
         );
     }
-    if out.config.mcp.import_agents {
-        agents::read_agents(input, &mut out, &mut candidates);
-    }
+    let codex_trust = if out.config.mcp.import_agents {
+        Some(agents::read_agents(input, &mut out, &mut candidates))
+    } else {
+        None
+    };
     let trust_all = out.config.mcp.trust_project_servers;
 
     // First definition of a name wins; candidates are in precedence order.
@@ -290,8 +292,15 @@ pub fn discover(input: &DiscoveryInput) -> Discovered {
             continue;
         }
         let claude = candidate.source.scope == Scope::ClaudeProject;
+        // Codex reads a project's .codex/config.toml only in a project it
+        // trusts: its trust is its approval, as Claude's dialog is Claude's.
+        let codex = match &codex_trust {
+            Some(trust) if candidate.source.scope == Scope::CodexProject => Some(trust),
+            _ => None,
+        };
         let approved = trust_all
             || (claude && (approval.all || approval.names.contains(&candidate.name)))
+            || codex.is_some_and(|trust| trust.trusted)
             || overlay.as_ref().and_then(|o| o.enabled) == Some(true);
         if candidate.source.scope.is_project_file() && !approved {
             out.skipped.push(SkippedServer {
@@ -299,10 +308,15 @@ pub fn discover(input: &DiscoveryInput) -> Discovered {
                     "a project server not approved for this directory: {how}add \
                      `[servers.{name}]` with `enabled = true` to {config} (or set `[mcp] \
                      trust_project_servers = true`)",
-                    how = if claude {
-                        "approve it in Claude Code, or "
-                    } else {
-                        ""
+                    how = match codex {
+                        _ if claude => "approve it in Claude Code, or ".to_owned(),
+                        Some(trust) => format!(
+                            "trust the project in Codex (`[projects.{}] trust_level = \
+                             \"trusted\"` in {}), or ",
+                            quote_key(&trust.project.to_string_lossy()),
+                            trust.file.display()
+                        ),
+                        None => String::new(),
                     },
                     name = candidate.name,
                     config = out.config_path.display()
@@ -382,13 +396,16 @@ fn read_claude(
             quote_key(&project_dir.to_string_lossy())
         );
         entries_from_json(
-            &claude_json,
-            Scope::ClaudeLocal {
-                project: project_dir.clone(),
-            },
-            &prefix,
+            Origin::new(
+                &claude_json,
+                Scope::ClaudeLocal {
+                    project: project_dir.clone(),
+                },
+                prefix,
+                Dialect::Claude,
+            ),
             project.get("mcpServers"),
-            Dialect::Claude,
+            input,
             out,
             candidates,
         );
@@ -455,11 +472,14 @@ fn read_claude(
             && let Some(value) = read_json(&mcp_json, out, true)
         {
             entries_from_json(
-                &mcp_json,
-                Scope::ClaudeProject,
-                "mcpServers",
+                Origin::new(
+                    &mcp_json,
+                    Scope::ClaudeProject,
+                    "mcpServers",
+                    Dialect::Claude,
+                ),
                 value.get("mcpServers"),
-                Dialect::Claude,
+                input,
                 out,
                 candidates,
             );
@@ -468,11 +488,14 @@ fn read_claude(
 
     if let Some(servers) = claude.as_ref().and_then(|c| c.get("mcpServers")) {
         entries_from_json(
-            &claude_json,
-            Scope::ClaudeUser,
-            "mcpServers",
+            Origin::new(
+                &claude_json,
+                Scope::ClaudeUser,
+                "mcpServers",
+                Dialect::Claude,
+            ),
             Some(servers),
-            Dialect::Claude,
+            input,
             out,
             candidates,
         );
@@ -481,11 +504,14 @@ fn read_claude(
     let desktop = input.claude_desktop_json();
     if let Some(value) = read_json(&desktop, out, true) {
         entries_from_json(
-            &desktop,
-            Scope::ClaudeDesktop,
-            "mcpServers",
+            Origin::new(
+                &desktop,
+                Scope::ClaudeDesktop,
+                "mcpServers",
+                Dialect::Claude,
+            ),
             value.get("mcpServers"),
-            Dialect::Claude,
+            input,
             out,
             candidates,
         );
@@ -507,10 +533,49 @@ fn quote_key(key: &str) -> String {
     serde_json::to_string(key).unwrap_or_else(|_| key.to_string())
 }
 
+/// How a JSON file is written: Claude's files are plain JSON; VS Code's,
+/// Cursor's and Gemini CLI's may hold comments (and, in VS Code, trailing
+/// commas), as their editors and loaders accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Syntax {
+    Json,
+    Jsonc,
+}
+
+impl Syntax {
+    fn parse(self, text: &[u8]) -> Result<Value, String> {
+        match self {
+            Syntax::Json => serde_json::from_slice(text).map_err(|e| e.to_string()),
+            Syntax::Jsonc => {
+                let text = std::str::from_utf8(text).map_err(|e| format!("not UTF-8: {e}"))?;
+                let options = jsonc_parser::ParseOptions {
+                    allow_comments: true,
+                    allow_trailing_commas: true,
+                    allow_loose_object_property_names: false,
+                    allow_missing_commas: false,
+                    allow_single_quoted_strings: false,
+                    allow_hexadecimal_numbers: false,
+                    allow_unary_plus_numbers: false,
+                    allow_bare_decimal_point_numbers: false,
+                    allow_non_finite_numbers: false,
+                    allow_extended_string_escapes: false,
+                };
+                jsonc_parser::parse_to_serde_value::<Option<Value>>(text, &options)
+                    .map_err(|e| e.to_string())
+                    .map(|v| v.unwrap_or(Value::Null))
+            }
+        }
+    }
+}
+
 /// Reads a JSON file, retrying a parse failure (the file may be mid-rewrite).
 /// A missing file is `None` without a problem. A file that cannot be read is
 /// a problem when `problem` (it stops `config check`), else a warning.
 fn read_json(path: &Path, out: &mut Discovered, problem: bool) -> Option<Value> {
+    read_json_as(path, Syntax::Json, out, problem)
+}
+
+fn read_json_as(path: &Path, syntax: Syntax, out: &mut Discovered, problem: bool) -> Option<Value> {
     let mut last_error = String::new();
     for attempt in 0..PARSE_ATTEMPTS {
         if attempt > 0 {
@@ -529,12 +594,12 @@ fn read_json(path: &Path, out: &mut Discovered, problem: bool) -> Option<Value> 
                 return None;
             }
         };
-        match serde_json::from_slice::<Value>(&text) {
+        match syntax.parse(&text) {
             Ok(value) => {
                 out.files_read.push(path.to_path_buf());
                 return Some(value);
             }
-            Err(err) => last_error = err.to_string(),
+            Err(err) => last_error = err,
         }
     }
     let list = if problem {
@@ -546,23 +611,52 @@ fn read_json(path: &Path, out: &mut Discovered, problem: bool) -> Option<Value> 
         path,
         "-",
         format!(
-            "not valid JSON after {PARSE_ATTEMPTS} reads ({last_error}); if Claude Code is \
+            "not valid JSON after {PARSE_ATTEMPTS} reads ({last_error}); if its program is \
              rewriting it, try again"
         ),
     ));
     None
 }
 
-/// Turns an `mcpServers` object from a Claude file into candidates.
-fn entries_from_json(
-    file: &Path,
+/// Where a set of server entries comes from, and what its variables mean.
+struct Origin<'a> {
+    file: &'a Path,
     scope: Scope,
-    prefix: &str,
-    servers: Option<&Value>,
+    /// The key path of the servers object in the file, for messages.
+    prefix: String,
     dialect: Dialect,
+    /// The folder `${workspaceFolder}` names: the project of an editor's
+    /// project file; `None` for user-level files, which have no workspace.
+    workspace: Option<PathBuf>,
+}
+
+impl<'a> Origin<'a> {
+    fn new(file: &'a Path, scope: Scope, prefix: impl Into<String>, dialect: Dialect) -> Self {
+        Origin {
+            file,
+            scope,
+            prefix: prefix.into(),
+            dialect,
+            workspace: None,
+        }
+    }
+}
+
+/// Turns the servers object of a file into candidates.
+fn entries_from_json(
+    origin: Origin<'_>,
+    servers: Option<&Value>,
+    input: &DiscoveryInput,
     out: &mut Discovered,
     candidates: &mut Vec<Candidate>,
 ) {
+    let Origin {
+        file,
+        scope,
+        prefix,
+        dialect,
+        workspace,
+    } = origin;
     let Some(servers) = servers else { return };
     let Some(servers) = servers.as_object() else {
         out.warnings.push(Problem::new(
@@ -572,9 +666,14 @@ fn entries_from_json(
         ));
         return;
     };
+    let context = agents::EntryContext {
+        file,
+        workspace: workspace.as_deref(),
+        input,
+    };
     for (name, value) in servers {
         let key = format!("{prefix}.{name}");
-        let translated = match dialect.translate(value, file) {
+        let translated = match dialect.translate(value, &context) {
             Ok(value) => value,
             Err((field, message)) => {
                 out.warnings.push(Problem::new(
@@ -585,14 +684,11 @@ fn entries_from_json(
                 continue;
             }
         };
-        match entry_from_json(&translated, dialect) {
+        match entry_from_json(&translated, dialect, &context) {
             Ok((entry, ignored)) => {
-                for field in ignored {
-                    out.warnings.push(Problem::new(
-                        file,
-                        format!("{key}.{field}"),
-                        "not supported by tmux-agent; ignored",
-                    ));
+                for (field, message) in ignored {
+                    out.warnings
+                        .push(Problem::new(file, format!("{key}.{field}"), message));
                 }
                 candidates.push(Candidate {
                     name: name.clone(),
@@ -620,13 +716,18 @@ fn entries_from_json(
     }
 }
 
+/// A field tmux-agent read but does not act on, and what the user should
+/// know about it.
+type Ignored = (String, String);
+
 /// Reads one server entry of a JSON (or Codex TOML) file. Returns the entry
-/// and the names of fields that tmux-agent ignores, or the bad field and
-/// what was expected.
+/// and the fields that tmux-agent ignores (each with why), or the bad field
+/// and what was expected.
 fn entry_from_json(
     value: &Value,
     dialect: Dialect,
-) -> Result<(ServerEntry, Vec<String>), (String, String)> {
+    context: &agents::EntryContext<'_>,
+) -> Result<(ServerEntry, Vec<Ignored>), (String, String)> {
     let object = value
         .as_object()
         .ok_or_else(|| (String::new(), "expected an object".to_string()))?;
@@ -655,7 +756,7 @@ fn entry_from_json(
                 .collect()
         };
     for (field, v) in object {
-        if dialect.read_field(field, v, &mut entry)? {
+        if dialect.read_field(field, v, &mut entry, &mut ignored)? {
             continue;
         }
         match field.as_str() {
@@ -679,9 +780,12 @@ fn entry_from_json(
             "disabled" => entry.enabled = Some(!v.as_bool().unwrap_or(false)),
             // Claude-only fields that do not change how to reach the server.
             "description" | "timeout" | "alwaysAllow" | "autoApprove" => {}
-            _ if dialect.harmless(field) => {}
-            _ => ignored.push(field.clone()),
+            _ => ignored.push((field.clone(), "not supported by tmux-agent; ignored".into())),
         }
+    }
+    // Read last: the entry's own `env` wins over its env file.
+    if let Some(path) = object.get("envFile") {
+        dialect.read_env_file(path, &mut entry, context)?;
     }
     Ok((entry, ignored))
 }

@@ -338,8 +338,9 @@ pub fn discover(input: &DiscoveryInput) -> Discovered {
         out.problems.push(Problem::new(
             &out.config_path,
             format!("servers.{name}"),
-            "no `command`, `url` or `socket`, and no server of this name in Claude's config \
-             files: give it a transport, or fix the name",
+            "no `command`, `url` or `socket`, and no server of this name in another agent's \
+             config files (Claude, Codex, Gemini, Cursor, VS Code): give it a transport, or fix \
+             the name",
         ));
     }
     out.servers.sort_by(|a, b| a.name.cmp(&b.name));
@@ -391,19 +392,12 @@ fn read_claude(
 
     // Local scope: the entry of the project directory, exactly.
     if let Some(project) = project_entry(&project_dir) {
-        let prefix = format!(
-            "projects.{}.mcpServers",
-            quote_key(&project_dir.to_string_lossy())
-        );
+        let scope = Scope::ClaudeLocal {
+            project: project_dir.clone(),
+        };
+        let prefix = servers_key(&scope);
         entries_from_json(
-            Origin::new(
-                &claude_json,
-                Scope::ClaudeLocal {
-                    project: project_dir.clone(),
-                },
-                prefix,
-                Dialect::Claude,
-            ),
+            Origin::new(&claude_json, scope, prefix, Dialect::Claude),
             project.get("mcpServers"),
             input,
             out,
@@ -804,10 +798,7 @@ fn resolve(
         entry,
         ours,
     } = candidate;
-    let key = |field: &str| match &source.scope {
-        Scope::Config => format!("servers.{name}.{field}"),
-        _ => format!("mcpServers.{name}.{field}"),
-    };
+    let key = |field: &str| format!("{}.{name}.{field}", servers_key(&source.scope));
     let skip = |out: &mut Discovered, reason: String| {
         out.skipped.push(SkippedServer {
             name: name.clone(),
@@ -870,6 +861,20 @@ fn resolve(
         source,
         transport,
     });
+}
+
+/// The key path of the servers object in a file of `scope`, for messages.
+fn servers_key(scope: &Scope) -> String {
+    match scope {
+        Scope::Config => "servers".to_owned(),
+        Scope::ClaudeLocal { project } => format!(
+            "projects.{}.mcpServers",
+            quote_key(&project.to_string_lossy())
+        ),
+        Scope::Codex | Scope::CodexProject => "mcp_servers".to_owned(),
+        Scope::VsCodeWorkspace | Scope::VsCodeUser => "servers".to_owned(),
+        _ => "mcpServers".to_owned(),
+    }
 }
 
 /// The name of tmux-agent's own MCP server.

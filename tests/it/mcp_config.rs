@@ -432,6 +432,7 @@ const AGENT_VARS: &[(&str, &str)] = &[
     ("FIGMA_OAUTH_TOKEN", "fig-token"),
     ("TRACKER_KEY", "trk-key"),
     ("PWD", "/work/here"),
+    ("GEMINI_PROJECT_TOKEN", "gem-project"),
 ];
 
 impl Agents {
@@ -468,6 +469,11 @@ impl Agents {
         agents.fixture(
             "gemini-settings.json",
             &agents.home.join(".gemini/settings.json"),
+            "",
+        );
+        agents.fixture(
+            "gemini-project.json",
+            &agents.cwd.join(".gemini/settings.json"),
             "",
         );
         agents.fixture(
@@ -926,4 +932,86 @@ fn a_malformed_agent_file_is_named_with_why_and_the_others_are_still_read() {
         listed["docs"].2,
         f.home.join(".codex/config.toml").display().to_string()
     );
+}
+
+#[test]
+fn gemini_folder_trust_approves_its_workspace_servers_and_distrust_wins() {
+    let f = Agents::new();
+    // Gemini reads the working directory's own .gemini/settings.json only.
+    f.write(
+        &f.project.join(".gemini/settings.json"),
+        &json!({"mcpServers": {"gemRoot": {"command": "x"}}}).to_string(),
+    );
+    let state = |found: &tmux_agent::mcp::discovery::Discovered| {
+        if found.servers.iter().any(|s| s.name == "gemProject") {
+            "run".to_owned()
+        } else {
+            let skipped = found.skipped.iter().find(|s| s.name == "gemProject");
+            skipped.map_or("absent".to_owned(), |s| s.reason.clone())
+        }
+    };
+    let found = discover(&f.input());
+    assert!(
+        !found.names().iter().any(|n| n == "gemRoot"),
+        "{:?}",
+        found.names()
+    );
+    // Folder trust off (Gemini's default): nothing recorded, ours needed.
+    let waiting = state(&found);
+    assert!(
+        waiting.contains("not approved")
+            && waiting.contains("security.folderTrust.enabled")
+            && waiting.contains("TRUST_FOLDER"),
+        "{waiting}"
+    );
+    let trusted_folders = f.home.join(".gemini/trustedFolders.json");
+    let project = f.project.display().to_string();
+    f.write(
+        &trusted_folders,
+        &json!({ &project: "TRUST_FOLDER" }).to_string(),
+    );
+    assert!(
+        state(&discover(&f.input())).contains("not approved"),
+        "trust is read only with folder trust on"
+    );
+
+    // Folder trust on, as Gemini's settings dialog writes it.
+    let user = f.home.join(".gemini/settings.json");
+    let mut settings: Value = {
+        let text = std::fs::read_to_string(&user).unwrap();
+        let text: String = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        serde_json::from_str(&text).unwrap()
+    };
+    settings["security"] = json!({"folderTrust": {"enabled": true}});
+    f.write(&user, &settings.to_string());
+    let found = discover(&f.input());
+    assert_eq!(
+        state(&found),
+        "run",
+        "the project folder is trusted, and the cwd is in it"
+    );
+    let gem = found
+        .servers
+        .iter()
+        .find(|s| s.name == "gemProject")
+        .unwrap();
+    assert_eq!(gem.source.file, f.cwd.join(".gemini/settings.json"));
+    assert_eq!(stdio_of(gem).env["TOKEN"], "gem-project");
+    // TRUST_PARENT trusts the folder's parent and all in it.
+    let services = f.project.join("services").display().to_string();
+    f.write(
+        &trusted_folders,
+        &json!({ &services: "TRUST_PARENT" }).to_string(),
+    );
+    assert_eq!(state(&discover(&f.input())), "run");
+    // A distrusted folder (and all in it) wins over a trusted parent.
+    f.write(
+        &trusted_folders,
+        &json!({ &project: "TRUST_FOLDER", &services: "DO_NOT_TRUST" }).to_string(),
+    );
+    assert!(state(&discover(&f.input())).contains("not approved"));
 }

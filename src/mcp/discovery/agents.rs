@@ -5,7 +5,7 @@
 //! 1. Codex CLI: every project `.codex/config.toml` from the working
 //!    directory up to the project root (the nearest first), then
 //!    `$CODEX_HOME/config.toml` (default `~/.codex/config.toml`);
-//! 2. Gemini CLI: the project's `.gemini/settings.json`, then
+//! 2. Gemini CLI: the working directory's `.gemini/settings.json`, then
 //!    `~/.gemini/settings.json`, `mcpServers`;
 //! 3. Cursor: the project's `.cursor/mcp.json`, then `~/.cursor/mcp.json`,
 //!    `mcpServers`;
@@ -50,7 +50,11 @@
 //!   here, with our rule for an unset variable (the server is skipped with a
 //!   warning; Gemini would pass the placeholder on as text). Gemini has no
 //!   per-server env file: it loads a `.env` into its own environment, which
-//!   tmux-agent does not.
+//!   tmux-agent does not. Its workspace file is the working directory's
+//!   only (Gemini does not look in parent directories), and with
+//!   `security.folderTrust.enabled` Gemini reads it only in a folder
+//!   trusted in `~/.gemini/trustedFolders.json`: that trust approves its
+//!   servers here, as Codex's does (see [`gemini_trust`]).
 //! - **Cursor** (cursor.com/docs MCP): `mcpServers` as in Claude's files,
 //!   `envFile` (stdio), and `${env:NAME}`, `${userHome}`,
 //!   `${workspaceFolder}`, `${workspaceFolderBasename}`, `${pathSeparator}`
@@ -394,24 +398,23 @@ fn workspace_of(file: &Path) -> Option<PathBuf> {
     file.parent().and_then(Path::parent).map(Path::to_path_buf)
 }
 
-/// Whether Codex trusts the project of the working directory, and where
-/// that is recorded.
+/// Whether an agent trusts the project of the working directory: for its
+/// project files (`scope`), that trust is its approval.
 #[derive(Debug, Clone)]
-pub(super) struct CodexTrust {
-    /// The directory whose `[projects."<dir>"]` entry decides.
-    pub project: PathBuf,
-    /// Codex's user config, where the entry lives.
-    pub file: PathBuf,
+pub(super) struct ProjectTrust {
+    pub scope: Scope,
     pub trusted: bool,
+    /// How to give that trust, for the message of a server waiting for it.
+    pub how: String,
 }
 
 /// Appends the servers of Codex, Gemini, Cursor and VS Code files, in
-/// precedence order, and says whether Codex trusts the project.
+/// precedence order, and says whether Codex and Gemini trust the project.
 pub(super) fn read_agents(
     input: &DiscoveryInput,
     out: &mut Discovered,
     candidates: &mut Vec<Candidate>,
-) -> CodexTrust {
+) -> Vec<ProjectTrust> {
     let codex_home = match input.var("CODEX_HOME") {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir),
         _ => input.home.join(".codex"),
@@ -428,16 +431,18 @@ pub(super) fn read_agents(
         codex_entries(&user_file, Scope::Codex, table, input, out, candidates);
     }
 
+    let gemini_user = input.home.join(".gemini/settings.json");
+    let gemini_trust = gemini_trust(input, &gemini_user);
     let project = |rel: &str| project_file(&input.cwd, &input.home, rel);
     let json_files = [
         (
-            project(".gemini/settings.json"),
+            gemini_workspace_file(input),
             Scope::GeminiProject,
             "mcpServers",
             Dialect::Gemini,
         ),
         (
-            Some(input.home.join(".gemini/settings.json")),
+            Some(gemini_user),
             Scope::GeminiUser,
             "mcpServers",
             Dialect::Gemini,
@@ -479,7 +484,69 @@ pub(super) fn read_agents(
         entries_from_json(origin, value.get(key), input, out, candidates);
     }
     warn_of_vscode_settings(input, out);
-    trust
+    vec![trust, gemini_trust]
+}
+
+/// Gemini CLI's workspace settings: `.gemini/settings.json` in the working
+/// directory itself (Gemini's `loadSettings(process.cwd())` does not look
+/// in parent directories), unless that is the user's own file.
+fn gemini_workspace_file(input: &DiscoveryInput) -> Option<PathBuf> {
+    let file = input.cwd.join(".gemini/settings.json");
+    (input.cwd != input.home && file.is_file()).then_some(file)
+}
+
+/// Gemini CLI's folder trust: with `security.folderTrust.enabled` in the
+/// user settings, Gemini reads a workspace's settings only in a trusted
+/// folder, recorded in `~/.gemini/trustedFolders.json`
+/// (`$GEMINI_CLI_TRUSTED_FOLDERS_PATH`) as `{"<dir>": "TRUST_FOLDER" |
+/// "TRUST_PARENT" | "DO_NOT_TRUST"}`. As Gemini's `isPathTrusted`: a
+/// `DO_NOT_TRUST` folder and everything in it is untrusted first, then a
+/// `TRUST_FOLDER` folder (or a `TRUST_PARENT` folder's parent) and
+/// everything in it is trusted. Without folder trust switched on Gemini
+/// records no decision, so its project servers wait for ours.
+fn gemini_trust(input: &DiscoveryInput, user_settings: &Path) -> ProjectTrust {
+    let file = match input.var("GEMINI_CLI_TRUSTED_FOLDERS_PATH") {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => input.home.join(".gemini/trustedFolders.json"),
+    };
+    let how = format!(
+        "trust this folder in Gemini CLI (with `security.folderTrust.enabled` in {}, \
+         `\"{}\": \"TRUST_FOLDER\"` in {})",
+        user_settings.display(),
+        input.cwd.display(),
+        file.display()
+    );
+    let mut scratch = Discovered::default();
+    let enabled = read_json_as(user_settings, Syntax::Jsonc, &mut scratch, false)
+        .and_then(|s| s.pointer("/security/folderTrust/enabled")?.as_bool())
+        .unwrap_or(false);
+    let rules = if enabled {
+        read_json_as(&file, Syntax::Jsonc, &mut scratch, false)
+    } else {
+        None
+    };
+    let rules: Vec<(PathBuf, &str)> = rules
+        .as_ref()
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter_map(|(path, level)| Some((PathBuf::from(path), level.as_str()?)))
+        .collect();
+    let within = |dir: &Path| input.cwd.starts_with(dir);
+    let distrusted = rules
+        .iter()
+        .any(|(path, level)| *level == "DO_NOT_TRUST" && within(path));
+    let trusted = !distrusted
+        && rules.iter().any(|(path, level)| match *level {
+            "TRUST_FOLDER" => within(path),
+            "TRUST_PARENT" => path.parent().is_some_and(within),
+            _ => false,
+        });
+    ProjectTrust {
+        scope: Scope::GeminiProject,
+        trusted,
+        how,
+    }
 }
 
 /// VS Code's user profile directory.
@@ -626,7 +693,11 @@ fn codex_project_files(
 /// Codex's trust for the working directory: its own `[projects."<cwd>"]`
 /// entry, else the repository root's (for a linked worktree, the main
 /// checkout's, as Codex's `resolve_root_git_project_for_trust` does).
-fn codex_trust(input: &DiscoveryInput, user: Option<&toml::Table>, user_file: &Path) -> CodexTrust {
+fn codex_trust(
+    input: &DiscoveryInput,
+    user: Option<&toml::Table>,
+    user_file: &Path,
+) -> ProjectTrust {
     let projects = user
         .and_then(|t| t.get("projects"))
         .and_then(|p| p.as_table());
@@ -644,10 +715,14 @@ fn codex_trust(input: &DiscoveryInput, user: Option<&toml::Table>, user_file: &P
             None => (input.cwd.clone(), None),
         },
     };
-    CodexTrust {
-        project,
-        file: user_file.to_path_buf(),
+    ProjectTrust {
+        scope: Scope::CodexProject,
         trusted: level.as_deref() == Some("trusted"),
+        how: format!(
+            "trust the project in Codex (`[projects.{}] trust_level = \"trusted\"` in {})",
+            super::quote_key(&project.to_string_lossy()),
+            user_file.display()
+        ),
     }
 }
 

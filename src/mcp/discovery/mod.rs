@@ -262,10 +262,11 @@ pub fn discover(input: &DiscoveryInput) -> Discovered {
             &mut approval,
         );
     }
-    let codex_trust = if out.config.mcp.import_agents {
-        Some(agents::read_agents(input, &mut out, &mut candidates))
+    // What Codex and Gemini CLI recorded about trusting this project.
+    let owners_trust = if out.config.mcp.import_agents {
+        agents::read_agents(input, &mut out, &mut candidates)
     } else {
-        None
+        Vec::new()
     };
     let trust_all = out.config.mcp.trust_project_servers;
 
@@ -292,15 +293,14 @@ pub fn discover(input: &DiscoveryInput) -> Discovered {
             continue;
         }
         let claude = candidate.source.scope == Scope::ClaudeProject;
-        // Codex reads a project's .codex/config.toml only in a project it
-        // trusts: its trust is its approval, as Claude's dialog is Claude's.
-        let codex = match &codex_trust {
-            Some(trust) if candidate.source.scope == Scope::CodexProject => Some(trust),
-            _ => None,
-        };
+        // Codex and Gemini CLI read a project's file only in a project they
+        // trust: their trust is their approval, as Claude's dialog is Claude's.
+        let owner = owners_trust
+            .iter()
+            .find(|trust| trust.scope == candidate.source.scope);
         let approved = trust_all
             || (claude && (approval.all || approval.names.contains(&candidate.name)))
-            || codex.is_some_and(|trust| trust.trusted)
+            || owner.is_some_and(|trust| trust.trusted)
             || overlay.as_ref().and_then(|o| o.enabled) == Some(true);
         if candidate.source.scope.is_project_file() && !approved {
             out.skipped.push(SkippedServer {
@@ -308,14 +308,9 @@ pub fn discover(input: &DiscoveryInput) -> Discovered {
                     "a project server not approved for this directory: {how}add \
                      `[servers.{name}]` with `enabled = true` to {config} (or set `[mcp] \
                      trust_project_servers = true`)",
-                    how = match codex {
+                    how = match owner {
                         _ if claude => "approve it in Claude Code, or ".to_owned(),
-                        Some(trust) => format!(
-                            "trust the project in Codex (`[projects.{}] trust_level = \
-                             \"trusted\"` in {}), or ",
-                            quote_key(&trust.project.to_string_lossy()),
-                            trust.file.display()
-                        ),
+                        Some(trust) => format!("{}, or ", trust.how),
                         None => String::new(),
                     },
                     name = candidate.name,

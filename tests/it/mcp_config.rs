@@ -791,6 +791,27 @@ fn codex_gemini_cursor_and_vscode_files_as_their_users_have_them() {
         ("memory", "stdio", "idle", &vscode, "vs-code-user"),
     ]);
     assert!(listed, "listed as discovered");
+    // And `config show --json`: command, args, the env's names (values are
+    // masked there) and the timeouts taken from each tool's own keys.
+    let (code, stdout, stderr) = f.cli(&["config", "show", "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let shown: Value = serde_json::from_str(&stdout).unwrap();
+    let server = |name: &str| shown["servers"][name].clone();
+    assert_eq!(server("docs")["command"], "./tools/docs-mcp");
+    assert_eq!(server("docs")["args"], json!(["--root", "../docs"]));
+    assert_eq!(server("docs")["scope"], "Codex CLI project config");
+    assert_eq!(server("docs")["settings"]["connect_timeout"], 15.0);
+    assert_eq!(server("context7")["settings"]["call_timeout"], 120.0);
+    assert_eq!(server("pythonTools")["settings"]["call_timeout"], 15.0);
+    assert_eq!(
+        server("server-name")["env"],
+        json!({"API_KEY": "********", "DATABASE_URL": "********", "LOG_LEVEL": "********", "QUOTED": "********"})
+    );
+    assert_eq!(server("memory")["scope"], "VS Code user");
+    assert!(
+        !stdout.contains("cur-key") && !stdout.contains("postgres://"),
+        "a secret leaked"
+    );
 }
 
 impl Agents {

@@ -278,8 +278,13 @@ struct Bare {
 
 impl Bare {
     fn new(path: &str) -> Bare {
+        Bare::with_plugin_dir(path, ".tmux/plugins/tmux-agent")
+    }
+
+    /// The same with the plugin at `dir` in the test HOME.
+    fn with_plugin_dir(path: &str, dir: &str) -> Bare {
         let server = TmuxServer::start();
-        let plugin_dir = server.path(".tmux/plugins/tmux-agent");
+        let plugin_dir = server.path(dir);
         std::fs::create_dir_all(&plugin_dir).unwrap();
         std::fs::copy(
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tmux-agent.tmux"),
@@ -374,7 +379,13 @@ fn without_a_binary_the_plugin_builds_one_with_cargo_once_and_then_uses_it() {
     .unwrap();
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(bin.join("cargo"), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let bare = Bare::new(&format!("{}:/usr/bin:/bin", bin.display()));
+    // A plugin directory whose path a shell would expand or cut short: the
+    // build command must get it as one word. (No space: TPM's own loop runs
+    // `$tmux_file` unquoted, so a plugin path with a space never loads.)
+    let bare = Bare::with_plugin_dir(
+        &format!("{}:/usr/bin:/bin", bin.display()),
+        "plugins/it's$HOME;`x`&/tmux-agent",
+    );
     let server = &bare.server;
     let cargo_runs = || {
         std::fs::read_to_string(&cargo_log)

@@ -656,6 +656,8 @@ fn codex_gemini_cursor_and_vscode_files_as_their_users_have_them() {
         )
     );
     assert!(warning(&codex_user, "mcp_servers.figma.enabled_tools").contains("does not filter"));
+    assert!(warning(&codex_user, "mcp_servers.must-have.required").contains("starts anyway"));
+    assert_eq!(stdio_of(servers["must-have"]).command, "must-have-mcp");
     assert!(warning(&codex_root, "mcp_servers.tracker.scopes").contains("not supported"));
     assert!(
         skipped["legacy"].reason.contains("disabled"),
@@ -763,7 +765,7 @@ fn codex_gemini_cursor_and_vscode_files_as_their_users_have_them() {
     let settings = f.home.join(".config/Code/User/settings.json");
     assert!(warning(&settings, "mcp").contains("mcp.json"));
     // No other warning: every field of these files is read or named above.
-    let expected = 9;
+    let expected = 10;
     assert_eq!(found.warnings.len(), expected, "{:#?}", found.warnings);
 
     // The same through the CLI: transport, state and source of each.

@@ -25,7 +25,8 @@
 //!   `startup_timeout_sec`/`_ms` is our `connect_timeout` and
 //!   `tool_timeout_sec` our `call_timeout`. `env_vars` names variables to
 //!   pass through from Codex's environment: tmux-agent passes its whole
-//!   environment to a server, so they reach it already. `enabled_tools` /
+//!   environment to a server, so they reach it already. `required = true`
+//!   is warned about (tmux-agent does not refuse to start). `enabled_tools` /
 //!   `disabled_tools` are read and warned about (tmux-agent does not filter
 //!   tools: it calls only those its templates name). Other keys (`oauth`,
 //!   `scopes`, an inline `bearer_token`, ...) are warned about by key path.
@@ -197,10 +198,17 @@ impl Dialect {
             }
             (Dialect::Codex, "tool_timeout_sec") => entry.call_timeout = Some(seconds(1.0)?),
             (Dialect::Codex, "enabled_tools" | "disabled_tools") => ignore(NO_TOOL_FILTER),
-            // `env_vars`: passed through from Codex's environment; ours
-            // passes its whole environment. `required`: Codex refuses to
-            // start without the server; tmux-agent reports it instead.
-            (Dialect::Codex, "env_vars" | "required") => {}
+            // Passed through from Codex's environment; ours passes its
+            // whole environment.
+            (Dialect::Codex, "env_vars") => {}
+            (Dialect::Codex, "required") => {
+                if v.as_bool() == Some(true) {
+                    ignore(
+                        "Codex will not start without this server; tmux-agent starts \
+                         anyway and shows the server's state in `mcp servers`; ignored",
+                    );
+                }
+            }
             // Read by `read_env_file` once every other field is in.
             (Dialect::Cursor | Dialect::VsCode, "envFile") => {}
             // VS Code's settings for debugging a server it runs.

@@ -39,7 +39,9 @@
 //! [`read_claude`]), when our config has a
 //! `[servers.NAME]` entry with `enabled = true` for it, or when `[mcp]
 //! trust_project_servers = true`. Others are listed as skipped, saying how
-//! to approve them.
+//! to approve them. The other agents' project files follow the same rule;
+//! Codex's project trust and Gemini CLI's folder trust approve their own
+//! (see [`agents`]).
 //!
 //! `${VAR}` / `${VAR:-default}` are expanded in `command`, `args`, `env`,
 //! `url`, `headers` (and `cwd`, `socket`) of every entry; a server using an

@@ -454,3 +454,51 @@ fn without_a_binary_the_plugin_builds_one_with_cargo_once_and_then_uses_it() {
     );
     assert_eq!(cargo_runs().len(), 1);
 }
+
+/// A build that fails is said so, with where its log is, and is not started
+/// again by itself: the plugin run after it knows it failed.
+#[test]
+fn a_failed_build_is_reported_and_not_retried_in_a_loop() {
+    let scratch = tempfile::tempdir().unwrap();
+    let bin = scratch.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let cargo_log = scratch.path().join("cargo.log");
+    std::fs::write(
+        bin.join("cargo"),
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$*\" >> {log}\n\
+             echo 'error[E0425]: cannot find value `x` in this scope'\nexit 101\n",
+            log = shlex::try_quote(cargo_log.to_str().unwrap()).unwrap(),
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(bin.join("cargo"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bare = Bare::new(&format!("{}:/usr/bin:/bin", bin.display()));
+    bare.load();
+    let problem = eventually(PATIENCE, "the failed build to be reported", || {
+        bare.server
+            .global_option("@tmux-agent-problem")
+            .filter(|p| p.starts_with("cargo build failed"))
+    });
+    let log = bare.plugin_dir.join("target-build.log");
+    assert!(problem.contains(&log.display().to_string()), "{problem}");
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("error[E0425]"),
+        "cargo's output is kept for the user to read"
+    );
+    assert!(
+        bare.messages().contains(&format!("tmux-agent: {problem}")),
+        "{:?}",
+        bare.messages()
+    );
+    assert_eq!(bare.server.global_option("@tmux-agent-building"), None);
+    // The run that reported it started no build: one cargo run in all.
+    let runs = std::fs::read_to_string(&cargo_log).unwrap();
+    assert_eq!(
+        runs.lines().collect::<Vec<_>>(),
+        ["build --release --locked"]
+    );
+}

@@ -335,9 +335,9 @@ pub fn discover(input: &DiscoveryInput) -> Discovered {
         out.problems.push(Problem::new(
             &out.config_path,
             format!("servers.{name}"),
-            "no `command`, `url` or `socket`, and no server of this name in another agent's \
-             config files (Claude, Codex, Gemini, Cursor, VS Code): give it a transport, or fix \
-             the name",
+            "no `command`, `url` or `socket`, and no server of this name in the agents' \
+             config files tmux-agent reads (Claude, Codex, Gemini, Cursor, VS Code): give it a \
+             transport, or fix the name",
         ));
     }
     out.servers.sort_by(|a, b| a.name.cmp(&b.name));

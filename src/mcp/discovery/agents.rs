@@ -55,7 +55,10 @@
 //!   only (Gemini does not look in parent directories), and with
 //!   `security.folderTrust.enabled` Gemini reads it only in a folder
 //!   trusted in `~/.gemini/trustedFolders.json`: that trust approves its
-//!   servers here, as Codex's does (see [`gemini_trust`]).
+//!   servers here, as Codex's does (see [`gemini_trust`]). A relative
+//!   `cwd` is taken from the settings file's directory (Gemini hands it to
+//!   the process it spawns, so it is relative to wherever Gemini was
+//!   started; the daemon has no such place).
 //! - **Cursor** (cursor.com/docs MCP): `mcpServers` as in Claude's files,
 //!   `envFile` (stdio), and `${env:NAME}`, `${userHome}`,
 //!   `${workspaceFolder}`, `${workspaceFolderBasename}`, `${pathSeparator}`

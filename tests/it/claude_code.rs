@@ -274,8 +274,9 @@ impl Terminal<'_> {
     }
 }
 
-/// How long a key press may take to show on the screen.
-const KEY_ECHO: std::time::Duration = std::time::Duration::from_secs(3);
+/// How long a key press may take to show on the screen (a loaded machine
+/// is slow to redraw; a key pressed again too soon undoes a Space).
+const KEY_ECHO: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The line of a selection list the cursor (`❯`) is on.
 fn cursor_line(screen: &str) -> &str {

@@ -440,12 +440,17 @@ fn without_a_binary_the_plugin_builds_one_with_cargo_once_and_then_uses_it() {
     });
     assert_eq!(server.global_option("@tmux-agent-building"), None);
     assert_eq!(server.global_option("@tmux-agent-problem"), None);
-    assert!(
-        server
-            .tmux(&["show-hooks", "-g"])
-            .lines()
-            .any(|l| l.starts_with("session-created[100]")),
-        "set up as with a binary on the PATH"
+    // The plugin starts the binary before it sets its hook: wait for that.
+    eventually(
+        PATIENCE,
+        "the plugin set up as with a binary on the PATH",
+        || {
+            server
+                .tmux(&["show-hooks", "-g"])
+                .lines()
+                .any(|l| l.starts_with("session-created[100]"))
+                .then_some(())
+        },
     );
     let log = std::fs::read_to_string(bare.plugin_dir.join("target-build.log")).unwrap();
     assert!(

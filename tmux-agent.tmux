@@ -85,8 +85,10 @@ build_binary() {
     tmux set-option -gq @tmux-agent-plugin-dir "$PLUGIN_DIR"
     # Formats in run-shell are expanded once; #{q:...} gives the option's
     # value quoted for sh, so no path is ever spliced into a command.
+    # A failed build loads this file with --build-failed, which says so
+    # instead of starting the same build again (and again).
     local dir='#{q:@tmux-agent-plugin-dir}'
-    tmux run-shell -b "cd $dir && cargo build --release --locked >$dir/target-build.log 2>&1; tmux set-option -gu @tmux-agent-building; $dir/tmux-agent.tmux"
+    tmux run-shell -b "cd $dir && if cargo build --release --locked >$dir/target-build.log 2>&1; then tmux set-option -gu @tmux-agent-building; $dir/tmux-agent.tmux; else tmux set-option -gu @tmux-agent-building; $dir/tmux-agent.tmux --build-failed; fi"
     problem "building tmux-agent with cargo (a few minutes; log in $PLUGIN_DIR/target-build.log); it sets itself up when done"
 }
 
@@ -98,6 +100,10 @@ ENSURE="run-shell -b '#{q:@tmux-agent-bin} ensure'"
 
 main() {
     local bin
+    if [ "${1:-}" = --build-failed ]; then
+        problem "cargo build failed (see $PLUGIN_DIR/target-build.log): fix what it says and reload tmux.conf, or put tmux-agent on the PATH, or set @tmux-agent-bin to its path"
+        return 0
+    fi
     if ! bin="$(find_binary)"; then
         [ -n "$(option @tmux-agent-bin "")" ] || build_binary
         return 0
@@ -173,4 +179,4 @@ main() {
     fi
 }
 
-main
+main "$@"

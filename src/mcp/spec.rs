@@ -173,6 +173,9 @@ pub enum Scope {
     ClaudeUser,
     /// Claude Desktop's `claude_desktop_config.json`.
     ClaudeDesktop,
+    /// Codex CLI's project `.codex/config.toml`: any from the working
+    /// directory up to the project root (the nearest wins).
+    CodexProject,
     /// Codex CLI's `$CODEX_HOME/config.toml` (`~/.codex/config.toml`),
     /// `[mcp_servers.NAME]`.
     Codex,
@@ -186,6 +189,9 @@ pub enum Scope {
     CursorUser,
     /// VS Code's workspace `.vscode/mcp.json` (nearest ancestor), `servers`.
     VsCodeWorkspace,
+    /// VS Code's user-profile `mcp.json` (`~/.config/Code/User/mcp.json` on
+    /// Linux), `servers`.
+    VsCodeUser,
     /// tmux-agent's own server (`tmux-agent mcp serve`), present unless a
     /// config file defines a server named `builtin`.
     Builtin,
@@ -202,6 +208,7 @@ impl Scope {
         matches!(
             self,
             Scope::ClaudeProject
+                | Scope::CodexProject
                 | Scope::GeminiProject
                 | Scope::CursorProject
                 | Scope::VsCodeWorkspace
@@ -228,12 +235,14 @@ impl fmt::Display for Scope {
             Scope::ClaudeProject => f.write_str("Claude Code project scope"),
             Scope::ClaudeUser => f.write_str("Claude Code user scope"),
             Scope::ClaudeDesktop => f.write_str("Claude Desktop"),
+            Scope::CodexProject => f.write_str("Codex CLI project config"),
             Scope::Codex => f.write_str("Codex CLI"),
             Scope::GeminiProject => f.write_str("Gemini CLI project settings"),
             Scope::GeminiUser => f.write_str("Gemini CLI user settings"),
             Scope::CursorProject => f.write_str("Cursor project"),
             Scope::CursorUser => f.write_str("Cursor global"),
             Scope::VsCodeWorkspace => f.write_str("VS Code workspace"),
+            Scope::VsCodeUser => f.write_str("VS Code user"),
             Scope::Builtin => f.write_str("built in"),
             Scope::CommandLine => f.write_str("command line"),
         }

@@ -207,3 +207,261 @@ fn servers_and_approvals_match_claude_mcp_list_from_every_directory() {
     compare("approved in ~/.claude/settings.json");
     assert_eq!(claude.list(&sub).get("p2"), Some(&false));
 }
+
+/// How long the interactive CLI may take to show a screen: its first start
+/// in a fresh HOME took 15 s here on a quiet machine.
+const CLAUDE_SCREEN: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The interactive `claude` in a pane of a private tmux server, driven with
+/// `send-keys` and read with `capture-pane`, as a person at a terminal.
+struct Terminal<'a> {
+    server: &'a crate::support::tmux::TmuxServer,
+    pane: String,
+}
+
+impl Terminal<'_> {
+    fn screen(&self) -> String {
+        self.server.tmux(&["capture-pane", "-p", "-t", &self.pane])
+    }
+
+    /// Waits until a line of the screen holds every one of `parts`; panics
+    /// with the screen as it is when that does not come.
+    fn wait_for_line(&self, parts: &[&str]) {
+        let found = crate::support::wait_for(CLAUDE_SCREEN, || {
+            let screen = self.screen();
+            screen
+                .lines()
+                .any(|line| parts.iter().all(|p| line.contains(p)))
+                .then_some(())
+        });
+        if found.is_none() {
+            panic!(
+                "no line with {parts:?} on claude's screen within {CLAUDE_SCREEN:?}; it shows:\n{}",
+                self.screen()
+            );
+        }
+    }
+
+    /// Presses `key` and waits a moment for the screen to change. A key
+    /// pressed before a dialog takes input is lost; the callers look again
+    /// and press again.
+    fn press(&self, key: &str) {
+        let before = self.screen();
+        self.server.tmux(&["send-keys", "-t", &self.pane, key]);
+        crate::support::wait_for(KEY_ECHO, || (self.screen() != before).then_some(()));
+    }
+
+    /// Drives the screen towards a goal: `step` looks at the screen and
+    /// either says it is done or names the key to press; panics with the
+    /// screen when the goal is not reached in time.
+    fn drive(&self, what: &str, step: impl Fn(&str) -> Option<&'static str>) {
+        let done = crate::support::wait_for(CLAUDE_SCREEN, || {
+            let screen = self.screen();
+            match step(&screen) {
+                None => Some(()),
+                Some(key) => {
+                    self.press(key);
+                    None
+                }
+            }
+        });
+        if done.is_none() {
+            panic!(
+                "{what}: not done within {CLAUDE_SCREEN:?}; claude shows:\n{}",
+                self.screen()
+            );
+        }
+    }
+}
+
+/// How long a key press may take to show on the screen (a loaded machine
+/// is slow to redraw; a key pressed again too soon undoes a Space).
+const KEY_ECHO: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The line of a selection list the cursor (`❯`) is on.
+fn cursor_line(screen: &str) -> &str {
+    screen.lines().find(|l| l.contains('❯')).unwrap_or_default()
+}
+
+/// Claude Code's own approval of `.mcp.json` servers, not a model of it:
+/// the real CLI runs interactively in a fresh HOME (no login: an API key
+/// that is never used, and onboarding marked done), shows its trust dialog
+/// and then "N new MCP servers found in this project"; the test answers
+/// both with keys as a person would (trust; keep alpha and gamma, untick
+/// beta). What Claude wrote is then read by tmux-agent exactly as `claude
+/// mcp list` reads it: `hasTrustDialogAccepted` in `~/.claude.json`, and
+/// the choice in `<project>/.claude/settings.local.json`.
+#[test]
+fn project_servers_approved_in_claudes_own_dialogs_are_the_ones_we_run() {
+    let Some(bin) = npm_bin("claude") else {
+        return;
+    };
+    let server = crate::support::tmux::TmuxServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let home = root.join("home");
+    let repo = root.join("repo");
+    let sub = repo.join("sub");
+    for d in [&home, &sub] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let git = Command::new("git")
+        .args(["init", "-q"])
+        .current_dir(&repo)
+        .status();
+    assert!(git.is_ok_and(|s| s.success()), "git init");
+    std::fs::write(
+        repo.join(".mcp.json"),
+        json!({"mcpServers": {
+            "alpha": {"command": "true"}, "beta": {"command": "true"}, "gamma": {"command": "true"}
+        }})
+        .to_string(),
+    )
+    .unwrap();
+    // Skips the first-run screens that need the network (login, the
+    // "Unable to connect to Anthropic services" check of onboarding) and
+    // the question whether to use the key from the environment.
+    std::fs::write(
+        home.join(".claude.json"),
+        json!({"hasCompletedOnboarding": true,
+               "customApiKeyResponses": {"approved": ["dummy"], "rejected": []}})
+        .to_string(),
+    )
+    .unwrap();
+    let claude = Claude {
+        bin: bin.clone(),
+        home: home.clone(),
+    };
+    let pending = BTreeMap::from([
+        ("alpha".to_owned(), true),
+        ("beta".to_owned(), true),
+        ("gamma".to_owned(), true),
+    ]);
+    assert_eq!(claude.list(&repo), pending, "before the dialogs");
+    assert_eq!(claude.ours(&repo), pending);
+
+    let command = [
+        "env",
+        "-i",
+        &format!("HOME={}", home.display()),
+        &format!("PATH={}", std::env::var("PATH").unwrap_or_default()),
+        "TERM=xterm-256color",
+        "ANTHROPIC_API_KEY=dummy",
+        "DISABLE_TELEMETRY=1",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1",
+        bin.to_str().unwrap(),
+    ]
+    .map(|word| shlex::try_quote(word).unwrap().into_owned())
+    .join(" ");
+    // Keeps the screen of a CLI that exits, so a failure can show it.
+    server.tmux(&["set-option", "-wg", "remain-on-exit", "on"]);
+    let pane = server
+        .tmux(&[
+            "new-session",
+            "-d",
+            "-P",
+            "-F",
+            "#{pane_id}",
+            "-s",
+            "claude",
+            "-x",
+            "120",
+            "-y",
+            "40",
+            "-c",
+            repo.to_str().unwrap(),
+            &command,
+        ])
+        .trim()
+        .to_owned();
+    let terminal = Terminal {
+        server: &server,
+        pane,
+    };
+
+    // "Accessing workspace: … Is this a project you created or one you
+    // trust?", the cursor on "No, exit".
+    terminal.wait_for_line(&["Yes, I trust this folder"]);
+    terminal.drive("trusting the folder", |screen| {
+        if !screen.contains("Yes, I trust this folder") {
+            None
+        } else if cursor_line(screen).contains("Yes, I trust this folder") {
+            Some("Enter")
+        } else {
+            Some("Down")
+        }
+    });
+
+    // "3 new MCP servers found in this project … Space to select", each
+    // ticked: untick beta, then "Enable selected".
+    terminal.wait_for_line(&["3 new MCP servers found in this project"]);
+    let wanted = [("alpha", true), ("beta", false), ("gamma", true)];
+    terminal.drive("choosing the servers", |screen| {
+        if !screen.contains("new MCP servers found") {
+            return None;
+        }
+        let ticked = |line: &str, name: &str| {
+            line.ends_with(&format!("[✔] {name}"))
+                .then_some(true)
+                .or_else(|| line.ends_with(&format!("[ ] {name}")).then_some(false))
+        };
+        let state_of = |name: &str| screen.lines().find_map(|l| ticked(l.trim_end(), name));
+        let cursor = cursor_line(screen).trim_end();
+        let all_right = wanted.iter().all(|(name, on)| state_of(name) == Some(*on));
+        if cursor.ends_with("Enable selected") {
+            return Some(if all_right { "Enter" } else { "Up" });
+        }
+        match wanted
+            .iter()
+            .find(|(name, _)| ticked(cursor, name).is_some())
+        {
+            Some((name, on)) if ticked(cursor, name) != Some(*on) => Some("Space"),
+            _ => Some("Down"),
+        }
+    });
+
+    let local = repo.join(".claude/settings.local.json");
+    let written = crate::support::wait_for(CLAUDE_SCREEN, || {
+        let value: Value = serde_json::from_slice(&std::fs::read(&local).ok()?).ok()?;
+        value
+            .get("disabledMcpjsonServers")
+            .is_some()
+            .then_some(value)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no approval written to {}:\n{}",
+            local.display(),
+            terminal.screen()
+        )
+    });
+    server.tmux(&["kill-session", "-t", "=claude"]);
+
+    // Where Claude put the answers: the same places tmux-agent reads.
+    assert_eq!(written["enabledMcpjsonServers"], json!(["alpha", "gamma"]));
+    assert_eq!(written["disabledMcpjsonServers"], json!(["beta"]));
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(home.join(".claude.json")).unwrap()).unwrap();
+    assert_eq!(
+        state["projects"][repo.display().to_string()]["hasTrustDialogAccepted"],
+        json!(true)
+    );
+
+    // And what each side makes of it, from the repo and below it: alpha and
+    // gamma approved, beta (disabled) left out of Claude's list.
+    let approved = BTreeMap::from([("alpha".to_owned(), false), ("gamma".to_owned(), false)]);
+    for cwd in [&repo, &sub] {
+        assert_eq!(
+            claude.list(cwd),
+            approved,
+            "claude mcp list from {}",
+            cwd.display()
+        );
+        assert_eq!(
+            claude.ours(cwd),
+            approved,
+            "tmux-agent from {}",
+            cwd.display()
+        );
+    }
+}

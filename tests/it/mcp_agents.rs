@@ -95,7 +95,8 @@ enabled = false
             .to_string(),
         );
         self.write(
-            &self.project.join(".gemini/settings.json"),
+            // Gemini reads the working directory's own file only.
+            &self.cwd.join(".gemini/settings.json"),
             &json!({"mcpServers": {"gemProject": {"command": "./tools/gem-mcp", "args": ["serve"]}}})
                 .to_string(),
         );
@@ -247,7 +248,7 @@ fn codex_gemini_cursor_and_vscode_files_are_read_with_their_sources() {
     assert_eq!(servers["gemProject"].source.scope, Scope::GeminiProject);
     assert_eq!(
         servers["gemProject"].source.file,
-        f.project.join(".gemini/settings.json")
+        f.cwd.join(".gemini/settings.json")
     );
 
     // Cursor: editor variables translated.

@@ -407,3 +407,634 @@ fn the_builtin_server_defaults_to_concurrency_8_and_can_be_tuned() {
     let builtin = found.servers.iter().find(|s| s.name == "builtin").unwrap();
     assert_eq!(builtin.settings.concurrency, 2);
 }
+
+/// Other agents' files, copied from `tests/fixtures/mcp-configs/` (shaped
+/// like the files Codex CLI, Gemini CLI, Cursor and VS Code write, from
+/// their documentation) into a temporary HOME and a git project whose
+/// subdirectory is the working directory. Commands do not exist and URLs
+/// point at a loopback port nothing listens on: nothing here starts a
+/// server or leaves the machine.
+struct Agents {
+    _dir: tempfile::TempDir,
+    home: PathBuf,
+    project: PathBuf,
+    cwd: PathBuf,
+}
+
+/// The variables the fixtures name, as a user's shell would have them.
+const AGENT_VARS: &[(&str, &str)] = &[
+    ("DB_CONNECTION_STRING", "sqlite:///db"),
+    ("EXTERNAL_API_KEY", "ext-key"),
+    ("EXTERNAL_SERVICE_TOKEN", "svc-token"),
+    ("GEMINI_HTTP_TOKEN", "gem-token"),
+    ("CURSOR_API_KEY", "cur-key"),
+    ("CURSOR_REMOTE_TOKEN", "rem-token"),
+    ("FIGMA_OAUTH_TOKEN", "fig-token"),
+    ("TRACKER_KEY", "trk-key"),
+    ("PWD", "/work/here"),
+    ("GEMINI_PROJECT_TOKEN", "gem-project"),
+];
+
+impl Agents {
+    fn new() -> Agents {
+        let dir = tempdir();
+        let home = dir.path().join("home");
+        let project = dir.path().join("code/app");
+        let cwd = project.join("services/api");
+        std::fs::create_dir_all(&cwd).unwrap();
+        std::fs::create_dir_all(project.join(".git")).unwrap();
+        std::fs::create_dir_all(home.join(".config/tmux-agent")).unwrap();
+        let agents = Agents {
+            _dir: dir,
+            home,
+            project,
+            cwd,
+        };
+        let project = agents.project.display().to_string();
+        agents.fixture(
+            "codex-user.toml",
+            &agents.home.join(".codex/config.toml"),
+            &project,
+        );
+        agents.fixture(
+            "codex-project.toml",
+            &agents.project.join(".codex/config.toml"),
+            "",
+        );
+        agents.fixture(
+            "codex-subdir.toml",
+            &agents.cwd.join(".codex/config.toml"),
+            "",
+        );
+        agents.fixture(
+            "gemini-settings.json",
+            &agents.home.join(".gemini/settings.json"),
+            "",
+        );
+        agents.fixture(
+            "gemini-project.json",
+            &agents.cwd.join(".gemini/settings.json"),
+            "",
+        );
+        agents.fixture(
+            "cursor-project.json",
+            &agents.project.join(".cursor/mcp.json"),
+            "",
+        );
+        agents.fixture("cursor.env", &agents.project.join(".env"), "");
+        let vscode = agents.home.join(".config/Code/User");
+        agents.fixture("vscode-user-mcp.json", &vscode.join("mcp.json"), "");
+        agents.fixture(
+            "vscode-user-settings.json",
+            &vscode.join("settings.json"),
+            "",
+        );
+        agents.write(
+            &agents.home.join(".mcp/memory.env"),
+            "MEMORY_FILE_PATH=/overridden/by/env\nMEMORY_EXTRA=1\n",
+        );
+        // The Cursor project's first server approved in our config; its
+        // second, `remote`, left waiting.
+        crate::support::write_config(&agents.home, "[servers.server-name]\nenabled = true\n");
+        agents
+    }
+
+    fn write(&self, path: &Path, text: &str) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    /// Copies a fixture, with `@PROJECT@` standing for the project's path.
+    fn fixture(&self, name: &str, to: &Path, project: &str) {
+        let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mcp-configs");
+        let text = std::fs::read_to_string(from.join(name)).unwrap();
+        self.write(to, &text.replace("@PROJECT@", project));
+    }
+
+    fn input(&self) -> DiscoveryInput {
+        let mut vars: HashMap<String, String> = AGENT_VARS
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        vars.insert("HOME".into(), self.home.display().to_string());
+        DiscoveryInput {
+            home: self.home.clone(),
+            cwd: self.cwd.clone(),
+            config_file: None,
+            vars,
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(TMUX_AGENT)
+            .args(args)
+            .env_clear()
+            .env("HOME", &self.home)
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("TMUX_AGENT_LOG", "error")
+            .envs(AGENT_VARS.iter().copied())
+            .current_dir(&self.cwd)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `mcp servers --offline --json`: name → (transport, state, file, scope).
+    fn listed(&self) -> HashMap<String, (String, String, String, String)> {
+        let (code, stdout, stderr) = self.cli(&["mcp", "servers", "--offline", "--json"]);
+        assert_eq!(code, 0, "{stderr}");
+        let listed: Value = serde_json::from_str(&stdout).unwrap();
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+                (
+                    text(&s["name"]),
+                    (
+                        text(&s["transport"]),
+                        text(&s["state"]),
+                        text(&s["source"]["file"]),
+                        text(&s["source"]["scope"]["scope"]),
+                    ),
+                )
+            })
+            .collect()
+    }
+}
+
+fn stdio_of(spec: &tmux_agent::mcp::spec::ServerSpec) -> &tmux_agent::mcp::spec::StdioSpec {
+    match &spec.transport {
+        TransportSpec::Stdio(s) => s,
+        other => panic!("{}: not stdio: {other:?}", spec.name),
+    }
+}
+
+fn http_of(spec: &tmux_agent::mcp::spec::ServerSpec) -> (&str, Vec<(&str, &str)>) {
+    match &spec.transport {
+        TransportSpec::Http { url, headers } => (
+            url.as_str(),
+            headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect(),
+        ),
+        other => panic!("{}: not http: {other:?}", spec.name),
+    }
+}
+
+fn env_of(stdio: &tmux_agent::mcp::spec::StdioSpec) -> Vec<(&str, &str)> {
+    stdio
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}
+
+#[test]
+fn codex_gemini_cursor_and_vscode_files_as_their_users_have_them() {
+    let f = Agents::new();
+    let found = discover(&f.input());
+    assert_eq!(
+        found.problems,
+        vec![],
+        "others' files are never our problems"
+    );
+    let servers: HashMap<_, _> = found.servers.iter().map(|s| (s.name.as_str(), s)).collect();
+    let skipped: HashMap<_, _> = found.skipped.iter().map(|s| (s.name.as_str(), s)).collect();
+    let warning = |file: &Path, key: &str| -> String {
+        found
+            .warnings
+            .iter()
+            .find(|w| w.file == file && w.key == key)
+            .unwrap_or_else(|| panic!("no warning {} {key}: {:#?}", file.display(), found.warnings))
+            .message
+            .clone()
+    };
+
+    // Codex: the trusted project's files, the nearest first, then the user's.
+    let codex_user = f.home.join(".codex/config.toml");
+    let codex_root = f.project.join(".codex/config.toml");
+    let codex_sub = f.cwd.join(".codex/config.toml");
+    let docs = servers["docs"];
+    assert_eq!(
+        (&docs.source.file, &docs.source.scope),
+        (&codex_root, &Scope::CodexProject),
+        "the project's docs hides the user's"
+    );
+    let docs_stdio = stdio_of(docs);
+    assert_eq!(docs_stdio.command, "./tools/docs-mcp");
+    assert_eq!(docs_stdio.args, ["--root", "../docs"]);
+    assert_eq!(env_of(docs_stdio), [("DOCS_INDEX", "full")]);
+    // Relative to the file's .codex folder, as Codex resolves it.
+    assert_eq!(
+        docs_stdio.cwd.as_deref(),
+        Some(f.project.join(".codex/..").as_path())
+    );
+    assert_eq!(docs.settings.connect_timeout.as_millis(), 15_000);
+    let tracker = servers["tracker"];
+    assert_eq!(tracker.source.file, codex_sub, "the nearer file wins");
+    assert_eq!(stdio_of(tracker).args, ["--offline"]);
+    let context7 = servers["context7"];
+    assert_eq!(context7.source.scope, Scope::Codex);
+    assert_eq!(stdio_of(context7).args, ["-y", "@upstash/context7-mcp"]);
+    assert_eq!(context7.settings.connect_timeout.as_secs(), 20);
+    assert_eq!(context7.settings.call_timeout.as_secs(), 120);
+    assert_eq!(
+        http_of(servers["figma"]),
+        (
+            "http://127.0.0.1:9/mcp",
+            vec![
+                ("Authorization", "Bearer fig-token"),
+                ("X-Figma-Region", "us-east-1")
+            ]
+        )
+    );
+    assert!(warning(&codex_user, "mcp_servers.figma.enabled_tools").contains("does not filter"));
+    assert!(warning(&codex_user, "mcp_servers.must-have.required").contains("starts anyway"));
+    assert_eq!(stdio_of(servers["must-have"]).command, "must-have-mcp");
+    assert!(warning(&codex_root, "mcp_servers.tracker.scopes").contains("not supported"));
+    assert!(
+        skipped["legacy"].reason.contains("disabled"),
+        "{:?}",
+        skipped["legacy"]
+    );
+
+    // Gemini: $VAR and ${VAR}, httpUrl, timeout in ms, tool filters warned.
+    let gemini = f.home.join(".gemini/settings.json");
+    let python = servers["pythonTools"];
+    assert_eq!(
+        python.source,
+        tmux_agent::mcp::spec::Source {
+            file: gemini.clone(),
+            scope: Scope::GeminiUser
+        }
+    );
+    assert_eq!(
+        env_of(stdio_of(python)),
+        [("API_KEY", "ext-key"), ("DATABASE_URL", "sqlite:///db")]
+    );
+    assert_eq!(
+        stdio_of(python).args,
+        ["-m", "my_mcp_server", "--port", "8080"]
+    );
+    assert_eq!(python.settings.call_timeout.as_millis(), 15_000);
+    assert_eq!(
+        stdio_of(python).cwd.as_deref(),
+        Some(f.home.join(".gemini/mcp-servers/python").as_path())
+    );
+    let docker = stdio_of(servers["dockerizedServer"]);
+    assert!(
+        docker.args.iter().any(|a| a == "/work/here:/workspace"),
+        "{:?}",
+        docker.args
+    );
+    assert_eq!(env_of(docker), [("API_KEY", "svc-token")]);
+    let authed = servers["httpServerWithAuth"];
+    assert_eq!(
+        http_of(authed),
+        (
+            "http://127.0.0.1:9/mcp",
+            vec![("Authorization", "Bearer gem-token")]
+        )
+    );
+    assert_eq!(authed.settings.call_timeout.as_millis(), 5_000);
+    for list in ["includeTools", "excludeTools"] {
+        let key = format!("mcpServers.filteredServer.{list}");
+        assert!(warning(&gemini, &key).contains("does not filter"));
+    }
+    assert!(
+        skipped["sseServer"].reason.contains("SSE"),
+        "{:?}",
+        skipped["sseServer"]
+    );
+
+    // Cursor: ${workspaceFolder}, ${env:}, envFile under the entry's own env.
+    let cursor = servers["server-name"];
+    assert_eq!(cursor.source.scope, Scope::CursorProject);
+    let data = format!("{}/data", f.project.display());
+    assert_eq!(stdio_of(cursor).args, ["-y", "mcp-server", data.as_str()]);
+    assert_eq!(
+        env_of(stdio_of(cursor)),
+        [
+            ("API_KEY", "cur-key"),
+            ("DATABASE_URL", "postgres://localhost/app"),
+            ("LOG_LEVEL", "debug"),
+            ("QUOTED", "two words"),
+        ]
+    );
+    assert!(
+        skipped["remote"].reason.contains("not approved"),
+        "{:?}",
+        skipped["remote"]
+    );
+
+    // VS Code's user mcp.json: comments and trailing commas, envFile,
+    // ${userHome}; ${input:} and ${workspaceFolder} refused by name.
+    let vscode = f.home.join(".config/Code/User/mcp.json");
+    let memory = servers["memory"];
+    assert_eq!(
+        memory.source,
+        tmux_agent::mcp::spec::Source {
+            file: vscode.clone(),
+            scope: Scope::VsCodeUser
+        }
+    );
+    let memory_file = format!("{}/.mcp/memory.jsonl", f.home.display());
+    assert_eq!(
+        env_of(stdio_of(memory)),
+        [
+            ("MEMORY_EXTRA", "1"),
+            ("MEMORY_FILE_PATH", memory_file.as_str())
+        ]
+    );
+    assert_eq!(stdio_of(servers["fetch"]).command, "uvx");
+    assert!(
+        warning(&vscode, "servers.github.headers.Authorization").contains("${input:github_token}")
+    );
+    assert!(warning(&vscode, "servers.perProject.args[0]").contains("no workspace folder"));
+    assert!(skipped["oldSse"].reason.contains("SSE"));
+    for name in ["github", "perProject", "oldPlace"] {
+        assert!(!found.names().iter().any(|n| n == name), "{name}");
+    }
+    let settings = f.home.join(".config/Code/User/settings.json");
+    assert!(warning(&settings, "mcp").contains("mcp.json"));
+    // No other warning: every field of these files is read or named above.
+    let expected = 10;
+    assert_eq!(found.warnings.len(), expected, "{:#?}", found.warnings);
+
+    // The same through the CLI: transport, state and source of each.
+    let listed = f.cli_listed_subset(&[
+        ("docs", "stdio", "idle", &codex_root, "codex-project"),
+        ("tracker", "stdio", "idle", &codex_sub, "codex-project"),
+        ("context7", "stdio", "idle", &codex_user, "codex"),
+        ("figma", "http", "idle", &codex_user, "codex"),
+        ("pythonTools", "stdio", "idle", &gemini, "gemini-user"),
+        ("httpServerWithAuth", "http", "idle", &gemini, "gemini-user"),
+        (
+            "server-name",
+            "stdio",
+            "idle",
+            &f.project.join(".cursor/mcp.json"),
+            "cursor-project",
+        ),
+        (
+            "remote",
+            "-", // a skipped server is listed before its transport is built
+            "skipped",
+            &f.project.join(".cursor/mcp.json"),
+            "cursor-project",
+        ),
+        ("memory", "stdio", "idle", &vscode, "vs-code-user"),
+    ]);
+    assert!(listed, "listed as discovered");
+    // And `config show --json`: command, args, the env's names (values are
+    // masked there) and the timeouts taken from each tool's own keys.
+    let (code, stdout, stderr) = f.cli(&["config", "show", "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let shown: Value = serde_json::from_str(&stdout).unwrap();
+    let server = |name: &str| shown["servers"][name].clone();
+    assert_eq!(server("docs")["command"], "./tools/docs-mcp");
+    assert_eq!(server("docs")["args"], json!(["--root", "../docs"]));
+    assert_eq!(server("docs")["scope"], "Codex CLI project config");
+    assert_eq!(server("docs")["settings"]["connect_timeout"], 15.0);
+    assert_eq!(server("context7")["settings"]["call_timeout"], 120.0);
+    assert_eq!(server("pythonTools")["settings"]["call_timeout"], 15.0);
+    assert_eq!(
+        server("server-name")["env"],
+        json!({"API_KEY": "********", "DATABASE_URL": "********", "LOG_LEVEL": "********", "QUOTED": "********"})
+    );
+    assert_eq!(server("memory")["scope"], "VS Code user");
+    assert!(
+        !stdout.contains("cur-key") && !stdout.contains("postgres://"),
+        "a secret leaked"
+    );
+}
+
+impl Agents {
+    /// True when `mcp servers --offline --json` lists each `(name,
+    /// transport, state, file, scope)`; panics naming the first that differs.
+    fn cli_listed_subset(&self, expected: &[(&str, &str, &str, &Path, &str)]) -> bool {
+        let listed = self.listed();
+        for (name, transport, state, file, scope) in expected {
+            let want = (
+                transport.to_string(),
+                state.to_string(),
+                file.display().to_string(),
+                scope.to_string(),
+            );
+            assert_eq!(listed.get(*name), Some(&want), "{name} in {listed:#?}");
+        }
+        true
+    }
+}
+
+#[test]
+fn an_untrusted_codex_project_waits_for_approval_and_says_how() {
+    let f = Agents::new();
+    // The same files with the project's trust taken back.
+    let user = f.home.join(".codex/config.toml");
+    let text = std::fs::read_to_string(&user).unwrap();
+    std::fs::write(
+        &user,
+        text.replace("trust_level = \"trusted\"", "trust_level = \"untrusted\""),
+    )
+    .unwrap();
+    let found = discover(&f.input());
+    for name in ["docs", "tracker"] {
+        let skipped = found
+            .skipped
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("{name}: {:?}", found.skipped));
+        assert_eq!(skipped.source.scope, Scope::CodexProject);
+        assert!(
+            skipped.reason.contains("not approved")
+                && skipped.reason.contains("trust_level = \"trusted\"")
+                && skipped.reason.contains(&f.project.display().to_string()),
+            "{}",
+            skipped.reason
+        );
+    }
+    // Not hidden by the untrusted project: the user's own docs is not used
+    // either, as the first definition of a name wins.
+    assert!(!found.servers.iter().any(|s| s.name == "docs"));
+    assert!(
+        found.servers.iter().any(|s| s.name == "context7"),
+        "the user's own servers still run"
+    );
+    // Approved in our config instead.
+    crate::support::write_config(&f.home, "[servers.tracker]\nenabled = true\n");
+    let found = discover(&f.input());
+    assert!(found.servers.iter().any(|s| s.name == "tracker"));
+    assert!(found.skipped.iter().any(|s| s.name == "docs"));
+    // Trust recorded for the working directory itself also counts.
+    let text = std::fs::read_to_string(&user).unwrap();
+    std::fs::write(
+        &user,
+        format!(
+            "{text}\n[projects.{:?}]\ntrust_level = \"trusted\"\n",
+            f.cwd.display().to_string()
+        ),
+    )
+    .unwrap();
+    let found = discover(&f.input());
+    assert!(
+        found.servers.iter().any(|s| s.name == "docs"),
+        "{:?}",
+        found.skipped
+    );
+}
+
+#[test]
+fn a_malformed_agent_file_is_named_with_why_and_the_others_are_still_read() {
+    let f = Agents::new();
+    // No approval that would name a server this test breaks.
+    crate::support::write_config(&f.home, "");
+    f.write(
+        &f.home.join(".config/Code/User/mcp.json"),
+        "{ \"servers\": { \"memory\": ",
+    );
+    f.write(
+        &f.project.join(".codex/config.toml"),
+        "[mcp_servers.docs]\ncommand = \"x\"\nargs = [\"open\"\n",
+    );
+    f.write(
+        &f.project.join(".cursor/mcp.json"),
+        &json!({"mcpServers": {
+            "server-name": {"command": "x", "envFile": "${workspaceFolder}/missing.env"},
+            "remote": {"url": 5}
+        }})
+        .to_string(),
+    );
+    let (code, stdout, _) = f.cli(&["config", "check"]);
+    assert_eq!(code, 0, "others' files are warnings, not errors: {stdout}");
+    let line = |file: &Path, key: &str| -> String {
+        let prefix = format!("warning: {}: {key}: ", file.display());
+        stdout
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} in\n{stdout}"))
+            .to_owned()
+    };
+    let vscode = line(&f.home.join(".config/Code/User/mcp.json"), "-");
+    assert!(vscode.contains("not valid JSON"), "{vscode}");
+    let codex = line(&f.project.join(".codex/config.toml"), "-");
+    assert!(
+        codex.contains("not valid TOML (line 3") || codex.contains("not valid TOML (line 4"),
+        "{codex}"
+    );
+    let cursor = f.project.join(".cursor/mcp.json");
+    let env_file = line(&cursor, "mcpServers.server-name.envFile");
+    assert!(
+        env_file.contains("missing.env") && env_file.contains("server skipped"),
+        "{env_file}"
+    );
+    assert!(line(&cursor, "mcpServers.remote.url").contains("expected a string"));
+    // Everything else is still read.
+    let listed = f.listed();
+    for name in [
+        "tracker",
+        "context7",
+        "figma",
+        "pythonTools",
+        "filteredServer",
+    ] {
+        assert!(listed.contains_key(name), "{name} still read: {listed:?}");
+    }
+    for name in ["memory", "fetch", "server-name", "remote"] {
+        assert!(!listed.contains_key(name), "{name}: {listed:?}");
+    }
+    // docs now comes from the user's file, the project's being unreadable.
+    assert_eq!(
+        listed["docs"].2,
+        f.home.join(".codex/config.toml").display().to_string()
+    );
+}
+
+#[test]
+fn gemini_folder_trust_approves_its_workspace_servers_and_distrust_wins() {
+    let f = Agents::new();
+    // Gemini reads the working directory's own .gemini/settings.json only.
+    f.write(
+        &f.project.join(".gemini/settings.json"),
+        &json!({"mcpServers": {"gemRoot": {"command": "x"}}}).to_string(),
+    );
+    let state = |found: &tmux_agent::mcp::discovery::Discovered| {
+        if found.servers.iter().any(|s| s.name == "gemProject") {
+            "run".to_owned()
+        } else {
+            let skipped = found.skipped.iter().find(|s| s.name == "gemProject");
+            skipped.map_or("absent".to_owned(), |s| s.reason.clone())
+        }
+    };
+    let found = discover(&f.input());
+    assert!(
+        !found.names().iter().any(|n| n == "gemRoot"),
+        "{:?}",
+        found.names()
+    );
+    // Folder trust off (Gemini's default): nothing recorded, ours needed.
+    let waiting = state(&found);
+    assert!(
+        waiting.contains("not approved")
+            && waiting.contains("security.folderTrust.enabled")
+            && waiting.contains("TRUST_FOLDER"),
+        "{waiting}"
+    );
+    let trusted_folders = f.home.join(".gemini/trustedFolders.json");
+    let project = f.project.display().to_string();
+    f.write(
+        &trusted_folders,
+        &json!({ &project: "TRUST_FOLDER" }).to_string(),
+    );
+    assert!(
+        state(&discover(&f.input())).contains("not approved"),
+        "trust is read only with folder trust on"
+    );
+
+    // Folder trust on, as Gemini's settings dialog writes it.
+    let user = f.home.join(".gemini/settings.json");
+    let mut settings: Value = {
+        let text = std::fs::read_to_string(&user).unwrap();
+        let text: String = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        serde_json::from_str(&text).unwrap()
+    };
+    settings["security"] = json!({"folderTrust": {"enabled": true}});
+    f.write(&user, &settings.to_string());
+    let found = discover(&f.input());
+    assert_eq!(
+        state(&found),
+        "run",
+        "the project folder is trusted, and the cwd is in it"
+    );
+    let gem = found
+        .servers
+        .iter()
+        .find(|s| s.name == "gemProject")
+        .unwrap();
+    assert_eq!(gem.source.file, f.cwd.join(".gemini/settings.json"));
+    assert_eq!(stdio_of(gem).env["TOKEN"], "gem-project");
+    // TRUST_PARENT trusts the folder's parent and all in it.
+    let services = f.project.join("services").display().to_string();
+    f.write(
+        &trusted_folders,
+        &json!({ &services: "TRUST_PARENT" }).to_string(),
+    );
+    assert_eq!(state(&discover(&f.input())), "run");
+    // A distrusted folder (and all in it) wins over a trusted parent.
+    f.write(
+        &trusted_folders,
+        &json!({ &project: "TRUST_FOLDER", &services: "DO_NOT_TRUST" }).to_string(),
+    );
+    assert!(state(&discover(&f.input())).contains("not approved"));
+}

@@ -266,29 +266,244 @@ fn the_forks_command_names_pass_their_words_as_arguments() {
     assert!(!pwned.exists(), "nothing in the value was run");
 }
 
+/// A server whose jobs see only `path` (tmux and bash are in /usr/bin;
+/// tmux-agent and the real cargo are not), with the plugin where TPM puts
+/// it and a terminal client attached, so the plugin's messages are shown
+/// (and logged by tmux, where `show-messages` reads them back).
+struct Bare {
+    server: TmuxServer,
+    plugin_dir: PathBuf,
+    _terminal: TerminalClient,
+}
+
+impl Bare {
+    fn new(path: &str) -> Bare {
+        Bare::with_plugin_dir(path, ".tmux/plugins/tmux-agent")
+    }
+
+    /// The same with the plugin at `dir` in the test HOME.
+    fn with_plugin_dir(path: &str, dir: &str) -> Bare {
+        let server = TmuxServer::start();
+        let plugin_dir = server.path(dir);
+        std::fs::create_dir_all(&plugin_dir).unwrap();
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tmux-agent.tmux"),
+            plugin_dir.join("tmux-agent.tmux"),
+        )
+        .unwrap();
+        server.tmux(&["set-environment", "-g", "PATH", path]);
+        let terminal = server.attach_terminal("base");
+        eventually(PATIENCE, "the terminal client", || {
+            server
+                .tmux(&["list-clients", "-F", "#{client_control_mode}"])
+                .lines()
+                .any(|l| l == "0")
+                .then_some(())
+        });
+        Bare {
+            server,
+            plugin_dir,
+            _terminal: terminal,
+        }
+    }
+
+    fn load(&self) {
+        self.server
+            .tmux(&["run-shell", &tpm_loop(&self.plugin_dir)]);
+    }
+
+    /// The messages tmux showed on a client (`show-messages`).
+    fn messages(&self) -> Vec<String> {
+        self.server
+            .tmux(&["show-messages"])
+            .lines()
+            .filter_map(|l| l.split_once(" message: ").map(|(_, m)| m.to_owned()))
+            .collect()
+    }
+}
+
 #[test]
 fn without_a_binary_or_cargo_the_plugin_says_how_to_get_one() {
-    let server = TmuxServer::start();
-    let plugin_dir = server.path(".tmux/plugins/tmux-agent");
-    std::fs::create_dir_all(&plugin_dir).unwrap();
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tmux-agent.tmux"),
-        plugin_dir.join("tmux-agent.tmux"),
-    )
-    .unwrap();
-    // tmux and bash are in /usr/bin; tmux-agent and cargo are not.
-    server.tmux(&["set-environment", "-g", "PATH", "/usr/bin:/bin"]);
-    server.tmux(&["run-shell", &tpm_loop(&plugin_dir)]);
+    let bare = Bare::new("/usr/bin:/bin");
+    bare.load();
+    let server = &bare.server;
     let problem = server
         .global_option("@tmux-agent-problem")
         .unwrap_or_default();
     assert!(problem.contains("no cargo"), "{problem:?}");
     assert!(problem.contains("https://rustup.rs"), "{problem:?}");
+    // Shown to the person at the terminal, not only kept in an option.
+    let messages = bare.messages();
+    assert!(
+        messages.contains(&format!("tmux-agent: {problem}")),
+        "{messages:?}"
+    );
     assert!(
         server
             .tmux(&["show-hooks", "-g"])
             .lines()
             .all(|l| !l.contains("[100]")),
         "no hook without a binary"
+    );
+}
+
+/// No tmux-agent on the PATH but a cargo: the plugin builds one in the
+/// background (once, however often it is loaded meanwhile), says so, and
+/// sets itself up with the built binary when the build is done. The cargo
+/// here is a script that records how it was run, waits to be let go, and
+/// writes a stub binary that records its own runs: no real build.
+#[test]
+fn without_a_binary_the_plugin_builds_one_with_cargo_once_and_then_uses_it() {
+    let scratch = tempfile::tempdir().unwrap();
+    let bin = scratch.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let cargo_log = scratch.path().join("cargo.log");
+    let release = scratch.path().join("go");
+    let stub_log = scratch.path().join("stub.log");
+    let q = |p: &Path| shlex::try_quote(p.to_str().unwrap()).unwrap().into_owned();
+    std::fs::write(
+        bin.join("cargo"),
+        format!(
+            "#!/bin/sh\n\
+             printf '%s|%s\\n' \"$PWD\" \"$*\" >> {log}\n\
+             i=0; while [ ! -e {go} ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done\n\
+             mkdir -p target/release\n\
+             printf '#!/bin/sh\\nprintf \"%%s\\\\n\" \"$*\" >> %s\\n' {stub} > target/release/tmux-agent\n\
+             chmod +x target/release/tmux-agent\n\
+             echo '    Finished `release` profile [optimized] target(s)'\n",
+            log = q(&cargo_log),
+            go = q(&release),
+            stub = q(&stub_log),
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(bin.join("cargo"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // A plugin directory whose path a shell would expand or cut short: the
+    // build command must get it as one word. (No space: TPM's own loop runs
+    // `$tmux_file` unquoted, so a plugin path with a space never loads.)
+    let bare = Bare::with_plugin_dir(
+        &format!("{}:/usr/bin:/bin", bin.display()),
+        "plugins/it's$HOME;`x`&/tmux-agent",
+    );
+    let server = &bare.server;
+    let cargo_runs = || {
+        std::fs::read_to_string(&cargo_log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+
+    bare.load();
+    let started = eventually(PATIENCE, "cargo to be started", || {
+        let runs = cargo_runs();
+        (!runs.is_empty()).then_some(runs)
+    });
+    assert_eq!(
+        started,
+        [format!(
+            "{}|build --release --locked",
+            bare.plugin_dir.display()
+        )]
+    );
+    assert_eq!(
+        server.global_option("@tmux-agent-building").as_deref(),
+        Some("yes")
+    );
+    let problem = server
+        .global_option("@tmux-agent-problem")
+        .unwrap_or_default();
+    assert!(
+        problem.starts_with("building tmux-agent with cargo"),
+        "{problem:?}"
+    );
+    assert!(
+        bare.messages().contains(&format!("tmux-agent: {problem}")),
+        "{:?}",
+        bare.messages()
+    );
+    // tmux.conf reloaded while the build runs: no second build.
+    bare.load();
+    assert_eq!(cargo_runs().len(), 1, "{:?}", cargo_runs());
+
+    // The build finishes: the plugin loads itself again with the result.
+    std::fs::write(&release, "").unwrap();
+    let built = bare.plugin_dir.join("target/release/tmux-agent");
+    eventually(PATIENCE, "the plugin to take the built binary", || {
+        (server.global_option("@tmux-agent-bin").as_deref() == built.to_str()).then_some(())
+    });
+    eventually(PATIENCE, "the built binary to be started", || {
+        std::fs::read_to_string(&stub_log)
+            .ok()
+            .filter(|log| log.lines().any(|l| l == "ensure"))
+    });
+    assert_eq!(server.global_option("@tmux-agent-building"), None);
+    assert_eq!(server.global_option("@tmux-agent-problem"), None);
+    // The plugin starts the binary before it sets its hook: wait for that.
+    eventually(
+        PATIENCE,
+        "the plugin set up as with a binary on the PATH",
+        || {
+            server
+                .tmux(&["show-hooks", "-g"])
+                .lines()
+                .any(|l| l.starts_with("session-created[100]"))
+                .then_some(())
+        },
+    );
+    let log = std::fs::read_to_string(bare.plugin_dir.join("target-build.log")).unwrap();
+    assert!(
+        log.contains("Finished `release`"),
+        "cargo's output is kept: {log}"
+    );
+    assert_eq!(cargo_runs().len(), 1);
+}
+
+/// A build that fails is said so, with where its log is, and is not started
+/// again by itself: the plugin run after it knows it failed.
+#[test]
+fn a_failed_build_is_reported_and_not_retried_in_a_loop() {
+    let scratch = tempfile::tempdir().unwrap();
+    let bin = scratch.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let cargo_log = scratch.path().join("cargo.log");
+    std::fs::write(
+        bin.join("cargo"),
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$*\" >> {log}\n\
+             echo 'error[E0425]: cannot find value `x` in this scope'\nexit 101\n",
+            log = shlex::try_quote(cargo_log.to_str().unwrap()).unwrap(),
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(bin.join("cargo"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bare = Bare::new(&format!("{}:/usr/bin:/bin", bin.display()));
+    bare.load();
+    let problem = eventually(PATIENCE, "the failed build to be reported", || {
+        bare.server
+            .global_option("@tmux-agent-problem")
+            .filter(|p| p.starts_with("cargo build failed"))
+    });
+    let log = bare.plugin_dir.join("target-build.log");
+    assert!(problem.contains(&log.display().to_string()), "{problem}");
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("error[E0425]"),
+        "cargo's output is kept for the user to read"
+    );
+    assert!(
+        bare.messages().contains(&format!("tmux-agent: {problem}")),
+        "{:?}",
+        bare.messages()
+    );
+    assert_eq!(bare.server.global_option("@tmux-agent-building"), None);
+    // The run that reported it started no build: one cargo run in all.
+    let runs = std::fs::read_to_string(&cargo_log).unwrap();
+    assert_eq!(
+        runs.lines().collect::<Vec<_>>(),
+        ["build --release --locked"]
     );
 }

@@ -39,7 +39,9 @@
 //! [`read_claude`]), when our config has a
 //! `[servers.NAME]` entry with `enabled = true` for it, or when `[mcp]
 //! trust_project_servers = true`. Others are listed as skipped, saying how
-//! to approve them.
+//! to approve them. The other agents' project files follow the same rule;
+//! Codex's project trust and Gemini CLI's folder trust approve their own
+//! (see [`agents`]).
 //!
 //! `${VAR}` / `${VAR:-default}` are expanded in `command`, `args`, `env`,
 //! `url`, `headers` (and `cwd`, `socket`) of every entry; a server using an
@@ -262,9 +264,12 @@ pub fn discover(input: &DiscoveryInput) -> Discovered {
             &mut approval,
         );
     }
-    if out.config.mcp.import_agents {
-        agents::read_agents(input, &mut out, &mut candidates);
-    }
+    // What Codex and Gemini CLI recorded about trusting this project.
+    let owners_trust = if out.config.mcp.import_agents {
+        agents::read_agents(input, &mut out, &mut candidates)
+    } else {
+        Vec::new()
+    };
     let trust_all = out.config.mcp.trust_project_servers;
 
     // First definition of a name wins; candidates are in precedence order.
@@ -290,8 +295,14 @@ pub fn discover(input: &DiscoveryInput) -> Discovered {
             continue;
         }
         let claude = candidate.source.scope == Scope::ClaudeProject;
+        // Codex and Gemini CLI read a project's file only in a project they
+        // trust: their trust is their approval, as Claude's dialog is Claude's.
+        let owner = owners_trust
+            .iter()
+            .find(|trust| trust.scope == candidate.source.scope);
         let approved = trust_all
             || (claude && (approval.all || approval.names.contains(&candidate.name)))
+            || owner.is_some_and(|trust| trust.trusted)
             || overlay.as_ref().and_then(|o| o.enabled) == Some(true);
         if candidate.source.scope.is_project_file() && !approved {
             out.skipped.push(SkippedServer {
@@ -299,10 +310,10 @@ pub fn discover(input: &DiscoveryInput) -> Discovered {
                     "a project server not approved for this directory: {how}add \
                      `[servers.{name}]` with `enabled = true` to {config} (or set `[mcp] \
                      trust_project_servers = true`)",
-                    how = if claude {
-                        "approve it in Claude Code, or "
-                    } else {
-                        ""
+                    how = match owner {
+                        _ if claude => "approve it in Claude Code, or ".to_owned(),
+                        Some(trust) => format!("{}, or ", trust.how),
+                        None => String::new(),
                     },
                     name = candidate.name,
                     config = out.config_path.display()
@@ -324,8 +335,9 @@ pub fn discover(input: &DiscoveryInput) -> Discovered {
         out.problems.push(Problem::new(
             &out.config_path,
             format!("servers.{name}"),
-            "no `command`, `url` or `socket`, and no server of this name in Claude's config \
-             files: give it a transport, or fix the name",
+            "no `command`, `url` or `socket`, and no server of this name in the agents' \
+             config files tmux-agent reads (Claude, Codex, Gemini, Cursor, VS Code): give it a \
+             transport, or fix the name",
         ));
     }
     out.servers.sort_by(|a, b| a.name.cmp(&b.name));
@@ -377,18 +389,14 @@ fn read_claude(
 
     // Local scope: the entry of the project directory, exactly.
     if let Some(project) = project_entry(&project_dir) {
-        let prefix = format!(
-            "projects.{}.mcpServers",
-            quote_key(&project_dir.to_string_lossy())
-        );
+        let scope = Scope::ClaudeLocal {
+            project: project_dir.clone(),
+        };
+        let prefix = servers_key(&scope);
         entries_from_json(
-            &claude_json,
-            Scope::ClaudeLocal {
-                project: project_dir.clone(),
-            },
-            &prefix,
+            Origin::new(&claude_json, scope, prefix, Dialect::Claude),
             project.get("mcpServers"),
-            Dialect::Claude,
+            input,
             out,
             candidates,
         );
@@ -455,11 +463,14 @@ fn read_claude(
             && let Some(value) = read_json(&mcp_json, out, true)
         {
             entries_from_json(
-                &mcp_json,
-                Scope::ClaudeProject,
-                "mcpServers",
+                Origin::new(
+                    &mcp_json,
+                    Scope::ClaudeProject,
+                    "mcpServers",
+                    Dialect::Claude,
+                ),
                 value.get("mcpServers"),
-                Dialect::Claude,
+                input,
                 out,
                 candidates,
             );
@@ -468,11 +479,14 @@ fn read_claude(
 
     if let Some(servers) = claude.as_ref().and_then(|c| c.get("mcpServers")) {
         entries_from_json(
-            &claude_json,
-            Scope::ClaudeUser,
-            "mcpServers",
+            Origin::new(
+                &claude_json,
+                Scope::ClaudeUser,
+                "mcpServers",
+                Dialect::Claude,
+            ),
             Some(servers),
-            Dialect::Claude,
+            input,
             out,
             candidates,
         );
@@ -481,11 +495,14 @@ fn read_claude(
     let desktop = input.claude_desktop_json();
     if let Some(value) = read_json(&desktop, out, true) {
         entries_from_json(
-            &desktop,
-            Scope::ClaudeDesktop,
-            "mcpServers",
+            Origin::new(
+                &desktop,
+                Scope::ClaudeDesktop,
+                "mcpServers",
+                Dialect::Claude,
+            ),
             value.get("mcpServers"),
-            Dialect::Claude,
+            input,
             out,
             candidates,
         );
@@ -507,10 +524,49 @@ fn quote_key(key: &str) -> String {
     serde_json::to_string(key).unwrap_or_else(|_| key.to_string())
 }
 
+/// How a JSON file is written: Claude's files are plain JSON; VS Code's,
+/// Cursor's and Gemini CLI's may hold comments (and, in VS Code, trailing
+/// commas), as their editors and loaders accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Syntax {
+    Json,
+    Jsonc,
+}
+
+impl Syntax {
+    fn parse(self, text: &[u8]) -> Result<Value, String> {
+        match self {
+            Syntax::Json => serde_json::from_slice(text).map_err(|e| e.to_string()),
+            Syntax::Jsonc => {
+                let text = std::str::from_utf8(text).map_err(|e| format!("not UTF-8: {e}"))?;
+                let options = jsonc_parser::ParseOptions {
+                    allow_comments: true,
+                    allow_trailing_commas: true,
+                    allow_loose_object_property_names: false,
+                    allow_missing_commas: false,
+                    allow_single_quoted_strings: false,
+                    allow_hexadecimal_numbers: false,
+                    allow_unary_plus_numbers: false,
+                    allow_bare_decimal_point_numbers: false,
+                    allow_non_finite_numbers: false,
+                    allow_extended_string_escapes: false,
+                };
+                jsonc_parser::parse_to_serde_value::<Option<Value>>(text, &options)
+                    .map_err(|e| e.to_string())
+                    .map(|v| v.unwrap_or(Value::Null))
+            }
+        }
+    }
+}
+
 /// Reads a JSON file, retrying a parse failure (the file may be mid-rewrite).
 /// A missing file is `None` without a problem. A file that cannot be read is
 /// a problem when `problem` (it stops `config check`), else a warning.
 fn read_json(path: &Path, out: &mut Discovered, problem: bool) -> Option<Value> {
+    read_json_as(path, Syntax::Json, out, problem)
+}
+
+fn read_json_as(path: &Path, syntax: Syntax, out: &mut Discovered, problem: bool) -> Option<Value> {
     let mut last_error = String::new();
     for attempt in 0..PARSE_ATTEMPTS {
         if attempt > 0 {
@@ -529,12 +585,12 @@ fn read_json(path: &Path, out: &mut Discovered, problem: bool) -> Option<Value> 
                 return None;
             }
         };
-        match serde_json::from_slice::<Value>(&text) {
+        match syntax.parse(&text) {
             Ok(value) => {
                 out.files_read.push(path.to_path_buf());
                 return Some(value);
             }
-            Err(err) => last_error = err.to_string(),
+            Err(err) => last_error = err,
         }
     }
     let list = if problem {
@@ -546,23 +602,52 @@ fn read_json(path: &Path, out: &mut Discovered, problem: bool) -> Option<Value> 
         path,
         "-",
         format!(
-            "not valid JSON after {PARSE_ATTEMPTS} reads ({last_error}); if Claude Code is \
+            "not valid JSON after {PARSE_ATTEMPTS} reads ({last_error}); if its program is \
              rewriting it, try again"
         ),
     ));
     None
 }
 
-/// Turns an `mcpServers` object from a Claude file into candidates.
-fn entries_from_json(
-    file: &Path,
+/// Where a set of server entries comes from, and what its variables mean.
+struct Origin<'a> {
+    file: &'a Path,
     scope: Scope,
-    prefix: &str,
-    servers: Option<&Value>,
+    /// The key path of the servers object in the file, for messages.
+    prefix: String,
     dialect: Dialect,
+    /// The folder `${workspaceFolder}` names: the project of an editor's
+    /// project file; `None` for user-level files, which have no workspace.
+    workspace: Option<PathBuf>,
+}
+
+impl<'a> Origin<'a> {
+    fn new(file: &'a Path, scope: Scope, prefix: impl Into<String>, dialect: Dialect) -> Self {
+        Origin {
+            file,
+            scope,
+            prefix: prefix.into(),
+            dialect,
+            workspace: None,
+        }
+    }
+}
+
+/// Turns the servers object of a file into candidates.
+fn entries_from_json(
+    origin: Origin<'_>,
+    servers: Option<&Value>,
+    input: &DiscoveryInput,
     out: &mut Discovered,
     candidates: &mut Vec<Candidate>,
 ) {
+    let Origin {
+        file,
+        scope,
+        prefix,
+        dialect,
+        workspace,
+    } = origin;
     let Some(servers) = servers else { return };
     let Some(servers) = servers.as_object() else {
         out.warnings.push(Problem::new(
@@ -572,9 +657,14 @@ fn entries_from_json(
         ));
         return;
     };
+    let context = agents::EntryContext {
+        file,
+        workspace: workspace.as_deref(),
+        input,
+    };
     for (name, value) in servers {
         let key = format!("{prefix}.{name}");
-        let translated = match dialect.translate(value, file) {
+        let translated = match dialect.translate(value, &context) {
             Ok(value) => value,
             Err((field, message)) => {
                 out.warnings.push(Problem::new(
@@ -585,14 +675,11 @@ fn entries_from_json(
                 continue;
             }
         };
-        match entry_from_json(&translated, dialect) {
+        match entry_from_json(&translated, dialect, &context) {
             Ok((entry, ignored)) => {
-                for field in ignored {
-                    out.warnings.push(Problem::new(
-                        file,
-                        format!("{key}.{field}"),
-                        "not supported by tmux-agent; ignored",
-                    ));
+                for (field, message) in ignored {
+                    out.warnings
+                        .push(Problem::new(file, format!("{key}.{field}"), message));
                 }
                 candidates.push(Candidate {
                     name: name.clone(),
@@ -620,13 +707,18 @@ fn entries_from_json(
     }
 }
 
+/// A field tmux-agent read but does not act on, and what the user should
+/// know about it.
+type Ignored = (String, String);
+
 /// Reads one server entry of a JSON (or Codex TOML) file. Returns the entry
-/// and the names of fields that tmux-agent ignores, or the bad field and
-/// what was expected.
+/// and the fields that tmux-agent ignores (each with why), or the bad field
+/// and what was expected.
 fn entry_from_json(
     value: &Value,
     dialect: Dialect,
-) -> Result<(ServerEntry, Vec<String>), (String, String)> {
+    context: &agents::EntryContext<'_>,
+) -> Result<(ServerEntry, Vec<Ignored>), (String, String)> {
     let object = value
         .as_object()
         .ok_or_else(|| (String::new(), "expected an object".to_string()))?;
@@ -655,7 +747,7 @@ fn entry_from_json(
                 .collect()
         };
     for (field, v) in object {
-        if dialect.read_field(field, v, &mut entry)? {
+        if dialect.read_field(field, v, &mut entry, &mut ignored)? {
             continue;
         }
         match field.as_str() {
@@ -679,9 +771,12 @@ fn entry_from_json(
             "disabled" => entry.enabled = Some(!v.as_bool().unwrap_or(false)),
             // Claude-only fields that do not change how to reach the server.
             "description" | "timeout" | "alwaysAllow" | "autoApprove" => {}
-            _ if dialect.harmless(field) => {}
-            _ => ignored.push(field.clone()),
+            _ => ignored.push((field.clone(), "not supported by tmux-agent; ignored".into())),
         }
+    }
+    // Read last: the entry's own `env` wins over its env file.
+    if let Some(path) = object.get("envFile") {
+        dialect.read_env_file(path, &mut entry, context)?;
     }
     Ok((entry, ignored))
 }
@@ -700,10 +795,7 @@ fn resolve(
         entry,
         ours,
     } = candidate;
-    let key = |field: &str| match &source.scope {
-        Scope::Config => format!("servers.{name}.{field}"),
-        _ => format!("mcpServers.{name}.{field}"),
-    };
+    let key = |field: &str| format!("{}.{name}.{field}", servers_key(&source.scope));
     let skip = |out: &mut Discovered, reason: String| {
         out.skipped.push(SkippedServer {
             name: name.clone(),
@@ -766,6 +858,20 @@ fn resolve(
         source,
         transport,
     });
+}
+
+/// The key path of the servers object in a file of `scope`, for messages.
+fn servers_key(scope: &Scope) -> String {
+    match scope {
+        Scope::Config => "servers".to_owned(),
+        Scope::ClaudeLocal { project } => format!(
+            "projects.{}.mcpServers",
+            quote_key(&project.to_string_lossy())
+        ),
+        Scope::Codex | Scope::CodexProject => "mcp_servers".to_owned(),
+        Scope::VsCodeWorkspace | Scope::VsCodeUser => "servers".to_owned(),
+        _ => "mcpServers".to_owned(),
+    }
 }
 
 /// The name of tmux-agent's own MCP server.

@@ -45,7 +45,7 @@ use crate::mcp::discovery::{Discovered, SkippedServer};
 use crate::mcp::error::CallError;
 use crate::mcp::metrics::{Outcome, ServerStats};
 use crate::mcp::process::{SharedReport, lock};
-use crate::mcp::spec::{ServerSpec, Source};
+use crate::mcp::spec::{ServerSpec, Source, TransportSpec};
 use crate::mcp::supervisor::{self, Command, HTTP_REBUILD_AFTER, Phase, ServerShared};
 
 /// Per-call choices.
@@ -95,6 +95,11 @@ pub struct ServerStatus {
     /// `stdio`, `http` or `unix`.
     pub transport: &'static str,
     pub source: Source,
+    /// How it is reached, as configured: command, args and cwd, or the
+    /// URL; env and header values masked (they are often secrets). None
+    /// for a skipped server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub definition: Option<TransportSpec>,
     /// `idle`, `connecting`, `ready`, `backoff`, `stopped`, or `skipped`.
     pub state: &'static str,
     /// Last error, or why the server is skipped.
@@ -459,6 +464,7 @@ impl McpPool {
                     name: shared.spec.name.clone(),
                     transport: shared.spec.transport.kind(),
                     source: shared.spec.source.clone(),
+                    definition: Some(shared.spec.transport.masked()),
                     state: link.phase.name(),
                     detail: link.last_error.clone(),
                     retry_in_s: match link.phase {
@@ -482,6 +488,7 @@ impl McpPool {
             name: s.name.clone(),
             transport: "-",
             source: s.source.clone(),
+            definition: None,
             state: "skipped",
             detail: Some(s.reason.clone()),
             retry_in_s: None,

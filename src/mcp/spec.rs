@@ -93,7 +93,7 @@ impl TransportSpec {
         )
     }
 
-    fn masked(&self) -> TransportSpec {
+    pub fn masked(&self) -> TransportSpec {
         match self {
             TransportSpec::Stdio(stdio) => TransportSpec::Stdio(stdio.masked()),
             TransportSpec::Http { url, headers } => TransportSpec::Http {

@@ -793,6 +793,38 @@ fn codex_gemini_cursor_and_vscode_files_as_their_users_have_them() {
         ("memory", "stdio", "idle", &vscode, "vs-code-user"),
     ]);
     assert!(listed, "listed as discovered");
+    // `mcp servers --json` says how each is reached, secrets masked.
+    let (code, stdout, stderr) = f.cli(&["mcp", "servers", "--offline", "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let list: Value = serde_json::from_str(&stdout).unwrap();
+    let definition = |name: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .map(|s| s["definition"].clone())
+            .unwrap_or_else(|| panic!("{name} not in {stdout}"))
+    };
+    assert_eq!(
+        definition("docs"),
+        json!({"type": "stdio", "command": "./tools/docs-mcp", "args": ["--root", "../docs"],
+               "env": {"DOCS_INDEX": "********"},
+               "cwd": f.project.join(".codex/..").display().to_string()})
+    );
+    assert_eq!(
+        definition("figma"),
+        json!({"type": "http", "url": "http://127.0.0.1:9/mcp",
+               "headers": {"Authorization": "********", "X-Figma-Region": "********"}})
+    );
+    assert_eq!(
+        definition("remote"),
+        Value::Null,
+        "a skipped server has none"
+    );
+    assert!(
+        !stdout.contains("fig-token") && !stdout.contains("cur-key"),
+        "a secret leaked: {stdout}"
+    );
     // And `config show --json`: command, args, the env's names (values are
     // masked there) and the timeouts taken from each tool's own keys.
     let (code, stdout, stderr) = f.cli(&["config", "show", "--json"]);

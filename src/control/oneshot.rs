@@ -103,18 +103,17 @@ impl OneShot {
         self.invoke(commands, None).await
     }
 
-    /// Runs `commands` (chained as [`OneShot::run_all`] does) with `input`
-    /// on stdin, then stdin closed: how a body reaches `load-buffer -`
-    /// ([`Command::load_buffer_from_stdin`]) without ever being part of a
-    /// command line, and is pasted by the commands after it in the same
-    /// invocation. The input may hold any bytes, NUL included, and any
-    /// length.
+    /// Runs one command with `input` on its stdin, then stdin closed: how a
+    /// body reaches `load-buffer -` ([`Command::load_buffer_from_stdin`])
+    /// without ever being part of a command line. The input may hold any
+    /// bytes, NUL included, and any length.
     pub async fn run_with_input(
         &self,
-        commands: &[Command],
+        command: &Command,
         input: &[u8],
     ) -> Result<Vec<u8>, OneShotError> {
-        self.invoke(commands, Some(input)).await
+        self.invoke(std::slice::from_ref(command), Some(input))
+            .await
     }
 
     async fn invoke(

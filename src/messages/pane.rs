@@ -372,7 +372,7 @@ impl Delivery {
         let (before, loaded) = tokio::join!(
             seen_count(handle, pane, needle.as_deref(), history),
             async {
-                tmux.run_with_input(std::slice::from_ref(&load), body.as_bytes())
+                tmux.run_with_input(&load, body.as_bytes())
                     .await
                     .map_err(PaneError::from)
             }

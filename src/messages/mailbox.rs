@@ -193,7 +193,7 @@ pub enum MailboxError {
 }
 
 /// The schema's version, in `user_version`.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE messages (
@@ -223,6 +223,14 @@ CREATE TABLE messages (
 CREATE INDEX messages_queued ON messages (recipient, seq) WHERE state = 'queued';
 CREATE INDEX messages_session ON messages (recipient_session, seq);
 CREATE INDEX messages_send ON messages (send_id);
+";
+
+/// From version 1 to 2: the hook hand-over's mark (see the module doc),
+/// and the index the rate limit counts a sender's last minute with.
+const MIGRATE_2: &str = "
+ALTER TABLE messages ADD COLUMN handed_ms INTEGER;
+CREATE INDEX messages_sender ON messages (sender, created_ms);
+CREATE INDEX messages_settled ON messages (updated_ms) WHERE state != 'queued';
 ";
 
 const COLUMNS: &str = "id, send_id, sender, sender_name, recipient, recipient_session, pane, thread, \
@@ -270,7 +278,11 @@ impl Mailbox {
         let version: i64 = db.pragma_query_value(None, "user_version", |row| row.get(0))?;
         if version == 0 {
             db.execute_batch(&format!(
-                "BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                "BEGIN; {SCHEMA} {MIGRATE_2} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            ))?;
+        } else if version == 1 {
+            db.execute_batch(&format!(
+                "BEGIN; {MIGRATE_2} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
             ))?;
         } else if version > SCHEMA_VERSION {
             return Err(MailboxError::Corrupt(format!(
@@ -327,6 +339,19 @@ impl Mailbox {
         }
         tx.commit()?;
         messages.iter().map(|m| self.expect(&m.id)).collect()
+    }
+
+    /// How many messages `from` posted after `since_ms` (a send to a
+    /// group counts once per recipient): what the rate limit counts, from
+    /// the rows themselves, so a restarted daemon counts what the last one
+    /// accepted.
+    pub fn sent_since(&self, from: Sender, since_ms: i64) -> Result<u64, MailboxError> {
+        let count: i64 = self.db.query_row(
+            "SELECT COUNT(*) FROM messages WHERE sender = ?1 AND created_ms > ?2",
+            params![from.to_string(), since_ms],
+            |row| row.get(0),
+        )?;
+        Ok(u64::try_from(count).unwrap_or(0))
     }
 
     /// The message with this id.
@@ -416,11 +441,13 @@ impl Mailbox {
         pane: PaneId,
         now_ms: i64,
     ) -> Result<bool, MailboxError> {
-        let changed = self.db.execute(
-            "UPDATE messages SET typing_ms = ?2, pane = ?3, attempts = attempts + 1, updated_ms = ?2
-             WHERE id = ?1 AND state = 'queued' AND typing_ms IS NULL",
-            params![id.as_str(), now_ms, pane.to_string()],
-        )?;
+        let changed = self.unsynced(|db| {
+            db.execute(
+                "UPDATE messages SET typing_ms = ?2, pane = ?3, attempts = attempts + 1, updated_ms = ?2
+                 WHERE id = ?1 AND state = 'queued' AND typing_ms IS NULL",
+                params![id.as_str(), now_ms, pane.to_string()],
+            )
+        })?;
         Ok(changed == 1)
     }
 
@@ -440,11 +467,13 @@ impl Mailbox {
         via: Via,
         now_ms: i64,
     ) -> Result<Message, MailboxError> {
-        self.db.execute(
-            "UPDATE messages SET state = ?2, via = ?3, typing_ms = NULL, reason = NULL, updated_ms = ?4
-             WHERE id = ?1 AND state = 'queued'",
-            params![id.as_str(), state.as_str(), via.as_str(), now_ms],
-        )?;
+        self.unsynced(|db| {
+            db.execute(
+                "UPDATE messages SET state = ?2, via = ?3, typing_ms = NULL, reason = NULL, updated_ms = ?4
+                 WHERE id = ?1 AND state = 'queued'",
+                params![id.as_str(), state.as_str(), via.as_str(), now_ms],
+            )
+        })?;
         self.expect(id)
     }
 
@@ -633,13 +662,33 @@ impl Mailbox {
         Ok(counts)
     }
 
-    /// Drops settled messages last changed before `before_ms` (kept for
-    /// `inbox` until then).
+    /// Deletes settled messages (every state but `queued`: a message
+    /// being typed or handed to a hook is still queued) last changed
+    /// before `before_ms`; they are kept for `inbox` and `send --wait`
+    /// until then. Returns how many.
     pub fn prune(&mut self, before_ms: i64) -> Result<usize, MailboxError> {
         Ok(self.db.execute(
-            "DELETE FROM messages WHERE state NOT IN ('queued') AND updated_ms < ?1",
+            "DELETE FROM messages WHERE state != 'queued' AND updated_ms < ?1",
             [before_ms],
         )?)
+    }
+
+    /// Runs `f` with `synchronous = NORMAL` instead of `FULL`: for the
+    /// typing mark and a typing's outcome, which are on the delivery's
+    /// path (an fsync is 4 to 9 ms on the machine of docs/PERFORMANCE.md,
+    /// and they were two of figure 15's three). In WAL mode a commit at
+    /// NORMAL survives the daemon being killed (it is in the WAL file,
+    /// which the next open reads); only a power cut or an OS crash can
+    /// lose it, and those take the tmux server and the pane typed into
+    /// with them. The next `FULL` commit makes it durable too.
+    fn unsynced<T>(
+        &mut self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, MailboxError> {
+        self.db.pragma_update(None, "synchronous", "NORMAL")?;
+        let result = f(&self.db);
+        self.db.pragma_update(None, "synchronous", "FULL")?;
+        Ok(result?)
     }
 
     fn select<P: rusqlite::Params>(
@@ -906,6 +955,101 @@ mod tests {
         assert!(mailbox.begin_typing(&c.id, pane, 7).unwrap());
         mailbox.post(&[to_s2("d")], 8).unwrap();
         assert!(mailbox.hand_over(pane, Some(S2), 9).unwrap().is_none());
+    }
+
+    #[test]
+    fn pruning_deletes_settled_messages_only_and_only_old_ones() {
+        let mut mailbox = Mailbox::in_memory().unwrap();
+        let [mut queued, typing, delivered, read, failed, expired, fresh] = [
+            "queued",
+            "typing",
+            "delivered",
+            "read",
+            "failed",
+            "expired",
+            "fresh",
+        ]
+        .map(to_s2);
+        queued.expires_ms = i64::MAX;
+        let all = [
+            &queued, &typing, &delivered, &read, &failed, &expired, &fresh,
+        ];
+        mailbox.post(&all.map(|m| (*m).clone()), 1).unwrap();
+        mailbox.begin_typing(&typing.id, PaneId(1), 2).unwrap();
+        for m in [&delivered, &read, &fresh] {
+            mailbox.begin_typing(&m.id, PaneId(1), 2).unwrap();
+            mailbox
+                .finish(
+                    &m.id,
+                    MessageState::Delivered,
+                    Via::Pane,
+                    if m.id == fresh.id { 500 } else { 3 },
+                )
+                .unwrap();
+        }
+        mailbox.ack(&read.id, S2, 4).unwrap();
+        mailbox.fail(&failed.id, "recipient-gone", 5).unwrap();
+        mailbox.expire(1_000_000).unwrap();
+        // Everything but `fresh` settled long ago (expired at 1,000,000
+        // is the newest of those).
+        assert_eq!(
+            mailbox.prune(100).unwrap(),
+            3,
+            "delivered, read, failed settled before 100"
+        );
+        assert_eq!(
+            mailbox.prune(2_000_000).unwrap(),
+            2,
+            "fresh and expired, later"
+        );
+        let left: Vec<_> = mailbox
+            .inbox(S2, false, 100)
+            .unwrap()
+            .into_iter()
+            .map(|m| m.body)
+            .collect();
+        assert_eq!(left, ["queued", "typing"], "a queued message was pruned");
+        assert_eq!(mailbox.prune(i64::MAX).unwrap(), 0);
+    }
+
+    #[test]
+    fn the_rate_counts_a_senders_rows_of_the_window_whatever_became_of_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mailbox.db");
+        {
+            let mut mailbox = Mailbox::open(&path).unwrap();
+            mailbox.post(&[to_s2("a"), to_s2("b")], 1_000).unwrap();
+            let c = to_s2("c");
+            mailbox.post(std::slice::from_ref(&c), 2_000).unwrap();
+            mailbox.fail(&c.id, "recipient-gone", 2_001).unwrap();
+        }
+        // A new process (a restarted daemon) counts what the last one took.
+        let mailbox = Mailbox::open(&path).unwrap();
+        assert_eq!(mailbox.sent_since(Sender::Session(S1), 0).unwrap(), 3);
+        assert_eq!(mailbox.sent_since(Sender::Session(S1), 1_000).unwrap(), 1);
+        assert_eq!(mailbox.sent_since(Sender::User, 0).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_version_1_mailbox_is_migrated_and_keeps_its_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mailbox.db");
+        {
+            let db = Connection::open(&path).unwrap();
+            db.execute_batch(&format!("BEGIN; {SCHEMA} PRAGMA user_version = 1; COMMIT;"))
+                .unwrap();
+            db.execute(
+                "INSERT INTO messages (id, send_id, sender, recipient, recipient_session, thread,
+                     body, created_ms, expires_ms, state, due_ms, updated_ms)
+                 VALUES ('m-0000000000000001', 'm-0000000000000001', 'user', '$2', '$2',
+                     'm-0000000000000001', 'old', 1, 9, 'queued', 1, 1)",
+                [],
+            )
+            .unwrap();
+        }
+        let mailbox = Mailbox::open(&path).unwrap();
+        assert_eq!(mailbox.inbox(S2, false, 10).unwrap()[0].body, "old");
+        assert_eq!(mailbox.sent_since(Sender::User, 0).unwrap(), 1);
     }
 
     #[test]

@@ -5,7 +5,6 @@
 //! (`super::scheduler`) shares it and does the deliveries.
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
 
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
@@ -13,7 +12,7 @@ use tokio::sync::{Notify, watch};
 
 use super::envelope::{self, MessageId, Recipient, Sender, Target};
 use super::mailbox::{Mailbox, MailboxError, Message, MessageState, NewMessage};
-use super::policy::{Policy, RateLimiter, Refusal};
+use super::policy::{Policy, Refusal};
 use crate::control::command::Command;
 use crate::control::connection::ControlHandle;
 use crate::control::{PaneId, SessionId};
@@ -117,7 +116,6 @@ pub struct Messages {
     pub(super) policy: watch::Receiver<Arc<Policy>>,
     /// `[delivery]` and the submit keys (`super::pane`).
     pub(super) delivery: watch::Receiver<Arc<super::pane::Delivery>>,
-    limiter: Arc<Mutex<RateLimiter>>,
     /// Wakes the scheduler: something was posted.
     pub(super) posted: Arc<Notify>,
     pub(super) events: EventStream,
@@ -155,7 +153,6 @@ impl Messages {
             mailbox: Arc::new(Mutex::new(parts.mailbox)),
             policy: parts.policy,
             delivery: parts.delivery,
-            limiter: Arc::default(),
             posted: Arc::default(),
             events: parts.events,
             agents: parts.agents,
@@ -234,10 +231,6 @@ impl Messages {
                 }
             }
         }
-        self.limiter
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .admit(request.from, recipients.len(), policy.rate, Instant::now())?;
         let expires_ms =
             now_ms() + i64::try_from(policy.expiry.as_millis()).unwrap_or(i64::MAX / 2);
         let from_name = request.from.session().and_then(|s| {
@@ -270,7 +263,19 @@ impl Messages {
             })
             .collect();
         let now = now_ms();
-        let posted = self.with_mailbox(move |m| m.post(&new, now)).await?;
+        let from = request.from;
+        let window = i64::try_from(super::policy::RATE_WINDOW.as_millis()).unwrap_or(60_000);
+        // Counted and posted under one lock: two sends at once cannot both
+        // pass a count that only one of them fits in.
+        let posted = self
+            .with_mailbox(move |m| {
+                let sent = m.sent_since(from, now - window)?;
+                if let Err(refusal) = policy.check_rate(from, sent, new.len()) {
+                    return Ok(Err(refusal));
+                }
+                m.post(&new, now).map(Ok)
+            })
+            .await??;
         self.publish(&posted);
         self.posted.notify_one();
         Ok(posted)
@@ -378,6 +383,19 @@ impl Messages {
     ) -> Result<Vec<Message>, MessagesError> {
         self.with_mailbox(move |m| m.inbox(session, unread_only, limit))
             .await
+    }
+
+    /// How long settled messages are kept (`[messages] keep`).
+    pub fn keep(&self) -> std::time::Duration {
+        self.policy.borrow().keep
+    }
+
+    /// Deletes the settled messages older than `[messages] keep` (for
+    /// the daemon's pruning, `daemon::prune`); returns how many.
+    pub async fn prune(&self) -> Result<usize, MessagesError> {
+        let keep = i64::try_from(self.keep().as_millis()).unwrap_or(i64::MAX);
+        let before = now_ms().saturating_sub(keep);
+        self.with_mailbox(move |m| m.prune(before)).await
     }
 
     /// `by` has read `id`.

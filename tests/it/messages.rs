@@ -601,3 +601,64 @@ fn a_message_nobody_takes_expires_and_a_short_wait_exits_2() {
         Some("0")
     );
 }
+
+#[test]
+fn settled_messages_are_pruned_after_keep_and_queued_ones_never() {
+    let server = TmuxServer::start();
+    let _daemon = start_daemon(&server, "[messages]\nkeep = \"2s\"\n");
+    // No agent in it: its message stays queued, older than any other.
+    server.tmux(&["new-session", "-d", "-s", "nobody"]);
+    let out = agent(&server, &["send", "-t", "nobody", "--json", "wait for me"]);
+    assert!(out.status.success(), "{out:?}");
+    let queued = sent(&out)[0]["id"].as_str().unwrap().to_owned();
+    let alice = FakeAgent::start(&server, "alice", "codex");
+    let out = agent(
+        &server,
+        &["send", "-t", "alice", "--wait=60", "--json", "hi"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(sent(&out)[0]["state"], "delivered");
+    alice.received(1);
+    let inbox = |session: &str| {
+        json(&text(
+            &agent(&server, &["inbox", "-t", session, "--json"]).stdout,
+        ))["messages"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    eventually(PATIENCE, "the delivered message to be pruned", || {
+        inbox("alice").is_empty().then_some(())
+    });
+    // The queued one was posted before the delivered one settled: as old,
+    // and still there.
+    let left = inbox("nobody");
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(
+        (left[0]["id"].as_str(), left[0]["state"].as_str()),
+        (Some(queued.as_str()), Some("queued"))
+    );
+}
+
+#[test]
+fn the_rate_limit_counts_what_a_daemon_took_before_its_restart() {
+    let server = TmuxServer::start();
+    let daemon = start_daemon(&server, "[messages]\nrate = 3\n");
+    server.tmux(&["new-session", "-d", "-s", "nobody"]);
+    for n in 0..3 {
+        let out = agent(&server, &["send", "-t", "nobody", &format!("flood {n}")]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    daemon.kill();
+    let _daemon = Daemon::start(&server);
+    let out = agent(&server, &["send", "-t", "nobody", "--json", "one more"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let answer = json(&text(&out.stdout));
+    assert_eq!(answer["refused"], "messages.rate", "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("sent 3 messages")),
+        "{answer}"
+    );
+}

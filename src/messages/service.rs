@@ -4,6 +4,7 @@
 //! also hands a waiting message to a Claude `Stop` hook. The scheduler
 //! (`super::scheduler`) shares it and does the deliveries.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::Utc;
@@ -118,6 +119,10 @@ pub struct Messages {
     pub(super) delivery: watch::Receiver<Arc<super::pane::Delivery>>,
     /// Wakes the scheduler: something was posted.
     pub(super) posted: Arc<Notify>,
+    /// The panes whose `Stop` hook was handed a message the agent has not
+    /// been seen to take (see [`Messages::taken`]): every hook event asks,
+    /// and only these cost a look at the mailbox.
+    handed: Arc<Mutex<HashSet<PaneId>>>,
     pub(super) events: EventStream,
     pub(super) agents: KeeperHandle,
     groups: GroupHandle,
@@ -149,7 +154,16 @@ pub(super) fn now_ms() -> i64 {
 
 impl Messages {
     pub fn new(parts: MessagesParts) -> Self {
+        // Hand-overs a stopped daemon left open are still to be taken.
+        let handed = match parts.mailbox.handed_panes() {
+            Ok(panes) => panes.into_iter().collect(),
+            Err(err) => {
+                tracing::error!(%err, "could not read the open hand-overs");
+                HashSet::new()
+            }
+        };
         Self {
+            handed: Arc::new(Mutex::new(handed)),
             mailbox: Arc::new(Mutex::new(parts.mailbox)),
             policy: parts.policy,
             delivery: parts.delivery,
@@ -414,8 +428,10 @@ impl Messages {
     }
 
     /// A Claude `Stop` hook in `pane` asks for its next message: the
-    /// oldest waiting for the pane or its session, marked `delivered`, as
-    /// the text the agent reads (envelope and body); `None` if none waits.
+    /// oldest waiting for the pane or its session (or the one it was handed
+    /// before and did not take), as the text the agent reads (envelope and
+    /// body); `None` if none waits. The message stays `queued` until the
+    /// agent is seen to take it ([`Messages::taken`]).
     pub async fn hand_over(
         &self,
         pane: PaneId,
@@ -435,8 +451,11 @@ impl Messages {
         else {
             return Ok(None);
         };
-        self.publish(std::slice::from_ref(&message));
-        self.posted.notify_one();
+        self.handed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(pane);
+        tracing::debug!(id = %message.id, %pane, attempt = message.attempts, "handed a message to a Stop hook");
         Ok(Some(envelope::render(
             &message.id,
             message.from,
@@ -444,5 +463,31 @@ impl Messages {
             &message.thread,
             &message.body,
         )))
+    }
+
+    /// A hook event from `pane` shows its agent took what its `Stop` hook
+    /// was handed (a tool call, or a `Stop` continuing because a hook
+    /// blocked it): those messages are `delivered`. Costs nothing for a
+    /// pane with no open hand-over.
+    pub async fn taken(&self, pane: PaneId) -> Result<(), MessagesError> {
+        if !self
+            .handed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&pane)
+        {
+            return Ok(());
+        }
+        let now = now_ms();
+        let taken = self.with_mailbox(move |m| m.taken(pane, now)).await?;
+        self.handed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&pane);
+        if !taken.is_empty() {
+            self.publish(&taken);
+            self.posted.notify_one();
+        }
+        Ok(())
     }
 }

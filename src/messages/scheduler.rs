@@ -102,6 +102,7 @@ pub async fn run(messages: Messages, stop: CancellationToken) {
         messages,
         in_flight: HashSet::new(),
         settling: HashMap::new(),
+        held_back: HashMap::new(),
         written: None,
         held: false,
     };
@@ -155,6 +156,14 @@ struct Scheduler {
     in_flight: HashSet<Recipient>,
     /// Panes that got a message: when, and their status's `since` then.
     settling: HashMap<PaneId, (Instant, DateTime<Utc>)>,
+    /// Recipients whose last look was held back (busy, in a mode, someone
+    /// typing, tmux failed): when, and their pane's status `since` then.
+    /// They are looked at again when that status changes, or after
+    /// [`TICK`] for what the board does not announce; without this a
+    /// message waiting for a busy agent was gated again the moment the
+    /// last gate answered, two tmux round trips at a time, for the whole
+    /// turn.
+    held_back: HashMap<Recipient, (Instant, DateTime<Utc>)>,
     /// The counts last written to tmux.
     written: Option<BTreeMap<SessionId, u64>>,
     /// Whether the last pass left a message waiting for its recipient (so
@@ -282,6 +291,15 @@ impl Scheduler {
                     agent.pane
                 }
             };
+            let since = board
+                .pane(pane)
+                .map_or(DateTime::<Utc>::MIN_UTC, |agent| agent.since);
+            if let Some((at, was)) = self.held_back.get(&message.to) {
+                if *was == since && at.elapsed() < TICK {
+                    continue;
+                }
+                self.held_back.remove(&message.to);
+            }
             if let Some((at, since)) = self.settling.get(&pane) {
                 let reacted = board.pane(pane).is_some_and(|agent| agent.since != *since);
                 if !reacted && at.elapsed() < SETTLE {
@@ -297,8 +315,15 @@ impl Scheduler {
 
     fn finished(&mut self, done: Done) {
         self.in_flight.remove(&done.recipient);
-        if let (true, Some(pane)) = (done.typed, done.pane) {
-            self.settling.insert(pane, (Instant::now(), done.since));
+        match (done.typed, done.pane) {
+            (true, Some(pane)) => {
+                self.settling.insert(pane, (Instant::now(), done.since));
+            }
+            (false, _) => {
+                self.held_back
+                    .insert(done.recipient, (Instant::now(), done.since));
+            }
+            (true, None) => {}
         }
     }
 

@@ -38,3 +38,13 @@ pub async fn delay(env: &'static str) {
     tracing::info!(env, ms, "a test holds this moment open");
     tokio::time::sleep(Duration::from_millis(ms)).await;
 }
+
+/// [`delay`] for code without a runtime (`tmux-agent hook`): blocks the
+/// thread, and says so on stderr (such code has no log a test reads).
+pub fn pause(env: &'static str) {
+    let Some(ms) = std::env::var(env).ok().and_then(|v| v.parse::<u64>().ok()) else {
+        return;
+    };
+    eprintln!("{env}: a test holds this moment open for {ms} ms");
+    std::thread::sleep(Duration::from_millis(ms));
+}

@@ -16,9 +16,12 @@
 //!
 //! The one exception is a message hand-over (issue #13): on Claude Code's
 //! `Stop` (with `stop_hook_active` false), the daemon hands over the next
-//! message waiting for the pane, already marked `delivered`, and the hook
-//! prints `{"decision":"block","reason":"<envelope and body>"}`, which
-//! Claude Code reads as its next input: nothing is typed into the pane.
+//! message waiting for the pane, and the hook prints
+//! `{"decision":"block","reason":"<envelope and body>"}`, which Claude Code
+//! reads as its next input: nothing is typed into the pane. The message
+//! becomes `delivered` when a later event shows the agent took it (a tool
+//! call, or the `Stop` that ends the continued turn: `in_turn` in the
+//! request); a plain `Stop` first is offered it again.
 //!
 //! Which pane: `$TMUX_PANE`, which tmux sets for every process in a pane.
 //! Which server: `-L`/`-S`, else `$TMUX` (see [`GlobalArgs::server`]).
@@ -39,6 +42,10 @@ use crate::ipc::{Endpoint, Request, Response};
 use crate::schema;
 use crate::status::hook::{self, HookReading, MAX_PAYLOAD};
 use crate::status::{AgentKind, Observation, Source};
+
+/// Test fault (see [`crate::fault`]): milliseconds to wait after the
+/// daemon handed a message over and before it is printed.
+pub const FAULT_BEFORE_PRINT_ENV: &str = "TMUX_AGENT_FAULT_HOOK_BEFORE_PRINT_MS";
 
 /// How long stdin may take to reach its end.
 pub const STDIN_BUDGET: Duration = Duration::from_millis(1000);
@@ -153,6 +160,7 @@ fn handle(args: &HookArgs, global: &GlobalArgs, at: DateTime<Utc>) -> Result<Str
         status,
         agent_session_id,
         transcript_path,
+        in_turn,
         ..
     } = reading;
     let status = status.ok_or_else(|| Skipped::NoStatus(event.clone()))?;
@@ -177,6 +185,9 @@ fn handle(args: &HookArgs, global: &GlobalArgs, at: DateTime<Utc>) -> Result<Str
             ask_daemon(&Endpoint::for_server(&server), &request)
         {
             if let Some(text) = text {
+                // A test's SIGKILL between the daemon's answer and the
+                // print: the hand-over the agent never gets.
+                crate::fault::pause(FAULT_BEFORE_PRINT_ENV);
                 hand_over(&text);
                 return Ok(format!(
                     "{event} on {pane}: handed a message over, told the daemon"
@@ -189,7 +200,7 @@ fn handle(args: &HookArgs, global: &GlobalArgs, at: DateTime<Utc>) -> Result<Str
             };
         }
     }
-    match tell_daemon(&Endpoint::for_server(&server), &observation) {
+    match tell_daemon(&Endpoint::for_server(&server), &observation, in_turn) {
         Some(true) => Ok(format!("{event} → {status} on {pane}, told the daemon")),
         Some(false) => Err(Skipped::Dropped),
         None => {
@@ -258,9 +269,10 @@ fn ask_daemon(endpoint: &Endpoint, request: &Request) -> Option<Response> {
 
 /// Hands the observation to the daemon: `Some(accepted)`, or `None` when
 /// no daemon answers (then the caller sets the options itself).
-fn tell_daemon(endpoint: &Endpoint, observation: &Observation) -> Option<bool> {
+fn tell_daemon(endpoint: &Endpoint, observation: &Observation, in_turn: bool) -> Option<bool> {
     let request = Request::AgentStatus {
         observation: observation.clone(),
+        in_turn,
     };
     match ask_daemon(endpoint, &request)? {
         Response::Observed { accepted } => Some(accepted),

@@ -156,8 +156,13 @@ impl Handler for DaemonHandler {
         self.events.subscribe(since)
     }
 
-    async fn agent_status(&self, observation: Observation) -> bool {
-        self.agents.sender().observe(observation)
+    async fn agent_status(&self, observation: Observation, in_turn: bool) -> bool {
+        let pane = observation.pane;
+        let accepted = self.agents.sender().observe(observation);
+        if in_turn && let Err(err) = self.messages.taken(pane).await {
+            tracing::error!(%err, %pane, "could not mark a hand-over taken");
+        }
+        accepted
     }
 
     async fn send(&self, request: SendRequest) -> Result<Vec<Message>, MessagesError> {
@@ -190,6 +195,11 @@ impl Handler for DaemonHandler {
         // scheduler type into the pane) before the hook has taken the
         // message. A message handed over continues the turn: `working`.
         let text = if stop_hook_active {
+            // Continuing because a hook blocked it: what was handed over
+            // reached the agent.
+            if let Err(err) = self.messages.taken(observation.pane).await {
+                tracing::error!(%err, pane = %observation.pane, "could not mark a hand-over taken");
+            }
             None
         } else {
             let kind = observation

@@ -607,7 +607,6 @@ impl Running {
             restarts.clone(),
         )
         .await;
-        let pruning = tokio::spawn(prune::run(prune_settings, outbox.clone(), services.clone()));
         // Each session's latest snapshot, for `tmux-agent restore`.
         let snapshotting = crate::sessions::keeper::spawn(
             control.clone(),
@@ -644,6 +643,12 @@ impl Running {
             control: control.clone(),
         });
         let delivering = tokio::spawn(crate::messages::scheduler::run(
+            messages.clone(),
+            services.clone(),
+        ));
+        let pruning = tokio::spawn(prune::run(
+            prune_settings,
+            outbox.clone(),
             messages.clone(),
             services.clone(),
         ));

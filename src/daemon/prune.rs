@@ -1,7 +1,9 @@
 //! Keeps the outbox bounded: delivered actions lose their payloads (the
 //! arguments, the captured context) once `[outbox] keep` has passed; their
 //! history rows stay, and failed actions stay whole until
-//! `tmux-agent outbox` retries or drops them.
+//! `tmux-agent outbox` retries or drops them. The same pass deletes
+//! settled messages older than `[messages] keep` from the mailbox
+//! ([`crate::messages::Messages::prune`]).
 //!
 //! A pass runs at start and then every [`PRUNE_INTERVAL_MAX`] (sooner for a
 //! short retention), not on every call: each is an indexed read of the
@@ -30,14 +32,22 @@ fn interval(keep: Duration) -> Duration {
     (keep / 4).clamp(PRUNE_INTERVAL_MIN, PRUNE_INTERVAL_MAX)
 }
 
-/// Prunes the outbox until `stop`, with the retention of the current
-/// settings (a reload changes it from the next pass).
+/// Prunes the outbox and the mailbox until `stop`, with the retentions
+/// of the current settings (a reload changes them from the next pass).
 pub(super) async fn run(
     settings: watch::Receiver<Arc<ReactorSettings>>,
     outbox: SharedOutbox,
+    messages: crate::messages::Messages,
     stop: CancellationToken,
 ) {
     loop {
+        match messages.prune().await {
+            Ok(0) => {}
+            Ok(pruned) => {
+                tracing::info!(pruned, keep = ?messages.keep(), "pruned settled messages")
+            }
+            Err(err) => tracing::warn!(%err, "could not prune the mailbox"),
+        }
         let keep = settings.borrow().outbox_keep;
         let before =
             Utc::now().timestamp_millis() - i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
@@ -51,7 +61,7 @@ pub(super) async fn run(
             Err(err) => tracing::error!(%err, "the outbox pruning panicked"),
         }
         tokio::select! {
-            () = tokio::time::sleep(interval(keep)) => {}
+            () = tokio::time::sleep(interval(keep.min(messages.keep()))) => {}
             () = stop.cancelled() => return,
         }
     }

@@ -86,7 +86,14 @@ pub enum Request {
     },
     /// What an agent's hook said (`tmux-agent hook`): handed to the status
     /// keeper and answered at once, without waiting on tmux.
-    AgentStatus { observation: Observation },
+    AgentStatus {
+        observation: Observation,
+        /// The event comes from inside a turn (a tool call …): a message
+        /// the pane's `Stop` hook was handed has reached the agent
+        /// (`crate::status::hook::HookReading::in_turn`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        in_turn: bool,
+    },
     /// Post a message (`tmux-agent send`, `send_message`, `broadcast`):
     /// answered once it is committed, with one message per recipient, or
     /// `refused` with the rule.

@@ -78,8 +78,13 @@ pub trait Handler: Send + Sync + 'static {
     /// at or after `since`.
     fn events(&self, since: Option<chrono::DateTime<chrono::Utc>>) -> Subscription;
     /// Hands an agent's observation to the status keeper, without waiting
-    /// on tmux; `false` if it was dropped.
-    fn agent_status(&self, observation: Observation) -> impl Future<Output = bool> + Send;
+    /// on tmux; `false` if it was dropped. `in_turn`: the hook event shows
+    /// the agent took what its `Stop` hook was handed.
+    fn agent_status(
+        &self,
+        observation: Observation,
+        in_turn: bool,
+    ) -> impl Future<Output = bool> + Send;
     /// Posts a message (checked against `[messages]`).
     fn send(
         &self,
@@ -280,8 +285,11 @@ async fn dispatch<H: Handler>(handler: &H, request: Request) -> Response {
         Request::Events { .. } => Response::Error {
             message: "an events request is a stream".to_owned(),
         },
-        Request::AgentStatus { observation } => Response::Observed {
-            accepted: handler.agent_status(observation).await,
+        Request::AgentStatus {
+            observation,
+            in_turn,
+        } => Response::Observed {
+            accepted: handler.agent_status(observation, in_turn).await,
         },
         Request::Send(request) => messages_answer(handler.send(request).await),
         Request::Messages { ids } => messages_answer(handler.messages(ids).await),

@@ -6,7 +6,7 @@
 //! # States
 //!
 //! ```text
-//! queued ──► delivered ──► read
+//! queued ──► delivered ──► read        (a hook's hand-over: queued, handed, until taken)
 //!    │   └─► unverified ─► read
 //!    ├─► failed (reason: recipient-gone, typing-failed, …)
 //!    └─► expired
@@ -23,6 +23,15 @@
 //! ([`Mailbox::heads`]): the next one is not offered until the one before
 //! it has left `queued`. So the order from any one sender to any one
 //! recipient is kept, retries and restarts included.
+//!
+//! # Hand-over to a hook
+//!
+//! A Claude `Stop` hook is handed a message ([`Mailbox::hand_over`]): the
+//! row is marked handed to the pane (`handed_ms`) and stays `queued`, since
+//! the daemon cannot see whether the hook's print reached the agent. The
+//! next event from inside a turn in that pane makes it `delivered`
+//! ([`Mailbox::taken`]); a plain `Stop` first is handed it again. See
+//! `docs/ARCHITECTURE.md`, "Mailbox".
 //!
 //! # Typing and crashes
 //!
@@ -155,6 +164,11 @@ pub struct Message {
     pub attempts: u32,
     /// When it last changed state, Unix milliseconds.
     pub updated_ms: i64,
+    /// When a `Stop` hook in [`Message::pane`] was last handed it, while
+    /// that is not yet known to have reached the agent (see the module
+    /// doc); it is still `queued` meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handed_ms: Option<i64>,
 }
 
 /// A message to post: what the daemon makes of a checked send.
@@ -193,7 +207,7 @@ pub enum MailboxError {
 }
 
 /// The schema's version, in `user_version`.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE messages (
@@ -225,8 +239,16 @@ CREATE INDEX messages_session ON messages (recipient_session, seq);
 CREATE INDEX messages_send ON messages (send_id);
 ";
 
+/// From version 1 to 2: the hook hand-over's mark (see the module doc),
+/// and the index the rate limit counts a sender's last minute with.
+const MIGRATE_2: &str = "
+ALTER TABLE messages ADD COLUMN handed_ms INTEGER;
+CREATE INDEX messages_sender ON messages (sender, created_ms);
+CREATE INDEX messages_settled ON messages (updated_ms) WHERE state != 'queued';
+";
+
 const COLUMNS: &str = "id, send_id, sender, sender_name, recipient, recipient_session, pane, thread, \
-     reply_to, body, created_ms, expires_ms, state, reason, via, attempts, updated_ms";
+     reply_to, body, created_ms, expires_ms, state, reason, via, attempts, updated_ms, handed_ms";
 
 /// The mailbox database.
 #[derive(Debug)]
@@ -270,7 +292,11 @@ impl Mailbox {
         let version: i64 = db.pragma_query_value(None, "user_version", |row| row.get(0))?;
         if version == 0 {
             db.execute_batch(&format!(
-                "BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                "BEGIN; {SCHEMA} {MIGRATE_2} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            ))?;
+        } else if version == 1 {
+            db.execute_batch(&format!(
+                "BEGIN; {MIGRATE_2} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
             ))?;
         } else if version > SCHEMA_VERSION {
             return Err(MailboxError::Corrupt(format!(
@@ -329,6 +355,19 @@ impl Mailbox {
         messages.iter().map(|m| self.expect(&m.id)).collect()
     }
 
+    /// How many messages `from` posted after `since_ms` (a send to a
+    /// group counts once per recipient): what the rate limit counts, from
+    /// the rows themselves, so a restarted daemon counts what the last one
+    /// accepted.
+    pub fn sent_since(&self, from: Sender, since_ms: i64) -> Result<u64, MailboxError> {
+        let count: i64 = self.db.query_row(
+            "SELECT COUNT(*) FROM messages WHERE sender = ?1 AND created_ms > ?2",
+            params![from.to_string(), since_ms],
+            |row| row.get(0),
+        )?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
     /// The message with this id.
     pub fn get(&self, id: &MessageId) -> Result<Option<Message>, MailboxError> {
         self.db
@@ -367,7 +406,9 @@ impl Mailbox {
 
     /// The oldest queued message of each recipient, in order, if it is due
     /// (a recipient whose oldest waits for a retry offers nothing: the
-    /// next must not overtake it). Rows being typed are not offered.
+    /// next must not overtake it). Rows being typed are not offered; a row
+    /// handed to a hook is (with its [`Message::handed_ms`]), for the
+    /// scheduler to decide.
     pub fn heads(&self, now_ms: i64) -> Result<Vec<Message>, MailboxError> {
         let mut statement = self.db.prepare_cached(&format!(
             "SELECT {COLUMNS}, due_ms, typing_ms FROM messages m
@@ -380,8 +421,8 @@ impl Mailbox {
         let rows = statement.query_map([], |row| {
             Ok((
                 RawMessage::read(row)?,
-                row.get::<_, i64>(17)?,
-                row.get::<_, Option<i64>>(18)?,
+                row.get::<_, i64>(18)?,
+                row.get::<_, Option<i64>>(19)?,
             ))
         })?;
         for row in rows {
@@ -398,29 +439,36 @@ impl Mailbox {
         Ok(self.db.query_row(
             "SELECT MIN(t) FROM (
                  SELECT due_ms AS t FROM messages
-                 WHERE state = 'queued' AND typing_ms IS NULL AND due_ms > ?1
+                 WHERE state = 'queued' AND typing_ms IS NULL AND handed_ms IS NULL AND due_ms > ?1
                  UNION ALL
                  SELECT expires_ms FROM messages
-                 WHERE state = 'queued' AND typing_ms IS NULL AND expires_ms > ?1)",
+                 WHERE state = 'queued' AND typing_ms IS NULL AND handed_ms IS NULL
+                   AND expires_ms > ?1)",
             [now_ms],
             |row| row.get(0),
         )?)
     }
 
     /// Marks `id` as being typed into `pane` (committed before the typing
-    /// starts). `false` if it is no longer queued, or is being typed
-    /// already (a hook took it meanwhile).
+    /// starts), if it is still as the scheduler read it: queued, not being
+    /// typed, and handed to a hook at `handed_ms` (`None`: not handed). A
+    /// hand-over in between changes that, and the answer is `false`: the
+    /// hook has it. Typing ends a hand-over.
     pub fn begin_typing(
         &mut self,
         id: &MessageId,
         pane: PaneId,
+        handed_ms: Option<i64>,
         now_ms: i64,
     ) -> Result<bool, MailboxError> {
-        let changed = self.db.execute(
-            "UPDATE messages SET typing_ms = ?2, pane = ?3, attempts = attempts + 1, updated_ms = ?2
-             WHERE id = ?1 AND state = 'queued' AND typing_ms IS NULL",
-            params![id.as_str(), now_ms, pane.to_string()],
-        )?;
+        let changed = self.unsynced(|db| {
+            db.execute(
+                "UPDATE messages SET typing_ms = ?2, pane = ?3, attempts = attempts + 1,
+                     handed_ms = NULL, updated_ms = ?2
+                 WHERE id = ?1 AND state = 'queued' AND typing_ms IS NULL AND handed_ms IS ?4",
+                params![id.as_str(), now_ms, pane.to_string(), handed_ms],
+            )
+        })?;
         Ok(changed == 1)
     }
 
@@ -440,11 +488,13 @@ impl Mailbox {
         via: Via,
         now_ms: i64,
     ) -> Result<Message, MailboxError> {
-        self.db.execute(
-            "UPDATE messages SET state = ?2, via = ?3, typing_ms = NULL, reason = NULL, updated_ms = ?4
-             WHERE id = ?1 AND state = 'queued'",
-            params![id.as_str(), state.as_str(), via.as_str(), now_ms],
-        )?;
+        self.unsynced(|db| {
+            db.execute(
+                "UPDATE messages SET state = ?2, via = ?3, typing_ms = NULL, reason = NULL, updated_ms = ?4
+                 WHERE id = ?1 AND state = 'queued'",
+                params![id.as_str(), state.as_str(), via.as_str(), now_ms],
+            )
+        })?;
         self.expect(id)
     }
 
@@ -481,12 +531,14 @@ impl Mailbox {
     }
 
     /// Marks every queued message past its expiry `expired` (those being
-    /// typed are left to finish); returns them.
+    /// typed are left to finish, and those handed to a hook to be taken:
+    /// the agent may have them); returns them.
     pub fn expire(&mut self, now_ms: i64) -> Result<Vec<Message>, MailboxError> {
         let tx = self.db.transaction()?;
         let ids: Vec<String> = {
             let mut statement = tx.prepare(
-                "SELECT id FROM messages WHERE state = 'queued' AND typing_ms IS NULL AND expires_ms <= ?1",
+                "SELECT id FROM messages
+                 WHERE state = 'queued' AND typing_ms IS NULL AND handed_ms IS NULL AND expires_ms <= ?1",
             )?;
             statement
                 .query_map([now_ms], |row| row.get(0))?
@@ -494,7 +546,7 @@ impl Mailbox {
         };
         tx.execute(
             "UPDATE messages SET state = 'expired', reason = 'expired', updated_ms = ?1
-             WHERE state = 'queued' AND typing_ms IS NULL AND expires_ms <= ?1",
+             WHERE state = 'queued' AND typing_ms IS NULL AND handed_ms IS NULL AND expires_ms <= ?1",
             [now_ms],
         )?;
         tx.commit()?;
@@ -508,11 +560,15 @@ impl Mailbox {
             .collect()
     }
 
-    /// A hook's hand-over: the oldest queued message for `pane` (or for
-    /// its session, `session`), marked `delivered` via the hook in the same
-    /// statement, so it is handed over once even when the scheduler or a
-    /// second hook asks at the same moment. Messages not yet due (a retry's
-    /// backoff) are handed over too: the agent is asking now.
+    /// A `Stop` hook's hand-over: the oldest queued message for `pane` (or
+    /// for its session, `session`), marked handed to `pane` in the same
+    /// transaction, so it goes to one hook even when the scheduler or a
+    /// second hook asks at the same moment. It stays `queued` until the
+    /// agent is seen to have taken it ([`Mailbox::taken`]); a message
+    /// already handed to this pane is offered again (the agent stopped
+    /// again without taking it: the hook was killed before its answer got
+    /// out), one handed to another pane is not. Messages not yet due (a
+    /// retry's backoff) are handed over too: the agent is asking now.
     pub fn hand_over(
         &mut self,
         pane: PaneId,
@@ -520,40 +576,101 @@ impl Mailbox {
         now_ms: i64,
     ) -> Result<Option<Message>, MailboxError> {
         let session = session.map(|s| s.to_string()).unwrap_or_default();
-        let tx = self.db.transaction()?;
-        let id: Option<String> = tx
-            .query_row(
-                "SELECT id FROM messages
-                 WHERE state = 'queued' AND typing_ms IS NULL
-                   AND (recipient = ?1 OR recipient = ?2)
-                 ORDER BY seq LIMIT 1",
-                params![pane.to_string(), session],
+        let pane_name = pane.to_string();
+        let id = self.unsynced(|db| {
+            let tx = db.unchecked_transaction()?;
+            let id: Option<String> = tx
+                .query_row(
+                    "SELECT id FROM messages
+                     WHERE state = 'queued' AND typing_ms IS NULL
+                       AND (handed_ms IS NULL OR pane = ?1)
+                       AND (recipient = ?1 OR recipient = ?2)
+                     ORDER BY seq LIMIT 1",
+                    params![pane_name, session],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            let Some(id) = id else {
+                return Ok(None);
+            };
+            // Only if it is its recipient's oldest: a message being typed
+            // or handed elsewhere to the same recipient goes first.
+            let blocked: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM messages o, messages m
+                     WHERE m.id = ?1 AND o.recipient = m.recipient AND o.state = 'queued'
+                       AND o.seq < m.seq)",
+                [&id],
                 |row| row.get(0),
-            )
-            .optional()?;
+            )?;
+            if blocked {
+                return Ok(None);
+            }
+            tx.execute(
+                "UPDATE messages SET handed_ms = ?3, pane = ?2, attempts = attempts + 1,
+                     reason = NULL, updated_ms = ?3
+                 WHERE id = ?1",
+                params![id, pane_name, now_ms],
+            )?;
+            tx.commit()?;
+            Ok(Some(id))
+        })?;
         let Some(id) = id else {
             return Ok(None);
         };
-        // Only if it is its recipient's oldest: a message being typed to
-        // the same recipient goes first.
-        let blocked: bool = tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM messages o, messages m
-                 WHERE m.id = ?1 AND o.recipient = m.recipient AND o.state = 'queued' AND o.seq < m.seq)",
-            [&id],
-            |row| row.get(0),
-        )?;
-        if blocked {
-            return Ok(None);
-        }
-        tx.execute(
-            "UPDATE messages SET state = 'delivered', via = 'hook', pane = ?2, attempts = attempts + 1,
-                 reason = NULL, updated_ms = ?3
-             WHERE id = ?1",
-            params![id, pane.to_string(), now_ms],
-        )?;
-        tx.commit()?;
         let id = MessageId::try_from(id).map_err(|e| MailboxError::Corrupt(e.to_string()))?;
         self.get(&id)
+    }
+
+    /// The agent in `pane` took what its `Stop` hook was handed: every
+    /// message handed to it becomes `delivered` via the hook. Returns them.
+    pub fn taken(&mut self, pane: PaneId, now_ms: i64) -> Result<Vec<Message>, MailboxError> {
+        let pane = pane.to_string();
+        let ids: Vec<String> = {
+            let mut statement = self.db.prepare_cached(
+                "SELECT id FROM messages
+                 WHERE pane = ?1 AND state = 'queued' AND handed_ms IS NOT NULL ORDER BY seq",
+            )?;
+            statement
+                .query_map([&pane], |row| row.get(0))?
+                .collect::<Result<_, _>>()?
+        };
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.unsynced(|db| {
+            db.execute(
+                "UPDATE messages SET state = 'delivered', via = 'hook', handed_ms = NULL,
+                     reason = NULL, updated_ms = ?2
+                 WHERE pane = ?1 AND state = 'queued' AND handed_ms IS NOT NULL",
+                params![pane, now_ms],
+            )
+        })?;
+        ids.into_iter()
+            .map(|id| {
+                self.expect(
+                    &MessageId::try_from(id).map_err(|e| MailboxError::Corrupt(e.to_string()))?,
+                )
+            })
+            .collect()
+    }
+
+    /// The panes with a message handed to their `Stop` hook and not yet
+    /// taken (for the daemon's start).
+    pub fn handed_panes(&self) -> Result<Vec<PaneId>, MailboxError> {
+        let mut statement = self.db.prepare_cached(
+            "SELECT DISTINCT pane FROM messages
+             WHERE state = 'queued' AND handed_ms IS NOT NULL AND pane IS NOT NULL",
+        )?;
+        let panes: Vec<String> = statement
+            .query_map([], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
+        panes
+            .iter()
+            .map(|p| {
+                p.parse()
+                    .map_err(|_| MailboxError::Corrupt(format!("pane {p:?}")))
+            })
+            .collect()
     }
 
     /// The messages for `session` (and its panes), newest last: the
@@ -633,13 +750,33 @@ impl Mailbox {
         Ok(counts)
     }
 
-    /// Drops settled messages last changed before `before_ms` (kept for
-    /// `inbox` until then).
+    /// Deletes settled messages (every state but `queued`: a message
+    /// being typed or handed to a hook is still queued) last changed
+    /// before `before_ms`; they are kept for `inbox` and `send --wait`
+    /// until then. Returns how many.
     pub fn prune(&mut self, before_ms: i64) -> Result<usize, MailboxError> {
         Ok(self.db.execute(
-            "DELETE FROM messages WHERE state NOT IN ('queued') AND updated_ms < ?1",
+            "DELETE FROM messages WHERE state != 'queued' AND updated_ms < ?1",
             [before_ms],
         )?)
+    }
+
+    /// Runs `f` with `synchronous = NORMAL` instead of `FULL`: for the
+    /// typing mark and a typing's outcome, which are on the delivery's
+    /// path (an fsync is 4 to 9 ms on the machine of docs/PERFORMANCE.md,
+    /// and they were two of figure 15's three). In WAL mode a commit at
+    /// NORMAL survives the daemon being killed (it is in the WAL file,
+    /// which the next open reads); only a power cut or an OS crash can
+    /// lose it, and those take the tmux server and the pane typed into
+    /// with them. The next `FULL` commit makes it durable too.
+    fn unsynced<T>(
+        &mut self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, MailboxError> {
+        self.db.pragma_update(None, "synchronous", "NORMAL")?;
+        let result = f(&self.db);
+        self.db.pragma_update(None, "synchronous", "FULL")?;
+        Ok(result?)
     }
 
     fn select<P: rusqlite::Params>(
@@ -674,6 +811,7 @@ struct RawMessage {
     via: Option<String>,
     attempts: i64,
     updated_ms: i64,
+    handed_ms: Option<i64>,
 }
 
 impl RawMessage {
@@ -696,6 +834,7 @@ impl RawMessage {
             via: row.get(14)?,
             attempts: row.get(15)?,
             updated_ms: row.get(16)?,
+            handed_ms: row.get(17)?,
         })
     }
 
@@ -739,6 +878,7 @@ impl RawMessage {
             },
             attempts: u32::try_from(self.attempts).unwrap_or(u32::MAX),
             updated_ms: self.updated_ms,
+            handed_ms: self.handed_ms,
         })
     }
 }
@@ -816,9 +956,9 @@ mod tests {
             .collect();
         assert_eq!(heads, ["a", "c"]);
         // `a` waits for a retry: `b` must not overtake it.
-        assert!(mailbox.begin_typing(&a.id, PaneId(3), 2).unwrap());
+        assert!(mailbox.begin_typing(&a.id, PaneId(3), None, 2).unwrap());
         assert!(
-            !mailbox.begin_typing(&a.id, PaneId(3), 2).unwrap(),
+            !mailbox.begin_typing(&a.id, PaneId(3), None, 2).unwrap(),
             "typed twice"
         );
         mailbox.retry(&a.id, "busy", 100, 3).unwrap();
@@ -837,7 +977,7 @@ mod tests {
             .map(|m| m.body)
             .collect();
         assert_eq!(heads, ["a", "c"]);
-        assert!(mailbox.begin_typing(&a.id, PaneId(3), 101).unwrap());
+        assert!(mailbox.begin_typing(&a.id, PaneId(3), None, 101).unwrap());
         let done = mailbox
             .finish(&a.id, MessageState::Delivered, Via::Pane, 102)
             .unwrap();
@@ -862,7 +1002,9 @@ mod tests {
         {
             let mut mailbox = Mailbox::open(&path).unwrap();
             mailbox.post(std::slice::from_ref(&message), 1).unwrap();
-            mailbox.begin_typing(&message.id, PaneId(4), 2).unwrap();
+            mailbox
+                .begin_typing(&message.id, PaneId(4), None, 2)
+                .unwrap();
             // Dropped here as if killed: the commit is all there is.
         }
         let mailbox = Mailbox::open(&path).unwrap();
@@ -877,35 +1019,174 @@ mod tests {
     }
 
     #[test]
-    fn a_hook_takes_the_oldest_message_once() {
+    fn a_hook_is_handed_the_oldest_message_which_is_delivered_once_taken() {
         let mut mailbox = Mailbox::in_memory().unwrap();
         let a = to_s2("a");
-        let b = to_s2("b");
+        let mut b = to_s2("b");
+        b.expires_ms = i64::MAX;
         mailbox.post(&[a.clone(), b.clone()], 1).unwrap();
         let pane = PaneId(9);
-        let taken = mailbox.hand_over(pane, Some(S2), 2).unwrap().unwrap();
+        let handed = mailbox.hand_over(pane, Some(S2), 2).unwrap().unwrap();
         assert_eq!(
-            (taken.id.clone(), taken.state, taken.via),
-            (a.id.clone(), MessageState::Delivered, Some(Via::Hook))
+            (
+                handed.id.clone(),
+                handed.state,
+                handed.handed_ms,
+                handed.pane
+            ),
+            (a.id.clone(), MessageState::Queued, Some(2), Some(pane))
         );
-        assert_eq!(
-            mailbox.hand_over(pane, Some(S2), 3).unwrap().unwrap().id,
-            b.id
-        );
-        assert!(mailbox.hand_over(pane, Some(S2), 4).unwrap().is_none());
-        // Another session's pane gets nothing.
-        let c = to_s2("c");
-        mailbox.post(std::slice::from_ref(&c), 5).unwrap();
+        // The scheduler may not type it as it stands (its hand-over mark
+        // is not what it read), and it does not expire meanwhile.
+        assert!(!mailbox.begin_typing(&a.id, pane, None, 3).unwrap());
+        assert!(mailbox.expire(a.expires_ms + 1).unwrap().is_empty());
+        // Another pane of the session is not handed it, nor the next one.
         assert!(
             mailbox
-                .hand_over(PaneId(10), Some(SessionId(8)), 6)
+                .hand_over(PaneId(10), Some(S2), 3)
+                .unwrap()
+                .is_none()
+        );
+        // The agent stopped again without taking it: offered again.
+        let again = mailbox.hand_over(pane, Some(S2), 4).unwrap().unwrap();
+        assert_eq!((again.id.clone(), again.handed_ms), (a.id.clone(), Some(4)));
+        assert!(mailbox.taken(PaneId(10), 5).unwrap().is_empty());
+        let taken = mailbox.taken(pane, 5).unwrap();
+        assert_eq!(taken.len(), 1);
+        assert_eq!(
+            (
+                taken[0].id.clone(),
+                taken[0].state,
+                taken[0].via,
+                taken[0].handed_ms
+            ),
+            (a.id.clone(), MessageState::Delivered, Some(Via::Hook), None)
+        );
+        assert!(mailbox.taken(pane, 6).unwrap().is_empty(), "taken twice");
+        assert_eq!(
+            mailbox.hand_over(pane, Some(S2), 7).unwrap().unwrap().id,
+            b.id
+        );
+        assert_eq!(mailbox.handed_panes().unwrap(), [pane]);
+        // A hand-over that the scheduler types (the agent showed up idle
+        // at its prompt since) is typed once, with the mark it read.
+        assert!(mailbox.begin_typing(&b.id, pane, Some(7), 8).unwrap());
+        assert!(mailbox.handed_panes().unwrap().is_empty());
+        assert!(mailbox.taken(pane, 9).unwrap().is_empty());
+        mailbox
+            .finish(&b.id, MessageState::Delivered, Via::Pane, 9)
+            .unwrap();
+        assert!(mailbox.hand_over(pane, Some(S2), 10).unwrap().is_none());
+        // Another session's pane gets nothing.
+        let c = to_s2("c");
+        mailbox.post(std::slice::from_ref(&c), 11).unwrap();
+        assert!(
+            mailbox
+                .hand_over(PaneId(10), Some(SessionId(8)), 12)
                 .unwrap()
                 .is_none()
         );
         // One being typed is not handed over, and holds back the next.
-        assert!(mailbox.begin_typing(&c.id, pane, 7).unwrap());
-        mailbox.post(&[to_s2("d")], 8).unwrap();
-        assert!(mailbox.hand_over(pane, Some(S2), 9).unwrap().is_none());
+        assert!(mailbox.begin_typing(&c.id, pane, None, 13).unwrap());
+        mailbox.post(&[to_s2("d")], 14).unwrap();
+        assert!(mailbox.hand_over(pane, Some(S2), 15).unwrap().is_none());
+    }
+
+    #[test]
+    fn pruning_deletes_settled_messages_only_and_only_old_ones() {
+        let mut mailbox = Mailbox::in_memory().unwrap();
+        let [mut queued, typing, delivered, read, failed, expired, fresh] = [
+            "queued",
+            "typing",
+            "delivered",
+            "read",
+            "failed",
+            "expired",
+            "fresh",
+        ]
+        .map(to_s2);
+        queued.expires_ms = i64::MAX;
+        let all = [
+            &queued, &typing, &delivered, &read, &failed, &expired, &fresh,
+        ];
+        mailbox.post(&all.map(|m| (*m).clone()), 1).unwrap();
+        mailbox
+            .begin_typing(&typing.id, PaneId(1), None, 2)
+            .unwrap();
+        for m in [&delivered, &read, &fresh] {
+            mailbox.begin_typing(&m.id, PaneId(1), None, 2).unwrap();
+            mailbox
+                .finish(
+                    &m.id,
+                    MessageState::Delivered,
+                    Via::Pane,
+                    if m.id == fresh.id { 500 } else { 3 },
+                )
+                .unwrap();
+        }
+        mailbox.ack(&read.id, S2, 4).unwrap();
+        mailbox.fail(&failed.id, "recipient-gone", 5).unwrap();
+        mailbox.expire(1_000_000).unwrap();
+        // Everything but `fresh` settled long ago (expired at 1,000,000
+        // is the newest of those).
+        assert_eq!(
+            mailbox.prune(100).unwrap(),
+            3,
+            "delivered, read, failed settled before 100"
+        );
+        assert_eq!(
+            mailbox.prune(2_000_000).unwrap(),
+            2,
+            "fresh and expired, later"
+        );
+        let left: Vec<_> = mailbox
+            .inbox(S2, false, 100)
+            .unwrap()
+            .into_iter()
+            .map(|m| m.body)
+            .collect();
+        assert_eq!(left, ["queued", "typing"], "a queued message was pruned");
+        assert_eq!(mailbox.prune(i64::MAX).unwrap(), 0);
+    }
+
+    #[test]
+    fn the_rate_counts_a_senders_rows_of_the_window_whatever_became_of_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mailbox.db");
+        {
+            let mut mailbox = Mailbox::open(&path).unwrap();
+            mailbox.post(&[to_s2("a"), to_s2("b")], 1_000).unwrap();
+            let c = to_s2("c");
+            mailbox.post(std::slice::from_ref(&c), 2_000).unwrap();
+            mailbox.fail(&c.id, "recipient-gone", 2_001).unwrap();
+        }
+        // A new process (a restarted daemon) counts what the last one took.
+        let mailbox = Mailbox::open(&path).unwrap();
+        assert_eq!(mailbox.sent_since(Sender::Session(S1), 0).unwrap(), 3);
+        assert_eq!(mailbox.sent_since(Sender::Session(S1), 1_000).unwrap(), 1);
+        assert_eq!(mailbox.sent_since(Sender::User, 0).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_version_1_mailbox_is_migrated_and_keeps_its_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mailbox.db");
+        {
+            let db = Connection::open(&path).unwrap();
+            db.execute_batch(&format!("BEGIN; {SCHEMA} PRAGMA user_version = 1; COMMIT;"))
+                .unwrap();
+            db.execute(
+                "INSERT INTO messages (id, send_id, sender, recipient, recipient_session, thread,
+                     body, created_ms, expires_ms, state, due_ms, updated_ms)
+                 VALUES ('m-0000000000000001', 'm-0000000000000001', 'user', '$2', '$2',
+                     'm-0000000000000001', 'old', 1, 9, 'queued', 1, 1)",
+                [],
+            )
+            .unwrap();
+        }
+        let mailbox = Mailbox::open(&path).unwrap();
+        assert_eq!(mailbox.inbox(S2, false, 10).unwrap()[0].body, "old");
+        assert_eq!(mailbox.sent_since(Sender::User, 0).unwrap(), 1);
     }
 
     #[test]
@@ -917,7 +1198,7 @@ mod tests {
             mailbox.ack(&a.id, S2, 2),
             Err(MailboxError::NotDelivered { .. })
         ));
-        mailbox.begin_typing(&a.id, PaneId(1), 2).unwrap();
+        mailbox.begin_typing(&a.id, PaneId(1), None, 2).unwrap();
         mailbox
             .finish(&a.id, MessageState::Unverified, Via::Pane, 3)
             .unwrap();

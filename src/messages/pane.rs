@@ -307,9 +307,11 @@ impl Delivery {
         board: &Board,
         pane: &PaneId,
     ) -> Result<Gate, PaneError> {
-        // The pane first: a pane that is gone is an error, whatever the
-        // board (a snapshot) still says of it.
-        let facts = pane_facts(handle, *pane).await?;
+        // The pane and the clients in one round trip's time (both are
+        // queued at once); the pane decides first: a pane that is gone is
+        // an error, whatever the board (a snapshot) still says of it.
+        let (facts, clients) = tokio::join!(pane_facts(handle, *pane), client_activity(handle));
+        let facts = facts?;
         match board.pane(*pane).map(|agent| agent.status) {
             None | Some(AgentStatus::Exited) => return Ok(Gate::Hold(HoldReason::NoAgent)),
             // `waiting` is a dialog, not the prompt (see the module doc).
@@ -321,7 +323,7 @@ impl Delivery {
         if facts.in_mode {
             return Ok(Gate::Hold(HoldReason::InMode));
         }
-        if self.someone_typing(handle, &facts).await? {
+        if self.someone_typing(&clients?, &facts) {
             return Ok(Gate::Hold(HoldReason::UserTyping));
         }
         Ok(Gate::Ready)
@@ -350,22 +352,39 @@ impl Delivery {
             ));
         }
         let needle = needle(&body);
-        let width = pane_fields(handle, pane, "#{pane_width}")
-            .await?
-            .trim()
-            .parse()
-            .unwrap_or(80);
-        let history = history_lines(&body, width);
-        let before = seen_count(handle, pane, needle.as_deref(), history).await?;
+        // The pane's width and status, and where a one-shot `tmux` reaches
+        // the server, asked at once.
+        let format = format!("#{{pane_width}}\t#{{{}}}", schema::pane::STATUS);
+        let (fields, socket) = tokio::join!(pane_fields(handle, pane, &format), socket_of(handle));
+        let fields = fields?;
+        let (width, status) = fields.split_once('\t').unwrap_or((fields.as_str(), ""));
+        let history = history_lines(&body, width.trim().parse().unwrap_or(80));
         // Only a turn that starts after the paste says it landed: the board
         // the gate read is a snapshot, and the agent may have started one
         // on its own since.
-        let working_before = status_of(handle, pane).await? == Some(AgentStatus::Working);
+        let working_before = status.parse().ok() == Some(AgentStatus::Working);
 
+        // The body goes into its buffer while the pane's text is counted:
+        // loading a named buffer does not touch the pane.
         let name = buffer_name();
-        let tmux = OneShot::new(socket_of(handle).await?);
-        tmux.run_with_input(&Command::load_buffer_from_stdin(&name)?, body.as_bytes())
-            .await?;
+        let tmux = OneShot::new(socket?);
+        let load = Command::load_buffer_from_stdin(&name)?;
+        let (before, loaded) = tokio::join!(
+            seen_count(handle, pane, needle.as_deref(), history),
+            async {
+                tmux.run_with_input(&load, body.as_bytes())
+                    .await
+                    .map_err(PaneError::from)
+            }
+        );
+        let before = match (before, loaded) {
+            (Ok(before), Ok(_)) => before,
+            (Err(err), _) | (Ok(_), Err(err)) => {
+                // Not pasted: no body left behind (a failed load made none).
+                let _ = handle.run(Command::delete_buffer(&name)?).await;
+                return Err(err);
+            }
+        };
         if let Err(err) = handle.run(Command::paste_buffer(&name, pane)?).await {
             // Not pasted, so not deleted by `-d`: no body left behind.
             let _ = handle.run(Command::delete_buffer(&name)?).await;
@@ -376,12 +395,15 @@ impl Delivery {
         let deadline = tokio::time::Instant::now() + self.verify_timeout;
         let mut every = VERIFY_FIRST;
         loop {
-            if !working_before && status_of(handle, pane).await? == Some(AgentStatus::Working) {
+            // Both looks at once: one round trip's wait, not two.
+            let (status, seen) = tokio::join!(
+                status_of(handle, pane),
+                seen_count(handle, pane, needle.as_deref(), history)
+            );
+            if !working_before && status? == Some(AgentStatus::Working) {
                 return Ok(Typed::Delivered);
             }
-            if needle.is_some()
-                && seen_count(handle, pane, needle.as_deref(), history).await? > before
-            {
+            if needle.is_some() && seen? > before {
                 return Ok(Typed::Delivered);
             }
             if tokio::time::Instant::now() >= deadline {
@@ -394,21 +416,12 @@ impl Delivery {
 
     /// Whether a client that is not a control client, attached to the
     /// pane's session or to a session grouped with it (`new-session -t`:
-    /// the same windows), had input within the typing window.
-    async fn someone_typing(
-        &self,
-        handle: &ControlHandle,
-        facts: &PaneFacts,
-    ) -> Result<bool, PaneError> {
-        // The group name last: it is a session name, which may hold a tab.
-        let reply = handle
-            .run(Command::list_clients(
-                "#{client_control_mode}\t#{client_activity}\t#{session_id}\t#{session_group}",
-            )?)
-            .await?;
+    /// the same windows), had input within the typing window; `clients` is
+    /// [`client_activity`]'s answer.
+    fn someone_typing(&self, clients: &str, facts: &PaneFacts) -> bool {
         let now = Utc::now().timestamp();
         let window = i64::try_from(self.typing_window.as_secs()).unwrap_or(i64::MAX);
-        Ok(reply.text().lines().any(|line| {
+        clients.lines().any(|line| {
             let mut fields = line.splitn(4, '\t');
             let (Some(control), Some(activity), Some(session), group) =
                 (fields.next(), fields.next(), fields.next(), fields.next())
@@ -426,8 +439,20 @@ impl Delivery {
                     .as_deref()
                     .is_some_and(|mine| group == Some(mine));
             same && control != "1" && now.saturating_sub(activity) <= window
-        }))
+        })
     }
+}
+
+/// Every client's control flag, last input time, session and session
+/// group, a line each, for [`Delivery::someone_typing`].
+async fn client_activity(handle: &ControlHandle) -> Result<String, PaneError> {
+    // The group name last: it is a session name, which may hold a tab.
+    let reply = handle
+        .run(Command::list_clients(
+            "#{client_control_mode}\t#{client_activity}\t#{session_id}\t#{session_group}",
+        )?)
+        .await?;
+    Ok(reply.text())
 }
 
 /// The pane's mode flag and session, or [`PaneError::Gone`].

@@ -10,14 +10,19 @@
 //! max_body = 65536         # bytes of UTF-8; at most 1 MiB
 //! rate = 60                # messages per sender per minute; 0 = no limit
 //! expiry = "24h"           # a message not delivered by then is `expired`
+//! keep = "3d"              # settled messages are deleted this long after they settled
 //! ```
+//!
+//! The rate limit counts the sender's messages in the mailbox created in
+//! the last minute ([`RATE_WINDOW`]), so a restarted daemon still refuses
+//! a flood that began before it. (A `keep` under a minute lets it forget
+//! messages that settled and were deleted within that minute.)
 //!
 //! A body with a NUL byte is refused: a terminal cannot carry one (tmux
 //! and the pane's line discipline drop or misread it) and SQLite text
 //! would cut it short, so it could not arrive byte-exact.
 
-use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +39,12 @@ pub const MAX_MAX_BODY: usize = 1024 * 1024;
 pub const DEFAULT_RATE: u32 = 60;
 /// How long a message waits for delivery when no expiry is configured.
 pub const DEFAULT_EXPIRY: Duration = Duration::from_secs(24 * 3600);
+/// How long a settled message (`delivered`, `unverified`, `read`,
+/// `failed`, `expired`) stays in the mailbox when no `keep` is configured:
+/// long enough for `inbox` and `send --wait` to look back over a weekend.
+pub const DEFAULT_KEEP: Duration = Duration::from_secs(3 * 24 * 3600);
+/// The window the rate limit counts in: `rate` is per this.
+pub const RATE_WINDOW: Duration = Duration::from_secs(60);
 
 /// `[messages]` as written in the config file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -47,6 +58,8 @@ pub struct MessagesSection {
     pub rate: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiry: Option<ConfigDuration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep: Option<ConfigDuration>,
 }
 
 /// Who may message whom.
@@ -67,6 +80,8 @@ pub struct Policy {
     /// Per sender per minute; 0 is no limit.
     pub rate: u32,
     pub expiry: Duration,
+    /// How long a settled message is kept before it is deleted.
+    pub keep: Duration,
 }
 
 impl Default for Policy {
@@ -76,6 +91,7 @@ impl Default for Policy {
             max_body: DEFAULT_MAX_BODY,
             rate: DEFAULT_RATE,
             expiry: DEFAULT_EXPIRY,
+            keep: DEFAULT_KEEP,
         }
     }
 }
@@ -122,6 +138,13 @@ impl Policy {
                 problems.push("expiry 0 would expire every message at once".to_owned());
             } else {
                 policy.expiry = expiry.0;
+            }
+        }
+        if let Some(keep) = section.keep {
+            if keep.0.is_zero() {
+                problems.push("keep 0 would delete every message as it settles".to_owned());
+            } else {
+                policy.keep = keep.0;
             }
         }
         if problems.is_empty() {
@@ -204,45 +227,22 @@ impl Policy {
     }
 }
 
-/// The per-sender rate limit: a sliding minute per sender, in memory (a
-/// restart forgives).
-#[derive(Debug, Default)]
-pub struct RateLimiter {
-    sent: HashMap<Sender, VecDeque<Instant>>,
-}
-
-impl RateLimiter {
-    /// Counts `count` messages from `from` now, or refuses all of them if
-    /// they would take it over `rate` in the last minute.
-    pub fn admit(
-        &mut self,
-        from: Sender,
-        count: usize,
-        rate: u32,
-        now: Instant,
-    ) -> Result<(), Refusal> {
-        if rate == 0 {
+impl Policy {
+    /// The rate limit: `from` has `sent` messages in the mailbox from the
+    /// last [`RATE_WINDOW`] and asks for `count` more (one per recipient);
+    /// all of them are refused if that is over `rate`.
+    pub fn check_rate(&self, from: Sender, sent: u64, count: usize) -> Result<(), Refusal> {
+        if self.rate == 0 || sent.saturating_add(count as u64) <= u64::from(self.rate) {
             return Ok(());
         }
-        let window = self.sent.entry(from).or_default();
-        while window
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
-        {
-            window.pop_front();
-        }
-        if window.len() + count > rate as usize {
-            return Err(Refusal::new(
-                "messages.rate",
-                format!(
-                    "{from} has sent {} messages in the last minute, and the limit is {rate}; \
-                     wait, or raise `rate` under [messages] in config.toml (0 = no limit)",
-                    window.len()
-                ),
-            ));
-        }
-        window.extend(std::iter::repeat_n(now, count));
-        Ok(())
+        Err(Refusal::new(
+            "messages.rate",
+            format!(
+                "{from} has sent {sent} messages in the last minute, and the limit is {}; \
+                 wait, or raise `rate` under [messages] in config.toml (0 = no limit)",
+                self.rate
+            ),
+        ))
     }
 }
 
@@ -319,21 +319,39 @@ mod tests {
     }
 
     #[test]
-    fn the_rate_limit_counts_a_sliding_minute_per_sender() {
-        let mut limiter = RateLimiter::default();
-        let t0 = Instant::now();
+    fn the_rate_limit_refuses_what_would_go_over_it_whole() {
+        let policy = Policy {
+            rate: 3,
+            ..Policy::default()
+        };
         let a = Sender::Session(SessionId(1));
-        let b = Sender::Session(SessionId(2));
-        limiter.admit(a, 2, 3, t0).unwrap();
+        assert!(policy.check_rate(a, 0, 3).is_ok());
+        assert!(policy.check_rate(a, 2, 1).is_ok());
+        let refused = policy.check_rate(a, 2, 2).unwrap_err();
+        assert_eq!(refused.rule, "messages.rate");
+        assert!(refused.message.contains("sent 2 messages"), "{refused}");
+        let unlimited = Policy {
+            rate: 0,
+            ..Policy::default()
+        };
+        assert!(unlimited.check_rate(a, u64::MAX, 1000).is_ok());
+    }
+
+    #[test]
+    fn settled_messages_are_kept_three_days_by_default() {
+        assert_eq!(Policy::default().keep, Duration::from_secs(3 * 86_400));
+        let short = MessagesSection {
+            keep: Some(ConfigDuration(Duration::ZERO)),
+            ..Default::default()
+        };
+        assert!(Policy::from_section(&short).unwrap_err()[0].contains("keep"));
+        let week = MessagesSection {
+            keep: Some(ConfigDuration(Duration::from_secs(7 * 86_400))),
+            ..Default::default()
+        };
         assert_eq!(
-            limiter.admit(a, 2, 3, t0).unwrap_err().rule,
-            "messages.rate"
+            Policy::from_section(&week).unwrap().keep,
+            Duration::from_secs(7 * 86_400)
         );
-        limiter.admit(a, 1, 3, t0).unwrap();
-        limiter.admit(b, 3, 3, t0).unwrap();
-        limiter
-            .admit(a, 3, 3, t0 + Duration::from_secs(60))
-            .unwrap();
-        limiter.admit(a, 1000, 0, t0).unwrap();
     }
 }

@@ -28,6 +28,12 @@
 //! before the keeper hears it went idle, so nothing is typed. A Claude that
 //! is already idle when a message comes is typed into.
 //!
+//! A message handed to a hook stays `queued` until the agent is seen to
+//! take it ([`super::Messages::taken`]); meanwhile it is the hook's, and
+//! is not typed, unless the agent shows up `idle` at its prompt after the
+//! hand-over (the hook's answer never reached it, and no `Stop` came to
+//! offer it again).
+//!
 //! # Crashes
 //!
 //! A message is marked `typing` (committed) before it is typed, and its
@@ -96,6 +102,7 @@ pub async fn run(messages: Messages, stop: CancellationToken) {
         messages,
         in_flight: HashSet::new(),
         settling: HashMap::new(),
+        held_back: HashMap::new(),
         written: None,
         held: false,
     };
@@ -149,6 +156,14 @@ struct Scheduler {
     in_flight: HashSet<Recipient>,
     /// Panes that got a message: when, and their status's `since` then.
     settling: HashMap<PaneId, (Instant, DateTime<Utc>)>,
+    /// Recipients whose last look was held back (busy, in a mode, someone
+    /// typing, tmux failed): when, and their pane's status `since` then.
+    /// They are looked at again when that status changes, or after
+    /// [`TICK`] for what the board does not announce; without this a
+    /// message waiting for a busy agent was gated again the moment the
+    /// last gate answered, two tmux round trips at a time, for the whole
+    /// turn.
+    held_back: HashMap<Recipient, (Instant, DateTime<Utc>)>,
     /// The counts last written to tmux.
     written: Option<BTreeMap<SessionId, u64>>,
     /// Whether the last pass left a message waiting for its recipient (so
@@ -195,17 +210,20 @@ impl Scheduler {
     }
 
     /// Whether `message`'s envelope line (which holds its id) is in the
-    /// pane's text.
+    /// pane's text: its screen and its last [`RECOVERY_LINES`] lines of
+    /// history.
+    ///
+    /// This is where a message can be typed twice, and only here: the
+    /// daemon died after the paste reached tmux and before the outcome was
+    /// committed (the verify's few milliseconds, at most `[delivery]
+    /// verify_timeout`), and at the restart the pane no longer shows the
+    /// id: an agent on the alternate screen (whose text tmux keeps no
+    /// history of) that redrew without it, a screen cleared since, or more
+    /// than [`RECOVERY_LINES`] lines printed after it. A daemon killed
+    /// before the paste reached tmux types it once, found or not.
     async fn typed_before(&self, pane: PaneId, message: &Message) -> bool {
-        let header = envelope::header(
-            &message.id,
-            message.from,
-            message.from_name.as_deref(),
-            &message.thread,
-        );
         // The id is enough, and survives a wrapped or boxed line.
         let needle = format!("message {}", message.id);
-        let _ = header;
         match self
             .messages
             .control
@@ -246,9 +264,22 @@ impl Scheduler {
                 // Gone, or too new for the snapshot: either way, not now.
                 continue;
             }
-            let pane = match message.to {
-                Recipient::Pane(pane) => pane,
-                Recipient::Session(session) => {
+            let pane = match (message.handed_ms, message.pane, message.to) {
+                // Handed to a `Stop` hook: the hook's, unless its agent has
+                // shown itself at its prompt since (the answer never reached
+                // it): then it is typed into that pane like any other.
+                (Some(handed), Some(pane), _) => {
+                    let back = board.pane(pane).is_some_and(|agent| {
+                        agent.status == AgentStatus::Idle && agent.since.timestamp_millis() > handed
+                    });
+                    if !back {
+                        continue;
+                    }
+                    pane
+                }
+                (Some(_), None, _) => continue,
+                (None, _, Recipient::Pane(pane)) => pane,
+                (None, _, Recipient::Session(session)) => {
                     // The session's agent: the first pane with one that has
                     // not left. None yet: it waits (until its expiry).
                     let Some(agent) = board
@@ -260,6 +291,15 @@ impl Scheduler {
                     agent.pane
                 }
             };
+            let since = board
+                .pane(pane)
+                .map_or(DateTime::<Utc>::MIN_UTC, |agent| agent.since);
+            if let Some((at, was)) = self.held_back.get(&message.to) {
+                if *was == since && at.elapsed() < TICK {
+                    continue;
+                }
+                self.held_back.remove(&message.to);
+            }
             if let Some((at, since)) = self.settling.get(&pane) {
                 let reacted = board.pane(pane).is_some_and(|agent| agent.since != *since);
                 if !reacted && at.elapsed() < SETTLE {
@@ -275,8 +315,15 @@ impl Scheduler {
 
     fn finished(&mut self, done: Done) {
         self.in_flight.remove(&done.recipient);
-        if let (true, Some(pane)) = (done.typed, done.pane) {
-            self.settling.insert(pane, (Instant::now(), done.since));
+        match (done.typed, done.pane) {
+            (true, Some(pane)) => {
+                self.settling.insert(pane, (Instant::now(), done.since));
+            }
+            (false, _) => {
+                self.held_back
+                    .insert(done.recipient, (Instant::now(), done.since));
+            }
+            (true, None) => {}
         }
     }
 
@@ -391,12 +438,13 @@ async fn deliver(messages: Messages, message: Message, pane: PaneId) -> Done {
     }
     let id = message.id.clone();
     let now = now_ms();
+    let handed = message.handed_ms;
     match messages
-        .with_mailbox(move |m| m.begin_typing(&id, pane, now))
+        .with_mailbox(move |m| m.begin_typing(&id, pane, handed, now))
         .await
     {
         Ok(true) => {}
-        // A hook took it meanwhile.
+        // A hook was handed it meanwhile.
         Ok(false) => return untyped,
         Err(err) => {
             tracing::error!(%err, "could not mark a message typing");

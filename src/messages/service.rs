@@ -4,8 +4,8 @@
 //! also hands a waiting message to a Claude `Stop` hook. The scheduler
 //! (`super::scheduler`) shares it and does the deliveries.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
 
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
@@ -13,7 +13,7 @@ use tokio::sync::{Notify, watch};
 
 use super::envelope::{self, MessageId, Recipient, Sender, Target};
 use super::mailbox::{Mailbox, MailboxError, Message, MessageState, NewMessage};
-use super::policy::{Policy, RateLimiter, Refusal};
+use super::policy::{Policy, Refusal};
 use crate::control::command::Command;
 use crate::control::connection::ControlHandle;
 use crate::control::{PaneId, SessionId};
@@ -117,9 +117,12 @@ pub struct Messages {
     pub(super) policy: watch::Receiver<Arc<Policy>>,
     /// `[delivery]` and the submit keys (`super::pane`).
     pub(super) delivery: watch::Receiver<Arc<super::pane::Delivery>>,
-    limiter: Arc<Mutex<RateLimiter>>,
     /// Wakes the scheduler: something was posted.
     pub(super) posted: Arc<Notify>,
+    /// The panes whose `Stop` hook was handed a message the agent has not
+    /// been seen to take (see [`Messages::taken`]): every hook event asks,
+    /// and only these cost a look at the mailbox.
+    handed: Arc<Mutex<HashSet<PaneId>>>,
     pub(super) events: EventStream,
     pub(super) agents: KeeperHandle,
     groups: GroupHandle,
@@ -151,11 +154,19 @@ pub(super) fn now_ms() -> i64 {
 
 impl Messages {
     pub fn new(parts: MessagesParts) -> Self {
+        // Hand-overs a stopped daemon left open are still to be taken.
+        let handed = match parts.mailbox.handed_panes() {
+            Ok(panes) => panes.into_iter().collect(),
+            Err(err) => {
+                tracing::error!(%err, "could not read the open hand-overs");
+                HashSet::new()
+            }
+        };
         Self {
+            handed: Arc::new(Mutex::new(handed)),
             mailbox: Arc::new(Mutex::new(parts.mailbox)),
             policy: parts.policy,
             delivery: parts.delivery,
-            limiter: Arc::default(),
             posted: Arc::default(),
             events: parts.events,
             agents: parts.agents,
@@ -234,10 +245,6 @@ impl Messages {
                 }
             }
         }
-        self.limiter
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .admit(request.from, recipients.len(), policy.rate, Instant::now())?;
         let expires_ms =
             now_ms() + i64::try_from(policy.expiry.as_millis()).unwrap_or(i64::MAX / 2);
         let from_name = request.from.session().and_then(|s| {
@@ -270,7 +277,19 @@ impl Messages {
             })
             .collect();
         let now = now_ms();
-        let posted = self.with_mailbox(move |m| m.post(&new, now)).await?;
+        let from = request.from;
+        let window = i64::try_from(super::policy::RATE_WINDOW.as_millis()).unwrap_or(60_000);
+        // Counted and posted under one lock: two sends at once cannot both
+        // pass a count that only one of them fits in.
+        let posted = self
+            .with_mailbox(move |m| {
+                let sent = m.sent_since(from, now - window)?;
+                if let Err(refusal) = policy.check_rate(from, sent, new.len()) {
+                    return Ok(Err(refusal));
+                }
+                m.post(&new, now).map(Ok)
+            })
+            .await??;
         self.publish(&posted);
         self.posted.notify_one();
         Ok(posted)
@@ -380,6 +399,19 @@ impl Messages {
             .await
     }
 
+    /// How long settled messages are kept (`[messages] keep`).
+    pub fn keep(&self) -> std::time::Duration {
+        self.policy.borrow().keep
+    }
+
+    /// Deletes the settled messages older than `[messages] keep` (for
+    /// the daemon's pruning, `daemon::prune`); returns how many.
+    pub async fn prune(&self) -> Result<usize, MessagesError> {
+        let keep = i64::try_from(self.keep().as_millis()).unwrap_or(i64::MAX);
+        let before = now_ms().saturating_sub(keep);
+        self.with_mailbox(move |m| m.prune(before)).await
+    }
+
     /// `by` has read `id`.
     pub async fn ack(&self, id: MessageId, by: SessionId) -> Result<Message, MessagesError> {
         let now = now_ms();
@@ -396,8 +428,10 @@ impl Messages {
     }
 
     /// A Claude `Stop` hook in `pane` asks for its next message: the
-    /// oldest waiting for the pane or its session, marked `delivered`, as
-    /// the text the agent reads (envelope and body); `None` if none waits.
+    /// oldest waiting for the pane or its session (or the one it was handed
+    /// before and did not take), as the text the agent reads (envelope and
+    /// body); `None` if none waits. The message stays `queued` until the
+    /// agent is seen to take it ([`Messages::taken`]).
     pub async fn hand_over(
         &self,
         pane: PaneId,
@@ -417,8 +451,11 @@ impl Messages {
         else {
             return Ok(None);
         };
-        self.publish(std::slice::from_ref(&message));
-        self.posted.notify_one();
+        self.handed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(pane);
+        tracing::debug!(id = %message.id, %pane, attempt = message.attempts, "handed a message to a Stop hook");
         Ok(Some(envelope::render(
             &message.id,
             message.from,
@@ -426,5 +463,31 @@ impl Messages {
             &message.thread,
             &message.body,
         )))
+    }
+
+    /// A hook event from `pane` shows its agent took what its `Stop` hook
+    /// was handed (a tool call, or a `Stop` continuing because a hook
+    /// blocked it): those messages are `delivered`. Costs nothing for a
+    /// pane with no open hand-over.
+    pub async fn taken(&self, pane: PaneId) -> Result<(), MessagesError> {
+        if !self
+            .handed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&pane)
+        {
+            return Ok(());
+        }
+        let now = now_ms();
+        let taken = self.with_mailbox(move |m| m.taken(pane, now)).await?;
+        self.handed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&pane);
+        if !taken.is_empty() {
+            self.publish(&taken);
+            self.posted.notify_one();
+        }
+        Ok(())
     }
 }

@@ -48,6 +48,10 @@ pub struct HookReading {
     /// Claude's `Stop`: the agent is already continuing because a Stop
     /// hook blocked it (so a hook must not block it again, or it loops).
     pub stop_hook_active: bool,
+    /// Whether the event comes from inside a turn the agent is working on
+    /// (see [`claude_in_turn`]): a message its `Stop` hook was handed has
+    /// reached it.
+    pub in_turn: bool,
 }
 
 impl HookReading {
@@ -111,6 +115,8 @@ pub fn read(kind: &AgentKind, payload: &[u8]) -> Result<HookReading, HookError> 
         .filter(|event| !event.is_empty())
         .ok_or(HookError::NoEvent)?;
     let notification = payload.notification_type.as_deref();
+    let in_turn = *kind == AgentKind::Claude
+        && claude_in_turn(&event, notification, payload.stop_hook_active);
     let status = match kind {
         AgentKind::Claude => claude(&event, notification),
         AgentKind::Codex => codex(&event),
@@ -123,7 +129,30 @@ pub fn read(kind: &AgentKind, payload: &[u8]) -> Result<HookReading, HookError> 
         agent_session_id: payload.session_id.or(payload.thread_id),
         transcript_path: payload.transcript_path,
         stop_hook_active: payload.stop_hook_active,
+        in_turn,
     })
+}
+
+/// Whether a Claude Code event happens inside a turn: a tool call
+/// (`PreToolUse`, `PostToolUse`, a permission asked for one), a subagent
+/// ending, or the turn ending after a `Stop` hook had continued it
+/// (`stop_hook_active`; `StopFailure` too: an API error that ended it).
+/// Such an event after a `Stop` hook's hand-over shows the agent took the
+/// message. `UserPromptSubmit` does not: a hook's continuation fires none,
+/// so one after a hand-over is a new prompt at an agent that never got the
+/// message (its hook was killed before the answer got out), the likeliest
+/// event after such a loss. Neither does a plain `Stop` (it stopped again
+/// without it) nor `idle_prompt`.
+fn claude_in_turn(event: &str, notification: Option<&str>, stop_hook_active: bool) -> bool {
+    match event {
+        "PreToolUse" | "PostToolUse" | "PermissionRequest" | "SubagentStop" | "StopFailure" => true,
+        "Notification" => matches!(
+            notification,
+            Some("permission_prompt" | "elicitation_dialog")
+        ),
+        "Stop" => stop_hook_active,
+        _ => false,
+    }
 }
 
 /// Claude Code's events. `idle_prompt` fires on a 60 s timer after a turn
@@ -242,6 +271,38 @@ mod tests {
         assert!(again.stop_hook_active);
         let codex = read(&AgentKind::Codex, br#"{"hook_event_name":"Stop"}"#).unwrap();
         assert!(!codex.is_claude_stop(&AgentKind::Codex));
+    }
+
+    #[test]
+    fn only_claude_events_inside_a_turn_say_a_hand_over_was_taken() {
+        let in_turn = |kind: AgentKind, json: &str| read(&kind, json.as_bytes()).unwrap().in_turn;
+        let claude = || AgentKind::Claude;
+        for event in [
+            "PreToolUse",
+            "PostToolUse",
+            "PermissionRequest",
+            "SubagentStop",
+        ] {
+            let json = format!(r#"{{"hook_event_name":"{event}"}}"#);
+            assert!(in_turn(claude(), &json), "{event}");
+            assert!(!in_turn(AgentKind::Codex, &json), "codex {event}");
+        }
+        for json in [
+            r#"{"hook_event_name":"UserPromptSubmit"}"#,
+            r#"{"hook_event_name":"Stop","stop_hook_active":false}"#,
+            r#"{"hook_event_name":"SessionStart"}"#,
+            r#"{"hook_event_name":"Notification","notification_type":"idle_prompt"}"#,
+        ] {
+            assert!(!in_turn(claude(), json), "{json}");
+        }
+        assert!(in_turn(
+            claude(),
+            r#"{"hook_event_name":"Stop","stop_hook_active":true}"#
+        ));
+        assert!(in_turn(
+            claude(),
+            r#"{"hook_event_name":"Notification","notification_type":"permission_prompt"}"#
+        ));
     }
 
     #[test]

@@ -260,14 +260,16 @@ fn a_busy_claude_gets_its_message_from_the_stop_hook_and_nothing_is_typed() {
         !screen.contains(&id),
         "the hand-over was typed too: {screen}"
     );
-    let looked = json(&text(
-        &agent(&server, &["inbox", "-t", "claude", "--json"]).stdout,
-    ));
-    let second = &looked["messages"][1];
-    assert_eq!(
-        (second["state"].as_str(), second["via"].as_str()),
-        (Some("delivered"), Some("hook"))
-    );
+    // Delivered once the agent is seen to take it: the fake's next Stop
+    // says it continues because of a hook.
+    eventually(PATIENCE, "the hand-over to be delivered", || {
+        let looked = json(&text(
+            &agent(&server, &["inbox", "-t", "claude", "--json"]).stdout,
+        ));
+        let second = &looked["messages"][1];
+        ((second["state"].as_str(), second["via"].as_str()) == (Some("delivered"), Some("hook")))
+            .then_some(())
+    });
     claude.set_busy(0.05);
     claude.wait_status(&server, "idle");
     assert_eq!(claude.count(), 2);
@@ -599,5 +601,257 @@ fn a_message_nobody_takes_expires_and_a_short_wait_exits_2() {
     assert_eq!(
         server.global_option("@agent-messages").as_deref(),
         Some("0")
+    );
+}
+
+#[test]
+fn settled_messages_are_pruned_after_keep_and_queued_ones_never() {
+    let server = TmuxServer::start();
+    let _daemon = start_daemon(&server, "[messages]\nkeep = \"2s\"\n");
+    // No agent in it: its message stays queued, older than any other.
+    server.tmux(&["new-session", "-d", "-s", "nobody"]);
+    let out = agent(&server, &["send", "-t", "nobody", "--json", "wait for me"]);
+    assert!(out.status.success(), "{out:?}");
+    let queued = sent(&out)[0]["id"].as_str().unwrap().to_owned();
+    let alice = FakeAgent::start(&server, "alice", "codex");
+    let out = agent(
+        &server,
+        &["send", "-t", "alice", "--wait=60", "--json", "hi"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(sent(&out)[0]["state"], "delivered");
+    alice.received(1);
+    let inbox = |session: &str| {
+        json(&text(
+            &agent(&server, &["inbox", "-t", session, "--json"]).stdout,
+        ))["messages"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    eventually(PATIENCE, "the delivered message to be pruned", || {
+        inbox("alice").is_empty().then_some(())
+    });
+    // The queued one was posted before the delivered one settled: as old,
+    // and still there.
+    let left = inbox("nobody");
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(
+        (left[0]["id"].as_str(), left[0]["state"].as_str()),
+        (Some(queued.as_str()), Some("queued"))
+    );
+}
+
+#[test]
+fn the_rate_limit_counts_what_a_daemon_took_before_its_restart() {
+    let server = TmuxServer::start();
+    let daemon = start_daemon(&server, "[messages]\nrate = 3\n");
+    server.tmux(&["new-session", "-d", "-s", "nobody"]);
+    for n in 0..3 {
+        let out = agent(&server, &["send", "-t", "nobody", &format!("flood {n}")]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    daemon.kill();
+    let _daemon = Daemon::start(&server);
+    let out = agent(&server, &["send", "-t", "nobody", "--json", "one more"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let answer = json(&text(&out.stdout));
+    assert_eq!(answer["refused"], "messages.rate", "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("sent 3 messages")),
+        "{answer}"
+    );
+}
+
+/// `tmux-agent hook claude` as Claude Code runs it in `pane`, with `json`
+/// on stdin; its stdout.
+fn claude_hook(server: &TmuxServer, pane: &str, json: &str) -> String {
+    let mut cmd = server.agent();
+    cmd.args(["hook", "claude"])
+        .env("TMUX_PANE", pane)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("run tmux-agent hook");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(json.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    text(&out.stdout)
+}
+
+/// The one message in `session`'s inbox.
+fn only_message(server: &TmuxServer, session: &str) -> Value {
+    let inbox = json(&text(
+        &agent(server, &["inbox", "-t", session, "--json"]).stdout,
+    ));
+    let messages = inbox["messages"].as_array().cloned().unwrap_or_default();
+    assert_eq!(messages.len(), 1, "{inbox}");
+    messages[0].clone()
+}
+
+#[test]
+fn a_stop_hook_killed_before_its_print_loses_nothing_and_delivers_once() {
+    let server = TmuxServer::start();
+    let _daemon = start_daemon(&server, "");
+    // The test is the fake Claude: a pane, and the hooks Claude Code
+    // would run in it, in its order. Its turn runs, so nothing is typed.
+    let pane = server
+        .tmux(&[
+            "new-session",
+            "-d",
+            "-P",
+            "-F",
+            "#{pane_id}",
+            "-s",
+            "claude",
+            "cat",
+        ])
+        .trim()
+        .to_owned();
+    let stop = r#"{"hook_event_name":"Stop","session_id":"c1","stop_hook_active":false}"#;
+    let continued = r#"{"hook_event_name":"Stop","session_id":"c1","stop_hook_active":true}"#;
+    let prompt = r#"{"hook_event_name":"UserPromptSubmit","session_id":"c1","prompt":"go"}"#;
+    claude_hook(&server, &pane, prompt);
+    eventually(PATIENCE, "the agent to be working", || {
+        (server.display(&pane, "#{@agent-status}") == "working").then_some(())
+    });
+    let out = agent(
+        &server,
+        &["send", "-t", "claude", "--json", "do not lose me"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let id = sent(&out)[0]["id"].as_str().unwrap().to_owned();
+
+    // The turn ends; its Stop hook gets the message from the daemon and
+    // is SIGKILLed before it prints it.
+    stop_hook_killed_before_its_print(&server, &pane, stop);
+
+    // Not delivered: the agent never got it. A new prompt (what a person
+    // does at an agent that stopped) does not say it did.
+    let message = only_message(&server, "claude");
+    assert_eq!(message["state"], "queued", "{message}");
+    assert!(message["handed_ms"].is_i64(), "{message}");
+    claude_hook(&server, &pane, prompt);
+    assert_eq!(only_message(&server, "claude")["state"], "queued");
+
+    // That turn's Stop is offered it again, whole.
+    let again: Value = serde_json::from_str(&claude_hook(&server, &pane, stop))
+        .expect("the Stop hook hands the message over again");
+    assert_eq!(again["decision"], "block");
+    check_arrived(again["reason"].as_str().unwrap(), &id, "do not lose me");
+    assert_eq!(only_message(&server, "claude")["state"], "queued");
+    // The agent works on it (a tool call): delivered, by the hook.
+    claude_hook(
+        &server,
+        &pane,
+        r#"{"hook_event_name":"PreToolUse","session_id":"c1","tool_name":"Bash"}"#,
+    );
+    let message = only_message(&server, "claude");
+    assert_eq!(
+        (message["state"].as_str(), message["via"].as_str()),
+        (Some("delivered"), Some("hook")),
+        "{message}"
+    );
+    assert!(message.get("handed_ms").is_none(), "{message}");
+    // The continued turn ends, and later a plain one: nothing more.
+    assert_eq!(claude_hook(&server, &pane, continued), "");
+    claude_hook(&server, &pane, prompt);
+    assert_eq!(claude_hook(&server, &pane, stop), "", "handed over twice");
+    assert_eq!(only_message(&server, "claude")["state"], "delivered");
+}
+
+/// Runs `stop` through a Claude `Stop` hook in `pane` that is SIGKILLed
+/// after the daemon's answer and before its print (the fault variable
+/// holds that moment open).
+fn stop_hook_killed_before_its_print(server: &TmuxServer, pane: &str, stop: &str) {
+    let mut cmd = server.agent();
+    cmd.args(["hook", "claude"])
+        .env("TMUX_PANE", pane)
+        .env("TMUX_AGENT_FAULT_HOOK_BEFORE_PRINT_MS", "60000")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut hook = cmd.spawn().unwrap();
+    hook.stdin
+        .take()
+        .unwrap()
+        .write_all(stop.as_bytes())
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(hook.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+    assert!(line.contains("holds this moment open"), "{line:?}");
+    hook.kill().unwrap();
+    let out = hook.wait_with_output().unwrap();
+    assert!(out.stdout.is_empty(), "the killed hook printed {out:?}");
+}
+
+#[test]
+fn a_lost_hand_over_is_typed_once_the_agent_shows_up_at_its_prompt() {
+    let server = TmuxServer::start();
+    let _daemon = start_daemon(&server, "");
+    // The terminal echoes what is typed, which verifies the typing; `cat`
+    // keeps what reached the program.
+    let typed = server.path("typed");
+    let command = format!("cat >{}", typed.display());
+    let pane = server
+        .tmux(&[
+            "new-session",
+            "-d",
+            "-P",
+            "-F",
+            "#{pane_id}",
+            "-s",
+            "claude",
+            &command,
+        ])
+        .trim()
+        .to_owned();
+    claude_hook(
+        &server,
+        &pane,
+        r#"{"hook_event_name":"UserPromptSubmit","session_id":"c1","prompt":"go"}"#,
+    );
+    eventually(PATIENCE, "the agent to be working", || {
+        (server.display(&pane, "#{@agent-status}") == "working").then_some(())
+    });
+    let out = agent(&server, &["send", "-t", "claude", "--json", "type me then"]);
+    let id = sent(&out)[0]["id"].as_str().unwrap().to_owned();
+    stop_hook_killed_before_its_print(
+        &server,
+        &pane,
+        r#"{"hook_event_name":"Stop","session_id":"c1","stop_hook_active":false}"#,
+    );
+    assert_eq!(only_message(&server, "claude")["state"], "queued");
+    // No Stop comes to offer it again; Claude's idle notification says it
+    // sits at its prompt.
+    claude_hook(
+        &server,
+        &pane,
+        r#"{"hook_event_name":"Notification","session_id":"c1","notification_type":"idle_prompt"}"#,
+    );
+    eventually(PATIENCE, "the message to be typed", || {
+        let message = only_message(&server, "claude");
+        (message["state"] == "delivered").then_some(message)
+    });
+    let message = only_message(&server, "claude");
+    assert_eq!(message["via"], "pane", "{message}");
+    let needle = format!("message {id}");
+    let typed = eventually(PATIENCE, "cat to have the message", || {
+        std::fs::read_to_string(&typed)
+            .ok()
+            .filter(|t| t.contains(&needle))
+    });
+    assert_eq!(
+        typed.matches(&needle).count(),
+        1,
+        "typed other than once: {typed:?}"
     );
 }

@@ -1389,10 +1389,14 @@ fn ready(
                SELECT 1 FROM actions b INDEXED BY actions_open
                WHERE b.server = a.server AND b.session_key = a.session_key
                  AND b.id < a.id AND b.state IN ('pending', 'inflight'))
-         ORDER BY a.priority DESC, a.id ASC
-         LIMIT ?3",
+         ORDER BY a.priority DESC, a.id ASC",
     )?;
-    let rows = stmt.query_map(params![server, now_ms, limit as i64], |row| {
+    // No `LIMIT ?`: SQLite re-prepares a statement whose bound LIMIT
+    // changes (it may plan around the value), and the room a dispatcher
+    // has changes every round; that re-prepare was a tenth of the
+    // daemon's time in figure 10. The index gives the order, so rows
+    // stream and the iterator stops after `limit`.
+    let rows = stmt.query_map(params![server, now_ms], |row| {
         Ok(RawAction {
             id: row.get(0)?,
             row: NewActionRow {
@@ -1412,7 +1416,7 @@ fn ready(
             decided_at: row.get(13)?,
         })
     })?;
-    rows.collect()
+    rows.take(limit).collect()
 }
 
 /// The values kept for a session (`goal_id`, ...).

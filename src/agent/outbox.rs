@@ -396,6 +396,9 @@ const OPEN_BY_SERVER: &str = "SELECT server, COUNT(*) FROM actions INDEXED BY ac
 /// The pending actions in the order a dispatcher considers them, so
 /// [`Outbox::next_ready`] stops at the first that heads its session's queue
 /// instead of grouping every open action on each call.
+/// Prepared statements kept per connection (rusqlite's default is 16).
+const STATEMENT_CACHE: usize = 64;
+
 const READY_INDEX: &str = "CREATE INDEX IF NOT EXISTS actions_ready
     ON actions (server, priority DESC, id) WHERE state = 'pending';";
 
@@ -648,6 +651,10 @@ impl Outbox {
         // this it is truncated back, so a burst does not leave the file big.
         db.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
         db.busy_timeout(std::time::Duration::from_secs(5))?;
+        // The daemon's hot path alone uses more distinct statements than
+        // rusqlite's default cache of 16 holds; an evicted one is parsed
+        // and planned again on its next use.
+        db.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let version: i64 = db.pragma_query_value(None, "user_version", |row| row.get(0))?;
         let steps = match version {
             0 => format!("{SCHEMA}{PAYLOADS}{SNAPSHOTS_STEP}"),
@@ -889,22 +896,24 @@ impl Outbox {
     /// of `server` becomes due: when nothing is ready now, the heads of the
     /// session queues are waiting for a retry, and this is when to look again.
     pub fn next_due(&self, server: &str, now_ms: i64) -> Result<Option<i64>, OutboxError> {
-        Ok(self.db.query_row(
-            "SELECT MIN(next_attempt_at) FROM actions
+        Ok(self
+            .db
+            .prepare_cached(
+                "SELECT MIN(next_attempt_at) FROM actions
              WHERE server = ?1 AND state = 'pending' AND next_attempt_at > ?2",
-            params![server, now_ms],
-            |row| row.get(0),
-        )?)
+            )?
+            .query_row(params![server, now_ms], |row| row.get(0))?)
     }
 
     /// Whether `server` has an action in flight, or pending and due by `now_ms`.
     pub fn has_due(&self, server: &str, now_ms: i64) -> Result<bool, OutboxError> {
-        Ok(self.db.query_row(
-            "SELECT EXISTS (SELECT 1 FROM actions WHERE server = ?1
+        Ok(self
+            .db
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM actions WHERE server = ?1
                AND (state = 'inflight' OR (state = 'pending' AND next_attempt_at <= ?2)))",
-            params![server, now_ms],
-            |row| row.get(0),
-        )?)
+            )?
+            .query_row(params![server, now_ms], |row| row.get(0))?)
     }
 
     /// Takes up to `limit` actions to send to `server` together and

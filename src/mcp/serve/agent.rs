@@ -11,6 +11,7 @@
 //! stored as text. A value must pass the same check as every other way of
 //! writing one ([`check_value`]): one line, no control characters.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use schemars::JsonSchema;
@@ -264,15 +265,6 @@ pub async fn read_options(env: &TmuxEnv, session_id: SessionId) -> Result<AgentO
         show_option(env, session_id, schema::session::ROLE),
         show_option(env, session_id, schema::session::PEERS),
     )?;
-    let peers = peers
-        .map(|list| {
-            list.split(',')
-                .map(str::trim)
-                .filter(|peer| !peer.is_empty())
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default();
     Ok(AgentOptions {
         goal,
         agent_type,
@@ -280,8 +272,37 @@ pub async fn read_options(env: &TmuxEnv, session_id: SessionId) -> Result<AgentO
         state,
         group,
         role,
-        peers,
+        peers: split_peers(peers.as_deref()),
     })
+}
+
+impl AgentOptions {
+    /// The same fields from a session's `@agent-*` options read at once
+    /// (`show-options` of the session); an empty value counts as unset.
+    pub fn from_options(options: &BTreeMap<String, String>) -> Self {
+        let option = |name: &str| options.get(name).filter(|v| !v.is_empty()).cloned();
+        AgentOptions {
+            goal: option(schema::session::GOAL),
+            agent_type: option(schema::session::TYPE),
+            goal_id: option(schema::session::GOAL_ID),
+            state: option(schema::session::STATE),
+            group: option(schema::session::GROUP),
+            role: option(schema::session::ROLE),
+            peers: split_peers(option(schema::session::PEERS).as_deref()),
+        }
+    }
+}
+
+/// `@agent-peers` as a list: split at commas, blanks dropped.
+fn split_peers(list: Option<&str>) -> Vec<String> {
+    list.map(|list| {
+        list.split(',')
+            .map(str::trim)
+            .filter(|peer| !peer.is_empty())
+            .map(str::to_owned)
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 /// Sets a session option to a value that passes [`check_value`] (one line,

@@ -22,7 +22,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_perc
 use rmcp::model::{Resource, ResourceTemplate};
 use serde::Serialize;
 
-use super::agent::TmuxEnv;
+use super::agent::{AgentOptions, TmuxEnv};
 use crate::control::SessionId;
 use crate::control::command::Command;
 use crate::control::connection::DEFAULT_SESSION_NAME;
@@ -119,21 +119,10 @@ pub struct SessionView {
     pub session_id: String,
     pub session_name: String,
     pub uri: String,
-    /// `@agent-goal`
-    pub goal: Option<String>,
-    /// `@agent-type`
-    #[serde(rename = "type")]
-    pub agent_type: Option<String>,
-    /// `@agent-goal-id`
-    pub goal_id: Option<String>,
-    /// `@agent-state`
-    pub state: Option<String>,
-    /// `@agent-group`
-    pub group: Option<String>,
-    /// `@agent-role`
-    pub role: Option<String>,
-    /// `@agent-peers`, split at commas.
-    pub peers: Vec<String>,
+    /// Goal, type, goal id, state, group, role and peers, as `whoami`
+    /// gives them.
+    #[serde(flatten)]
+    pub agent: AgentOptions,
     /// `@agent-saved`: when its context was last saved.
     pub saved: Option<String>,
     /// Every `@agent-*` option set on the session, as tmux holds it.
@@ -201,27 +190,15 @@ pub async fn read(env: &TmuxEnv, wanted: &str) -> Result<SessionView, LiveError>
         .await
         .map_err(DirectError::from)?;
     let agents = panes::parse(&String::from_utf8_lossy(&listing));
-    let option = |name: &str| options.get(name).filter(|v| !v.is_empty()).cloned();
     Ok(SessionView {
         session_id: found.session_id.clone(),
         session_name: found.session_name.clone(),
         uri: found.uri.clone(),
-        goal: option(schema::session::GOAL),
-        agent_type: option(schema::session::TYPE),
-        goal_id: option(schema::session::GOAL_ID),
-        state: option(schema::session::STATE),
-        group: option(schema::session::GROUP),
-        role: option(schema::session::ROLE),
-        peers: option(schema::session::PEERS)
-            .map(|list| {
-                list.split(',')
-                    .map(str::trim)
-                    .filter(|peer| !peer.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default(),
-        saved: option(schema::session::SAVED),
+        agent: AgentOptions::from_options(&options),
+        saved: options
+            .get(schema::session::SAVED)
+            .filter(|v| !v.is_empty())
+            .cloned(),
         options,
         agents,
     })

@@ -355,25 +355,11 @@ fn project_servers_approved_in_claudes_own_dialogs_are_the_ones_we_run() {
     .join(" ");
     // Keeps the screen of a CLI that exits, so a failure can show it.
     server.tmux(&["set-option", "-wg", "remain-on-exit", "on"]);
-    let pane = server
-        .tmux(&[
-            "new-session",
-            "-d",
-            "-P",
-            "-F",
-            "#{pane_id}",
-            "-s",
-            "claude",
-            "-x",
-            "120",
-            "-y",
-            "40",
-            "-c",
-            repo.to_str().unwrap(),
-            &command,
-        ])
-        .trim()
-        .to_owned();
+    let pane = server.new_session(
+        "claude",
+        &["-x", "120", "-y", "40", "-c", repo.to_str().unwrap()],
+        &command,
+    );
     let terminal = Terminal {
         server: &server,
         pane,

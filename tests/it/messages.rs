@@ -702,19 +702,7 @@ fn a_stop_hook_killed_before_its_print_loses_nothing_and_delivers_once() {
     let _daemon = start_daemon(&server, "");
     // The test is the fake Claude: a pane, and the hooks Claude Code
     // would run in it, in its order. Its turn runs, so nothing is typed.
-    let pane = server
-        .tmux(&[
-            "new-session",
-            "-d",
-            "-P",
-            "-F",
-            "#{pane_id}",
-            "-s",
-            "claude",
-            "cat",
-        ])
-        .trim()
-        .to_owned();
+    let pane = server.new_session("claude", &[], "cat");
     let stop = r#"{"hook_event_name":"Stop","session_id":"c1","stop_hook_active":false}"#;
     let continued = r#"{"hook_event_name":"Stop","session_id":"c1","stop_hook_active":true}"#;
     let prompt = r#"{"hook_event_name":"UserPromptSubmit","session_id":"c1","prompt":"go"}"#;
@@ -801,19 +789,7 @@ fn a_lost_hand_over_is_typed_once_the_agent_shows_up_at_its_prompt() {
     // keeps what reached the program.
     let typed = server.path("typed");
     let command = format!("cat >{}", typed.display());
-    let pane = server
-        .tmux(&[
-            "new-session",
-            "-d",
-            "-P",
-            "-F",
-            "#{pane_id}",
-            "-s",
-            "claude",
-            &command,
-        ])
-        .trim()
-        .to_owned();
+    let pane = server.new_session("claude", &[], &command);
     claude_hook(
         &server,
         &pane,

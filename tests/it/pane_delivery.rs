@@ -387,19 +387,7 @@ fn text_nobody_sees_land_is_unverified() {
 
 /// A session `name` whose one pane shows `text` and then waits; its pane.
 fn pane_showing(server: &TmuxServer, name: &str, text: &str) -> String {
-    let pane = server
-        .tmux(&[
-            "new-session",
-            "-d",
-            "-P",
-            "-F",
-            "#{pane_id}",
-            "-s",
-            name,
-            &format!("printf '{text}\\n'; exec cat"),
-        ])
-        .trim()
-        .to_owned();
+    let pane = server.new_session(name, &[], &format!("printf '{text}\\n'; exec cat"));
     eventually(PATIENCE, "the pane to show its text", || {
         let shown = server.tmux(&["capture-pane", "-p", "-t", &pane]);
         shown

@@ -79,6 +79,15 @@ impl TmuxServer {
         self.tmux(&args).trim().to_owned()
     }
 
+    /// A new detached session `name` running `command`, with `options`
+    /// of `new-session` (`-x`, `-y`, `-c`, ...) before it; its one pane's id.
+    pub fn new_session(&self, name: &str, options: &[&str], command: &str) -> String {
+        let mut args = vec!["new-session", "-d", "-P", "-F", "#{pane_id}", "-s", name];
+        args.extend(options);
+        args.push(command);
+        self.tmux(&args).trim().to_owned()
+    }
+
     /// Starts the fake coding agent (`tests/fixtures/agents/fake-coder.sh`,
     /// which records what it receives in `dir`) as the only pane of a new
     /// detached 200x50 session `name`, reporting its status with
@@ -104,22 +113,7 @@ impl TmuxServer {
             AGENT,
             dir.display()
         );
-        self.tmux(&[
-            "new-session",
-            "-d",
-            "-P",
-            "-F",
-            "#{pane_id}",
-            "-s",
-            name,
-            "-x",
-            "200",
-            "-y",
-            "50",
-            &command,
-        ])
-        .trim()
-        .to_owned()
+        self.new_session(name, &["-x", "200", "-y", "50"], &command)
     }
 
     /// Starts the fake prompt agent

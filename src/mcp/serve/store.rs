@@ -19,6 +19,8 @@ use serde::de::DeserializeOwned;
 /// How long a statement waits for another process's write lock before it
 /// gives up with "database is locked".
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How soon a switch to WAL that found the file busy is tried again.
+const WAL_SWITCH_RETRY: Duration = Duration::from_millis(10);
 
 /// How long an idempotency key is remembered. The daemon replays its outbox
 /// within minutes of a crash; a month is generous and keeps the table small.
@@ -174,9 +176,22 @@ impl Store {
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
         // WAL lets readers run while another process writes; the setting is
         // stored in the file, so whichever process opens it first sets it.
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0))
-            .map_err(open_err)?;
+        // Two processes switching the same new file at once: the loser can
+        // get SQLITE_BUSY at once, without the busy handler being asked
+        // (seen in `serve_concurrency` under load), so it asks again until
+        // the busy timeout has passed.
+        let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+        let mode: String = loop {
+            match conn.pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0)) {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(WAL_SWITCH_RETRY);
+                }
+                other => break other.map_err(open_err)?,
+            }
+        };
         if !mode.eq_ignore_ascii_case("wal") {
             tracing::warn!(path = %path.display(), %mode, "database is not in WAL mode");
         }

@@ -63,7 +63,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, config::DbConfig, params};
 use serde_json::Value;
 
 use super::journal::{self, Journal, JournalChange, JournalError};
@@ -393,14 +393,34 @@ const RECENT_FAILURES: &str = "SELECT session_id, event, server, tool, COALESCE(
 const OPEN_BY_SERVER: &str = "SELECT server, COUNT(*) FROM actions INDEXED BY actions_open
      WHERE state IN ('pending', 'inflight') GROUP BY server ORDER BY server";
 
-/// The pending actions in the order a dispatcher considers them, so
-/// [`Outbox::next_ready`] stops at the first that heads its session's queue
-/// instead of grouping every open action on each call.
 /// Prepared statements kept per connection (rusqlite's default is 16).
 const STATEMENT_CACHE: usize = 64;
 
+/// The pending actions in the order a dispatcher considers them, so
+/// [`Outbox::next_ready`] stops at the first that heads its session's queue
+/// instead of grouping every open action on each call.
 const READY_INDEX: &str = "CREATE INDEX IF NOT EXISTS actions_ready
     ON actions (server, priority DESC, id) WHERE state = 'pending';";
+
+/// The pending actions of server `?1` due at `?2`, most urgent first (see
+/// [`ready`]).
+const READY: &str =
+    "SELECT a.id, a.idempotency_key, a.session_key, a.session_id, a.event, a.priority,
+        a.server, a.tool, p.template, p.vars, p.keep, a.attempts, a.late, a.created_at
+     FROM actions a INDEXED BY actions_ready
+     JOIN payloads p ON p.action_id = a.id
+     WHERE a.server = ?1 AND a.state = 'pending' AND a.next_attempt_at <= ?2
+       -- Only the head of a session's queue (its oldest open action)
+       -- is sent, so a session with a call in flight has that call as
+       -- its head and is skipped, and no session is listed twice.
+       AND NOT EXISTS (
+           SELECT 1 FROM actions b INDEXED BY actions_open
+           WHERE b.server = a.server AND b.session_key = a.session_key
+             AND b.id < a.id AND b.state IN ('pending', 'inflight'))
+     ORDER BY a.priority DESC, a.id ASC";
+
+/// Stamps action `?1`'s payload delivered at `?2`, for pruning.
+const PAYLOAD_DELIVERED: &str = "UPDATE payloads SET delivered_at = ?2 WHERE action_id = ?1";
 
 const SCHEMA: &str = "
 CREATE TABLE actions (
@@ -655,6 +675,14 @@ impl Outbox {
         // rusqlite's default cache of 16 holds; an evicted one is parsed
         // and planned again on its next use.
         db.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        // The query planner stability guarantee: a statement keeps the plan
+        // it was prepared with whatever values are bound to it. Without it
+        // SQLite plans around bound values it can use (a LIMIT, whether a
+        // value implies a partial index's condition) and plans again when
+        // they change, which the claim's `now` does every round: a tenth
+        // of the daemon's time in figure 10. Our plans come from
+        // `INDEXED BY` and the indexes' order, not from values.
+        db.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
         let version: i64 = db.pragma_query_value(None, "user_version", |row| row.get(0))?;
         let steps = match version {
             0 => format!("{SCHEMA}{PAYLOADS}{SNAPSHOTS_STEP}"),
@@ -986,10 +1014,8 @@ impl Outbox {
                              WHERE id = ?1",
                         )?
                         .execute(params![id, at_ms, latency_ms])?;
-                        tx.prepare_cached(
-                            "UPDATE payloads SET delivered_at = ?2 WHERE action_id = ?1",
-                        )?
-                        .execute(params![id, at_ms])?;
+                        tx.prepare_cached(PAYLOAD_DELIVERED)?
+                            .execute(params![id, at_ms])?;
                         for (name, value) in kept {
                             tx.prepare_cached(
                                 "INSERT INTO kept (session_key, name, value)
@@ -1385,26 +1411,10 @@ fn ready(
     now_ms: i64,
     limit: usize,
 ) -> rusqlite::Result<Vec<RawAction>> {
-    let mut stmt = db.prepare_cached(
-        "SELECT a.id, a.idempotency_key, a.session_key, a.session_id, a.event, a.priority,
-                a.server, a.tool, p.template, p.vars, p.keep, a.attempts, a.late, a.created_at
-         FROM actions a INDEXED BY actions_ready
-         JOIN payloads p ON p.action_id = a.id
-         WHERE a.server = ?1 AND a.state = 'pending' AND a.next_attempt_at <= ?2
-           -- Only the head of a session's queue (its oldest open action)
-           -- is sent, so a session with a call in flight has that call as
-           -- its head and is skipped, and no session is listed twice.
-           AND NOT EXISTS (
-               SELECT 1 FROM actions b INDEXED BY actions_open
-               WHERE b.server = a.server AND b.session_key = a.session_key
-                 AND b.id < a.id AND b.state IN ('pending', 'inflight'))
-         ORDER BY a.priority DESC, a.id ASC",
-    )?;
-    // No `LIMIT ?`: SQLite re-prepares a statement whose bound LIMIT
-    // changes (it may plan around the value), and the room a dispatcher
-    // has changes every round; that re-prepare was a tenth of the
-    // daemon's time in figure 10. The index gives the order, so rows
-    // stream and the iterator stops after `limit`.
+    let mut stmt = db.prepare_cached(READY)?;
+    // The index gives the order, so rows stream and the iterator stops
+    // after `limit`; the statement is planned once (the query planner
+    // stability guarantee set in `Outbox::init`).
     let rows = stmt.query_map(params![server, now_ms], |row| {
         Ok(RawAction {
             id: row.get(0)?,
@@ -2193,6 +2203,43 @@ mod tests {
             for line in on_actions {
                 assert!(line.contains("INDEX"), "{sql} scans the table: {plan:?}");
             }
+        }
+    }
+
+    #[test]
+    fn the_dispatchers_statements_are_planned_once() {
+        // SQLite plans a statement again when a value bound to it changes
+        // and the plan consulted that value, as it does for a bound LIMIT
+        // and for a partial index whose condition the values might imply.
+        // The claim's `now` and the payload's id change on every use.
+        let mut outbox = Outbox::in_memory().unwrap();
+        for round in 0..4_i64 {
+            let key = format!("k{round}");
+            let session = format!("S{round}");
+            outbox
+                .enqueue(
+                    &[action(
+                        &key,
+                        &session,
+                        "session-created",
+                        Priority::Register,
+                    )],
+                    round,
+                )
+                .unwrap();
+            let claimed = outbox.claim("builtin", 100 + round, 8).unwrap();
+            assert_eq!(claimed.len(), 1);
+            outbox
+                .mark_delivered(claimed[0].action.id, 200 + round, 1, &[])
+                .unwrap();
+        }
+        for sql in [READY, PAYLOAD_DELIVERED] {
+            let stmt = outbox.db.prepare_cached(sql).unwrap();
+            assert_eq!(
+                stmt.get_status(rusqlite::StatementStatus::RePrepare),
+                0,
+                "planned again: {sql}"
+            );
         }
     }
 

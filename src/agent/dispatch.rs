@@ -35,6 +35,7 @@ use crate::supervise::{Restarts, supervise};
 use super::decide;
 use super::identity::ServerIdentity;
 use super::outbox::{Action, Claimed, Outbox, OutboxError, Outcome, Priority, SharedOutbox};
+use super::pending::PendingGauge;
 use super::template;
 use super::trigger::Trigger;
 use crate::backoff;
@@ -90,6 +91,7 @@ struct Link<C> {
     caller: Arc<C>,
     identity: ServerIdentity,
     stamps: StateStamps,
+    pending: PendingGauge,
 }
 
 /// When each session's `@agent-state` was last set by a lifecycle event
@@ -147,6 +149,7 @@ impl<C: ToolCaller> Dispatchers<C> {
         identity: ServerIdentity,
         shutdown: CancellationToken,
         restarts: Restarts,
+        pending: PendingGauge,
     ) -> Self {
         Self {
             link: Arc::new(Link {
@@ -155,6 +158,7 @@ impl<C: ToolCaller> Dispatchers<C> {
                 caller,
                 identity,
                 stamps: StateStamps::default(),
+                pending,
             }),
             wake: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
@@ -199,6 +203,11 @@ impl<C> Dispatchers<C> {
     /// reactor records in them what its events set.
     pub fn stamps(&self) -> StateStamps {
         self.link.stamps.clone()
+    }
+
+    /// Where `@agent-pending` is told that the count moved.
+    pub fn pending(&self) -> &PendingGauge {
+        &self.link.pending
     }
 
     /// Tells `server`'s dispatcher that actions were committed.
@@ -271,8 +280,7 @@ type Sending<'a> = Pin<Box<dyn Future<Output = Sent> + Send + 'a>>;
 /// one. A batch is what is there: nothing waits for more.
 ///
 /// A round is one trip to the outbox's thread: the answers that came in
-/// are recorded, the open count is read for `@agent-pending`, and the
-/// next batch is claimed, in that order (a session's next call reads the
+/// are recorded and the next batch is claimed, in that order (a session's next call reads the
 /// values its last one kept, and is claimable only once that one is
 /// recorded). At a few calls in flight the trips, not the transactions,
 /// were what the rate paid for (docs/PERFORMANCE.md, figure 10).
@@ -284,7 +292,6 @@ async fn dispatch<C: ToolCaller>(
 ) {
     let mut sending: FuturesUnordered<Sending<'_>> = FuturesUnordered::new();
     let mut finished: Vec<Sent> = Vec::new();
-    let mut shown_pending = None;
     loop {
         // A call is never cut short by shutdown: its own timeout bounds
         // it, and the daemon bounds the whole drain. (One cut short
@@ -310,6 +317,7 @@ async fn dispatch<C: ToolCaller>(
             let now = Utc::now().timestamp_millis();
             let (outcomes, settled): (Vec<Outcome>, Vec<Settled>) =
                 ended.iter().map(|sent| outcome(sent, now)).unzip();
+            let outcomes_empty = outcomes.is_empty();
             let name = server.clone();
             let round = link
                 .outbox
@@ -321,10 +329,8 @@ async fn dispatch<C: ToolCaller>(
             for (sent, settled) in ended.into_iter().zip(settled) {
                 show(&link, sent, settled).await;
             }
-            // `@agent-pending` is written when it changes, not per round.
-            if round.pending.is_some() && round.pending != shown_pending {
-                shown_pending = round.pending;
-                show_pending(&link.control, round.pending.unwrap_or(0)).await;
+            if !outcomes_empty {
+                link.pending.moved();
             }
             match round.claimed {
                 Ok((claimed, due)) => {
@@ -348,6 +354,11 @@ async fn dispatch<C: ToolCaller>(
                     tracing::error!(%err, server, "outbox unreadable; retrying in a second");
                     wait = UNREADABLE_WAIT;
                 }
+            }
+            if !outcomes_empty && sending.is_empty() {
+                // This server's queue is done for now: the count is not
+                // moving any more, so it is shown at once.
+                link.pending.settled();
             }
         }
         if stopping {
@@ -375,16 +386,14 @@ async fn dispatch<C: ToolCaller>(
 struct Round {
     /// Whether the answers were recorded.
     recorded: Result<(), OutboxError>,
-    /// The open count after recording them, for `@agent-pending`.
-    pending: Option<u64>,
     /// The batch claimed, and when to look again if it was smaller than
     /// the room there was.
     claimed: Result<(Vec<Claimed>, Option<i64>), OutboxError>,
 }
 
 impl Round {
-    /// Records `outcomes`, counts, and claims up to `room` of `server`'s
-    /// due actions. The three stay independent: an answer that cannot be
+    /// Records `outcomes` and claims up to `room` of `server`'s due
+    /// actions. The two stay independent: an answer that cannot be
     /// recorded does not keep other sessions' calls from going out.
     fn take(
         outbox: &mut Outbox,
@@ -398,7 +407,6 @@ impl Round {
         } else {
             outbox.record(outcomes)
         };
-        let pending = outbox.open_count().ok();
         let claimed = if room == 0 {
             Ok((Vec::new(), None))
         } else {
@@ -414,11 +422,7 @@ impl Round {
                 Ok((claimed, due))
             })
         };
-        Round {
-            recorded,
-            pending,
-            claimed,
-        }
+        Round { recorded, claimed }
     }
 }
 
@@ -731,20 +735,6 @@ pub(crate) async fn set_session_option(
     });
 }
 
-/// Publishes the count of undelivered actions in `@agent-pending` (queued,
-/// as [`set_session_option`] does).
-pub(crate) async fn publish_pending(control: &ControlHandle, outbox: &SharedOutbox) {
-    let pending = outbox.run(|outbox| outbox.open_count()).await.unwrap_or(0);
-    show_pending(control, pending).await;
-}
-
-/// Writes `@agent-pending` (queued, as [`set_session_option`] does).
-async fn show_pending(control: &ControlHandle, pending: u64) {
-    if let Ok(command) = Command::set_global_option(schema::global::PENDING, &pending.to_string()) {
-        let _ = control.queue(command).await;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Instant;
@@ -792,6 +782,8 @@ mod tests {
             let outbox = SharedOutbox::new(Outbox::in_memory().unwrap());
             let caller = Arc::new(caller);
             let identity = ServerIdentity::parse("box\t100").unwrap();
+            let (pending, _) =
+                PendingGauge::spawn(control.clone(), outbox.clone(), CancellationToken::new());
             let dispatchers = Dispatchers::new(
                 control,
                 outbox.clone(),
@@ -799,6 +791,7 @@ mod tests {
                 identity,
                 CancellationToken::new(),
                 Default::default(),
+                pending,
             );
             Rig {
                 outbox,
@@ -881,16 +874,19 @@ mod tests {
         assert!(calls.iter().all(|c| c.server == SERVER), "{calls:#?}");
         assert_eq!(tools_of(&calls, "s1"), ["a", "b", "c"]);
         assert_eq!(tools_of(&calls, "s2"), ["x", "y"]);
-        // `@agent-pending` counts down to nothing.
-        let pending: Vec<String> = rig
-            .tmux()
-            .into_iter()
-            .filter(|c| c.contains(schema::global::PENDING))
-            .collect();
-        assert!(
-            pending.last().is_some_and(|c| c.ends_with(" 0")),
-            "{pending:?}"
-        );
+        // `@agent-pending` counts down to nothing, written by its writer
+        // once the dispatcher has nothing left.
+        let mut pending: Vec<String> = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !pending.last().is_some_and(|c| c.ends_with(" 0")) {
+            assert!(Instant::now() < deadline, "{pending:?}");
+            pending.extend(
+                rig.tmux()
+                    .into_iter()
+                    .filter(|c| c.contains(schema::global::PENDING)),
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Different sessions' calls overlap up to the server's concurrency;

@@ -8,6 +8,7 @@
 //! - `decide`: which calls an event causes, and the states they leave.
 //! - `vars`: the values templates are rendered with.
 //! - [`dispatch`]: one dispatcher per MCP server sending what is due.
+//! - [`pending`]: `@agent-pending`, written by one writer, paced.
 //! - [`template`]: argument templates rendered with JSON values.
 //! - [`fit`]: whether the actions' templates fit the tools' input schemas.
 //! - [`context`]: what is saved about a session, captured through tmux.
@@ -25,6 +26,7 @@ pub mod fit;
 pub mod identity;
 pub mod journal;
 pub mod outbox;
+pub mod pending;
 pub mod reactor;
 pub mod settings;
 pub mod template;

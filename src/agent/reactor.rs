@@ -30,10 +30,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::context::{self, SessionContext};
 use super::decide::{self, Decision};
-use super::dispatch::{Dispatchers, ToolCaller, publish_pending, set_session_option};
+use super::dispatch::{Dispatchers, ToolCaller, set_session_option};
 use super::identity::{IDENTITY_FORMAT, ServerIdentity, SessionKey};
 use super::journal::{self, Journal, JournalChange, JournalEntry, Listed};
 use super::outbox::{Batch, FirstSight, OutboxError, SharedOutbox};
+use super::pending::PendingGauge;
 use super::settings::ReactorSettings;
 use super::trigger::Trigger;
 use super::vars::{self, Memo};
@@ -59,6 +60,8 @@ pub struct Inputs {
     pub restarts: crate::supervise::Restarts,
     /// Where every event acted on (live or late) is published, for `watch`.
     pub published: crate::events::EventStream,
+    /// Where `@agent-pending` is told the count moved (the daemon's one).
+    pub pending: PendingGauge,
 }
 
 /// A request to the reactor.
@@ -138,6 +141,7 @@ pub async fn run<C: ToolCaller>(
         commands,
         restarts,
         published,
+        pending,
     } = inputs;
     let settings = settings_rx.borrow_and_update().clone();
     let identity = server_identity(&control, model.sidecar()).await?;
@@ -148,6 +152,7 @@ pub async fn run<C: ToolCaller>(
         identity.clone(),
         shutdown.clone(),
         restarts.clone(),
+        pending.clone(),
     );
     let servers = settings.named_servers();
     let mut reactor = Reactor {
@@ -166,7 +171,7 @@ pub async fn run<C: ToolCaller>(
     // (a dispatcher racing the adoption would show 0 in between).
     reactor.adopt(&model).await;
     reactor.dispatchers.start(&servers);
-    publish_pending(&reactor.control, &reactor.outbox).await;
+    reactor.dispatchers.pending().moved();
 
     let mut checkpoints = checkpoint_timer(&reactor.settings);
     let mut heartbeat = tokio::time::interval_at(
@@ -501,7 +506,7 @@ impl<C: ToolCaller> Reactor<C> {
             }
         };
         if calls {
-            publish_pending(&self.control, &self.outbox).await;
+            self.dispatchers.pending().moved();
         }
         outcome
     }
@@ -945,12 +950,14 @@ mod tests {
         let (commands_tx, commands) = mpsc::channel(4);
         let outbox = SharedOutbox::new(Outbox::in_memory().unwrap());
         let shutdown = CancellationToken::new();
+        let (pending, _) = PendingGauge::spawn(control.clone(), outbox.clone(), shutdown.clone());
         let mut inputs = Inputs {
             settings: settings_rx,
             events,
             commands,
             restarts: Default::default(),
             published: Default::default(),
+            pending,
         };
         let task = tokio::spawn({
             let (outbox, caller, shutdown) = (outbox.clone(), caller.clone(), shutdown.clone());

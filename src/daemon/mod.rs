@@ -65,6 +65,7 @@ pub use ready::{READY_FD, READY_FD_ENV, ReadyReport, ReadyWait};
 pub use reload::{ReloadTrigger, Reloads, reload_channel};
 
 use crate::agent::outbox::{Outbox, SharedOutbox};
+use crate::agent::pending::PendingGauge;
 use crate::agent::reactor;
 use crate::agent::settings::ReactorSettings;
 use crate::configuration::Configuration;
@@ -500,6 +501,8 @@ struct Running {
     /// Stops the reactor (after its grace) and the health publisher.
     reactor_stop: CancellationToken,
     health: JoinHandle<()>,
+    /// `@agent-pending`'s writer: ends after the reactor (`reactor_stop`).
+    pending_writer: JoinHandle<()>,
     pool: McpPool,
     drain_grace: Duration,
     /// Closes the control connection when dropped.
@@ -546,6 +549,10 @@ impl Running {
         // Save requests from the CLI: each waits for its answer, so few.
         let (reactor_commands, commands) = mpsc::channel(64);
         let events_published = crate::events::EventStream::default();
+        // `@agent-pending`'s one writer, for the reactor's dispatchers and
+        // the notifier's; it writes the last count once they have stopped.
+        let (pending, pending_writer) =
+            PendingGauge::spawn(control.clone(), outbox.clone(), reactor_stop.clone());
         let reacting = reacting::spawn(reacting::Start {
             inputs: reactor::Inputs {
                 settings: settings.clone(),
@@ -553,6 +560,7 @@ impl Running {
                 commands,
                 restarts: restarts.clone(),
                 published: events_published.clone(),
+                pending: pending.clone(),
             },
             control: control.clone(),
             outbox: outbox.clone(),
@@ -600,11 +608,14 @@ impl Running {
         let notifying = crate::notify::spawn(
             notify,
             control.clone(),
-            outbox.clone(),
+            crate::notify::Queue {
+                outbox: outbox.clone(),
+                pending,
+                restarts: restarts.clone(),
+            },
             tracker.model().sidecar(),
             agents.changes(),
             services.clone(),
-            restarts.clone(),
         )
         .await;
         // Each session's latest snapshot, for `tmux-agent restore`.
@@ -690,6 +701,7 @@ impl Running {
             reacting,
             reactor_stop,
             health,
+            pending_writer,
             pool,
             drain_grace,
             close_connection,
@@ -714,6 +726,7 @@ impl Running {
             mut reacting,
             reactor_stop,
             health,
+            mut pending_writer,
             pool,
             drain_grace,
             close_connection,
@@ -757,6 +770,7 @@ impl Running {
         }
         let mut health = health;
         join_within("health", &mut health, STEP_GRACE).await;
+        join_within("@agent-pending", &mut pending_writer, STEP_GRACE).await;
         if tokio::time::timeout(2 * STEP_GRACE, pool.shutdown())
             .await
             .is_err()

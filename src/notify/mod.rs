@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::agent::dispatch::Dispatchers;
 use crate::agent::identity::ServerIdentity;
 use crate::agent::outbox::{NewAction, Priority, SharedOutbox};
+use crate::agent::pending::PendingGauge;
 use crate::control::command::Command;
 use crate::control::connection::ControlHandle;
 use crate::status::{AgentStatus, Change};
@@ -70,6 +71,14 @@ impl Place {
 }
 
 /// The webhook's delivery: its own dispatcher on the daemon's outbox.
+/// What the webhook's calls go through: the daemon's outbox, its
+/// `@agent-pending`, and the count of restarted dispatchers.
+pub struct Queue {
+    pub outbox: SharedOutbox,
+    pub pending: PendingGauge,
+    pub restarts: Restarts,
+}
+
 struct WebhookQueue {
     outbox: SharedOutbox,
     dispatchers: Dispatchers<Webhook>,
@@ -92,11 +101,15 @@ impl Notifier {
     pub fn new(
         settings: NotifySettings,
         control: ControlHandle,
-        outbox: SharedOutbox,
+        queue: Queue,
         identity: ServerIdentity,
         shutdown: CancellationToken,
-        restarts: Restarts,
     ) -> Result<Self, reqwest::Error> {
+        let Queue {
+            outbox,
+            pending,
+            restarts,
+        } = queue;
         let webhook = match &settings.webhook {
             Some(url) => {
                 let caller = Arc::new(Webhook::new(url, settings.webhook_timeout)?);
@@ -107,6 +120,7 @@ impl Notifier {
                     identity.clone(),
                     shutdown,
                     restarts,
+                    pending,
                 );
                 dispatchers.start(&[webhook::SERVER.to_owned()]);
                 Some(WebhookQueue {
@@ -223,14 +237,13 @@ impl Notifier {
 pub async fn spawn(
     settings: NotifySettings,
     control: ControlHandle,
-    outbox: SharedOutbox,
+    queue: Queue,
     sidecar: crate::control::SessionId,
     changes: broadcast::Receiver<Change>,
     stop: CancellationToken,
-    restarts: Restarts,
 ) -> tokio::task::JoinHandle<()> {
     let identity = server_identity(&control, sidecar).await;
-    match Notifier::new(settings, control, outbox, identity, stop.clone(), restarts) {
+    match Notifier::new(settings, control, queue, identity, stop.clone()) {
         Ok(notifier) => tokio::spawn(notifier.run(changes, stop)),
         Err(err) => {
             tracing::error!(%err, "cannot start the webhook's HTTP client; no notifications");

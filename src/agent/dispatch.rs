@@ -317,7 +317,7 @@ async fn dispatch<C: ToolCaller>(
             let now = Utc::now().timestamp_millis();
             let (outcomes, settled): (Vec<Outcome>, Vec<Settled>) =
                 ended.iter().map(|sent| outcome(sent, now)).unzip();
-            let outcomes_empty = outcomes.is_empty();
+            let answered = !outcomes.is_empty();
             let name = server.clone();
             let round = link
                 .outbox
@@ -329,7 +329,7 @@ async fn dispatch<C: ToolCaller>(
             for (sent, settled) in ended.into_iter().zip(settled) {
                 show(&link, sent, settled).await;
             }
-            if !outcomes_empty {
+            if answered {
                 link.pending.moved();
             }
             match round.claimed {
@@ -355,7 +355,7 @@ async fn dispatch<C: ToolCaller>(
                     wait = UNREADABLE_WAIT;
                 }
             }
-            if !outcomes_empty && sending.is_empty() {
+            if answered && sending.is_empty() {
                 // This server's queue is done for now: the count is not
                 // moving any more, so it is shown at once.
                 link.pending.settled();

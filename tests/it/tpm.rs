@@ -494,11 +494,12 @@ fn a_failed_build_is_reported_and_not_retried_in_a_loop() {
             .contains("error[E0425]"),
         "cargo's output is kept for the user to read"
     );
-    assert!(
-        bare.messages().contains(&format!("tmux-agent: {problem}")),
-        "{:?}",
-        bare.messages()
-    );
+    // The script sets the option, then shows the message: the message
+    // may come a moment after the option this waited for.
+    let shown = format!("tmux-agent: {problem}");
+    eventually(PATIENCE, "the failed build to be shown", || {
+        bare.messages().contains(&shown).then_some(())
+    });
     assert_eq!(bare.server.global_option("@tmux-agent-building"), None);
     // The run that reported it started no build: one cargo run in all.
     let runs = std::fs::read_to_string(&cargo_log).unwrap();

@@ -456,6 +456,14 @@ CREATE TABLE kept (
 /// The most bytes the write-ahead log keeps once checkpointed.
 const WAL_SIZE_LIMIT: i64 = 4 * 1024 * 1024;
 
+/// The most KiB of pages SQLite keeps in memory for the outbox (its
+/// default is 2,000). The daemon's statements touch the indexes' upper
+/// pages and the newest rows; a page read again comes from the kernel's
+/// page cache (a `pread`), which the daemon's RSS does not count. The
+/// default cache filled within the first 1,000 sessions and stayed full;
+/// this one took 0.4 MiB off the daemon's RSS there (figure 11).
+const PAGE_CACHE_KIB: i64 = 512;
+
 /// How often an outbox that had to move to memory tries the disk again.
 pub const HEAL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -670,6 +678,8 @@ impl Outbox {
         // The WAL is reset after each checkpoint but keeps its size; past
         // this it is truncated back, so a burst does not leave the file big.
         db.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
+        // Negative: a size in KiB, not in pages.
+        db.pragma_update(None, "cache_size", -PAGE_CACHE_KIB)?;
         db.busy_timeout(std::time::Duration::from_secs(5))?;
         // The daemon's hot path alone uses more distinct statements than
         // rusqlite's default cache of 16 holds; an evicted one is parsed

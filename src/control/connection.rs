@@ -53,7 +53,7 @@ use tokio_util::sync::CancellationToken;
 use super::codec::{CodecError, ControlCodec};
 use super::command::{Command, CommandError};
 use super::message::{ControlEvent, Notification, Reply, SessionId};
-use super::oneshot::OneShot;
+use super::oneshot::{OneShot, OneShotError};
 use super::server::ServerSocket;
 
 /// The default name of the sidecar's own session.
@@ -95,7 +95,7 @@ const ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
 /// The loop must never end the session under a control client that is
 /// joining it: that too crashed tmux 3.3a (a segfault while the new client
 /// attached), or closed the new connection at once. So a daemon never joins
-/// a session the loop may be about to end: [`retire_abandoned_session`]
+/// a session the loop may be about to end: [`prepare_server`]
 /// closes an abandoned one first, and `new-session -A` then creates a fresh
 /// one, attached from its first moment.
 const SIDECAR_PANE_COMMAND: &str = "printf 'This session carries tmux-agent'\\''s control connection. Detach with prefix d.\\n'; while sleep 1; do [ \"$(tmux display-message -p -t \"$TMUX_PANE\" '#{session_attached}' 2>/dev/null)\" = 0 ] && exit; done";
@@ -331,8 +331,7 @@ impl Connection {
         options: ConnectOptions,
         shutdown: CancellationToken,
     ) -> Result<Self, ControlError> {
-        ensure_server_running(&options.server).await?;
-        retire_abandoned_session(&options.server, &options.session_name).await;
+        prepare_server(&options.server, &options.session_name).await?;
 
         let attach = sidecar_command(&options.session_name)?;
         let mut cmd = options.server.command();
@@ -392,39 +391,38 @@ impl Connection {
     }
 }
 
-/// Fails fast, with a message a person understands, when no server listens:
-/// `new-session -A` would otherwise start a fresh server holding only the
-/// sidecar's session.
-async fn ensure_server_running(server: &ServerSocket) -> Result<(), ControlError> {
-    let running = server
-        .is_running()
-        .await
-        .map_err(|source| ControlError::Spawn {
-            binary: super::server::tmux_binary().to_string_lossy().into_owned(),
-            source,
-        })?;
-    if running {
-        Ok(())
-    } else {
-        Err(ControlError::NoServer {
-            server: server.clone(),
-        })
-    }
-}
-
-/// Closes the sidecar session `name` if no client is on it: a killed
-/// daemon's session, whose pane loop (see [`SIDECAR_PANE_COMMAND`]) would
-/// end it within a second, possibly while our new control client joins it.
-/// A session with a client on it is left alone (`new-session -A` joins
-/// it); so is any failure here, which only leaves the old behaviour.
-async fn retire_abandoned_session(server: &ServerSocket, name: &str) {
+/// Reads the server's sessions once before attaching, for two things:
+/// - to fail fast, with a message a person understands, when no server
+///   listens: `new-session -A` would otherwise start a fresh server holding
+///   only the sidecar's session;
+/// - to close the sidecar session `name` if no client is on it: a killed
+///   daemon's session, whose pane loop (see [`SIDECAR_PANE_COMMAND`]) would
+///   end it within a second, possibly while our new control client joins
+///   it. A session with a client on it is left alone (`new-session -A`
+///   joins it).
+///
+/// One `tmux` for both: each costs a process and a listing of every
+/// session, and a daemon starting on many sessions waits for them.
+async fn prepare_server(server: &ServerSocket, name: &str) -> Result<(), ControlError> {
     let tmux = OneShot::new(server.clone());
-    let Ok(list) = Command::list_sessions("#{session_attached} #{session_id} #{session_name}")
-    else {
-        return;
-    };
-    let Ok(out) = tmux.run(&list).await else {
-        return;
+    let list = Command::list_sessions("#{session_attached} #{session_id} #{session_name}")
+        .expect("a constant format has no NUL");
+    let out = match tmux.run(&list).await {
+        Ok(out) => out,
+        // Busy, not gone (as `OneShot::is_running` counts it): attaching
+        // will tell.
+        Err(OneShotError::Timeout { .. }) => return Ok(()),
+        Err(OneShotError::NoServer { .. } | OneShotError::Refused { .. }) => {
+            return Err(ControlError::NoServer {
+                server: server.clone(),
+            });
+        }
+        Err(OneShotError::Spawn(source)) => {
+            return Err(ControlError::Spawn {
+                binary: super::server::tmux_binary().to_string_lossy().into_owned(),
+                source,
+            });
+        }
     };
     let abandoned = String::from_utf8_lossy(&out).lines().find_map(|line| {
         let mut fields = line.splitn(3, ' ');
@@ -435,8 +433,10 @@ async fn retire_abandoned_session(server: &ServerSocket, name: &str) {
     });
     if let Some(id) = abandoned {
         tracing::info!(session_id = %id, session = name, "closing the sidecar session a previous daemon left, before starting a fresh one");
+        // A failure here only leaves the old behaviour.
         let _ = tmux.run(&Command::kill_session(id)).await;
     }
+    Ok(())
 }
 
 type Events = FramedRead<tokio::process::ChildStdout, ControlCodec>;

@@ -69,6 +69,10 @@ pub trait ToolCaller: Send + Sync + 'static {
     fn concurrency(&self, _server: &str) -> usize {
         1
     }
+
+    /// Calls to `server` are about to be committed: a caller that connects
+    /// on the first call may begin connecting now.
+    fn expect_calls(&self, _server: &str) {}
 }
 
 impl ToolCaller for crate::mcp::McpPool {
@@ -81,6 +85,19 @@ impl ToolCaller for crate::mcp::McpPool {
     fn concurrency(&self, server: &str) -> usize {
         self.spec(server)
             .map_or(1, |spec| spec.settings.concurrency.max(1))
+    }
+
+    /// Still lazy: this is the first call's connection, begun while the
+    /// reactor commits the call (a spawned server's start and `initialize`
+    /// took 34 ms of a start-up on 500 sessions, after the commit).
+    fn expect_calls(&self, server: &str) {
+        let pool = self.clone();
+        let server = server.to_owned();
+        tokio::spawn(async move {
+            if let Err(err) = pool.connect(&server).await {
+                tracing::debug!(%err, server, "could not connect ahead of the first call; the call will say why");
+            }
+        });
     }
 }
 
@@ -142,6 +159,12 @@ pub(crate) struct Dispatchers<C> {
 }
 
 impl<C: ToolCaller> Dispatchers<C> {
+    /// Tells the caller that calls to `server` are about to be committed
+    /// (see [`ToolCaller::expect_calls`]).
+    pub fn expect_calls(&self, server: &str) {
+        self.link.caller.expect_calls(server);
+    }
+
     pub fn new(
         control: ControlHandle,
         outbox: SharedOutbox,

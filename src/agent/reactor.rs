@@ -331,6 +331,19 @@ impl<C: ToolCaller> Reactor<C> {
                 (key.to_string(), session.info.name.clone())
             })
             .collect();
+        if !unjournaled.is_empty() {
+            // Their registrations are moments away: the servers they go to
+            // connect meanwhile, not after the commit.
+            for spec in self
+                .settings
+                .actions
+                .get(&Trigger::SessionCreated)
+                .into_iter()
+                .flatten()
+            {
+                self.dispatchers.expect_calls(&spec.server);
+            }
+        }
         let keys: Vec<String> = unjournaled.iter().map(|(key, _)| key.clone()).collect();
         let now_ms = now.timestamp_millis();
         let seen = self

@@ -169,9 +169,10 @@ pub async fn run<C: ToolCaller>(
     // Adopt the existing sessions before any dispatcher runs, so
     // `@agent-pending` only reaches 0 once their registrations are done
     // (a dispatcher racing the adoption would show 0 in between).
-    reactor.adopt(&model).await;
+    let marks = reactor.adopt(&model).await;
     reactor.dispatchers.start(&servers);
     reactor.dispatchers.pending().moved();
+    tokio::spawn(mark_found(reactor.control.clone(), marks));
 
     let mut checkpoints = checkpoint_timer(&reactor.settings);
     let mut heartbeat = tokio::time::interval_at(
@@ -270,7 +271,11 @@ impl<C: ToolCaller> Reactor<C> {
     /// sessions the journal does not know are registered as if just
     /// created (unless an outbox from before the journal already has their
     /// calls). Ends by journaling every session as it now is.
-    async fn adopt(&mut self, model: &Model) {
+    ///
+    /// Returns the `@agent-state` marks of the sessions the daemon has never
+    /// marked, for [`mark_found`] to write once their calls are committed.
+    async fn adopt(&mut self, model: &Model) -> Vec<(SessionId, AgentState)> {
+        let mut marks = Vec::new();
         let journal = match self.outbox.run(|outbox| outbox.journal()).await {
             Ok(journal) => journal,
             Err(err) => {
@@ -385,15 +390,15 @@ impl<C: ToolCaller> Reactor<C> {
                 .options_of(id, session.info.options.as_ref())
                 .await
                 .unwrap_or_default();
-            // A session the daemon has never marked gets its state now; one
-            // it marked before a restart (an error, say) keeps it.
+            // A session the daemon has never marked gets its state; one it
+            // marked before a restart (an error, say) keeps it.
             if !memo.options.contains_key(schema::session::STATE) {
                 let state = if session.is_attached() {
                     AgentState::Active
                 } else {
                     AgentState::Detached
                 };
-                self.set_state(id, state).await;
+                marks.push((id, state));
             }
             self.memos.insert(id, memo);
             if entry.is_some() {
@@ -472,6 +477,7 @@ impl<C: ToolCaller> Reactor<C> {
             .collect();
         changes.push(JournalChange::Seen(self.identity.clone()));
         self.heartbeat(changes).await;
+        marks
     }
 
     /// Records that a daemon watches this server, now (with `changes`):
@@ -897,6 +903,40 @@ impl<C: ToolCaller> Reactor<C> {
         self.staged.batch.actions.extend(actions);
         self.staged.sessions.push((id, decision.trigger));
         keys
+    }
+}
+
+/// How many of the start-up's `@agent-state` marks are in tmux's hands at
+/// once. Each `set-option` costs tmux a pass over every session and window
+/// (`options_push_changes`, 0.3 ms at 500 sessions), and tmux runs a
+/// client's queued commands back to back: thousands sent together would
+/// keep it from every other client, the user's keys included, for as long
+/// as they take. Between two chunks tmux serves the others.
+const MARKS_AT_ONCE: usize = 32;
+
+/// Writes the `@agent-state` of the sessions found at start (from
+/// [`Reactor::adopt`]), after their calls are committed: a registration is
+/// what the start-up is for, and its mark can come a moment later. `-o`
+/// sets only an option that is unset: a state set meanwhile (a later
+/// event's, a failed call's) is newer and stays.
+async fn mark_found(control: ControlHandle, marks: Vec<(SessionId, AgentState)>) {
+    for chunk in marks.chunks(MARKS_AT_ONCE) {
+        let mut answers = Vec::with_capacity(chunk.len());
+        for (id, state) in chunk {
+            let Ok(command) =
+                Command::set_option_if_unset(*id, schema::session::STATE, &state.to_string())
+            else {
+                continue;
+            };
+            match control.queue(command).await {
+                Ok(answer) => answers.push(answer),
+                Err(_) => return,
+            }
+        }
+        // "already set", or a session gone meanwhile: nothing to do.
+        for answer in answers {
+            let _ = answer.await;
+        }
     }
 }
 

@@ -545,6 +545,23 @@ impl Command {
             .done())
     }
 
+    /// `set-option -o -t <session> -- <name> <value>`: sets the option only
+    /// if the session has no value of its own (tmux answers "already set").
+    pub fn set_option_if_unset(
+        session: impl Into<SessionTarget>,
+        name: &str,
+        value: &str,
+    ) -> Result<Command, CommandError> {
+        Ok(Line::new("set-option")
+            .flag("-o")
+            .flag("-t")
+            .arg(&session.into().pane_form())?
+            .flag("--")
+            .arg(name)?
+            .arg(value)?
+            .done())
+    }
+
     /// `set-option -p -t <pane> -- <name> <value>`: a pane option, stored
     /// as given (no `-F`).
     pub fn set_pane_option(pane: PaneId, name: &str, value: &str) -> Result<Command, CommandError> {
@@ -1088,6 +1105,10 @@ mod tests {
             (
                 Command::set_option(s, schema::session::GROUP, "-g x")?,
                 "set-option -t '$3' -- @agent-group '-g x'",
+            ),
+            (
+                Command::set_option_if_unset(s, schema::session::STATE, "detached")?,
+                "set-option -o -t '$3' -- @agent-state detached",
             ),
             (
                 Command::set_global_option(schema::global::DAEMON, "running")?,

@@ -296,6 +296,41 @@ fn set_option_values_arrive_byte_exact_through_source_file() {
     assert!(!pwned.exists(), "a #() in a value ran");
 }
 
+/// What the daemon's start-up marks rely on: `set-option -o` sets an unset
+/// option, and leaves one that is set (by anyone, meanwhile) as it is.
+#[test]
+fn set_option_if_unset_leaves_a_set_option_alone() {
+    let server = TmuxServer::start();
+    let session = session_id(&server, "base");
+    server.tmux(&["new-session", "-d", "-s", "marked"]);
+    let marked = session_id(&server, "marked");
+    server.tmux(&[
+        "set-option",
+        "-t",
+        "marked",
+        "@agent-state",
+        "error: it failed",
+    ]);
+
+    let mark = |id| Command::set_option_if_unset(id, "@agent-state", "detached;#{x}");
+    let out = source(&server, &[&mark(session).expect("buildable")]);
+    assert!(out.status.success(), "an unset option: {out:?}");
+    let out = source(&server, &[&mark(marked).expect("buildable")]);
+    assert!(
+        !out.status.success(),
+        "tmux said nothing of a set option: {out:?}"
+    );
+
+    assert_eq!(
+        shown(&server, Some(session), "@agent-state"),
+        b"detached;#{x}\n"
+    );
+    assert_eq!(
+        shown(&server, Some(marked), "@agent-state"),
+        b"error: it failed\n"
+    );
+}
+
 #[test]
 fn set_option_values_arrive_byte_exact_through_control_mode() {
     let server = TmuxServer::start();

@@ -27,6 +27,7 @@
 //! - [`backoff`]: the one retry delay (doubling, capped, jittered).
 //! - [`supervise`]: long-lived tasks restarted, logged and counted when they panic.
 //! - [`fault`]: the faults tests inject through environment variables.
+//! - [`heap`]: the daemon's allocator: one arena, memory given back after a burst.
 //! - [`paths`]: where files live (XDG directories).
 //! - [`schema`]: the name of every `@agent-*` tmux option, and `@agent-state`'s values.
 //! - [`sessions`]: sessions as files: the TOML format, `up`, `down`, `freeze`,
@@ -42,6 +43,7 @@ pub mod daemon;
 pub mod events;
 pub mod fault;
 pub mod group;
+pub mod heap;
 pub mod ipc;
 pub mod mcp;
 pub mod messages;

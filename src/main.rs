@@ -25,7 +25,8 @@ fn main() -> ExitCode {
         return cli::hook::run(args, &cli.global);
     }
     if let cli::Command::Daemon(_) = &cli.command {
-        one_malloc_arena();
+        // Before the runtime starts its threads.
+        tmux_agent::heap::one_arena();
     }
     match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime.block_on(run(cli)),
@@ -33,23 +34,6 @@ fn main() -> ExitCode {
             eprintln!("tmux-agent: could not start the async runtime: {err}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Keeps the daemon's heap in glibc's one main arena. By default glibc
-/// gives each thread that allocates an arena of its own (up to eight per
-/// core), and what one arena has freed serves no other: at 1,000 sessions
-/// the daemon's runtime and SQLite threads held five, 9.8 MiB in all, and
-/// 8.2 MiB in one (figure 11; `MALLOC_ARENA_MAX=1` in the bench's
-/// environment). Figure 10's delivery rate did not move: glibc's
-/// per-thread caches take most allocations without the arena's lock. Must
-/// run before any thread is started.
-fn one_malloc_arena() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets a tunable of the allocator; no thread has
-    // been started yet, so none is allocating meanwhile.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }
 

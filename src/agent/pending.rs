@@ -93,6 +93,10 @@ async fn write(
         {
             // Queued, not waited for, as the dispatchers' other options are.
             let _ = control.queue(command).await;
+            if count == 0 && shown.is_some_and(|before| before > 0) {
+                // A burst is over: what it allocated is free again.
+                crate::heap::give_back();
+            }
             shown = Some(count);
             written_at = Some(Instant::now());
         }

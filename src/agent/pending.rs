@@ -28,6 +28,12 @@ use crate::schema;
 /// How often a moving count is written.
 pub const EVERY: Duration = Duration::from_millis(100);
 
+/// How many open calls make a burst whose end gives the heap back
+/// ([`crate::heap::give_back`]). Not after every call: a trim releases the
+/// pages the next event's work would fault back in, and figure 1's event
+/// latency (one session at a time) paid for that.
+const BURST: u64 = 64;
+
 /// Where the reactor and the dispatchers say that the count moved; cheap
 /// to clone.
 #[derive(Debug, Clone)]
@@ -72,6 +78,8 @@ async fn write(
     stop: CancellationToken,
 ) {
     let mut shown: Option<u64> = None;
+    // The highest count written since the last 0.
+    let mut peak = 0;
     let mut written_at: Option<Instant> = None;
     loop {
         let (urgent, last) = tokio::select! {
@@ -93,9 +101,13 @@ async fn write(
         {
             // Queued, not waited for, as the dispatchers' other options are.
             let _ = control.queue(command).await;
-            if count == 0 && shown.is_some_and(|before| before > 0) {
-                // A burst is over: what it allocated is free again.
-                crate::heap::give_back();
+            peak = peak.max(count);
+            if count == 0 {
+                if peak >= BURST {
+                    // A burst is over: what it allocated is free again.
+                    crate::heap::give_back();
+                }
+                peak = 0;
             }
             shown = Some(count);
             written_at = Some(Instant::now());

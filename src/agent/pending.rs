@@ -29,9 +29,9 @@ use crate::schema;
 pub const EVERY: Duration = Duration::from_millis(100);
 
 /// How many open calls make a burst whose end gives the heap back
-/// ([`crate::heap::give_back`]). Not after every call: a trim releases the
-/// pages the next event's work would fault back in, and figure 1's event
-/// latency (one session at a time) paid for that.
+/// ([`crate::heap::give_back`]). Not after every call: a trim releases
+/// pages the next event's work would fault back in, and a single call
+/// leaves little free.
 const BURST: u64 = 64;
 
 /// Where the reactor and the dispatchers say that the count moved; cheap

@@ -536,13 +536,7 @@ impl Command {
         name: &str,
         value: &str,
     ) -> Result<Command, CommandError> {
-        Ok(Line::new("set-option")
-            .flag("-t")
-            .arg(&session.into().pane_form())?
-            .flag("--")
-            .arg(name)?
-            .arg(value)?
-            .done())
+        Self::session_option(Line::new("set-option"), session.into(), name, value)
     }
 
     /// `set-option -o -t <session> -- <name> <value>`: sets the option only
@@ -552,10 +546,25 @@ impl Command {
         name: &str,
         value: &str,
     ) -> Result<Command, CommandError> {
-        Ok(Line::new("set-option")
-            .flag("-o")
+        Self::session_option(
+            Line::new("set-option").flag("-o"),
+            session.into(),
+            name,
+            value,
+        )
+    }
+
+    /// The `-t <session> -- <name> <value>` that ends both session
+    /// `set-option`s, after whatever flags `line` already has.
+    fn session_option(
+        line: Line,
+        session: SessionTarget,
+        name: &str,
+        value: &str,
+    ) -> Result<Command, CommandError> {
+        Ok(line
             .flag("-t")
-            .arg(&session.into().pane_form())?
+            .arg(&session.pane_form())?
             .flag("--")
             .arg(name)?
             .arg(value)?
